@@ -1,0 +1,293 @@
+"""Image data sets with a content manifest, so every result can be keyed to the exact data.
+
+Two layouts:
+
+* :func:`image_folder` - torchvision ``ImageFolder`` layout ``ROOT/<class>/<image>``; labels are
+  the sorted class-folder names (target data sets).
+* :func:`source_images` - labelled source-domain images whose labels are source-head indices:
+  a flat folder of ``<wnid>_<name>.JPEG`` files (``imagenet-samples``) or wnid-named class
+  folders (ImageNet ``val`` layout, ``imagenette``).
+
+Unusable files (corrupt, truncated, not an image, too small) are skipped and recorded in
+:attr:`ImageSet.skipped` with their path and reason; a set with nothing usable is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from transferscope import config
+from transferscope._io import atomic_write_json, file_sha256
+from transferscope.data.imagenet import imagenet_names, parse_wnid, wnid_to_index
+from transferscope.data.images import IMG_EXTENSIONS, SkippedFile, check_image, load_rgb
+from transferscope.errors import DataError
+
+KNOWN_SETS = ("hymenoptera", "imagenette", "chest-xray", "dtd", "imagenet-samples")
+IGNORED_NAMES = {"SOURCE.md", "SHA256SUMS", "README.md", "LICENSE", ".DS_Store"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: path relative to the set's root, integer label, content hash."""
+
+    path: str
+    label: int
+    sha256: str
+
+
+@dataclass
+class ImageSet(Dataset):
+    """A labelled image set: ``ds[i] -> (image_tensor, label)`` once a transform is set.
+
+    Attributes:
+        root: folder the sample paths are relative to.
+        samples: the usable images, in a stable sorted order.
+        classes: label names; ``classes[label]`` is the name of a label.
+        label_space: ``"target"`` (folder classes) or ``"imagenet"`` (source-head indices).
+        skipped: files that were found but could not be used, with reasons.
+    """
+
+    root: Path
+    samples: list[Sample]
+    classes: list[str]
+    label_space: str = "target"
+    skipped: list[SkippedFile] = field(default_factory=list)
+    transform: Callable | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        img = self.load_image(index)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, sample.label
+
+    def load_image(self, index: int):
+        """The decoded RGB ``PIL.Image`` of sample ``index`` (no transform)."""
+        path = self.root / self.samples[index].path
+        try:
+            return load_rgb(path)
+        except Exception as exc:  # validated at scan time; a file changed underneath us
+            raise DataError(f"{path} could not be read any more ({exc}); it changed after the "
+                            "data set was scanned - re-run to re-scan the folder") from exc
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return torch.tensor([s.label for s in self.samples], dtype=torch.long)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the manifest: relative paths, labels, file contents and class names."""
+        payload = {"classes": self.classes, "label_space": self.label_space,
+                   "samples": [[s.path, s.label, s.sha256] for s in self.samples]}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def manifest(self) -> dict:
+        """The machine-readable manifest (what :attr:`digest` hashes, plus the skipped files)."""
+        return {"root": str(self.root), "digest": self.digest, "classes": self.classes,
+                "label_space": self.label_space,
+                "samples": [s.__dict__ for s in self.samples],
+                "skipped": [s.__dict__ for s in self.skipped]}
+
+    def with_transform(self, transform: Callable | None) -> "ImageSet":
+        """The same samples with another transform (shares the sample list)."""
+        return ImageSet(self.root, self.samples, self.classes, self.label_space, self.skipped,
+                        transform)
+
+    def subset(self, indices: Sequence[int]) -> "ImageSet":
+        return ImageSet(self.root, [self.samples[i] for i in indices], self.classes,
+                        self.label_space, self.skipped, self.transform)
+
+    def class_counts(self) -> list[int]:
+        counts = [0] * len(self.classes)
+        for s in self.samples:
+            counts[s.label] += 1
+        return counts
+
+
+# --------------------------------------------------------------------------- resolving names
+def resolve_folder(name_or_path: str | os.PathLike, split: str | None = None,
+                   data_root: str | os.PathLike | None = None) -> Path:
+    """Turn ``'hymenoptera'`` or a path into an existing folder (``split`` appended if present).
+
+    Raises:
+        DataError: naming the folders tried and how to point transferscope at the data.
+    """
+    raw = Path(name_or_path).expanduser()
+    tried = []
+    bases = [raw] if raw.is_absolute() or raw.exists() else []
+    root = config.data_root(data_root)
+    if not raw.is_absolute():
+        bases.append(root / raw)
+    for base in bases:
+        for cand in ([base / split, base] if split else [base]):
+            tried.append(str(cand))
+            if cand.is_dir():
+                return cand
+    raise DataError(
+        f"data folder not found: {name_or_path!r} (tried {', '.join(tried)}). "
+        f"Give an existing folder, or set the data root with --data-root or ${config.DATA_ENV} "
+        f"(now {root}); `transferscope data fetch NAME` downloads a known set "
+        f"({', '.join(KNOWN_SETS)})."
+    )
+
+
+# --------------------------------------------------------------------------- scanning
+class _FileIndex:
+    """Remembers (size, mtime) -> (sha256, problem) so re-scans hash and decode nothing new."""
+
+    def __init__(self) -> None:
+        self.path = config.cache_dir() / "file-index.json"
+        try:
+            self.entries = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+        self.dirty = False
+
+    def check(self, path: Path) -> tuple[str, str | None]:
+        st = path.stat()
+        key = str(path.resolve())
+        stamp = [st.st_size, st.st_mtime_ns]
+        hit = self.entries.get(key)
+        if hit and hit[0] == stamp:
+            return hit[1], hit[2]
+        sha = file_sha256(path)
+        problem = check_image(path)
+        self.entries[key] = [stamp, sha, problem]
+        self.dirty = True
+        return sha, problem
+
+    def save(self) -> None:
+        if self.dirty:
+            try:
+                atomic_write_json(self.path, self.entries)
+            except OSError:
+                pass  # a read-only cache only costs speed
+
+
+def _walk_files(folder: Path) -> list[Path]:
+    """All files below ``folder``, following directory links once (no symlink loops)."""
+    out, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        out.extend(Path(dirpath) / f for f in sorted(filenames))
+    return out
+
+
+def _scan(root: Path, labelled: list[tuple[Path, int]], index: _FileIndex,
+          skipped: list[SkippedFile]) -> list[Sample]:
+    samples = []
+    for path, label in labelled:
+        rel = path.relative_to(root).as_posix()
+        if path.name in IGNORED_NAMES or path.name.startswith("."):
+            continue
+        if path.suffix.lower() not in IMG_EXTENSIONS:
+            skipped.append(SkippedFile(str(path), "not an image file extension"))
+            continue
+        try:
+            sha, problem = index.check(path)
+        except OSError as exc:
+            skipped.append(SkippedFile(str(path), f"unreadable: {exc}"))
+            continue
+        if problem:
+            skipped.append(SkippedFile(str(path), problem))
+            continue
+        samples.append(Sample(rel, label, sha))
+    return samples
+
+
+def image_folder(name_or_path: str | os.PathLike, split: str | None = None, *,
+                 data_root: str | os.PathLike | None = None, transform: Callable | None = None,
+                 empty_classes: str = "error") -> ImageSet:
+    """Load an ``ImageFolder``-layout set: ``ROOT[/split]/<class>/<image>``.
+
+    Args:
+        name_or_path: a folder, or a set name under the data root (``"hymenoptera"``).
+        split: sub-folder such as ``"train"`` or ``"val"``.
+        empty_classes: ``"error"`` (default) or ``"skip"`` for class folders with no usable image.
+
+    Example:
+        >>> ds = image_folder("hymenoptera", "val")  # doctest: +SKIP
+        >>> ds.classes, len(ds)  # doctest: +SKIP
+        (['ants', 'bees'], 153)
+    """
+    root = resolve_folder(name_or_path, split, data_root)
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{root} has no class sub-folders; expected {root}/<class>/<image>.jpg")
+    index, skipped, samples, classes = _FileIndex(), [], [], []
+    for d in class_dirs:
+        files = _walk_files(d)
+        found = _scan(root, [(f, len(classes)) for f in files], index, skipped)
+        if not found:
+            if empty_classes == "skip":
+                skipped.append(SkippedFile(str(d), "class folder has no usable image"))
+                continue
+            raise DataError(f"class folder {d} has no usable image ({len(files)} files, all "
+                            "skipped); add images, remove the folder, or pass "
+                            "empty_classes='skip'")
+        classes.append(d.name)
+        samples.extend(found)
+    index.save()
+    return ImageSet(root, samples, classes, "target", skipped, transform)
+
+
+def _source_label(name: str, by_name: dict[str, int]) -> int | None:
+    wnid = parse_wnid(name)
+    if wnid is not None:
+        return wnid_to_index().get(wnid)
+    return by_name.get(name.lower().replace("_", " "))
+
+
+def source_images(name_or_path: str | os.PathLike, split: str | None = None, *,
+                  data_root: str | os.PathLike | None = None,
+                  transform: Callable | None = None) -> ImageSet:
+    """Labelled source-domain (ImageNet) images; labels are source-head indices 0..999.
+
+    Accepts a flat folder of ``<wnid>_<name>.JPEG`` files or class folders named by wnid
+    (``n01440764``) or by ImageNet class name (``tench``). Files that map to no class are
+    recorded in ``skipped``.
+    """
+    root = resolve_folder(name_or_path, split, data_root)
+    by_name = {n.lower(): i for i, n in enumerate(imagenet_names())}
+    labelled, skipped = [], []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.name in IGNORED_NAMES:
+            continue
+        label = _source_label(entry.stem if entry.is_file() else entry.name, by_name)
+        if label is None:
+            skipped.append(SkippedFile(str(entry), "name maps to no ImageNet class"))
+            continue
+        files = _walk_files(entry) if entry.is_dir() else [entry]
+        labelled.extend((f, label) for f in files)
+    if not labelled:
+        raise DataError(
+            f"no file or folder name in {root} maps to an ImageNet class; name files "
+            "'<wnid>_<name>.JPEG' (e.g. n01440764_tench.JPEG) or folders by wnid "
+            "('n01440764/') or class name ('tench/')")
+    index = _FileIndex()
+    samples = _scan(root, labelled, index, skipped)
+    index.save()
+    if not samples:
+        raise DataError(f"{root}: none of the {len(labelled)} source images is usable; "
+                        f"first problem: {skipped[-1].path}: {skipped[-1].reason}")
+    return ImageSet(root, samples, imagenet_names(), "imagenet", skipped, transform)

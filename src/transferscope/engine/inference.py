@@ -1,0 +1,159 @@
+"""Batched inference with cached logits and layer activations.
+
+Every analysis asks :func:`predict` for what it needs; identical requests (same weights,
+same data manifest, same preprocessing, same layers) are served from the
+:class:`~transferscope.engine.cache.ResultCache`, so each (model, data) pair runs once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from transferscope._progress import progress_bar
+from transferscope.data.folder import ImageSet
+from transferscope.data.transforms import describe_transform, eval_transform
+from transferscope.engine.cache import ResultCache
+from transferscope.errors import ConfigError
+from transferscope.models.base import TransferModel
+
+_default_cache: ResultCache | None = None
+
+
+def default_cache() -> ResultCache:
+    global _default_cache
+    if _default_cache is None:
+        _default_cache = ResultCache()
+    return _default_cache
+
+
+@dataclass
+class Predictions:
+    """Outputs of a model over a data set, in the data set's sample order.
+
+    Attributes:
+        logits: ``(N, C)`` float32.
+        labels: ``(N,)`` int64 ground-truth labels of the data set.
+        activations: layer name -> ``(N, ...)`` outputs (spatially averaged if pooled).
+        from_cache: whether the result came from the cache.
+    """
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)
+    from_cache: bool = False
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self.logits.softmax(dim=1)
+
+    @property
+    def preds(self) -> torch.Tensor:
+        return self.logits.argmax(dim=1)
+
+    def accuracy(self, k: int = 1) -> float:
+        """Top-k accuracy in [0, 1]."""
+        topk = self.logits.topk(k, dim=1).indices
+        return (topk == self.labels[:, None]).any(dim=1).float().mean().item()
+
+
+def _resolve_layers(model: TransferModel, layers: Sequence[str]) -> dict[str, nn.Module]:
+    groups = {g.name: g.output_module for g in model.layer_groups()}
+    out = {}
+    for name in layers:
+        path = groups.get(name, name)
+        try:
+            out[name] = model.get_submodule(path)
+        except AttributeError:
+            raise ConfigError(f"layer {name!r} is neither a layer group of {model.arch} "
+                              f"({', '.join(groups)}) nor a sub-module path") from None
+    return out
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, modules: dict[str, nn.Module], pool: str = "none"):
+    """Record the outputs of ``modules`` during forward passes; hooks are removed on exit.
+
+    Yields a dict name -> list of per-batch tensors (detached, on CPU).
+    """
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+
+    def make_hook(name):
+        def hook(_mod, _inp, out):
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            if pool == "avg" and out.dim() > 2:
+                out = out.flatten(2).mean(-1)
+            store[name].append(out.detach().float().cpu().contiguous())
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in modules.items()]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = None,
+            transform: Callable | None = None, layers: Sequence[str] = (), pool: str = "none",
+            batch_size: int = 32, num_workers: int = 0, cache: ResultCache | None = None,
+            channels_last: bool = True, progress: bool | None = None,
+            desc: str | None = None) -> Predictions:
+    """Run ``model`` over ``data`` and return logits (and activations of ``layers``).
+
+    Args:
+        model: any :class:`TransferModel`; put in eval mode for the call.
+        data: an :class:`ImageSet`; its own transform is ignored in favour of ``transform``
+            (default: the model's evaluation preprocessing at ``image_size``).
+        layers: layer-group names (see ``model.layer_groups()``) or module paths.
+        pool: ``"none"`` keeps full activations, ``"avg"`` averages over space.
+        cache: a :class:`ResultCache` (default: the shared one); ``ResultCache(enabled=False)``
+            to force recomputation.
+
+    Returns:
+        :class:`Predictions` with ``logits`` ``(N, C)`` and ``labels`` ``(N,)``.
+    """
+    if pool not in ("none", "avg"):
+        raise ConfigError(f"pool must be 'none' or 'avg', got {pool!r}")
+    if len(data) == 0:
+        raise ConfigError(f"data set at {data.root} is empty; nothing to predict")
+    cache = default_cache() if cache is None else cache
+    transform = transform or eval_transform(model.norm, image_size or model.default_size)
+    key = cache.key(kind="predict", weights=model.weights_hash(), data=data.digest,
+                    transform=describe_transform(transform), layers=list(layers), pool=pool)
+    hit = cache.get(key)
+    if hit is not None:
+        acts = {k[4:]: v for k, v in hit.items() if k.startswith("act.")}
+        return Predictions(hit["logits"], hit["labels"], acts, from_cache=True)
+
+    modules = _resolve_layers(model, layers)
+    loader = DataLoader(data.with_transform(transform), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers)
+    was_training = model.training
+    model.eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    logits, labels = [], []
+    try:
+        with torch.inference_mode(), capture(model, modules, pool) as store, \
+                progress_bar(len(data), desc or f"predict {model.arch} on {data.root.name}",
+                             progress) as advance:
+            for x, y in loader:
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits.append(model(x).float())
+                labels.append(y)
+                advance(len(y))
+    finally:
+        model.train(was_training)
+    out = Predictions(torch.cat(logits), torch.cat(labels),
+                      {n: torch.cat(v) for n, v in store.items()})
+    tensors = {"logits": out.logits, "labels": out.labels,
+               **{f"act.{n}": v for n, v in out.activations.items()}}
+    cache.put(key, tensors, arch=model.arch, data=str(data.root))
+    return out

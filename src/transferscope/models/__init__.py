@@ -1,0 +1,12 @@
+"""Models: the uniform :class:`TransferModel` interface, the registry and the adapter."""
+
+from transferscope.models import zoo as _zoo  # noqa: F401  (registers the architectures)
+from transferscope.models.adapter import wrap_module
+from transferscope.models.base import ClassifierHead, LayerGroup, TransferModel, compose
+from transferscope.models.io import load_model, save_model
+from transferscope.models.registry import SOURCE_CLASSES, create_model, get_spec, list_models
+
+__all__ = [
+    "ClassifierHead", "LayerGroup", "SOURCE_CLASSES", "TransferModel", "compose",
+    "create_model", "get_spec", "list_models", "load_model", "save_model", "wrap_module",
+]
