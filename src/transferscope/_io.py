@@ -25,6 +25,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -64,6 +65,7 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
     os.close(fd)
     try:
         save_file(clean, tmp, metadata=dict(metadata or {}))
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

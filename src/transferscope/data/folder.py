@@ -30,8 +30,7 @@ from transferscope.data.imagenet import imagenet_names, parse_wnid, wnid_to_inde
 from transferscope.data.images import IMG_EXTENSIONS, SkippedFile, check_image, load_rgb
 from transferscope.errors import DataError
 
-KNOWN_SETS = ("hymenoptera", "imagenette", "chest-xray", "dtd", "imagenet-samples")
-IGNORED_NAMES = {"SOURCE.md", "SHA256SUMS", "README.md", "LICENSE", ".DS_Store"}
+IGNORED_NAMES = {"SOURCE.md", "SHA256SUMS", "README.md", "LICENSE", "DOWNLOAD.json", ".DS_Store"}
 
 
 @dataclass(frozen=True)
@@ -141,8 +140,7 @@ def resolve_folder(name_or_path: str | os.PathLike, split: str | None = None,
     raise DataError(
         f"data folder not found: {name_or_path!r} (tried {', '.join(tried)}). "
         f"Give an existing folder, or set the data root with --data-root or ${config.DATA_ENV} "
-        f"(now {root}); `transferscope data fetch NAME` downloads a known set "
-        f"({', '.join(KNOWN_SETS)})."
+        f"(now {root}); `transferscope data fetch hymenoptera` downloads the ants-vs-bees set."
     )
 
 

@@ -109,19 +109,29 @@ def create_model(arch: str, num_classes: int | None = None, *, init: str | os.Pa
     n = SOURCE_CLASSES if num_classes is None else int(num_classes)
     model = spec.build(n, image_size or spec.default_size)
     model.class_names = class_names
+    init_weights(model, init)
+    return model
+
+
+def init_weights(model: TransferModel, init: str | os.PathLike) -> None:
+    """Load ``init`` (``"random"`` = leave as is, ``"imagenet"`` or a file) into ``model``.
+
+    The head is loaded only when its shape fits; otherwise it keeps its current values.
+    """
+    spec = get_spec(model.arch)
+    n = model.num_classes
     if str(init) == "random":
-        return model
+        return
     if str(init) == "imagenet":
         if spec.imagenet_weights is None:
-            raise ModelError(f"no ImageNet weights are known for {arch}; use --init random or "
-                             "--init PATH")
+            raise ModelError(f"no ImageNet weights are known for {model.arch}; use --init "
+                             "random or --init PATH")
         state = to_uniform_keys(spec.imagenet_weights(), spec.native_head)
-        load_weights(model, state, source=f"ImageNet weights of {arch}",
+        load_weights(model, state, source=f"ImageNet weights of {model.arch}",
                      include_head=(n == SOURCE_CLASSES))
-        return model
+        return
     path = Path(init)
     state = to_uniform_keys(load_state_dict_file(path), spec.native_head)
-    head_fits = state.get("head.fc.weight") is not None and \
-        state["head.fc.weight"].shape[0] == n
-    load_weights(model, state, source=str(path), include_head=head_fits)
-    return model
+    head = state.get("head.fc.weight")
+    load_weights(model, state, source=str(path),
+                 include_head=head is not None and head.shape[0] == n)

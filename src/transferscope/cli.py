@@ -1,0 +1,177 @@
+"""The ``transferscope`` command line. User errors print one line and exit with status 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from transferscope import __version__, config
+from transferscope.errors import TransferscopeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Audit what transfer learning keeps, transfers and breaks.")
+data_app = typer.Typer(no_args_is_help=True, help="Find, check and download data sets.")
+app.add_typer(data_app, name="data")
+
+DataRoot = typer.Option(None, "--data-root", help=f"data folder (else ${config.DATA_ENV}, "
+                        "else ../shared/data, else ~/.cache/transferscope/data)")
+
+
+@app.command()
+def train(
+    arch: str = typer.Option(..., help="architecture, see `transferscope models`"),
+    data: str = typer.Option(..., help="ImageFolder data set: a name under the data root or a path"),
+    out: Path = typer.Option(..., help="run directory to write"),
+    init: str = typer.Option("imagenet", help="imagenet | random | PATH (.safetensors/.pt)"),
+    recipe: str = typer.Option("paper000-finetune", help="training recipe, see `transferscope recipes`"),
+    seed: int = typer.Option(0),
+    epochs: Optional[int] = typer.Option(None, help="override the recipe's epochs"),
+    image_size: Optional[int] = typer.Option(None, help="override the recipe's image size"),
+    batch_size: Optional[int] = typer.Option(None, help="override the recipe's batch size"),
+    lr: Optional[float] = typer.Option(None, help="override the recipe's learning rate"),
+    resume: bool = typer.Option(False, help="continue an interrupted run in --out"),
+    num_workers: int = typer.Option(0, help="data-loading worker processes"),
+    data_root: Optional[Path] = DataRoot,
+):
+    """Fine-tune or train from scratch; writes weights, checkpoints and metrics to --out."""
+    from transferscope.engine import TrainConfig, get_recipe
+    from transferscope.engine import train as run_train
+
+    cfg = TrainConfig(arch=arch, init=init, data=data, seed=seed,
+                      recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
+                                        batch_size=batch_size, lr=lr))
+    result = run_train(cfg, out, resume=resume, data_root=data_root, num_workers=num_workers)
+    last = result.metrics[-1]
+    typer.echo(f"{out}: {len(result.metrics)} epochs, val_acc {last['val_acc']:.4f}, "
+               f"val_loss {last['val_loss']:.4f}")
+
+
+def _load_any(model: str, init: str, num_classes: int | None):
+    from transferscope.engine import load_run
+    from transferscope.models import create_model, load_model
+
+    path = Path(model)
+    if path.is_dir():
+        return load_run(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        return load_model(path)
+    return create_model(model, num_classes, init=init)
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option(..., help="architecture name, run directory or .safetensors file"),
+    data: str = typer.Option(..., help="data set name or path"),
+    split: Optional[str] = typer.Option(None, help="sub-folder, e.g. val"),
+    source: bool = typer.Option(False, help="labels are ImageNet classes (wnid file/folder names)"),
+    init: str = typer.Option("imagenet", help="weights when --model is an architecture name"),
+    image_size: Optional[int] = typer.Option(None),
+    batch_size: int = typer.Option(32),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result here"),
+    data_root: Optional[Path] = DataRoot,
+):
+    """Top-1/top-5 accuracy of a model on a data set (cached)."""
+    from transferscope._io import atomic_write_json
+    from transferscope.data import image_folder, source_images
+    from transferscope.engine import predict
+
+    ds = (source_images if source else image_folder)(data, split, data_root=data_root)
+    net = _load_any(model, init, None if source else ds.num_classes)
+    if net.num_classes != ds.num_classes:
+        raise TransferscopeError(
+            f"{model} has {net.num_classes} outputs but {ds.root} has {ds.num_classes} classes; "
+            "use --source for ImageNet-labelled images or a model trained on this data")
+    pred = predict(net, ds, image_size=image_size, batch_size=batch_size)
+    result = {"model": model, "data": str(ds.root), "n": len(ds), "top1": pred.accuracy(1),
+              "top5": pred.accuracy(min(5, ds.num_classes)), "cached": pred.from_cache,
+              "skipped": [s.__dict__ for s in ds.skipped]}
+    typer.echo(f"{model} on {ds.root}: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
+               f"({len(ds)} images{', cached' if pred.from_cache else ''}"
+               f"{f', {len(ds.skipped)} skipped' if ds.skipped else ''})")
+    if json_out:
+        atomic_write_json(json_out, result)
+
+
+@app.command()
+def models():
+    """List the registered architectures."""
+    from transferscope.models import get_spec, list_models
+
+    for name in list_models():
+        spec = get_spec(name)
+        weights = "imagenet" if spec.imagenet_weights else "random only"
+        typer.echo(f"{name:22s} {spec.default_size:4d}px  {weights:12s} {spec.description}")
+
+
+@app.command()
+def recipes():
+    """List the training recipes."""
+    from transferscope.engine import RECIPES
+
+    for r in RECIPES.values():
+        typer.echo(f"{r.name:18s} {r.optimizer} lr={r.lr} {r.schedule} epochs={r.epochs} "
+                   f"batch={r.batch_size} size={r.image_size}  [{r.source}]")
+
+
+@data_app.command("fetch")
+def data_fetch(name: str, data_root: Optional[Path] = DataRoot,
+               sha256: Optional[str] = typer.Option(None, help="expected archive sha256"),
+               timeout: float = typer.Option(20.0, help="network timeout in seconds")):
+    """Download a known data set into the data root (needs internet)."""
+    from transferscope.data.fetch import fetch
+
+    typer.echo(str(fetch(name, data_root, timeout=timeout, sha256=sha256)))
+
+
+@data_app.command("check")
+def data_check(name: str, split: Optional[str] = typer.Option(None),
+               source: bool = typer.Option(False, help="ImageNet-labelled source images"),
+               data_root: Optional[Path] = DataRoot):
+    """Scan a data set: classes, counts, manifest digest and skipped files."""
+    from transferscope.data import image_folder, source_images
+
+    ds = (source_images if source else image_folder)(name, split, data_root=data_root)
+    counts = ds.class_counts()
+    typer.echo(f"{ds.root}: {len(ds)} images, {sum(c > 0 for c in counts)} classes, "
+               f"digest {ds.digest[:16]}")
+    for s in ds.skipped:
+        typer.echo(f"  skipped {s.path}: {s.reason}")
+
+
+@app.command()
+def version():
+    typer.echo(__version__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except TransferscopeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("interrupted; re-run with --resume to continue", err=True)
+        return 130
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:  # console-script target
+    sys.exit(main())

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from transferscope.data import eval_transform, image_folder
+from transferscope.engine import ResultCache, TrainConfig, get_recipe, load_run, predict, train
+from transferscope.errors import ConfigError
+from transferscope.models import create_model
+
+
+def tiny_model(n=2):
+    torch.manual_seed(0)
+    return create_model("baseline_cnn", n, image_size=32)
+
+
+def test_cache_roundtrip_and_corruption(tmp_path):
+    cache = ResultCache(tmp_path)
+    key = cache.key(a=1)
+    assert key != cache.key(a=2) and cache.get(key) is None
+    cache.put(key, {"x": torch.arange(1000.0)})
+    assert torch.equal(cache.get(key)["x"], torch.arange(1000.0))
+    raw = bytearray(cache.path(key).read_bytes())
+    raw[-8] ^= 0x01
+    cache.path(key).write_bytes(bytes(raw))
+    assert cache.get(key) is None and cache.corrupt == 1 and not cache.path(key).exists()
+
+
+def test_predict_matches_direct_forward_and_caches(tiny_folder, tmp_path):
+    m, ds = tiny_model(), image_folder(tiny_folder)
+    cache = ResultCache(tmp_path / "c")
+    first = predict(m, ds, image_size=32, cache=cache, layers=["conv2", "fc1"], pool="avg",
+                    batch_size=5)
+    x = torch.stack([eval_transform(m.norm, 32)(ds.load_image(i)) for i in range(len(ds))])
+    m.eval()
+    with torch.no_grad():
+        assert torch.allclose(first.logits, m(x), atol=1e-5)
+    assert first.activations["conv2"].shape == (12, 64) and first.activations["fc1"].shape == (12, 512)
+    assert torch.equal(first.labels, ds.targets) and not first.from_cache
+    assert not m._forward_hooks and not any(mod._forward_hooks for mod in m.modules())
+    second = predict(m, ds, image_size=32, cache=cache, layers=["conv2", "fc1"], pool="avg")
+    assert second.from_cache and torch.equal(second.logits, first.logits)
+    assert cache.hits == 1
+
+
+def test_cache_misses_on_any_change(tiny_folder, tmp_path):
+    m, ds = tiny_model(), image_folder(tiny_folder)
+    cache = ResultCache(tmp_path / "c")
+    predict(m, ds, image_size=32, cache=cache)
+    assert not predict(m, ds.subset(range(5)), image_size=32, cache=cache).from_cache
+    assert not predict(m, ds, image_size=32, cache=cache, layers=["conv1"]).from_cache
+    other_tf = eval_transform(m.norm, 32).transforms[:-1]
+    assert not predict(m, ds, transform=torch.nn.Sequential(*other_tf) if False else
+                       __import__("torchvision").transforms.v2.Compose(other_tf),
+                       cache=cache).from_cache
+    with torch.no_grad():
+        m.head.fc.bias.add_(1.0)
+    assert not predict(m, ds, image_size=32, cache=cache).from_cache
+    assert predict(m, ds, image_size=32, cache=cache).from_cache
+
+
+def test_unknown_layer_is_a_clear_error(tiny_folder):
+    with pytest.raises(ConfigError, match="conv1"):
+        predict(tiny_model(), image_folder(tiny_folder), image_size=32, layers=["nope"])
+
+
+def _config(root, epochs=3, seed=0):
+    return TrainConfig(arch="baseline_cnn", init="random", data=str(root), seed=seed,
+                       recipe=get_recipe("paper000-scratch", epochs=epochs, image_size=32,
+                                         batch_size=4, lr=1e-3))
+
+
+def test_training_learns_and_writes_the_run(tiny_split, tmp_path):
+    res = train(_config(tiny_split, epochs=4), tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.json", "data.json", "init_random.safetensors", "init.safetensors",
+                 "metrics.json", "model.safetensors", "checkpoints/epoch_0004.safetensors"):
+        assert (run / name).exists(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
+    assert set(metrics[0]) >= {"train_loss", "train_acc", "val_loss", "val_acc"}
+    assert metrics[-1]["val_acc"] == 1.0  # colours separate the classes
+    assert load_run(run).weights_hash() == res.model.weights_hash()
+    assert load_run(run, "init_random").weights_hash() == load_run(run, "init").weights_hash()
+
+
+def test_same_seed_same_weights_other_seed_not(tiny_split, tmp_path):
+    a = train(_config(tiny_split, 2), tmp_path / "a").model.weights_hash()
+    b = train(_config(tiny_split, 2), tmp_path / "b").model.weights_hash()
+    c = train(_config(tiny_split, 2, seed=1), tmp_path / "c").model.weights_hash()
+    assert a == b != c
+
+
+def test_resume_after_interruption_equals_uninterrupted(tiny_split, tmp_path, monkeypatch):
+    full = train(_config(tiny_split, 4), tmp_path / "full").model.weights_hash()
+    import transferscope.engine.training as tr
+
+    real, calls = tr._evaluate, {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:  # killed during epoch 3, after epochs 1-2 were checkpointed
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(tr, "_evaluate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tiny_split, 4), tmp_path / "cut")
+    monkeypatch.setattr(tr, "_evaluate", real)
+    assert len(json.loads((tmp_path / "cut" / "metrics.json").read_text())) == 2
+    with pytest.raises(ConfigError, match="--resume"):
+        train(_config(tiny_split, 4), tmp_path / "cut")
+    resumed = train(_config(tiny_split, 4), tmp_path / "cut", resume=True)
+    assert resumed.model.weights_hash() == full
+    assert [m["epoch"] for m in resumed.metrics] == [1, 2, 3, 4]
+
+
+def test_resume_with_other_settings_is_refused(tiny_split, tmp_path):
+    train(_config(tiny_split, 1), tmp_path / "r")
+    with pytest.raises(ConfigError, match="recipe"):
+        train(_config(tiny_split, 2), tmp_path / "r", resume=True)
+
+
+def test_fine_tune_theta_r_differs_from_start(tiny_split, tmp_path):
+    cfg = TrainConfig(arch="efficientnet_lite0", init="imagenet", data=str(tiny_split),
+                      recipe=get_recipe("quick", epochs=1, image_size=32, batch_size=8))
+    train(cfg, tmp_path / "ft")
+    theta_r, start = load_run(tmp_path / "ft", "init_random"), load_run(tmp_path / "ft", "init")
+    assert not torch.equal(theta_r.backbone._conv_stem.weight, start.backbone._conv_stem.weight)
+    assert torch.equal(theta_r.head.fc.weight, start.head.fc.weight)  # head: same random init
