@@ -27,19 +27,21 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = create_model(args.arch, 2, init="imagenet")
-    data = image_folder(args.data, args.split)
+    image_folder(args.data, args.split)  # first scan fills the file index (hash + decode check)
     with tempfile.TemporaryDirectory() as tmp:
         cache = ResultCache(tmp)
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # each timed call re-scans the folder, as a new process would
+        data = image_folder(args.data, args.split)
         cold = predict(model, data, image_size=args.image_size, cache=cache, progress=False)
         t1 = time.perf_counter()
+        data = image_folder(args.data, args.split)
         warm = predict(model, data, image_size=args.image_size, cache=cache, progress=False)
         t2 = time.perf_counter()
     assert warm.from_cache and torch.equal(cold.logits, warm.logits)
     cold_s, warm_s = t1 - t0, t2 - t1
     print(f"{args.arch} on {args.data}/{args.split} ({len(data)} images, {args.image_size}px)")
     print(f"cold  {cold_s:8.3f} s  ({len(data) / cold_s:.1f} img/s)")
-    print(f"warm  {warm_s:8.3f} s  (cache hit: weights hash + manifest + verified read)")
+    print(f"warm  {warm_s:8.3f} s  (folder scan + weights hash + cache key + verified read)")
     print(f"ratio {cold_s / warm_s:8.1f}x")
 
 

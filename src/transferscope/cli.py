@@ -35,6 +35,8 @@ def train(
     lr: Optional[float] = typer.Option(None, help="override the recipe's learning rate"),
     resume: bool = typer.Option(False, help="continue an interrupted run in --out"),
     num_workers: int = typer.Option(0, help="data-loading worker processes"),
+    keep_checkpoints: Optional[int] = typer.Option(None, help="keep only the last N epoch "
+                                                   "checkpoints (default: all)"),
     data_root: Optional[Path] = DataRoot,
 ):
     """Fine-tune or train from scratch; writes weights, checkpoints and metrics to --out."""
@@ -44,7 +46,8 @@ def train(
     cfg = TrainConfig(arch=arch, init=init, data=data, seed=seed,
                       recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                         batch_size=batch_size, lr=lr))
-    result = run_train(cfg, out, resume=resume, data_root=data_root, num_workers=num_workers)
+    result = run_train(cfg, out, resume=resume, data_root=data_root, num_workers=num_workers,
+                       keep_checkpoints=keep_checkpoints)
     last = result.metrics[-1]
     typer.echo(f"{out}: {len(result.metrics)} epochs, val_acc {last['val_acc']:.4f}, "
                f"val_loss {last['val_loss']:.4f}")

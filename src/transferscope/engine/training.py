@@ -102,9 +102,12 @@ def _check_existing(out: Path, config: TrainConfig, resume: bool) -> None:
 
 
 def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
-          data_root: str | None = None, num_workers: int = 0,
+          data_root: str | None = None, num_workers: int = 0, keep_checkpoints: int | None = None,
           progress: bool | None = None) -> TrainResult:
     """Train ``config.arch`` on ``config.data`` and write the run directory ``out``.
+
+    ``keep_checkpoints=N`` keeps only the last N epoch checkpoints (default: all, which the
+    optimisation-path analyses of paper 003 need).
 
     Example:
         >>> cfg = TrainConfig(arch="efficientnet_lite0", init="imagenet", data="hymenoptera",
@@ -210,6 +213,9 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
             torch.save({"epoch": epoch, "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict()}, tmp)
             os.replace(tmp, state_path)
+            if keep_checkpoints is not None:
+                for old in range(1, epoch - max(1, keep_checkpoints) + 1):
+                    (ckpt_dir / f"epoch_{old:04d}.safetensors").unlink(missing_ok=True)
             epoch_bar(1, description=f"train {config.arch}: epoch {epoch} val_acc {val_acc:.3f}")
     save_model(model, out / "model.safetensors", role="final")
     return TrainResult(out, model, metrics)

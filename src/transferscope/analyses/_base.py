@@ -1,0 +1,63 @@
+"""What every analysis returns, and how it is written to disk."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from transferscope._io import atomic_write_bytes, atomic_write_json
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+@dataclass
+class AnalysisResult:
+    """Tables (pandas), a JSON-able summary and matplotlib figures of one analysis."""
+
+    name: str
+    summary: dict[str, Any]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def save(self, out_dir: str | Path) -> dict[str, list[str]]:
+        """Write ``results/<name>.json``, ``results/<name>__<table>.csv``, ``figures/*.png``."""
+        out_dir = Path(out_dir)
+        written: dict[str, list[str]] = {"json": [], "csv": [], "figures": []}
+        payload = {"name": self.name, "summary": _jsonable(self.summary), "notes": self.notes,
+                   "tables": {k: json.loads(v.to_json(orient="records"))
+                              for k, v in self.tables.items()}}
+        path = out_dir / "results" / f"{self.name}.json"
+        atomic_write_json(path, payload)
+        written["json"].append(str(path))
+        for key, table in self.tables.items():
+            path = out_dir / "results" / f"{self.name}__{key}.csv"
+            atomic_write_bytes(path, table.to_csv(index=False).encode())
+            written["csv"].append(str(path))
+        for key, fig in self.figures.items():
+            import io
+
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+            path = out_dir / "figures" / f"{self.name}__{key}.png"
+            atomic_write_bytes(path, buf.getvalue())
+            written["figures"].append(str(path))
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+        return written

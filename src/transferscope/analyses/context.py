@@ -1,0 +1,66 @@
+"""The inputs of the source-domain audit, shared by every analysis through one cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transferscope.data.folder import ImageSet
+from transferscope.engine.cache import ResultCache
+from transferscope.engine.inference import Predictions, default_cache, predict
+from transferscope.errors import ConfigError, ModelError
+from transferscope.models.base import TransferModel, compose
+
+
+@dataclass
+class AuditContext:
+    """Models and data of an audit (paper 000/001 notation).
+
+    Attributes:
+        source: M^s, the pretrained model with its source head.
+        targets: models trained on the target data, e.g. ``{"fine-tuned": M^t,
+            "scratch": M^b}``; the first whose architecture matches ``source`` is M^t.
+        target_data: D^t (usually its validation split).
+        source_data: labelled source images (labels = source-head indices), by name.
+        image_size: input size for every forward pass.
+    """
+
+    source: TransferModel
+    targets: dict[str, TransferModel]
+    target_data: ImageSet
+    source_data: dict[str, ImageSet]
+    image_size: int = 224
+    batch_size: int = 32
+    cache: ResultCache = field(default_factory=default_cache)
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        n = self.target_data.num_classes
+        for name, model in self.targets.items():
+            if model.num_classes != n:
+                raise ModelError(
+                    f"target model {name!r} has {model.num_classes} outputs but the target data "
+                    f"{self.target_data.root} has {n} classes ({', '.join(self.target_data.classes)})"
+                    "; pass the model trained on this data")
+        for name, data in self.source_data.items():
+            if data.label_space != "imagenet" or data.num_classes != self.source.num_classes:
+                raise ConfigError(f"source images {name!r} ({data.root}) are not labelled with "
+                                  f"the {self.source.num_classes} source classes; load them with "
+                                  "transferscope.data.source_images")
+
+    def predict(self, model: TransferModel, data, desc: str | None = None) -> Predictions:
+        """Cached forward pass at the audit's image size."""
+        return predict(model, data, image_size=self.image_size, batch_size=self.batch_size,
+                       cache=self.cache, progress=self.progress, desc=desc)
+
+    def transferred(self) -> dict[str, TransferModel]:
+        """Target models sharing the source architecture (those M^st can be built for)."""
+        return {k: m for k, m in self.targets.items()
+                if m.arch == self.source.arch and m.num_features == self.source.num_features}
+
+    def m_st(self, name: str) -> TransferModel:
+        """Paper 001's M^st: backbone of target model ``name`` + head of M^s."""
+        return compose(self.targets[name], self.source)
+
+    @property
+    def target_classes(self) -> list[str]:
+        return self.target_data.classes

@@ -1,0 +1,86 @@
+"""Source-only and lingering features (paper 001, eq. 1-3).
+
+* ``v(c) = |{x in D^t : c in top_k(M^s(x))}|`` - how often source class c shows in the target
+  data (eq. 1);
+* source-only features ``F = {c : v(c) <= v_lo}`` (eq. 2);
+* lingering features ``L = {c in F : mean_{x in D^c} p_c(M^st(x)) > p_lo}`` - source-only
+  classes the fine-tuned backbone still recognises through the source head (eq. 3).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._stats import per_class_rate
+from transferscope.analyses.context import AuditContext
+
+
+def source_votes(source_logits: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """Eq. 1: ``(N, S)`` logits of M^s on target images -> ``(S,)`` counts ``v(c)``.
+
+    Example:
+        >>> source_votes(torch.tensor([[3., 2., 1.], [1., 3., 2.]]), k=2).tolist()
+        [1, 2, 1]
+    """
+    top = source_logits.topk(k, dim=1).indices.flatten()
+    return torch.bincount(top, minlength=source_logits.shape[1])
+
+
+def source_only(votes: torch.Tensor, v_lo: int = 0) -> torch.Tensor:
+    """Eq. 2: boolean ``(S,)`` mask of classes with ``v(c) <= v_lo``."""
+    return votes <= v_lo
+
+
+def class_mean_prob(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``mean_{x in D^c} p_c(x)`` for every class c: ``(N, S), (N,) -> (S,)``; NaN if no image."""
+    own = probs.gather(1, labels.long()[:, None]).squeeze(1)
+    return per_class_rate(own, labels, probs.shape[1])
+
+
+def lingering(mean_prob: torch.Tensor, only: torch.Tensor, p_lo: float) -> torch.Tensor:
+    """Eq. 3: boolean ``(S,)`` mask of source-only classes with mean own probability > p_lo."""
+    return only & (mean_prob > p_lo) & ~mean_prob.isnan()
+
+
+def run(ctx: AuditContext, k: int = 5, v_lo: int = 0, p_lo: float | None = None
+        ) -> AnalysisResult:
+    """Find F and L for every transferred target model; ``p_lo`` defaults to 10x chance."""
+    s = ctx.source.num_classes
+    p_lo = 10.0 / s if p_lo is None else float(p_lo)
+    votes = source_votes(ctx.predict(ctx.source, ctx.target_data, desc="votes: M^s on target")
+                         .logits, k)
+    only = source_only(votes, v_lo)
+    names = next(iter(ctx.source_data.values())).classes
+    table = pd.DataFrame({"class": range(s), "class name": names, "v(c)": votes.tolist(),
+                          "source-only": only.tolist()})
+    summary = {"k": k, "v_lo": v_lo, "p_lo": p_lo, "target_images": len(ctx.target_data),
+               "source_only": int(only.sum()), "models": {}}
+    ref = _pooled_mean_prob(ctx, ctx.source, "M^s")
+    table["mean p_c(M^s)"] = ref.tolist()
+    for name in ctx.transferred():
+        mean_p = _pooled_mean_prob(ctx, ctx.m_st(name), f"M^st ({name})")
+        linger = lingering(mean_p, only, p_lo)
+        table[f"mean p_c(M^st {name})"] = mean_p.tolist()
+        table[f"lingering ({name})"] = linger.tolist()
+        order = torch.argsort(torch.nan_to_num(mean_p, nan=-1.0) * linger, descending=True)
+        summary["models"][name] = {
+            "lingering": int(linger.sum()),
+            "evaluated_source_only": int((only & ~mean_p.isnan()).sum()),
+            "top": [{"class": int(c), "name": names[c], "mean_p": float(mean_p[c])}
+                    for c in order[: min(10, int(linger.sum()))].tolist()]}
+    result = AnalysisResult("lingering_features", summary, {"per_class": table})
+    result.notes.append(f"v(c) counts target images ({len(ctx.target_data)}) whose top-{k} "
+                        f"M^s predictions include c; p_lo = {p_lo:g}.")
+    return result
+
+
+def _pooled_mean_prob(ctx: AuditContext, model, label: str) -> torch.Tensor:
+    """Mean own-class probability over all source-image sets together."""
+    probs, labels = [], []
+    for set_name, data in ctx.source_data.items():
+        pred = ctx.predict(model, data, desc=f"lingering: {label} on {set_name}")
+        probs.append(pred.probs)
+        labels.append(pred.labels)
+    return class_mean_prob(torch.cat(probs), torch.cat(labels))

@@ -1,0 +1,92 @@
+"""Retained source knowledge (paper 000, section 2.1, Table 1).
+
+Re-attach the source head to each fine-tuned backbone (M^st) and measure the recall of every
+source class on labelled source images; M^s itself is the reference.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._stats import per_class_rate
+from transferscope.analyses.context import AuditContext
+
+#: Paper 000 Table 1 bins (recall in percent); exactly 50 counts as "<=50".
+RECALL_BINS = ["<=50", "]50,60[", "[60,70[", "[70,80[", "[80,90[", "[90,100]"]
+
+#: Paper 000 Table 1 (ImageNet validation set, 50 images per class).
+PAPER_TABLE1 = {"RN-18 (ImageNet), paper 000": [495, 185, 164, 100, 49, 7],
+                "VGG-16 (ImageNet), paper 000": [671, 128, 97, 63, 33, 7]}
+
+
+def per_class_recall(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Recall of every class, ``(N,), (N,) -> (C,)``; NaN for classes without samples.
+
+    Example:
+        >>> per_class_recall(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 0, 1, 2]), 4).tolist()
+        [0.5, 1.0, 1.0, nan]
+    """
+    return per_class_rate(preds == labels, labels, num_classes)
+
+
+def recall_bins(recall: torch.Tensor) -> list[int]:
+    """Counts of classes per Table-1 bin; classes with NaN recall are not counted."""
+    pct = recall[~recall.isnan()] * 100
+    index = (pct > 50).long() * (1 + sum((pct >= edge).long() for edge in (60, 70, 80, 90)))
+    return torch.bincount(index, minlength=len(RECALL_BINS)).tolist()
+
+
+def run(ctx: AuditContext) -> AnalysisResult:
+    """Per-source-class recall of M^s and of M^st for every transferred target model."""
+    rows, per_class, summary = [], {}, {}
+    for set_name, data in ctx.source_data.items():
+        labels_present = torch.unique(data.targets)
+        models = {"source (M^s)": ctx.source}
+        models.update({f"{k} + source head (M^st)": ctx.m_st(k) for k in ctx.transferred()})
+        for model_name, model in models.items():
+            pred = ctx.predict(model, data, desc=f"recall: {model_name} on {set_name}")
+            rec = per_class_recall(pred.preds, pred.labels, ctx.source.num_classes)
+            bins = recall_bins(rec)
+            rows.append({"source images": set_name, "model": model_name,
+                         **dict(zip(RECALL_BINS, bins)), "All": sum(bins),
+                         "mean recall": float(rec[labels_present].mean())})
+            per_class[(set_name, model_name)] = rec
+            summary[f"{set_name}/{model_name}"] = {
+                "classes": sum(bins), "mean_recall": float(rec[labels_present].mean()),
+                "classes_recall_ge_50": int((rec[labels_present] >= 0.5).sum()),
+                "bins": dict(zip(RECALL_BINS, bins))}
+    for name, counts in PAPER_TABLE1.items():
+        rows.append({"source images": "ImageNet val (paper)", "model": name,
+                     **dict(zip(RECALL_BINS, counts)), "All": 1000,
+                     "mean recall": float("nan")})
+    names = ctx.source_data and next(iter(ctx.source_data.values())).classes
+    long = []
+    for (set_name, model_name), rec in per_class.items():
+        for c in torch.nonzero(~rec.isnan()).flatten().tolist():
+            long.append({"source images": set_name, "model": model_name, "class": c,
+                         "class name": names[c], "recall": float(rec[c])})
+    result = AnalysisResult("retained_knowledge", summary,
+                            {"bins": pd.DataFrame(rows), "per_class": pd.DataFrame(long)})
+    result.figures["recall_hist"] = _figure(per_class)
+    result.notes.append("Recall per class is a fraction over the images (and augmented views) "
+                        "of that class in each source-image set.")
+    return result
+
+
+def _figure(per_class):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for (set_name, model_name), rec in per_class.items():
+        vals = rec[~rec.isnan()].numpy() * 100
+        ax.hist(vals, bins=[0, 50, 60, 70, 80, 90, 100], histtype="step", linewidth=1.5,
+                label=f"{model_name} ({set_name})")
+    ax.set_xlabel("recall of source class (%)")
+    ax.set_ylabel("source classes")
+    ax.legend(fontsize=7)
+    return fig
