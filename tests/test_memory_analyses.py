@@ -158,3 +158,50 @@ def test_views_are_deterministic_and_counted(audit):
     assert np.array_equal(np.asarray(a), np.asarray(b))
     assert views.digest != ViewSet(base, n_views=4, seed=4).digest
     assert np.array_equal(np.asarray(views.load_image(0)), np.asarray(base.load_image(0)))
+
+
+def test_composite_geometry_is_in_bounds_sized_and_seeded(audit):
+    from transferscope.data.composite import PAPER000_SIDE, CompositeSet
+
+    src, tgt = audit.source_data["samples"], audit.target_data
+    comp = CompositeSet(src, tgt, [0, 4], [0, 5], size=40, side_fraction=PAPER000_SIDE,
+                        repeats=3, seed=7)
+    assert len(comp) == 2 * 2 * 3
+    side = comp.boxes[:, 2] - comp.boxes[:, 0]
+    assert (side == round(PAPER000_SIDE * 40)).all() and (side == comp.boxes[:, 3] - comp.boxes[:, 1]).all()
+    assert (comp.boxes[:, :2] >= 0).all() and (comp.boxes[:, 2:] <= 40).all()
+    assert abs(side[0].item() ** 2 / 40 ** 2 - 0.1) < 0.01  # about 10% of the area
+    again = CompositeSet(src, tgt, [0, 4], [0, 5], size=40, side_fraction=PAPER000_SIDE,
+                         repeats=3, seed=7)
+    assert torch.equal(comp.boxes, again.boxes) and comp.digest == again.digest
+    other = CompositeSet(src, tgt, [0, 4], [0, 5], size=40, side_fraction=PAPER000_SIDE,
+                         repeats=3, seed=8)
+    assert not torch.equal(comp.boxes, other.boxes) and comp.digest != other.digest
+    img = np.asarray(comp.load_image(5))
+    x0, y0, x1, y1 = comp.boxes[5].tolist()
+    overlay = np.asarray(tgt.load_image(int(comp.items[5, 1])).resize((x1 - x0, y1 - y0)))
+    assert np.abs(img[y0:y1, x0:x1].astype(int) - overlay.astype(int)).mean() < 12
+    assert comp.targets.tolist()[:3] == [0, 0, 0] and comp.targets.tolist()[3] == 1
+    occluded = np.asarray(comp.load_image(5, occlude_background=True))
+    assert (occluded[:y0, :] == 127).all() and (occluded[y1:, :] == 127).all()
+
+
+def test_composites_and_occlusion_on_hand_built_models(audit):
+    from transferscope.analyses import composites, occlusion
+
+    res = composites.run(audit, n_biased=1, n_neutral=1, overlays_per_class=2, repeats=2,
+                         style="paper001")
+    acc = res.tables["accuracy"].set_index("model")
+    # the fine-tuned colour model reads the mean colour: 40% overlays never flip it, so its
+    # accuracy on composites is that of the background's own class
+    assert acc.loc["fine-tuned", "clean target accuracy"] == 1.0
+    assert 0.0 <= acc.loc["fine-tuned", "all composites"] <= 1.0
+    per_bg = res.tables["per_background"]
+    assert set(per_bg["group"]) <= {"biased toward ants", "biased toward bees", "neutral"}
+    against = per_bg[(per_bg["group"] == "biased toward bees") & (per_bg["pasted class"] == "ants")]
+    assert (against["fine-tuned"] == 0.0).all()  # green/blue background beats a red overlay
+    occ = occlusion.run(audit, n_biased=1, n_neutral=1, overlays_per_class=2, repeats=2)
+    row = occ.tables["fixes"].set_index(["model", "background"]).loc[("fine-tuned", "all")]
+    assert 0 < row["fixed by occlusion"] <= row["wrong with background"]
+    assert row["wrong with background"] == round((1 - acc.loc["fine-tuned", "all composites"])
+                                                 * res.summary["composites"])

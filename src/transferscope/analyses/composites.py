@@ -1,0 +1,163 @@
+"""Composite images and the accuracy they cost (paper 000, section 2.3, Fig. 2; paper 001, 4).
+
+Backgrounds are chosen automatically from M^t's bias (eq. 1 of paper 000): per target class
+the source classes most strongly biased toward it, plus neutral classes. Overlays are the
+target images every model recognises most confidently. Each target model is scored on the
+composites per background group; the paper's finding is that fine-tuned models lose most when
+the background is biased *against* the pasted class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses.bias import bias_matrix, bias_strength
+from transferscope.analyses.context import AuditContext
+from transferscope.data.composite import PAPER000_SIDE, PAPER001_SIDE, CompositeSet
+from transferscope.errors import ConfigError
+
+STYLES = {"paper000": PAPER000_SIDE, "paper001": PAPER001_SIDE}
+
+
+@dataclass
+class CompositePlan:
+    """What was pasted on what: the composite set and each background class's group."""
+
+    composites: CompositeSet
+    groups: dict[int, str]  # source class -> "toward <target>" or "neutral"
+    bias: torch.Tensor  # (S, T) bias of the reference model
+    reference: str
+
+
+def choose_backgrounds(mat: torch.Tensor, present: torch.Tensor, n_biased: int = 3,
+                       n_neutral: int = 4) -> dict[int, str]:
+    """Source classes per group: the ``n_biased`` most biased toward each target class (bias
+    >= 0.8 when available, else the highest) and the ``n_neutral`` most even ones."""
+    t = mat.shape[1]
+    sub = mat[present]
+    groups: dict[int, str] = {}
+    for j in range(t):
+        order = torch.argsort(sub[:, j], descending=True)
+        picked = [int(present[i]) for i in order.tolist() if int(present[i]) not in groups]
+        for c in picked[:n_biased]:
+            groups[c] = f"toward {j}"
+    strength = bias_strength(sub)
+    for i in torch.argsort(strength).tolist():
+        c = int(present[i])
+        if c not in groups and sum(g == "neutral" for g in groups.values()) < n_neutral:
+            groups[c] = "neutral"
+    return groups
+
+
+def plan(ctx: AuditContext, style: str = "paper001", n_biased: int = 3, n_neutral: int = 4,
+         overlays_per_class: int = 10, repeats: int = 2, seed: int = 0,
+         source_set: str | None = None) -> CompositePlan:
+    """Deterministic composite set for the audit (shared by composites and occlusion)."""
+    if style not in STYLES:
+        raise ConfigError(f"composite style must be one of {list(STYLES)}, got {style!r}")
+    transferred = list(ctx.transferred()) or list(ctx.targets)
+    reference = transferred[0]
+    name = source_set or next(iter(ctx.source_data))
+    data = ctx.source_data[name]
+    backgrounds = getattr(data, "base", data)  # paste on the original images, not the views
+    pred = ctx.predict(ctx.targets[reference], data)
+    mat = bias_matrix(pred.preds, pred.labels, ctx.source.num_classes, len(ctx.target_classes))
+    groups = choose_backgrounds(mat, torch.unique(data.targets), n_biased, n_neutral)
+    bg_ids = [i for i, s in enumerate(backgrounds.samples) if s.label in groups]
+    conf = torch.stack([ctx.predict(m, ctx.target_data).probs[
+        torch.arange(len(ctx.target_data)), ctx.target_data.targets] for m in ctx.targets.values()
+    ]).min(0).values
+    labels = ctx.target_data.targets
+    ov_ids = []
+    for j in range(len(ctx.target_classes)):
+        idx = torch.nonzero(labels == j).flatten()
+        ov_ids += idx[torch.argsort(conf[idx], descending=True)[:overlays_per_class]].tolist()
+    comp = CompositeSet(backgrounds, ctx.target_data, bg_ids, sorted(ov_ids), ctx.image_size,
+                        STYLES[style], repeats, seed)
+    return CompositePlan(comp, groups, mat, reference)
+
+
+def group_of(plan_: CompositePlan, classes: list[str]) -> list[str]:
+    """Per composite: 'neutral', 'agrees' (background biased toward the pasted class) or
+    'against' (biased toward another class)."""
+    out = []
+    for bg, tgt in zip(plan_.composites.background_labels.tolist(),
+                       plan_.composites.targets.tolist()):
+        g = plan_.groups[bg]
+        out.append("neutral" if g == "neutral" else
+                   "agrees" if g == f"toward {tgt}" else "against")
+    return out
+
+
+def run(ctx: AuditContext, examples: int = 8, **params) -> AnalysisResult:
+    """Accuracy of every target model on composites, per background group and class."""
+    p = plan(ctx, **params)
+    comp, classes = p.composites, ctx.target_classes
+    kind = group_of(p, classes)
+    names = next(iter(ctx.source_data.values())).classes
+    rows, per_bg, summary = [], [], {"reference_model": p.reference, "composites": len(comp),
+                                     "side_fraction": comp.side_fraction, "models": {}}
+    frame = pd.DataFrame({"kind": kind, "background": comp.background_labels.tolist(),
+                          "pasted": comp.targets.tolist()})
+    for model_name, model in ctx.targets.items():
+        clean = ctx.predict(model, ctx.target_data).accuracy()
+        pred = ctx.predict(model, comp, desc=f"composites: {model_name}")
+        frame[model_name] = (pred.preds == comp.targets).numpy()
+        acc = frame.groupby("kind")[model_name].mean().to_dict()
+        rows.append({"model": model_name, "clean target accuracy": clean,
+                     "all composites": float(frame[model_name].mean()),
+                     **{f"background {k}": acc.get(k, float("nan"))
+                        for k in ("agrees", "neutral", "against")}})
+        summary["models"][model_name] = {"clean": clean, **{k: float(v) for k, v in acc.items()},
+                                         "drop_against_vs_neutral":
+                                         acc.get("neutral", float("nan")) -
+                                         acc.get("against", float("nan"))}
+    for (bg, pasted), grp in frame.groupby(["background", "pasted"]):
+        per_bg.append({"background class": int(bg), "background name": names[bg],
+                       "group": _label(p.groups[bg], classes),
+                       f"bias of {p.reference} toward pasted": float(p.bias[bg, pasted]),
+                       "pasted class": classes[pasted], "composites": len(grp),
+                       **{m: float(grp[m].mean()) for m in ctx.targets}})
+    result = AnalysisResult("composites", summary,
+                            {"accuracy": pd.DataFrame(rows), "per_background": pd.DataFrame(per_bg)})
+    result.figures["examples"] = example_grid(comp, min(examples, len(comp)), seed=1)
+    result.notes.append(
+        f"{len(comp)} composites: {len(comp.background_ids)} background images x "
+        f"{len(comp.overlay_ids)} overlays x {comp.repeats} placements; overlay side "
+        f"{comp.side_fraction:.3f} of the image; backgrounds chosen by the bias of "
+        f"{p.reference}.")
+    return result
+
+
+def _label(group: str, classes: list[str]) -> str:
+    return group if group == "neutral" else f"biased toward {classes[int(group.split()[1])]}"
+
+
+def example_grid(comp: CompositeSet, n: int, seed: int = 0):
+    """A figure of ``n`` composites with their overlay boxes outlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    idx = torch.randperm(len(comp), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, idx):
+        ax.imshow(comp.load_image(i))
+        x0, y0, x1, y1 = comp.boxes[i].tolist()
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                               edgecolor="yellow", linewidth=1.5))
+        ax.set_title(comp.backgrounds.classes[int(comp.background_labels[i])][:18], fontsize=7)
+    return fig
+
+
+__all__ = ["CompositePlan", "choose_backgrounds", "group_of", "plan", "run"]
