@@ -12,7 +12,6 @@ import pandas as pd
 import torch
 
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses._stats import pearson
 from transferscope.analyses.context import AuditContext
 
 #: Table 2 bins of B_a in percent: [0,20[, [20,40[, [40,60[, [60,80[, [80,100].
@@ -100,19 +99,9 @@ def run(ctx: AuditContext, top: int = 10) -> AnalysisResult:
         for name, counts in PAPER_TABLE2.items():
             rows.append({"source images": "ImageNet val (paper)", "model": name,
                          "classes": 1000, **dict(zip(bin_labels("ants", "bees"), counts))})
-    agreement = []
-    keys = list(mats)
-    for i, ka in enumerate(keys):
-        for kb in keys[i + 1:]:
-            if ka[0] != kb[0]:
-                continue
-            r, n = pearson(mats[ka][:, 0].numpy(), mats[kb][:, 0].numpy())
-            agreement.append({"source images": ka[0], "model A": ka[1], "model B": kb[1],
-                              f"Pearson R of B[{classes[0]}]": r, "classes": n})
     result = AnalysisResult("interference_bias", summary,
                             {"table": pd.DataFrame(rows), "most_biased": pd.DataFrame(strongest),
-                             "per_class": pd.DataFrame(long),
-                             "agreement": pd.DataFrame(agreement)})
+                             "per_class": pd.DataFrame(long)})
     result.figures["bias_hist"] = _figure(mats, classes)
     return result
 

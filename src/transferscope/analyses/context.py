@@ -49,7 +49,8 @@ class AuditContext:
 
     def predict(self, model: TransferModel, data, desc: str | None = None) -> Predictions:
         """Cached forward pass at the audit's image size."""
-        return predict(model, data, image_size=self.image_size, batch_size=self.batch_size,
+        return predict(model, data, image_size=model.input_size(self.image_size),
+                       batch_size=self.batch_size,
                        cache=self.cache, progress=self.progress, desc=desc)
 
     def transferred(self) -> dict[str, TransferModel]:

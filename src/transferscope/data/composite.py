@@ -34,10 +34,14 @@ def square(img: Image.Image, size: int) -> Image.Image:
     return F.center_crop(img, [size, size])
 
 
-def composite_transform(norm: Normalization) -> v2.Compose:
-    """Tensor + normalisation only: composites are already at the model's input size."""
-    return v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(norm.mean, norm.std)])
+def composite_transform(norm: Normalization, size: int | None = None) -> v2.Compose:
+    """Tensor + normalisation, no crop (the box geometry is kept); resized to ``size`` for a
+    model built for another fixed input size (boxes scale with the image)."""
+    steps = [v2.PILToTensor()]
+    if size is not None:
+        steps.append(v2.Resize([size, size], antialias=True))
+    return v2.Compose(steps + [v2.ToDtype(torch.float32, scale=True),
+                               v2.Normalize(norm.mean, norm.std)])
 
 
 @dataclass
@@ -124,9 +128,9 @@ class CompositeSet(torch.utils.data.Dataset):
             img = self.transform(img)
         return img, int(self.targets[index])
 
-    def model_transform(self, norm: Normalization) -> v2.Compose:
+    def model_transform(self, norm: Normalization, size: int | None = None) -> v2.Compose:
         """Preprocessing that keeps the geometry (used by ``predict``)."""
-        return composite_transform(norm)
+        return composite_transform(norm, None if size in (None, self.size) else size)
 
     def occluded(self) -> "OccludedComposites":
         """The same composites with everything outside the overlay box replaced by grey."""
@@ -151,8 +155,8 @@ class OccludedComposites(torch.utils.data.Dataset):
     def with_transform(self, transform):
         return OccludedComposites(self.base, transform)
 
-    def model_transform(self, norm: Normalization) -> v2.Compose:
-        return composite_transform(norm)
+    def model_transform(self, norm: Normalization, size: int | None = None) -> v2.Compose:
+        return self.base.model_transform(norm, size)
 
     def __getitem__(self, index: int):
         img = self.base.load_image(index, occlude_background=True)

@@ -124,7 +124,7 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
         raise ConfigError(f"data set at {data.root} is empty; nothing to predict")
     cache = default_cache() if cache is None else cache
     if transform is None and hasattr(data, "model_transform"):
-        transform = data.model_transform(model.norm)  # e.g. composites: already at input size
+        transform = data.model_transform(model.norm, model.fixed_size)  # keeps box geometry
     transform = transform or eval_transform(model.norm, image_size or model.default_size)
     key = cache.key(kind="predict", weights=model.weights_hash(), data=data.digest,
                     transform=describe_transform(transform), layers=list(layers), pool=pool)

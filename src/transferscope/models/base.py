@@ -114,6 +114,15 @@ class TransferModel(nn.Module):
     def num_classes(self) -> int:
         return self.head.fc.out_features
 
+    @property
+    def fixed_size(self) -> int | None:
+        """Input side the architecture requires (baseline CNN), or None if any size works."""
+        return getattr(self.backbone, "image_size", None)
+
+    def input_size(self, preferred: int) -> int:
+        """``preferred`` unless the architecture is built for one fixed size."""
+        return self.fixed_size or preferred
+
     def layer_groups(self, include_classifier: bool = True) -> list[LayerGroup]:
         """Ordered layer groups, input to output; the classifier head is last."""
         return [g for g in self._groups if include_classifier or not g.is_classifier]

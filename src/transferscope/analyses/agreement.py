@@ -1,0 +1,65 @@
+"""Cross-model agreement (paper 000, Fig. 5 and 6): Pearson R of per-class recall of M^st
+between transferred models (e.g. architectures) and of per-class bias between every pair of
+target models, with scatter plots. Uses the same cached forward passes as
+:mod:`.retained` and :mod:`.bias`."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import pandas as pd
+
+from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._stats import pearson
+from transferscope.analyses.bias import bias_matrix
+from transferscope.analyses.context import AuditContext
+from transferscope.analyses.retained import per_class_recall
+
+
+def run(ctx: AuditContext) -> AnalysisResult:
+    rows, pairs = [], []
+    first = ctx.target_classes[0]
+    for set_name, data in ctx.source_data.items():
+        recall = {}
+        for name in ctx.transferred():
+            pred = ctx.predict(ctx.m_st(name), data)
+            recall[name] = per_class_recall(pred.preds, pred.labels, ctx.source.num_classes)
+        bias = {}
+        for name, model in ctx.targets.items():
+            pred = ctx.predict(model, data)
+            bias[name] = bias_matrix(pred.preds, pred.labels, ctx.source.num_classes,
+                                     len(ctx.target_classes))[:, 0]
+        for what, values in (("recall of M^st", recall), (f"bias toward {first}", bias)):
+            for a, b in combinations(values, 2):
+                r, n = pearson(values[a].numpy(), values[b].numpy())
+                rows.append({"source images": set_name, "quantity": what, "model A": a,
+                             "model B": b, "Pearson R": r, "classes": n})
+                pairs.append((set_name, what, a, b, values[a].numpy(), values[b].numpy(), r))
+    result = AnalysisResult("agreement", {f"{r['source images']}/{r['quantity']}/"
+                                          f"{r['model A']} vs {r['model B']}": r["Pearson R"]
+                                          for r in rows}, {"pearson": pd.DataFrame(rows)})
+    if pairs:
+        result.figures["scatter"] = _scatter(pairs)
+    return result
+
+
+def _scatter(pairs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(pairs)
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (set_name, what, a, b, x, y, r) in zip(axes.flat, pairs):
+        ax.axis("on")
+        ax.scatter(x, y, s=6, alpha=0.5)
+        ax.set_xlabel(a, fontsize=7)
+        ax.set_ylabel(b, fontsize=7)
+        ax.set_title(f"{what} ({set_name})\nR = {r:.2f}", fontsize=7)
+    fig.tight_layout()
+    return fig
