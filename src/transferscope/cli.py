@@ -99,6 +99,57 @@ def evaluate(
         atomic_write_json(json_out, result)
 
 
+@app.command("audit-memory")
+def audit_memory(
+    model: list[str] = typer.Option(..., help="NAME=RUN_DIR|FILE of a target model; repeat. "
+                                    "The first with the source architecture is M^t"),
+    out: Path = typer.Option(..., help="folder for results/ and figures/"),
+    source: str = typer.Option("efficientnet_lite0", help="source model: architecture "
+                               "(ImageNet weights) or .safetensors file"),
+    target: str = typer.Option("hymenoptera", help="target data set"),
+    target_split: str = typer.Option("val"),
+    source_images: list[str] = typer.Option(["imagenet-samples", "imagenette/val"],
+                                            help="ImageNet-labelled image sets; repeat"),
+    views: int = typer.Option(3, help="deterministic augmented views per source image"),
+    image_size: int = typer.Option(224),
+    analyses: Optional[str] = typer.Option(None, help="comma-separated subset"),
+    composite_style: str = typer.Option("paper001", help="paper001 (40%/side) | paper000 (10% area)"),
+    overlays_per_class: int = typer.Option(10),
+    repeats: int = typer.Option(2),
+    seed: int = typer.Option(0),
+    data_root: Optional[Path] = DataRoot,
+):
+    """Source-domain memory and interference audit (papers 000 and 001)."""
+    from transferscope.analyses import AuditContext
+    from transferscope.audit import run_memory_audit
+    from transferscope.data import image_folder, source_images as load_source
+    from transferscope.data.views import ViewSet
+
+    targets = {}
+    for spec in model:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise TransferscopeError(f"--model {spec!r}: write NAME=RUN_DIR, e.g. "
+                                     "--model fine-tuned=runs/ft")
+        targets[name] = _load_any(path, "imagenet", None)
+    src = _load_any(source, "imagenet", None)
+    sets = {}
+    for spec in source_images:
+        name, split = (spec, None) if Path(spec).is_dir() or "/" not in spec else \
+            spec.rsplit("/", 1)
+        base = load_source(name, split, data_root=data_root)
+        sets[spec] = ViewSet(base, views, seed) if views > 1 else base
+    ctx = AuditContext(src, targets, image_folder(target, target_split, data_root=data_root),
+                       sets, image_size=image_size)
+    results = run_memory_audit(
+        ctx, out, analyses.split(",") if analyses else None,
+        composite_params={"style": composite_style, "overlays_per_class": overlays_per_class,
+                          "repeats": repeats, "seed": seed})
+    index = json.loads((Path(out) / "results" / "index.json").read_text())
+    typer.echo(f"{out}: {len(results)} analyses written in {sum(index['seconds'].values()):.1f}"
+               f" s; cache {index['cache']}")
+
+
 @app.command()
 def models():
     """List the registered architectures."""

@@ -1,0 +1,79 @@
+"""Running the source-domain memory audit (papers 000/001) end to end.
+
+Every analysis gets the same :class:`AuditContext`, so each (model, data) forward pass runs
+once and is shared through the cache; composites, occlusion, distraction and the detector's
+composite evaluation share one composite plan.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from transferscope._io import atomic_write_json
+from transferscope._progress import log
+from transferscope.analyses import (agreement, bias, composites, detector, distraction,
+                                    lingering, occlusion, retained)
+from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses.context import AuditContext
+from transferscope.errors import ConfigError
+
+MEMORY_ANALYSES: dict[str, Callable[..., AnalysisResult]] = {
+    "retained_knowledge": retained.run,
+    "interference_bias": bias.run,
+    "agreement": agreement.run,
+    "lingering_features": lingering.run,
+    "composites": composites.run,
+    "occlusion": occlusion.run,
+    "distraction": distraction.run,
+    "interference_detector": detector.run,
+}
+COMPOSITE_USERS = ("composites", "occlusion", "distraction")
+
+
+def run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str] | None = None,
+                     params: dict[str, dict] | None = None,
+                     composite_params: dict | None = None) -> dict[str, AnalysisResult]:
+    """Run the selected analyses (default: all), write ``out_dir/results`` and ``figures``.
+
+    ``params[name]`` are keyword arguments of that analysis; ``composite_params`` (style,
+    overlays_per_class, repeats, seed, ...) are shared by every analysis that uses composites.
+    """
+    names = list(MEMORY_ANALYSES) if analyses is None else list(analyses)
+    unknown = [n for n in names if n not in MEMORY_ANALYSES]
+    if unknown:
+        raise ConfigError(f"unknown analyses {unknown}; known: {', '.join(MEMORY_ANALYSES)}")
+    params = {k: dict(v) for k, v in (params or {}).items()}
+    comp = dict(composite_params or {})
+    for name in COMPOSITE_USERS:
+        params.setdefault(name, {}).update(comp)
+    if "interference_detector" in names and any(n in names for n in COMPOSITE_USERS):
+        plan = composites.plan(ctx, **comp)
+        params.setdefault("interference_detector", {})["extra_sets"] = {
+            "composites": plan.composites}
+    out_dir = Path(out_dir)
+    results, timings, before = {}, {}, ctx.cache.stats()
+    for name in names:
+        log(f"[bold]analysis[/bold] {name}")
+        t0 = time.perf_counter()
+        results[name] = MEMORY_ANALYSES[name](ctx, **params.get(name, {}))
+        results[name].save(out_dir)
+        timings[name] = round(time.perf_counter() - t0, 3)
+    atomic_write_json(out_dir / "results" / "index.json", {
+        "analyses": names, "seconds": timings,
+        "cache": {k: v - before[k] for k, v in ctx.cache.stats().items()},
+        "image_size": ctx.image_size,
+        "models": {k: {"arch": m.arch, "weights_sha256": m.weights_hash()}
+                   for k, m in {"source": ctx.source, **ctx.targets}.items()},
+        "target_data": {"root": str(ctx.target_data.root), "digest": ctx.target_data.digest},
+        "source_data": {k: {"root": str(d.root), "digest": d.digest, "images": len(d)}
+                        for k, d in ctx.source_data.items()},
+        "skipped_files": [s.__dict__ for s in ctx.target_data.skipped] + [
+            s.__dict__ for d in ctx.source_data.values() for s in d.skipped]})
+    return results
+
+
+def summary_json(results: dict[str, AnalysisResult]) -> str:
+    return json.dumps({k: r.summary for k, r in results.items()}, indent=2, default=str)

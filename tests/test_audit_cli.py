@@ -1,0 +1,70 @@
+"""The memory audit end to end through the CLI on tiny data: files written, cache shared."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import write_image
+from transferscope.audit import MEMORY_ANALYSES
+from transferscope.cli import main
+from transferscope.engine import TrainConfig, get_recipe, train
+
+COLOURS = {"n01440764": (200, 40, 40), "n01443537": (40, 200, 40), "n01484850": (40, 40, 200),
+           "n01491361": (200, 200, 40)}
+
+
+@pytest.fixture
+def runs(tiny_split, tmp_path):
+    for wnid, rgb in COLOURS.items():
+        for i in range(2):
+            write_image(tmp_path / "src" / f"{wnid}_{i}.JPEG", rgb, size=(48, 40))
+    ft = TrainConfig(arch="efficientnet_lite0", init="imagenet", data=str(tiny_split),
+                     recipe=get_recipe("quick", epochs=1, image_size=32, batch_size=8))
+    train(ft, tmp_path / "ft")
+    sc = TrainConfig(arch="baseline_cnn", init="random", data=str(tiny_split),
+                     recipe=get_recipe("paper000-scratch", epochs=1, image_size=32, batch_size=8))
+    train(sc, tmp_path / "scratch")
+    return tiny_split, tmp_path
+
+
+def _audit(tiny_split, tmp_path, out):
+    return main(["audit-memory", "--model", f"fine-tuned={tmp_path / 'ft'}",
+                 "--model", f"scratch={tmp_path / 'scratch'}", "--out", str(out),
+                 "--target", str(tiny_split), "--source-images", str(tmp_path / "src"),
+                 "--views", "2", "--image-size", "32", "--overlays-per-class", "2",
+                 "--repeats", "1"])
+
+
+def test_audit_memory_cli_writes_every_analysis_and_reruns_from_cache(runs, tmp_path):
+    tiny_split, root = runs
+    assert _audit(tiny_split, root, tmp_path / "audit") == 0
+    results = tmp_path / "audit" / "results"
+    for name in MEMORY_ANALYSES:
+        assert (results / f"{name}.json").exists(), name
+    assert list((tmp_path / "audit" / "figures").glob("*.png"))
+    index = json.loads((results / "index.json").read_text())
+    assert index["cache"]["misses"] > 0
+    bias = json.loads((results / "interference_bias.json").read_text())
+    assert "samples" not in bias["summary"] and any("fine-tuned" in k for k in bias["summary"])
+    assert _audit(tiny_split, root, tmp_path / "again") == 0
+    again = json.loads((tmp_path / "again" / "results" / "index.json").read_text())
+    assert again["cache"]["misses"] == 0 and again["cache"]["hits"] > 0
+    first = json.loads((results / "lingering_features.json").read_text())
+    second = json.loads((tmp_path / "again" / "results" / "lingering_features.json").read_text())
+    assert first == second
+
+
+def test_audit_memory_names_a_bad_model_spec(runs, tmp_path, capsys):
+    tiny_split, root = runs
+    code = main(["audit-memory", "--model", str(root / "ft"), "--out", str(tmp_path / "x"),
+                 "--target", str(tiny_split), "--source-images", str(root / "src")])
+    assert code == 2 and "NAME=RUN_DIR" in capsys.readouterr().err
+
+
+def test_audit_memory_rejects_folder_without_imagenet_names(runs, tmp_path, capsys):
+    tiny_split, root = runs
+    code = main(["audit-memory", "--model", f"ft={root / 'ft'}", "--out", str(tmp_path / "x"),
+                 "--target", str(tiny_split), "--source-images", str(tiny_split / "train")])
+    assert code == 2 and "ImageNet class" in capsys.readouterr().err
