@@ -98,7 +98,7 @@ def test_audit_on_hand_built_models(audit):
     res = retained.run(audit)
     per = res.tables["per_class"]
     assert set(per["recall"]) == {1.0}  # backbones are identical colour means: M^st == M^s
-    assert res.summary["samples/source (M^s)"]["classes"] == 3
+    assert res.summary["samples/source custom (M^s)"]["classes"] == 3
 
     b = bias.run(audit)
     tbl = b.tables["per_class"].set_index(["model", "class"])
@@ -112,7 +112,8 @@ def test_audit_on_hand_built_models(audit):
 
     lg = lingering.run(audit, k=1)
     t = lg.tables["per_class"]
-    assert t.loc[0, "v(c)"] == 4 and t.loc[2, "v(c)"] == 4 and t.loc[1, "v(c)"] == 0
+    assert t.loc[0, "v(c) custom"] == 4 and t.loc[2, "v(c) custom"] == 4
+    assert t.loc[1, "v(c) custom"] == 0
     assert t["lingering (fine-tuned)"].sum() == 1 and bool(t.loc[1, "lingering (fine-tuned)"])
     assert lg.summary["models"]["fine-tuned"]["top"][0]["class"] == 1
 

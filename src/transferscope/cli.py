@@ -106,11 +106,14 @@ def audit_memory(
     out: Path = typer.Option(..., help="folder for results/ and figures/"),
     source: str = typer.Option("efficientnet_lite0", help="source model: architecture "
                                "(ImageNet weights) or .safetensors file"),
+    extra_source: list[str] = typer.Option([], help="source architecture for target models "
+                                           "of another architecture (ImageNet weights); repeat"),
     target: str = typer.Option("hymenoptera", help="target data set"),
     target_split: str = typer.Option("val"),
     source_images: list[str] = typer.Option(["imagenet-samples", "imagenette/val"],
                                             help="ImageNet-labelled image sets; repeat"),
-    views: int = typer.Option(3, help="deterministic augmented views per source image"),
+    views: int = typer.Option(3, help="deterministic augmented views per image, for source "
+                              "sets with at most 2 images per class (e.g. imagenet-samples)"),
     image_size: int = typer.Option(224),
     analyses: Optional[str] = typer.Option(None, help="comma-separated subset"),
     composite_style: str = typer.Option("paper001", help="paper001 (40%/side) | paper000 (10% area)"),
@@ -138,9 +141,11 @@ def audit_memory(
         name, split = (spec, None) if Path(spec).is_dir() or "/" not in spec else \
             spec.rsplit("/", 1)
         base = load_source(name, split, data_root=data_root)
-        sets[spec] = ViewSet(base, views, seed) if views > 1 else base
+        sparse = max(base.class_counts()) <= 2
+        sets[spec] = ViewSet(base, views, seed) if views > 1 and sparse else base
     ctx = AuditContext(src, targets, image_folder(target, target_split, data_root=data_root),
-                       sets, image_size=image_size)
+                       sets, image_size=image_size,
+                       extra_sources={a: _load_any(a, "imagenet", None) for a in extra_source})
     results = run_memory_audit(
         ctx, out, analyses.split(",") if analyses else None,
         composite_params={"style": composite_style, "overlays_per_class": overlays_per_class,

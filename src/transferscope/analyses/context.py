@@ -22,6 +22,8 @@ class AuditContext:
         target_data: D^t (usually its validation split).
         source_data: labelled source images (labels = source-head indices), by name.
         image_size: input size for every forward pass.
+        extra_sources: source models of other architectures, keyed by ``arch``, so that
+            target models of those architectures get an M^st too (cross-architecture rows).
     """
 
     source: TransferModel
@@ -32,6 +34,7 @@ class AuditContext:
     batch_size: int = 32
     cache: ResultCache = field(default_factory=default_cache)
     progress: bool | None = None
+    extra_sources: dict[str, TransferModel] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = self.target_data.num_classes
@@ -53,14 +56,24 @@ class AuditContext:
                        batch_size=self.batch_size,
                        cache=self.cache, progress=self.progress, desc=desc)
 
+    @property
+    def sources(self) -> dict[str, TransferModel]:
+        """Source model per architecture (the main one first)."""
+        return {self.source.arch: self.source, **{k: v for k, v in self.extra_sources.items()
+                                                   if k != self.source.arch}}
+
+    def source_for(self, name: str) -> TransferModel:
+        """M^s of target model ``name`` (same architecture)."""
+        return self.sources[self.targets[name].arch]
+
     def transferred(self) -> dict[str, TransferModel]:
-        """Target models sharing the source architecture (those M^st can be built for)."""
+        """Target models with a source model of their architecture (M^st can be built)."""
         return {k: m for k, m in self.targets.items()
-                if m.arch == self.source.arch and m.num_features == self.source.num_features}
+                if m.arch in self.sources and m.num_features == self.sources[m.arch].num_features}
 
     def m_st(self, name: str) -> TransferModel:
-        """Paper 001's M^st: backbone of target model ``name`` + head of M^s."""
-        return compose(self.targets[name], self.source)
+        """Paper 001's M^st: backbone of target model ``name`` + head of its M^s."""
+        return compose(self.targets[name], self.source_for(name))
 
     @property
     def target_classes(self) -> list[str]:

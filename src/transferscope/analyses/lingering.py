@@ -49,24 +49,28 @@ def run(ctx: AuditContext, k: int = 5, v_lo: int = 0, p_lo: float | None = None
     """Find F and L for every transferred target model; ``p_lo`` defaults to 10x chance."""
     s = ctx.source.num_classes
     p_lo = 10.0 / s if p_lo is None else float(p_lo)
-    votes = source_votes(ctx.predict(ctx.source, ctx.target_data, desc="votes: M^s on target")
-                         .logits, k)
-    only = source_only(votes, v_lo)
     names = next(iter(ctx.source_data.values())).classes
-    table = pd.DataFrame({"class": range(s), "class name": names, "v(c)": votes.tolist(),
-                          "source-only": only.tolist()})
+    table = pd.DataFrame({"class": range(s), "class name": names})
     summary = {"k": k, "v_lo": v_lo, "p_lo": p_lo, "target_images": len(ctx.target_data),
-               "source_only": int(only.sum()), "models": {}}
-    ref = _pooled_mean_prob(ctx, ctx.source, "M^s")
-    table["mean p_c(M^s)"] = ref.tolist()
-    for name in ctx.transferred():
+               "source_only": {}, "models": {}}
+    only_by_arch = {}
+    for arch, source in ctx.sources.items():
+        votes = source_votes(ctx.predict(source, ctx.target_data,
+                                         desc=f"votes: M^s {arch} on target").logits, k)
+        only_by_arch[arch] = source_only(votes, v_lo)
+        table[f"v(c) {arch}"] = votes.tolist()
+        table[f"source-only {arch}"] = only_by_arch[arch].tolist()
+        table[f"mean p_c(M^s {arch})"] = _pooled_mean_prob(ctx, source, f"M^s {arch}").tolist()
+        summary["source_only"][arch] = int(only_by_arch[arch].sum())
+    for name, model in ctx.transferred().items():
+        only = only_by_arch[model.arch]
         mean_p = _pooled_mean_prob(ctx, ctx.m_st(name), f"M^st ({name})")
         linger = lingering(mean_p, only, p_lo)
         table[f"mean p_c(M^st {name})"] = mean_p.tolist()
         table[f"lingering ({name})"] = linger.tolist()
         order = torch.argsort(torch.nan_to_num(mean_p, nan=-1.0) * linger, descending=True)
         summary["models"][name] = {
-            "lingering": int(linger.sum()),
+            "arch": model.arch, "lingering": int(linger.sum()),
             "evaluated_source_only": int((only & ~mean_p.isnan()).sum()),
             "top": [{"class": int(c), "name": names[c], "mean_p": float(mean_p[c])}
                     for c in order[: min(10, int(linger.sum()))].tolist()]}

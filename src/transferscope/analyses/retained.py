@@ -43,7 +43,7 @@ def run(ctx: AuditContext) -> AnalysisResult:
     rows, per_class, summary = [], {}, {}
     for set_name, data in ctx.source_data.items():
         labels_present = torch.unique(data.targets)
-        models = {"source (M^s)": ctx.source}
+        models = {f"source {arch} (M^s)": m for arch, m in ctx.sources.items()}
         models.update({f"{k} + source head (M^st)": ctx.m_st(k) for k in ctx.transferred()})
         for model_name, model in models.items():
             pred = ctx.predict(model, data, desc=f"recall: {model_name} on {set_name}")
