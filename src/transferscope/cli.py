@@ -82,6 +82,10 @@ def evaluate(
     from transferscope.data import image_folder, source_images
     from transferscope.engine import predict
 
+    from transferscope.models import get_spec
+
+    if not Path(model).exists():
+        get_spec(model)  # unknown names fail before any data is scanned
     ds = (source_images if source else image_folder)(data, split, data_root=data_root)
     net = _load_any(model, init, None if source else ds.num_classes)
     if net.num_classes != ds.num_classes:
@@ -153,6 +157,96 @@ def audit_memory(
     index = json.loads((Path(out) / "results" / "index.json").read_text())
     typer.echo(f"{out}: {len(results)} analyses written in {sum(index['seconds'].values()):.1f}"
                f" s; cache {index['cache']}")
+
+
+@app.command()
+def audit(study: Path = typer.Argument(..., help="study TOML file"),
+          out: Path = typer.Option(..., help="output folder (runs/, results/, figures/, "
+                                   "report.html)"),
+          data_root: Optional[Path] = DataRoot):
+    """Run a study: train what is missing, run every analysis, write the report."""
+    from transferscope.study import load_study, run_study
+
+    spec, text = load_study(study)
+    _, report = run_study(spec, out, spec_text=text, data_root=data_root)
+    typer.echo(f"report: {report}")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("transferscope-demo"), help="output folder"),
+         quick: bool = typer.Option(False, help="small images, few epochs (smoke test, "
+                                    "a few minutes)"),
+         print_spec: bool = typer.Option(False, help="print the demo study TOML and exit"),
+         data_root: Optional[Path] = DataRoot):
+    """The default study: efficientnet_lite0 (ImageNet) fine-tuned on hymenoptera."""
+    from transferscope.study import DEMO_TOML, parse_study, quick as make_quick, run_study
+
+    if print_spec:
+        typer.echo(DEMO_TOML)
+        return
+    spec = parse_study(DEMO_TOML, "demo study")
+    text = DEMO_TOML
+    if quick:
+        spec = make_quick(spec)
+        text = "# --quick variant of the demo study\n" + DEMO_TOML
+    _, report = run_study(spec, out, spec_text=text, data_root=data_root)
+    typer.echo(f"report: {report}")
+
+
+@app.command()
+def guard(images: list[Path] = typer.Argument(..., help="image files to check"),
+          study: Path = typer.Option(..., help="output folder of a finished study / demo"),
+          model: Optional[str] = typer.Option(None, help="which fine-tuned model (default: "
+                                              "the first with the source architecture)"),
+          json_out: bool = typer.Option(False, "--json", help="print JSON instead of text"),
+          data_root: Optional[Path] = DataRoot):
+    """Per image: the fine-tuned model's prediction and whether it activates a lingering
+    source feature (paper 001, eq. 5)."""
+    import torch
+
+    from transferscope.analyses.detector import build
+    from transferscope.data import eval_transform, load_rgb
+    from transferscope.study import build_context, load_study
+
+    spec, _ = load_study(study / "study.toml")
+    ctx = build_context(spec, study, data_root, train_missing=False)
+    names = list(ctx.transferred())
+    if not names:
+        raise TransferscopeError("the study has no model fine-tuned from the source model")
+    name = model or names[0]
+    if name not in ctx.targets:
+        raise TransferscopeError(f"--model {name!r} is not in the study ({', '.join(ctx.targets)})")
+    det = build(ctx, name)
+    net = ctx.targets[name].eval()
+    tf = eval_transform(net.norm, net.input_size(ctx.image_size))
+    rows = []
+    for path in images:
+        try:
+            x = tf(load_rgb(path))[None]
+        except Exception as exc:
+            rows.append({"image": str(path), "error": f"unreadable: {exc}"})
+            continue
+        with torch.inference_mode():
+            probs = net(x).softmax(1)[0]
+            st_logits = det.m_st.eval()(x)
+        pred = int(probs.argmax())
+        score = float(det.score_logits(st_logits)[0])
+        top = int(st_logits[0, det.classes].argmax()) if len(det.classes) else None
+        rows.append({"image": str(path), "prediction": ctx.target_classes[pred],
+                     "confidence": round(float(probs[pred]), 4), "interference": score > det.p_lo,
+                     "score": round(score, 4),
+                     "lingering_class": ctx.source_data[next(iter(ctx.source_data))].classes[
+                         int(det.classes[top])] if top is not None else None})
+    if json_out:
+        typer.echo(json.dumps({"model": name, "p_lo": det.p_lo, "images": rows}, indent=2))
+        return
+    for r in rows:
+        if "error" in r:
+            typer.echo(f"{r['image']}: {r['error']}")
+        else:
+            flag = (f"INTERFERENCE ({r['lingering_class']}, p={r['score']:.3f})"
+                    if r["interference"] else "ok")
+            typer.echo(f"{r['image']}: {r['prediction']} ({r['confidence']:.2f})  {flag}")
 
 
 @app.command()

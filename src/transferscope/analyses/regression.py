@@ -1,0 +1,127 @@
+"""What explains transferability: log T against gap, width and data amount (paper 002, eq. 3,
+Fig. 4).
+
+Ordinary least squares of ``log T`` on ``[G, W, log N, 1]`` over target tasks, with G the
+domain gap, W the domain width and N the number of training images (the columns ``gap``,
+``width``, ``N`` of :mod:`.domain`'s table). Logs are natural. The size of a coefficient
+depends on the units of its factor (the paper does not state its scaling), so compare signs
+and fit quality, or pass ``standardize=True`` to fit per-standard-deviation coefficients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from transferscope.analyses._base import AnalysisResult
+from transferscope.errors import ConfigError
+
+FACTORS = ("gap", "width", "log_N")
+COEFFICIENTS = FACTORS + ("intercept",)
+
+
+def fit_log_T(table: pd.DataFrame, target_col: str = "T_FB", *,
+              standardize: bool = False) -> dict:
+    """Eq. 3: least squares ``log T = a G + b W + c log N + d`` (``numpy.linalg.lstsq``).
+
+    Args:
+        table: one row per target task with ``gap``, ``width``, ``N`` and ``target_col``.
+        standardize: z-score G, W and log N first (population std) so that coefficients are
+            per standard deviation of the factor.
+
+    Returns:
+        ``coefficients`` (dict over :data:`COEFFICIENTS`), ``r2`` (1 - SS_res/SS_tot; nan if
+        log T is constant), ``fitted`` and ``measured`` (log T, arrays over the rows used),
+        ``rows`` (their index labels), ``dropped`` (labels of rows with T <= 0 or non-finite
+        values), ``n``, ``rank`` and ``identifiable`` (False when the factors are collinear,
+        e.g. all N equal: lstsq then returns the minimum-norm solution).
+
+    Raises:
+        ConfigError: a column is missing, or fewer usable rows than the 4 coefficients.
+
+    Example:
+        >>> t = pd.DataFrame({"gap": [0, 1, 0, 0, 2], "width": [0, 0, 1, 0, 1],
+        ...                   "N": [1, 1, 1, np.e, np.e], "T_FB": np.exp([1, 3, 0, 0.5, 3.5])})
+        >>> {k: round(v, 6) for k, v in fit_log_T(t)["coefficients"].items()}
+        {'gap': 2.0, 'width': -1.0, 'log_N': -0.5, 'intercept': 1.0}
+    """
+    missing = [c for c in ("gap", "width", "N", target_col) if c not in table.columns]
+    if missing:
+        raise ConfigError(f"regression table lacks column(s) {missing}; it needs gap, width, N "
+                          f"(from the domain analysis) and {target_col!r} (transferability)")
+    cols = table[["gap", "width", "N", target_col]].astype(float)
+    ok = (np.isfinite(cols).all(axis=1) & (cols["N"] > 0) & (cols[target_col] > 0)).to_numpy()
+    used = cols[ok]
+    if len(used) < len(COEFFICIENTS):
+        raise ConfigError(
+            f"fitting log {target_col} needs at least {len(COEFFICIENTS)} target tasks with "
+            f"positive finite {target_col} and N, got {len(used)} (of {len(table)} rows); add "
+            "target sets or drop factors")
+    x = np.column_stack([used["gap"], used["width"], np.log(used["N"])])
+    if standardize:
+        sd = x.std(axis=0)
+        x = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    design = np.column_stack([x, np.ones(len(x))])
+    y = np.log(used[target_col].to_numpy())
+    beta, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
+    fitted = design @ beta
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float(((y - fitted) ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
+    return {"target": target_col, "coefficients": dict(zip(COEFFICIENTS, map(float, beta))),
+            "r2": r2, "fitted": fitted, "measured": y, "rows": list(used.index),
+            "dropped": list(cols.index[~ok]), "n": int(len(used)), "rank": int(rank),
+            "identifiable": int(rank) == len(COEFFICIENTS), "standardized": standardize}
+
+
+def run(rows: pd.DataFrame, *, standardize: bool = False) -> AnalysisResult:
+    """Fit eq. 3 for ``T_FB`` and, when the column is there, ``T_SB``.
+
+    ``rows``: one row per target task with ``gap``, ``width``, ``N``, ``T_FB`` [, ``T_SB``]
+    and optionally a ``target`` name.
+    """
+    variants = [c for c in ("T_FB", "T_SB") if c in rows.columns]
+    if not variants:
+        raise ConfigError("regression needs a T_FB (and optionally T_SB) column")
+    fits = [fit_log_T(rows, v, standardize=standardize) for v in variants]
+    names = rows["target"] if "target" in rows.columns else pd.Series(rows.index, rows.index)
+    coef, points, summary, notes = [], [], {}, []
+    for f in fits:
+        coef.append({"variant": f["target"], **f["coefficients"], "r2": f["r2"], "n": f["n"],
+                     "rank": f["rank"], "identifiable": f["identifiable"]})
+        summary[f["target"]] = {"coefficients": f["coefficients"], "r2": f["r2"], "n": f["n"],
+                                "identifiable": f["identifiable"]}
+        for label, meas, fit in zip(f["rows"], f["measured"], f["fitted"]):
+            points.append({"variant": f["target"], "target": names[label],
+                           "log T measured": meas, "log T fitted": fit})
+        if f["dropped"]:
+            notes.append(f"{f['target']}: rows {f['dropped']} left out (non-finite or T <= 0).")
+        if not f["identifiable"]:
+            notes.append(f"{f['target']}: factors are collinear (rank {f['rank']} < 4); the "
+                         "coefficients are one of many exact solutions.")
+    result = AnalysisResult("transferability_factors", summary,
+                            {"coefficients": pd.DataFrame(coef), "fitted": pd.DataFrame(points)},
+                            notes=notes + ["log is natural; coefficients are in the units of the "
+                                           "factors" + (" (z-scored)." if standardize else ".")])
+    result.figures["fitted_vs_measured"] = _figure(fits, names)
+    return result
+
+
+def _figure(fits, names):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(fits), figsize=(3.6 * len(fits), 3.4), squeeze=False)
+    for ax, f in zip(axes.flat, fits):
+        ax.scatter(f["fitted"], f["measured"], s=18)
+        for label, x, y in zip(f["rows"], f["fitted"], f["measured"]):
+            ax.annotate(str(names[label]), (x, y), fontsize=6)
+        lo = min(f["fitted"].min(), f["measured"].min())
+        hi = max(f["fitted"].max(), f["measured"].max())
+        ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel(f"fitted log {f['target']}")
+        ax.set_ylabel(f"measured log {f['target']}")
+        ax.set_title(f"r^2 = {f['r2']:.2f} (n = {f['n']})", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,242 @@
+"""Parameter transferability, per layer and for the whole network (paper 002, eq. 1-2, Fig. 8).
+
+Pre-training is useful to a downstream task B if it starts the parameters closer to a solution
+of B than a random start does. With ``D`` the mean absolute difference of two parameter sets
+(pooled over all their elements), the transferability of the pre-trained parameters theta_A is
+the ratio of the distance a random start theta_r would have had to travel to the distance the
+pre-trained start travelled (eq. 1)::
+
+    T_B(theta_A) = D(theta_r, theta_B) / D(theta_A, theta_B)
+
+T = 1 is what a random start scores; T > 1 means pre-training shortened the way. theta_B is
+ambiguous, so both variants of the paper are computed: T_FB with theta_B = the fine-tuned
+parameters, T_SB with theta_B = the parameters trained from scratch (starting at theta_r).
+Layers differ in parameter scale, so the network-level value is the plain mean of the
+per-layer values (eq. 2), leaving out the classifier, which is task specific.
+
+Layers are the model's :class:`~transferscope.models.LayerGroup` objects. Only *parameters*
+count: a normalisation layer's weight and bias belong to the group of its conv (the groups
+already pair them), while running statistics and other buffers are left out.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from transferscope.analyses._base import AnalysisResult
+from transferscope.errors import ModelError
+from transferscope.models.base import LayerGroup, TransferModel
+
+StateDict = Mapping[str, torch.Tensor]
+#: one group as used here: (layer name, parameter names, is_classifier)
+ParamGroup = tuple[str, Sequence[str], bool]
+
+
+def _state(obj) -> StateDict:
+    return obj.state_dict() if isinstance(obj, nn.Module) else obj
+
+
+def parameter_groups(model: TransferModel, include_classifier: bool = True) -> list[ParamGroup]:
+    """``(name, parameter names, is_classifier)`` of every layer group of ``model``, in order.
+
+    Example:
+        >>> from transferscope.models import create_model
+        >>> parameter_groups(create_model("baseline_cnn", 2, image_size=32))[0]
+        ('conv1', ['backbone.conv1.weight', 'backbone.conv1.bias'], False)
+    """
+    return [(g.name, g.parameter_names(model), g.is_classifier)
+            for g in model.layer_groups(include_classifier)]
+
+
+def _resolve(groups, model: nn.Module | None) -> list[ParamGroup]:
+    if isinstance(groups, TransferModel):
+        return parameter_groups(groups)
+    out = []
+    for g in groups:
+        if isinstance(g, LayerGroup):
+            if model is None:
+                raise ModelError(f"layer group {g.name!r} needs the model that owns it to list "
+                                 "its parameters; pass model=... or the TransferModel itself")
+            g = (g.name, g.parameter_names(model), g.is_classifier)
+        out.append((str(g[0]), list(g[1]), bool(g[2])))
+    return out
+
+
+def check_state_dicts(dicts: Mapping[str, StateDict], names: Sequence[str],
+                      layer: str | None = None) -> None:
+    """Raise :class:`ModelError` unless every dict has every name with one common shape.
+
+    ``dicts`` maps a label (``"theta_A"``) to a state dict; the first dict is the reference
+    for shapes. The message names the parameter, its layer and the dict at fault.
+    """
+    where = f" (layer {layer!r})" if layer else ""
+    ref_label, ref = next(iter(dicts.items()))
+    for name in names:
+        for label, sd in dicts.items():
+            if name not in sd:
+                raise ModelError(f"parameter {name!r}{where} is missing from {label}; all state "
+                                 "dicts must come from the same architecture and head size")
+        shape = tuple(ref[name].shape)
+        for label, sd in dicts.items():
+            if tuple(sd[name].shape) != shape:
+                raise ModelError(f"parameter {name!r}{where} has shape {tuple(sd[name].shape)} in "
+                                 f"{label} but {shape} in {ref_label}; give state dicts of the "
+                                 "same architecture and number of classes")
+
+
+def _abs_diff_sum(a: StateDict, b: StateDict, names: Sequence[str]) -> tuple[float, int]:
+    total, count = 0.0, 0
+    for name in names:
+        x = a[name].detach().to("cpu", torch.float64)
+        y = b[name].detach().to("cpu", torch.float64)
+        total += float((x - y).abs().sum())
+        count += x.numel()
+    return total, count
+
+
+def mean_abs_diff(a: StateDict, b: StateDict, names: Sequence[str]) -> float:
+    """D(a, b) of paper 002: ``sum |a_i - b_i| / K`` over all K elements of the named tensors.
+
+    Elements are pooled, so a large tensor weighs more than a small one. Computed in float64.
+
+    Example:
+        >>> a = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0])}
+        >>> b = {"w": torch.tensor([0.0, 4.0]), "b": torch.tensor([3.0])}
+        >>> mean_abs_diff(a, b, ["w", "b"])
+        2.0
+    """
+    names = list(names)
+    check_state_dicts({"a": a, "b": b}, names)
+    total, count = _abs_diff_sum(a, b, names)
+    if count == 0:
+        raise ModelError(f"no parameter elements to compare in {names}; give at least one "
+                         "non-empty parameter")
+    return total / count
+
+
+def layer_transferability(theta_a, theta_b, theta_r, groups, *, model: nn.Module | None = None,
+                          b_label: str = "theta_B") -> pd.DataFrame:
+    """Eq. 1 per layer group: ``T = D(theta_r, theta_B) / D(theta_A, theta_B)``.
+
+    Args:
+        theta_a, theta_b, theta_r: state dicts (or modules) with the uniform ``backbone.*`` /
+            ``head.*`` keys: the start of fine-tuning, the solution of task B, the random start.
+        groups: a :class:`TransferModel` (its layer groups), ``LayerGroup`` objects (then
+            ``model`` lists their parameters) or ``(name, parameter names, is_classifier)``.
+        b_label: how theta_B is named in error messages (``"theta_FB (fine-tuned)"``).
+
+    Returns:
+        One row per group: ``layer, D(theta_r, theta_B), D(theta_A, theta_B), T, n_params,
+        is_classifier, finite, note``. When ``D(theta_A, theta_B) = 0`` (theta_A already is the
+        solution) T is ``inf`` (``nan`` if theta_r is too), ``finite`` is False and ``note``
+        says why; a group without parameters gets ``nan``.
+
+    Raises:
+        ModelError: a parameter is missing or has another shape in one of the dicts.
+    """
+    dicts = {"theta_A": _state(theta_a), b_label: _state(theta_b), "theta_r": _state(theta_r)}
+    sd_a, sd_b, sd_r = dicts.values()
+    rows = []
+    for name, params, is_cls in _resolve(groups, model):
+        check_state_dicts(dicts, params, layer=name)
+        d_rb, n = _abs_diff_sum(sd_r, sd_b, params)
+        d_ab, _ = _abs_diff_sum(sd_a, sd_b, params)
+        note = ""
+        if n == 0:
+            d_rb = d_ab = t = math.nan
+            note = "no parameters"
+        else:
+            d_rb, d_ab = d_rb / n, d_ab / n
+            if d_ab > 0:
+                t = d_rb / d_ab
+            elif d_rb > 0:
+                t, note = math.inf, "D(theta_A, theta_B) = 0: theta_A already equals theta_B"
+            else:
+                t, note = math.nan, "theta_A, theta_B and theta_r are equal: T undefined"
+        rows.append({"layer": name, "D(theta_r, theta_B)": d_rb, "D(theta_A, theta_B)": d_ab,
+                     "T": t, "n_params": n, "is_classifier": is_cls,
+                     "finite": bool(np.isfinite(t)), "note": note})
+    return pd.DataFrame(rows)
+
+
+def whole_network_T(table: pd.DataFrame) -> float:
+    """Eq. 2: mean of the per-layer T over the non-classifier layers with a finite T.
+
+    Layers with ``inf``/``nan`` T (see :func:`layer_transferability`) are left out of both
+    sum and count; ``nan`` when no layer is left.
+    """
+    keep = ~table["is_classifier"].astype(bool) & np.isfinite(table["T"].astype(float))
+    return float(table.loc[keep, "T"].mean()) if keep.any() else math.nan
+
+
+def run(groups_from: TransferModel, theta_a, theta_r, fine_tuned, scratch,
+        label: str = "") -> AnalysisResult:
+    """T_FB and T_SB per layer and for the whole network (eq. 1-2, Fig. 8).
+
+    Args:
+        groups_from: a model of the architecture, used for its layer groups.
+        theta_a: the state at the start of fine-tuning (pre-trained backbone, new head).
+        theta_r: the random start, the same one the scratch run began from.
+        fine_tuned, scratch: theta_FB and theta_SB after training on task B.
+        label: names the target task in tables, summary and figure.
+    """
+    tables, summary, rows = {}, {}, []
+    for key, theta_b, what in (("T_FB", fine_tuned, "theta_FB (fine-tuned)"),
+                               ("T_SB", scratch, "theta_SB (from scratch)")):
+        table = layer_transferability(theta_a, theta_b, theta_r, groups_from, b_label=what)
+        tables[key] = table
+        summary[key] = whole_network_T(table)
+        summary[f"{key}_non_finite_layers"] = table.loc[~table["finite"], "layer"].tolist()
+        rows.append(table.assign(variant=key, target=label))
+    name = f"{label} " if label else ""
+    summary.update(label=label, layers=int(len(tables["T_FB"])))
+    long = pd.concat(rows, ignore_index=True)
+    long = long[["target", "variant"] + [c for c in long.columns if c not in ("target", "variant")]]
+    result = AnalysisResult("transferability", summary, {"layers": long})
+    result.figures["layer_T"] = plot_layer_T({f"{name}{k}": t for k, t in tables.items()})
+    result.notes += [
+        "D is the mean absolute difference pooled over the parameter elements of a layer group; "
+        "normalisation weights/biases count with their conv, running statistics are excluded.",
+        "Whole-network T (eq. 2) averages the finite per-layer T of all layers except the "
+        "classifier."]
+    return result
+
+
+def plot_layer_T(tables: dict[str, pd.DataFrame]):
+    """One line per table (e.g. per target set): x = layer group, y = T (log scale if spread).
+
+    Non-finite T values are not drawn; the dashed line marks T = 1 (a random start).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * max(map(len, tables.values()), default=0)),
+                                    3.5))
+    longest, values = [], []
+    for name, table in tables.items():
+        t = table["T"].astype(float).to_numpy()
+        ok = np.isfinite(t)
+        ax.plot(np.arange(len(t))[ok], t[ok], marker="o", markersize=3, label=name)
+        values += list(t[ok])
+        if len(table) > len(longest):
+            longest = list(table["layer"])
+    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    pos = np.array([v for v in values if v > 0])
+    if len(pos) and pos.max() / pos.min() > 20:
+        ax.set_yscale("log")
+    ax.set_xticks(range(len(longest)))
+    ax.set_xticklabels(longest, rotation=90, fontsize=6)
+    ax.set_xlabel("layer group (input to output)")
+    ax.set_ylabel("transferability T")
+    if tables:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,160 @@
+"""One self-contained HTML report (figures embedded) from an audit's results.
+
+Plain-words findings first, then one section per paper with its tables (next to the paper's
+published numbers where they exist) and figures, then the exact study spec and versions.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from transferscope import __version__
+from transferscope._io import atomic_write_bytes
+from transferscope.analyses._base import AnalysisResult
+
+SECTIONS = [
+    ("Source-domain memory and interference (papers 000 and 001)",
+     ["retained_knowledge", "interference_bias", "agreement", "lingering_features",
+      "composites", "occlusion", "distraction", "interference_detector"]),
+    ("Transferability and domain statistics (paper 002)",
+     ["transferability", "domain", "regression", "gradients"]),
+    ("What is being transferred (papers 003 and 004)",
+     ["mistakes", "cka", "distances", "barriers", "criticality", "spectra"]),
+]
+TITLES = {
+    "retained_knowledge": "Retained knowledge: source-class recall of M^st (paper 000, Table 1)",
+    "interference_bias": "Interference bias of source classes (paper 000, eq. 1, Table 2)",
+    "agreement": "Cross-model agreement (paper 000, Fig. 5, 6)",
+    "lingering_features": "Source-only and lingering features (paper 001, eq. 1-3)",
+    "composites": "Composite images (paper 000, Fig. 2; paper 001, section 4)",
+    "occlusion": "Occluding the background (paper 001, Fig. 5)",
+    "distraction": "Grad-CAM distraction (paper 001, eq. 4, Fig. 3a)",
+    "interference_detector": "Interference detector (paper 001, eq. 5)",
+}
+MAX_ROWS = 25
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#1d2330;line-height:1.45}
+h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:2px solid #dde3ee;padding-bottom:.2em;margin-top:2em}
+h3{margin-top:1.6em}.findings{background:#f4f7fc;border-left:4px solid #3566c9;padding:.6em 1.2em}
+.findings li{margin:.35em 0}table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
+th,td{border:1px solid #d5dbe6;padding:3px 7px;text-align:right}th{background:#eef2f8}
+td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #e3e7ef;margin:.4em 0}
+.note{color:#5a6478;font-size:.85em}pre{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.8em}
+.meta{color:#5a6478}
+"""
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if v != v else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return html.escape(str(v))
+
+
+def table_html(df: pd.DataFrame, max_rows: int = MAX_ROWS) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
+                   for row in df.head(max_rows).itertuples(index=False))
+    more = (f'<p class="note">first {max_rows} of {len(df)} rows; all rows in the CSV</p>'
+            if len(df) > max_rows else "")
+    return f"<table><tr>{head}</tr>{body}</table>{more}"
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def findings(results: dict[str, AnalysisResult]) -> list[str]:
+    """Plain-words sentences drawn from the analyses' summaries."""
+    out = []
+    if "interference_bias" in results:
+        for key, s in results["interference_bias"].summary.items():
+            toward = ", ".join(f"{n} toward '{c}'" for c, n in s["toward"].items())
+            out.append(f"<b>{html.escape(key)}</b>: {s['strongly_biased']} source classes push "
+                       f"the model to one target class with at least 80% of their images "
+                       f"({toward}).")
+    if "retained_knowledge" in results:
+        for key, s in results["retained_knowledge"].summary.items():
+            if "M^st" in key:
+                out.append(f"<b>{html.escape(key)}</b>: {s['classes_recall_ge_50']} of "
+                           f"{s['classes']} source classes are still recognised with recall "
+                           f"&ge; 50% (mean recall {s['mean_recall']:.2f}).")
+    if "composites" in results:
+        for name, s in results["composites"].summary["models"].items():
+            if "against" in s and "neutral" in s:
+                out.append(f"<b>{html.escape(name)}</b>: accuracy {100 * s['clean']:.0f}% on clean "
+                           f"target images, {100 * s['neutral']:.0f}% on composites over "
+                           f"neutral backgrounds and {100 * s['against']:.0f}% over backgrounds "
+                           f"biased against the pasted class.")
+    if "lingering_features" in results:
+        s = results["lingering_features"].summary
+        for name, m in s["models"].items():
+            top = ", ".join(t["name"] for t in m["top"][:5])
+            out.append(f"<b>{html.escape(name)}</b>: {m['lingering']} lingering source-only "
+                       f"features (of {m['evaluated_source_only']} evaluated)"
+                       + (f", e.g. {html.escape(top)}." if top else "."))
+    if "distraction" in results:
+        for name, s in results["distraction"].summary.items():
+            out.append(f"<b>{html.escape(name)}</b>: mean Grad-CAM distraction {s['mean']:.2f}.")
+    if "interference_detector" in results:
+        for name, s in results["interference_detector"].summary.items():
+            for row in s["by_data"]:
+                out.append(f"Detector for <b>{html.escape(name)}</b> on {row['data']}: AUROC "
+                           f"{_fmt(row['auroc'])} for predicting the model's mistakes "
+                           f"({row['flagged']} of {row['images']} inputs flagged).")
+    return out
+
+
+def write_report(out_dir: str | Path, results: dict[str, AnalysisResult], *,
+                 title: str = "transferscope audit", spec_text: str | None = None,
+                 extra_versions: dict[str, str] | None = None) -> Path:
+    """Write ``out_dir/report.html`` from results already saved under ``out_dir``."""
+    import torch
+
+    out_dir = Path(out_dir)
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
+             f"{html.escape(title)}</title><style>{CSS}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    found = findings(results)
+    if found:
+        parts.append("<div class='findings'><h2>Findings</h2><ul>" +
+                     "".join(f"<li>{f}</li>" for f in found) + "</ul></div>")
+    for section, names in SECTIONS:
+        present = [n for n in names if n in results]
+        if not present:
+            continue
+        parts.append(f"<h2>{html.escape(section)}</h2>")
+        for name in present:
+            res = results[name]
+            parts.append(f"<h3 id='{name}'>{html.escape(TITLES.get(name, name))}</h3>")
+            for note in res.notes:
+                parts.append(f"<p class='note'>{html.escape(note)}</p>")
+            for key, df in res.tables.items():
+                parts.append(f"<p><b>{html.escape(key)}</b> "
+                             f"<span class='note'>(results/{name}__{key}.csv)</span></p>")
+                parts.append(table_html(df))
+            for fig in sorted((out_dir / "figures").glob(f"{name}__*.png")):
+                parts.append(_img(fig))
+    versions = {"transferscope": __version__, "torch": torch.__version__,
+                "python": platform.python_version(), **(extra_versions or {})}
+    parts.append("<h2>Study and versions</h2><p class='meta'>" + ", ".join(
+        f"{html.escape(k)} {html.escape(v)}" for k, v in versions.items()) + "</p>")
+    if spec_text:
+        parts.append(f"<pre>{html.escape(spec_text)}</pre>")
+    index = out_dir / "results" / "index.json"
+    if index.exists():
+        parts.append(f"<pre>{html.escape(json.dumps(json.loads(index.read_text()), indent=1))}"
+                     "</pre>")
+    parts.append("</body></html>")
+    path = out_dir / "report.html"
+    atomic_write_bytes(path, "\n".join(parts).encode())
+    return path

@@ -1,0 +1,260 @@
+"""A study: one TOML file naming the source model, target data, source images, the models to
+train or load, and the analyses - validated with messages that name the bad key.
+
+``run_study(spec, out)`` trains what is missing (reusing finished runs under ``out/runs``),
+runs the analyses through the shared cache and writes ``out/results``, ``out/figures`` and
+``out/report.html``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from transferscope.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEMO_TOML = """\
+# The default study: ImageNet EfficientNet-Lite0 fine-tuned on ants vs bees.
+name = "demo: efficientnet_lite0 (ImageNet) -> hymenoptera"
+image_size = 160
+
+[source]
+arch = "efficientnet_lite0"
+
+[target]
+data = "hymenoptera"
+
+[source_images]
+sets = ["imagenet-samples", "imagenette/val"]
+views = 2
+
+[[models]]
+name = "fine-tuned"
+arch = "efficientnet_lite0"
+init = "imagenet"
+recipe = "paper002"
+epochs = 6
+batch_size = 32
+
+[[models]]
+name = "scratch-cnn"
+arch = "baseline_cnn"
+init = "random"
+recipe = "paper000-scratch"
+epochs = 30
+image_size = 128
+
+[[models]]
+name = "scratch-lite0"
+arch = "efficientnet_lite0"
+init = "random"
+recipe = "paper002"
+epochs = 6
+batch_size = 32
+
+[[models]]
+name = "fine-tuned-2"
+arch = "efficientnet_lite0"
+init = "imagenet"
+recipe = "paper002"
+epochs = 6
+batch_size = 32
+seed = 1
+
+[analyses]
+memory = "all"
+
+[analyses.composites]
+style = "paper001"
+overlays_per_class = 10
+repeats = 2
+"""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceSpec(_Strict):
+    arch: str = "efficientnet_lite0"
+    init: str = "imagenet"
+
+
+class TargetSpec(_Strict):
+    data: str
+    train_split: str = "train"
+    val_split: str = "val"
+
+
+class SourceImagesSpec(_Strict):
+    sets: list[str] = Field(default_factory=lambda: ["imagenet-samples"], min_length=1)
+    views: int = Field(2, ge=1, le=32)
+    limit: int | None = Field(None, ge=1, description="use every n-th image to keep at most "
+                              "this many per set (quick runs)")
+
+
+class ModelSpec(_Strict):
+    name: str
+    path: str | None = None
+    arch: str | None = None
+    init: str = "imagenet"
+    recipe: str = "paper002"
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    image_size: int | None = Field(None, ge=8)
+    seed: int = 0
+
+
+class CompositeSpec(_Strict):
+    style: Literal["paper000", "paper001"] = "paper001"
+    overlays_per_class: int = Field(10, ge=1)
+    repeats: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class AnalysesSpec(_Strict):
+    memory: Literal["all", "none"] | list[str] = "all"
+    composites: CompositeSpec = Field(default_factory=CompositeSpec)
+
+
+class StudySpec(_Strict):
+    name: str = "transferscope study"
+    image_size: int = Field(224, ge=8)
+    batch_size: int = Field(32, ge=1)
+    source: SourceSpec = Field(default_factory=SourceSpec)
+    target: TargetSpec
+    source_images: SourceImagesSpec = Field(default_factory=SourceImagesSpec)
+    models: list[ModelSpec] = Field(min_length=1)
+    analyses: AnalysesSpec = Field(default_factory=AnalysesSpec)
+
+
+def parse_study(text: str, source: str = "study") -> StudySpec:
+    """Parse and validate TOML text; errors name the file, the key and the problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc}); fix the syntax there") from exc
+    try:
+        spec = StudySpec(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"{source}: key '{loc}': {err['msg']}"
+                          f"{' (' + str(err['input'])[:60] + ')' if 'input' in err and err['type'] != 'missing' else ''}"
+                          f"; see DEMO_TOML in transferscope.study or README for the format"
+                          ) from exc
+    names = [m.name for m in spec.models]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: model names must be unique, got {names}")
+    for m in spec.models:
+        if m.path is None and m.arch is None:
+            raise ConfigError(f"{source}: model '{m.name}' needs 'arch' (to train) or 'path' "
+                              "(an existing run directory or .safetensors file)")
+    return spec
+
+
+def load_study(path: str | os.PathLike) -> tuple[StudySpec, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file not found: {path}; `transferscope demo --print-spec` "
+                          "prints an example to start from")
+    text = path.read_text()
+    return parse_study(text, str(path)), text
+
+
+def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root):
+    from transferscope.engine import TrainConfig, get_recipe, load_run, train
+    from transferscope.models import load_model
+
+    if m.path is not None:
+        path = Path(m.path)
+        if path.is_dir():
+            return load_run(path)
+        return load_model(path)
+    cfg = TrainConfig(arch=m.arch, init=m.init, data=spec.target.data, seed=m.seed,
+                      train_split=spec.target.train_split, val_split=spec.target.val_split,
+                      recipe=get_recipe(m.recipe, epochs=m.epochs, batch_size=m.batch_size,
+                                        lr=m.lr, image_size=m.image_size or spec.image_size))
+    return train(cfg, out / "runs" / m.name, resume=True, data_root=data_root,
+                 keep_checkpoints=None).model
+
+
+def quick(spec: StudySpec) -> StudySpec:
+    """A smoke-test variant: small images, few epochs, a subset of the source images."""
+    data = spec.model_dump()
+    data["image_size"] = 96
+    data["source_images"]["limit"] = 150
+    data["analyses"]["composites"].update(overlays_per_class=4, repeats=1)
+    for m in data["models"]:
+        m["epochs"] = 2 if m["arch"] != "baseline_cnn" else 6
+        m["image_size"] = 96
+    return StudySpec(**data)
+
+
+def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: bool = True):
+    """The :class:`AuditContext` of a study (training missing models when allowed)."""
+    from transferscope._progress import log
+    from transferscope.analyses import AuditContext
+    from transferscope.data import image_folder, source_images
+    from transferscope.data.views import ViewSet
+    from transferscope.engine import load_run
+    from transferscope.models import create_model
+
+    target_val = image_folder(spec.target.data, spec.target.val_split, data_root=data_root)
+    sets = {}
+    for entry in spec.source_images.sets:
+        name, split = (entry, None) if Path(entry).is_dir() or "/" not in entry else \
+            entry.rsplit("/", 1)
+        base = source_images(name, split, data_root=data_root)
+        if spec.source_images.limit and len(base) > spec.source_images.limit:
+            step = -(-len(base) // spec.source_images.limit)
+            base = base.subset(range(0, len(base), step))
+        sparse = max(base.class_counts()) <= 2
+        views = spec.source_images.views
+        sets[entry] = ViewSet(base, views) if views > 1 and sparse else base
+    models = {}
+    for m in spec.models:
+        if train_missing:
+            log(f"[bold]model[/bold] {m.name}")
+            models[m.name] = _train_or_load(m, spec, out, data_root)
+        else:
+            run = Path(m.path) if m.path else out / "runs" / m.name
+            if not (run / "model.safetensors").exists() and not run.is_file():
+                raise ConfigError(f"model '{m.name}' has no finished run at {run}; run "
+                                  f"`transferscope audit` on the study first")
+            models[m.name] = load_run(run) if run.is_dir() else _train_or_load(m, spec, out,
+                                                                               data_root)
+    source = create_model(spec.source.arch, init=spec.source.init)
+    extra = {a: create_model(a, init=spec.source.init) for a in
+             {m.arch for m in spec.models if m.init == "imagenet" and m.arch} - {source.arch}}
+    return AuditContext(source, models, target_val, sets, image_size=spec.image_size,
+                        batch_size=spec.batch_size, extra_sources=extra)
+
+
+def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,
+              data_root=None):
+    """Train/load the models, run the selected analyses, write results and report.html."""
+    from transferscope.audit import MEMORY_ANALYSES, run_memory_audit
+    from transferscope.report import write_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if spec_text is not None:
+        (out / "study.toml").write_text(spec_text)
+    ctx = build_context(spec, out, data_root)
+    memory = spec.analyses.memory
+    selected = [] if memory == "none" else list(MEMORY_ANALYSES) if memory == "all" else memory
+    results = run_memory_audit(ctx, out, selected,
+                               composite_params=spec.analyses.composites.model_dump())
+    report = write_report(out, results, title=spec.name, spec_text=spec_text)
+    return results, report

@@ -1,0 +1,95 @@
+"""Study files, the HTML report and the guard command on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import write_image
+from transferscope.cli import main
+from transferscope.errors import ConfigError
+from transferscope.study import DEMO_TOML, parse_study, quick
+
+COLOURS = {"n01440764": (200, 40, 40), "n01443537": (40, 200, 40), "n01484850": (40, 40, 200)}
+
+
+def test_demo_spec_parses_and_quick_variant_is_small():
+    spec = parse_study(DEMO_TOML)
+    assert [m.name for m in spec.models][:2] == ["fine-tuned", "scratch-cnn"]
+    q = quick(spec)
+    assert q.image_size == 96 and all(m.epochs <= 6 for m in q.models)
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[target]\ndata = 1\n[[models]]\nname='a'\narch='x'\n", "target.data"),
+    ("[target]\ndata='h'\n[[models]]\nname='a'\narch='x'\nepochs=0\n", "models.0.epochs"),
+    ("[target]\ndata='h'\n[[models]]\nname='a'\narch='x'\nbogus=1\n", "models.0.bogus"),
+    ("[target]\ndata='h'\n", "models"),
+])
+def test_bad_study_keys_are_named(text, key):
+    with pytest.raises(ConfigError, match=f"study.toml: key '{key}'"):
+        parse_study(text, "study.toml")
+
+
+def test_malformed_toml_and_missing_arch_are_one_line_errors():
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_study("[target\n", "s.toml")
+    with pytest.raises(ConfigError, match="needs 'arch'"):
+        parse_study("[target]\ndata='h'\n[[models]]\nname='a'\n", "s.toml")
+
+
+def test_study_audit_report_and_guard(tiny_split, tmp_path, capsys):
+    for wnid, rgb in COLOURS.items():
+        write_image(tmp_path / "src" / f"{wnid}_0.JPEG", rgb, size=(48, 40))
+    study = tmp_path / "study.toml"
+    study.write_text(f"""
+name = "tiny study"
+image_size = 32
+[target]
+data = "{tiny_split}"
+[source_images]
+sets = ["{tmp_path / 'src'}"]
+views = 2
+[[models]]
+name = "fine-tuned"
+arch = "efficientnet_lite0"
+recipe = "quick"
+epochs = 1
+batch_size = 8
+[[models]]
+name = "scratch"
+arch = "baseline_cnn"
+init = "random"
+recipe = "paper000-scratch"
+epochs = 1
+[analyses.composites]
+overlays_per_class = 2
+repeats = 1
+""")
+    out = tmp_path / "out"
+    assert main(["audit", str(study), "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "Findings" in html and "data:image/png;base64," in html
+    assert "paper 000" in html and "tiny study" in html
+    assert (out / "runs" / "fine-tuned" / "model.safetensors").exists()
+    capsys.readouterr()
+    img = tiny_split / "val" / "ants" / "ants_0.jpg"
+    assert main(["guard", "--study", str(out), "--json", str(img), str(tmp_path / "nope.jpg")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"][0]["prediction"] in ("ants", "bees")
+    assert isinstance(report["images"][0]["interference"], bool)
+    assert "unreadable" in report["images"][1]["error"]
+
+
+def test_missing_data_folder_and_unknown_model_are_one_line(tmp_path, capsys):
+    study = tmp_path / "s.toml"
+    study.write_text("[target]\ndata='no-such-set'\n[[models]]\nname='a'\narch='efficientnet_lite0'\n")
+    assert main(["audit", str(study), "--out", str(tmp_path / "o"), "--data-root",
+                 str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: data folder not found") and "\n" not in err
+    assert main(["evaluate", "--model", "resnet9000", "--data", str(tmp_path)]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["audit", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")]) == 2
+    assert "study file not found" in capsys.readouterr().err
