@@ -114,6 +114,12 @@ def findings(results: dict[str, AnalysisResult]) -> list[str]:
     return out
 
 
+def load_results(out_dir: str | Path) -> dict[str, AnalysisResult]:
+    """All analysis results saved under ``out_dir/results`` (for re-rendering a report)."""
+    return {p.stem: AnalysisResult.load(p) for p in sorted(Path(out_dir, "results").glob("*.json"))
+            if p.stem != "index"}
+
+
 def write_report(out_dir: str | Path, results: dict[str, AnalysisResult], *,
                  title: str = "transferscope audit", spec_text: str | None = None,
                  extra_versions: dict[str, str] | None = None) -> Path:

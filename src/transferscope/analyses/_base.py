@@ -35,6 +35,13 @@ class AnalysisResult:
     figures: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def load(cls, path: str | Path) -> "AnalysisResult":
+        """Read back a ``results/<name>.json`` written by :meth:`save` (figures stay on disk)."""
+        data = json.loads(Path(path).read_text())
+        return cls(data["name"], data["summary"],
+                   {k: pd.DataFrame(v) for k, v in data["tables"].items()}, {}, data["notes"])
+
     def save(self, out_dir: str | Path) -> dict[str, list[str]]:
         """Write ``results/<name>.json``, ``results/<name>__<table>.csv``, ``figures/*.png``."""
         out_dir = Path(out_dir)
