@@ -160,7 +160,9 @@ def write_report(out_dir: str | Path, results: dict[str, AnalysisResult], *,
     if index.exists():
         parts.append(f"<pre>{html.escape(json.dumps(json.loads(index.read_text()), indent=1))}"
                      "</pre>")
-    parts.append("</body></html>")
+    parts.append("<script>window.addEventListener('load',()=>{const i=[...document.images];"
+                 "document.body.dataset.images=i.length;document.body.dataset.imagesLoaded="
+                 "i.filter(x=>x.complete&&x.naturalWidth>0).length;});</script></body></html>")
     path = out_dir / "report.html"
     atomic_write_bytes(path, "\n".join(parts).encode())
     return path
