@@ -105,7 +105,7 @@ def test_layer_groups_objects_and_run(states, tmp_path):
     pd.testing.assert_frame_equal(t1, t2)
     res = tr.run(model, theta_a, theta_r, fine_tuned=theta_b, scratch=theta_r, label="toy")
     assert res.summary["T_FB"] == pytest.approx(tr.whole_network_T(t2))
-    assert math.isnan(res.summary["T_SB"])            # theta_SB == theta_r: D(r, SB) = 0
+    assert res.summary["T_SB"] == 0.0                 # theta_SB == theta_r: D(r, SB) = 0
     assert set(res.tables["layers"]["variant"]) == {"T_FB", "T_SB"}
     assert res.save(tmp_path)["figures"]
 
@@ -216,12 +216,12 @@ def test_layer_gradients_match_autograd():
     assert model.training and not model.backbone.conv1.weight.requires_grad
     assert all(p.grad is None for p in model.parameters())
     expected = np.zeros(len(table))
-    ref = copy.deepcopy(model).eval()
+    ref = copy.deepcopy(model).eval().requires_grad_(True)
+    params = dict(ref.named_parameters())
+    names = [n for _, ns, _ in tr.parameter_groups(ref) for n in ns]
     for x, y in batches[:2]:
-        params = dict(ref.named_parameters())
-        names = [n for _, ns, _ in tr.parameter_groups(ref) for n in ns]
-        grads = dict(zip(names, torch.autograd.grad(F.cross_entropy(ref(x), y),
-                                                    [params[n].requires_grad_() for n in names])))
+        loss = F.cross_entropy(ref(x), y)
+        grads = dict(zip(names, torch.autograd.grad(loss, [params[n] for n in names])))
         for k, (_, ns, _) in enumerate(tr.parameter_groups(ref)):
             expected[k] += sum(grads[n].abs().sum() for n in ns) / sum(grads[n].numel() for n in ns)
     np.testing.assert_allclose(table["mean_abs_grad"], expected / 2, rtol=1e-5)

@@ -45,7 +45,7 @@ def _entropy(glcm: np.ndarray) -> np.ndarray:
 
     try:
         return graycoprops(glcm, "entropy")
-    except ValueError:  # scikit-image < 0.19.x without 'entropy'
+    except ValueError:  # older scikit-image: no "entropy" property
         p = glcm / np.clip(glcm.sum(axis=(0, 1), keepdims=True), 1e-300, None)
         return -np.sum(p * np.log(p, where=p > 0, out=np.zeros_like(p)), axis=(0, 1))
 
