@@ -261,3 +261,28 @@ def test_first_layer_ttest_resnet_resizes_mask():
     mask[:, :32] = True
     res = gradients.first_layer_ttest(model, model, torch.rand(1, 3, 64, 64), mask)
     assert res["identical"] and res["pixels"] == 32 * 16 and res["channels"] == 64
+
+
+def test_transferability_study_end_to_end(tmp_path):
+    """Two tiny targets + a class sweep: runs share theta_r, Table 2 and the report appear."""
+    from conftest import make_folder, write_image
+    from transferscope.engine import load_run
+    from transferscope.transfer_study import run_transferability
+
+    for name, seed in (("a", 1), ("b", 2)):
+        make_folder(tmp_path / name / "train", classes=("x", "y", "z"), per_class=4, seed=seed)
+        make_folder(tmp_path / name / "val", classes=("x", "y", "z"), per_class=2, seed=seed + 5)
+    for wnid, rgb in (("n01440764", (200, 40, 40)), ("n01443537", (40, 200, 40))):
+        write_image(tmp_path / "src" / f"{wnid}_0.JPEG", rgb)
+    res = run_transferability("efficientnet_lite0", [str(tmp_path / "a"), str(tmp_path / "b")],
+                              tmp_path / "out", source=str(tmp_path / "src"), image_size=32,
+                              epochs=1, batch_size=8, class_counts=(2,), fractions=(0.5,))
+    table = res["transferability"].tables["table2"].set_index("target")
+    assert list(table.index) == ["a", "b", "a@0.5N", "a@2cls"]
+    assert table.loc["a@2cls", "classes"] == 2 and table.loc["a@0.5N", "N"] == 6
+    assert np.isfinite(table["T_FB"]).all() and np.isfinite(table["width"]).all()
+    ft = load_run(tmp_path / "out" / "runs" / "a-fine-tuned", "init_random")
+    sc = load_run(tmp_path / "out" / "runs" / "a-scratch", "init_random")
+    assert ft.weights_hash() == sc.weights_hash()  # same theta_r for both runs
+    assert {"transferability", "domain", "transferability_factors", "layer_gradients"} <= set(res)
+    assert "paper 002" in (tmp_path / "out" / "report.html").read_text()

@@ -249,6 +249,35 @@ def guard(images: list[Path] = typer.Argument(..., help="image files to check"),
             typer.echo(f"{r['image']}: {r['prediction']} ({r['confidence']:.2f})  {flag}")
 
 
+@app.command("transferability")
+def transferability_cmd(
+    targets: list[str] = typer.Argument(..., help="target data sets (ImageFolder with train/val)"),
+    out: Path = typer.Option(..., help="output folder (runs/, results/, figures/, report)"),
+    arch: str = typer.Option("efficientnet_lite0"),
+    source: str = typer.Option("imagenet-samples", help="source images for the domain gap"),
+    image_size: int = typer.Option(128),
+    epochs: int = typer.Option(5),
+    recipe: str = typer.Option("paper002"),
+    batch_size: int = typer.Option(32),
+    seed: int = typer.Option(0),
+    fractions: str = typer.Option("", help="data-amount sweep, e.g. 0.25,0.5"),
+    class_counts: str = typer.Option("", help="width sweep (number of classes), e.g. 3,5"),
+    sweep_target: Optional[str] = typer.Option(None, help="set for the sweeps (default: first)"),
+    data_root: Optional[Path] = DataRoot,
+):
+    """Paper 002: layer-wise transferability, domain gap/width, regression, gradients."""
+    from transferscope.transfer_study import run_transferability
+
+    res = run_transferability(
+        arch, targets, out, source=source, image_size=image_size, epochs=epochs, recipe=recipe,
+        batch_size=batch_size, seed=seed,
+        fractions=tuple(float(f) for f in fractions.split(",") if f),
+        class_counts=tuple(int(c) for c in class_counts.split(",") if c),
+        sweep_target=sweep_target, data_root=data_root)
+    typer.echo(res["transferability"].tables["table2"].to_string(index=False))
+    typer.echo(f"report: {out / 'report.html'}")
+
+
 @app.command()
 def models():
     """List the registered architectures."""

@@ -24,7 +24,7 @@ SECTIONS = [
      ["retained_knowledge", "interference_bias", "agreement", "lingering_features",
       "composites", "occlusion", "distraction", "interference_detector"]),
     ("Transferability and domain statistics (paper 002)",
-     ["transferability", "domain", "regression", "gradients"]),
+     ["transferability", "domain", "transferability_factors", "layer_gradients"]),
     ("What is being transferred (papers 003 and 004)",
      ["mistakes", "cka", "distances", "barriers", "criticality", "spectra"]),
 ]
@@ -37,6 +37,11 @@ TITLES = {
     "occlusion": "Occluding the background (paper 001, Fig. 5)",
     "distraction": "Grad-CAM distraction (paper 001, eq. 4, Fig. 3a)",
     "interference_detector": "Interference detector (paper 001, eq. 5)",
+    "transferability": "Layer-wise transferability T = D(theta_r, theta_B) / D(theta_A, theta_B) "
+                       "(paper 002, eq. 1-2, Table 2, Fig. 8)",
+    "domain": "Domain gap and width from colour and GLCM texture statistics (paper 002)",
+    "transferability_factors": "Regression of log T on gap, width and log N (paper 002, eq. 3)",
+    "layer_gradients": "Layer-wise gradients at the start of fine-tuning (paper 002, Fig. 9)",
 }
 MAX_ROWS = 25
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 
 from transferscope import __version__
@@ -55,6 +55,8 @@ class TrainConfig(BaseModel):
     recipe: Recipe
     seed: int = 0
     channels_last: bool = False
+    data_fraction: float = Field(1.0, gt=0, le=1)
+    max_classes: int | None = Field(None, ge=2)
 
 
 @dataclass
@@ -66,6 +68,36 @@ class TrainResult:
     @property
     def final_val_accuracy(self) -> float:
         return self.metrics[-1]["val_acc"]
+
+
+def select_subset(train_set, val_set, fraction: float = 1.0, max_classes: int | None = None,
+                  seed: int = 0):
+    """Paper 002's controlled sweeps: keep ``max_classes`` classes (seeded choice, labels
+    renumbered, applied to both splits) and a seeded ``fraction`` of each class's training
+    images (at least one per class)."""
+    if fraction >= 1.0 and (max_classes is None or max_classes >= train_set.num_classes):
+        return train_set, val_set
+    g = torch.Generator().manual_seed(seed)
+    keep = list(range(train_set.num_classes))
+    if max_classes is not None and max_classes < len(keep):
+        keep = sorted(torch.randperm(len(keep), generator=g)[:max_classes].tolist())
+    remap = {old: new for new, old in enumerate(keep)}
+    classes = [train_set.classes[c] for c in keep]
+
+    def restrict(ds, frac):
+        from transferscope.data.folder import ImageSet, Sample
+
+        chosen = []
+        for c in keep:
+            idx = [i for i, s in enumerate(ds.samples) if s.label == c]
+            n = max(1, round(frac * len(idx)))
+            order = torch.randperm(len(idx), generator=g)[:n].sort().values.tolist()
+            chosen += [Sample(ds.samples[idx[i]].path, remap[c], ds.samples[idx[i]].sha256)
+                       for i in order]
+        chosen.sort(key=lambda s: (s.label, s.path))
+        return ImageSet(ds.root, chosen, classes, ds.label_space, ds.skipped, ds.transform)
+
+    return restrict(train_set, fraction), restrict(val_set, 1.0)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -123,6 +155,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     if train_set.classes != val_set.classes:
         raise ConfigError(f"{train_set.root} and {val_set.root} have different classes "
                           f"({train_set.classes} vs {val_set.classes})")
+    train_set, val_set = select_subset(train_set, val_set, config.data_fraction,
+                                       config.max_classes, config.seed)
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 

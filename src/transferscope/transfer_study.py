@@ -1,0 +1,106 @@
+"""Paper 002 end to end: for each target set (and sub-sampled variants), a fine-tune and a
+from-scratch run from the same random start theta_r; then layer-wise transferability, domain
+gap and width, the regression of log T on them, and layer-wise gradients - one report.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from transferscope._progress import log
+from transferscope.analyses import domain, gradients, regression, transferability
+from transferscope.analyses._base import AnalysisResult
+from transferscope.data import eval_transform, image_folder, source_images
+from transferscope.engine import TrainConfig, get_recipe, load_run, train
+from transferscope.engine.training import select_subset
+from transferscope.report import write_report
+
+
+def _variants(targets, fractions, class_counts, sweep_target):
+    out = [(t, 1.0, None) for t in targets]
+    sweep = sweep_target or (targets[0] if targets else None)
+    out += [(sweep, f, None) for f in fractions if f < 1.0]
+    out += [(sweep, 1.0, k) for k in class_counts]
+    return out
+
+
+def _label(target, fraction, classes):
+    name = Path(target).name
+    if fraction < 1.0:
+        name += f"@{fraction:g}N"
+    if classes:
+        name += f"@{classes}cls"
+    return name
+
+
+def run_transferability(arch: str, targets: list[str], out: str | os.PathLike, *,
+                        source: str = "imagenet-samples", image_size: int = 128,
+                        epochs: int = 5, recipe: str = "paper002", batch_size: int = 32,
+                        seed: int = 0, fractions: tuple[float, ...] = (),
+                        class_counts: tuple[int, ...] = (), sweep_target: str | None = None,
+                        domain_limit: int | None = 300, data_root=None
+                        ) -> dict[str, AnalysisResult]:
+    """Train what is missing under ``out/runs`` (resumable), analyse, write ``out``."""
+    out = Path(out)
+    rows, layer_tables, per_target, grad_runs = [], [], {}, {}
+    domain_sets = {}
+    for target, fraction, classes in _variants(targets, fractions, class_counts, sweep_target):
+        label = _label(target, fraction, classes)
+        runs = {}
+        for kind, init in (("fine-tuned", "imagenet"), ("scratch", "random")):
+            cfg = TrainConfig(arch=arch, init=init, data=target, seed=seed,
+                              data_fraction=fraction, max_classes=classes,
+                              recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
+                                                batch_size=batch_size))
+            log(f"[bold]{label}[/bold]: {kind}")
+            runs[kind] = train(cfg, out / "runs" / f"{label}-{kind}", resume=True,
+                               data_root=data_root, keep_checkpoints=1)
+        ft, sc = runs["fine-tuned"], runs["scratch"]
+        theta_a = load_run(ft.run_dir, "init")
+        theta_r = load_run(sc.run_dir, "init_random")
+        res = transferability.run(theta_a, theta_a.state_dict(), theta_r.state_dict(),
+                                  ft.model.state_dict(), sc.model.state_dict(), label=label)
+        per_target[label] = res
+        layer_tables.append(res.tables["layers"])
+        train_set, _ = select_subset(image_folder(target, "train", data_root=data_root),
+                                     image_folder(target, "val", data_root=data_root),
+                                     fraction, classes, seed)
+        domain_sets[label] = train_set
+        rows.append({"target": label, "N": len(train_set), "classes": train_set.num_classes,
+                     "acc scratch": sc.final_val_accuracy, "acc fine-tuned": ft.final_val_accuracy,
+                     "T_FB": res.summary["T_FB"], "T_SB": res.summary["T_SB"]})
+        if fraction == 1.0 and not classes:
+            loader = torch.utils.data.DataLoader(
+                train_set.with_transform(eval_transform(theta_a.norm, image_size)),
+                batch_size=batch_size, shuffle=False)
+            grad_runs[label] = (theta_a, loader)
+    src = source_images(source, data_root=data_root)
+    dom = domain.run(domain_sets, src, limit=domain_limit, seed=seed)
+    table = pd.DataFrame(rows).merge(dom.tables["domains"][["target", "gap", "width"]],
+                                     on="target")
+    table = table[["target", "gap", "width", "N", "classes", "acc scratch", "acc fine-tuned",
+                   "T_FB", "T_SB"]]
+    layers = pd.concat(layer_tables, ignore_index=True)
+    trans = AnalysisResult(
+        "transferability", {k: {"T_FB": v.summary["T_FB"], "T_SB": v.summary["T_SB"]}
+                            for k, v in per_target.items()},
+        {"table2": table, "layers": layers}, notes=next(iter(per_target.values())).notes + [
+            f"{arch} at {image_size}px, recipe {recipe} with {epochs} epochs, batch "
+            f"{batch_size}, seed {seed}; fine-tune and scratch share theta_r."])
+    trans.figures["layer_T_FB"] = transferability.plot_layer_T(
+        {k: layers[(layers["target"] == k) & (layers["variant"] == "T_FB")]
+         for k in per_target})
+    found = [trans, dom]
+    if len(table) >= 2:
+        found.append(regression.run(table))
+    if grad_runs:
+        found.append(gradients.run(grad_runs, max_batches=4))
+    results = {r.name: r for r in found}
+    for res in results.values():
+        res.save(out)
+    write_report(out, results, title=f"transferability of {arch} (paper 002)")
+    return results
