@@ -1,0 +1,206 @@
+"""(epsilon, delta)-basins of the loss landscape (paper 003, section 3.3, Definition 3.1;
+Appendix B.6).
+
+The candidate basin S is the convex hull of a few solutions theta_1..theta_k (e.g. two P-T
+runs). Definition 3.1 asks three things of S, for a loss l and its mean mu on S:
+
+1. flat inside: ``E_{w ~ U_S} |l(w) - mu| <= epsilon`` (a first-power spread, not a variance);
+2. higher just outside, in every direction: for w1, w2 ~ U_S let f(w1, w2) be the point where
+   the ray from w1 through w2 leaves S; with isotropic noise nu ~ N(0, delta^2/n I_n) (so
+   ||nu|| is about delta), ``E[l(f + nu)] - mu >= 2 epsilon``;
+3. higher along extrapolations: moving a further |nu| (nu ~ N(0, delta^2)) beyond f along
+   the same ray, ``E[l(kappa)] - mu >= 2 epsilon``.
+
+Estimates. Points of S are ``sum_i w_i theta_i`` with Dirichlet(1, ..., 1) weights, which is
+exactly the uniform distribution on S when the solutions are affinely independent (the usual
+case for k << n). mu and epsilon are the sample mean and mean absolute deviation of l. For
+conditions 2-3, the exit point f is found in weight space: along a + t (b - a) the first
+weight to reach zero fixes t. For each delta of a grid both expectations are estimated by
+Monte-Carlo, and the reported delta is the smallest grid value meeting both (NaN if none).
+Noise is added to parameters only (n = their number); BatchNorm buffers are combined with the
+same weights. l is the error rate by default, as in the paper's reported basins.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses.barriers import _state, combine, evaluate_states
+from transferscope.errors import ConfigError
+
+DEFAULT_DELTAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+
+
+def hull_weights(k: int, num: int, seed: int = 0) -> np.ndarray:
+    """``(num, k)`` Dirichlet(1) weights: uniform points of the (k-1)-simplex, seeded."""
+    return np.random.default_rng(seed).dirichlet(np.ones(k), size=num)
+
+
+def exit_weights(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """Weights of f(w1, w2): where the ray from ``a`` through ``b`` leaves the simplex.
+
+    ``alpha~ = min over i with b_i < a_i of a_i / (a_i - b_i)``; None when ``a == b``.
+
+    Example:
+        >>> exit_weights(np.array([0.5, 0.5]), np.array([0.25, 0.75])).tolist()
+        [0.0, 1.0]
+    """
+    d = np.asarray(b, float) - np.asarray(a, float)
+    neg = d < 0
+    if not neg.any():
+        return None
+    ratios = np.asarray(a, float)[neg] / -d[neg]
+    c = a + ratios.min() * d
+    c[np.flatnonzero(neg)[np.argmin(ratios)]] = 0.0
+    return np.clip(c, 0.0, None) / np.clip(c, 0.0, None).sum()
+
+
+def _param_norm(states, weights, names) -> float:
+    """``||sum_i w_i theta_i||`` over ``names``; 0 when it is rounding noise (identical states,
+    weights summing to 0)."""
+    total, scale = 0.0, 0.0
+    for name in names:
+        ts = [s[name].detach().to("cpu", torch.float64) for s in states]
+        total += float(sum(w * t for w, t in zip(weights, ts)).square().sum())
+        scale += sum(abs(w) * float(t.square().sum()) ** 0.5 for w, t in zip(weights, ts)) ** 2
+    return total ** 0.5 if total ** 0.5 > 1e-9 * scale ** 0.5 else 0.0
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
+
+
+def _noisy(states, weights, names, std: float, seed: int):
+    def build():
+        st = combine(states, weights)
+        g = torch.Generator().manual_seed(seed)
+        for name in names:
+            t = st[name]
+            noise = torch.randn(t.shape, generator=g, dtype=torch.float64) * std
+            st[name] = (t.double() + noise.to(t.device)).to(t.dtype)
+        return st
+    return build
+
+
+def basin_estimates(model: nn.Module, solutions: Sequence, loader: Iterable, *,
+                    num_samples: int = 16, num_pairs: int = 8,
+                    deltas: Sequence[float] = DEFAULT_DELTAS, metric: str = "error",
+                    seed: int = 0, param_names: Sequence[str] | None = None,
+                    bn_reestimate_loader: Iterable | None = None, device=None) -> dict:
+    """Monte-Carlo estimates of mu, epsilon and delta of Definition 3.1 for hull(solutions).
+
+    Args:
+        model: a model of the architecture (used through ``functional_call``, not changed).
+        solutions: state dicts (or modules) spanning S.
+        num_samples: points of S for mu and epsilon.
+        num_pairs: (w1, w2) pairs per delta for conditions 2 and 3.
+        deltas: grid of delta values (in parameter-norm units), increasing.
+        metric: ``"error"``, ``"loss"`` (cross-entropy) or ``"accuracy"`` column to use as l.
+        param_names: tensors that receive noise (default: the model's parameters).
+
+    Returns:
+        dict with ``mu``, ``epsilon``, ``delta`` (NaN if no grid value satisfies 2-3),
+        ``samples`` (DataFrame: sample, weights, metric), ``vicinity`` (delta, condition,
+        pair, value) and ``by_delta`` (delta, cond2, cond3, satisfied).
+    """
+    states = [_state(s) for s in solutions]
+    if len(states) < 1:
+        raise ConfigError("a basin needs at least one solution")
+    if metric not in ("error", "loss", "accuracy"):
+        raise ConfigError(f"metric must be 'error', 'loss' or 'accuracy', got {metric!r}")
+    names = list(param_names) if param_names is not None else [n for n, _ in
+                                                                model.named_parameters()]
+    n_params = sum(states[0][n].numel() for n in names)
+    k = len(states)
+    weights = hull_weights(k, num_samples, seed)
+    kw = dict(bn_reestimate_loader=bn_reestimate_loader, device=device)
+    res = evaluate_states(model, [lambda w=w: combine(states, w) for w in weights], loader, **kw)
+    values = res[metric].to_numpy(float)
+    mu = float(values.mean())
+    eps = float(np.abs(values - mu).mean())
+    samples = pd.DataFrame({"sample": range(num_samples),
+                            "weights": [w.round(6).tolist() for w in weights], metric: values})
+
+    rng = np.random.default_rng(_seed(seed, 1))
+    pairs = []
+    while len(pairs) < num_pairs and k > 1:
+        a, b = rng.dirichlet(np.ones(k)), rng.dirichlet(np.ones(k))
+        c = exit_weights(a, b)
+        if c is not None:
+            pairs.append((a, c, _param_norm(states, c - a, names)))
+    rows, by_delta, delta_hat = [], [], float("nan")
+    for di, delta in enumerate(deltas):
+        fns, meta = [], []
+        for pi, (a, c, dist) in enumerate(pairs):
+            fns.append(_noisy(states, c, names, delta / np.sqrt(n_params), _seed(seed, 2, di, pi)))
+            meta.append((2, pi))
+            if dist > 0:
+                nu = abs(np.random.default_rng(_seed(seed, 3, di, pi)).normal(0.0, delta))
+                fns.append(lambda w=c + (nu / dist) * (c - a): combine(states, w))
+                meta.append((3, pi))
+        vals = evaluate_states(model, fns, loader, **kw)[metric].to_numpy(float) if fns else []
+        for (cond, pi), v in zip(meta, vals):
+            rows.append({"delta": float(delta), "condition": cond, "pair": pi,
+                         metric: float(v), "excess": float(v) - mu})
+        ex = pd.DataFrame(rows[len(rows) - len(meta):]) if meta else pd.DataFrame()
+        sign = -1.0 if metric == "accuracy" else 1.0  # for accuracy "higher l" means lower acc
+
+        def mean_excess(cond):
+            part = ex[ex["condition"] == cond] if len(ex) else ex
+            return float(sign * part["excess"].mean()) if len(part) else float("nan")
+
+        e2, e3 = mean_excess(2), mean_excess(3)
+        ok = bool(e2 >= 2 * eps and e3 >= 2 * eps)
+        by_delta.append({"delta": float(delta), "cond2_excess": e2, "cond3_excess": e3,
+                         "two_epsilon": 2 * eps, "satisfied": ok})
+        if ok and np.isnan(delta_hat):
+            delta_hat = float(delta)
+    return {"mu": mu, "epsilon": eps, "delta": delta_hat, "metric": metric,
+            "samples": samples, "vicinity": pd.DataFrame(rows), "by_delta": pd.DataFrame(by_delta)}
+
+
+def run(model: nn.Module, solutions: Mapping[str, object], loader: Iterable, **kwargs
+        ) -> AnalysisResult:
+    """Definition 3.1 estimates for the hull of the named solutions (e.g. two P-T runs).
+
+    ``kwargs`` go to :func:`basin_estimates`. The summary holds mu, epsilon and delta.
+    """
+    est = basin_estimates(model, list(solutions.values()), loader, **kwargs)
+    summary = {k: est[k] for k in ("mu", "epsilon", "delta", "metric")}
+    summary["solutions"] = list(solutions)
+    result = AnalysisResult("basins", summary, {k: est[k] for k in ("samples", "vicinity",
+                                                                     "by_delta")})
+    result.figures["basin_vicinity"] = _figure(est)
+    result.notes += [
+        "Uniform points of the hull are Dirichlet(1) combinations (exact for affinely "
+        "independent solutions); delta is the smallest grid value meeting conditions 2 and 3.",
+        "With a single solution, or identical ones, conditions 2-3 have no direction: "
+        "epsilon is 0 and delta is NaN."]
+    return result
+
+
+def _figure(est: dict):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = est["by_delta"]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    if len(t):
+        ax.plot(t["delta"], t["cond2_excess"], marker="o", label="noise at exit point (2)")
+        ax.plot(t["delta"], t["cond3_excess"], marker="s", label="extrapolation (3)")
+        ax.axhline(2 * est["epsilon"], color="grey", linestyle="--", label="2 epsilon")
+        ax.set_xscale("log")
+    ax.set_xlabel("delta")
+    ax.set_ylabel(f"E[{est['metric']}] - mu")
+    ax.set_title(f"mu={est['mu']:.4f}, epsilon={est['epsilon']:.4f}, delta={est['delta']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,269 @@
+"""Feature similarity by linear CKA (paper 003, section 3.2 "Feature similarity", Tables 1, 7).
+
+Centered kernel alignment (Kornblith et al., 2019) compares two representations of the same
+``n`` inputs, ``X (n, p)`` and ``Y (n, q)``. With linear kernels and column-centred features
+it can be written without any ``n x n`` Gram matrix:
+
+    CKA(X, Y) = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F * ||Yc^T Yc||_F)
+
+It is 1 for representations that differ by an orthogonal transform and isotropic scaling,
+and invariant to both. The paper reports it per module for the pairs P-T & P, P-T & P-T,
+P-T & RI-T and RI-T & RI-T.
+
+Because only ``X^T X``, ``Y^T Y``, ``Y^T X``, the column sums and ``n`` are needed, the
+statistic is accumulated batch by batch (:class:`LinearCKA`) and activations are never held
+all at once (:func:`streaming_cka`). Spatial maps ``(n, C, H, W)`` are either flattened per
+sample to ``C*H*W`` features (``pool="flatten"``, Kornblith's definition; memory grows as the
+square of that count, see ``max_features``) or averaged over space to ``C`` features
+(``pool="avg"``, a cheaper, coarser comparison).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from transferscope.analyses._base import AnalysisResult
+from transferscope.engine.inference import capture
+from transferscope.errors import ConfigError
+
+POOLS = ("flatten", "avg")
+
+
+def _centred_cka(xtx: torch.Tensor, yty: torch.Tensor, ytx: torch.Tensor) -> float:
+    den = torch.linalg.matrix_norm(xtx) * torch.linalg.matrix_norm(yty)
+    if not den > 0:
+        return float("nan")
+    return float(ytx.square().sum() / den)
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear CKA of two full representations, ``(n, ...) , (n, ...) -> float`` (float64).
+
+    Dimensions after the first are flattened. NaN when a representation is constant.
+
+    Example:
+        >>> x = torch.randn(20, 5, generator=torch.Generator().manual_seed(0))
+        >>> round(linear_cka(x, 3 * x), 6)
+        1.0
+    """
+    x = torch.as_tensor(x).detach().flatten(1).double().cpu()
+    y = torch.as_tensor(y).detach().flatten(1).double().cpu()
+    if x.shape[0] != y.shape[0]:
+        raise ConfigError(f"CKA needs the same inputs for both representations, got {x.shape[0]}"
+                          f" and {y.shape[0]} rows")
+    x, y = x - x.mean(0), y - y.mean(0)
+    return _centred_cka(x.T @ x, y.T @ y, y.T @ x)
+
+
+class LinearCKA:
+    """Streaming linear CKA: :meth:`update` with row batches, :meth:`compute` at the end.
+
+    Keeps ``X^T X`` (p x p), ``Y^T Y`` (q x q), ``Y^T X`` (q x p), the column sums and ``n`` in
+    float64 and centres at the end (``Xc^T Xc = X^T X - s_x s_x^T / n``), which is exact for
+    any split into batches, a last batch of one row included. To avoid cancellation when the
+    features have a large mean, every row is first shifted by the first row seen (centring
+    removes any constant shift, so the result is unchanged).
+
+    Example:
+        >>> acc = LinearCKA()
+        >>> x = torch.randn(9, 4, generator=torch.Generator().manual_seed(1))
+        >>> acc.update(x[:8], x[:8] @ torch.eye(4)); acc.update(x[8:], x[8:])
+        >>> round(acc.compute(), 6)
+        1.0
+    """
+
+    def __init__(self):
+        self.n = 0
+        self._shift_x = self._shift_y = None
+        self.xtx = self.yty = self.ytx = self.sx = self.sy = None
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Add rows: ``x (b, p)``, ``y (b, q)`` (further dimensions are flattened)."""
+        x = torch.as_tensor(x).detach().flatten(1).to("cpu", torch.float64)
+        y = torch.as_tensor(y).detach().flatten(1).to("cpu", torch.float64)
+        if x.shape[0] != y.shape[0]:
+            raise ConfigError(f"CKA update got {x.shape[0]} rows for X but {y.shape[0]} for Y")
+        if x.shape[0] == 0:
+            return
+        if self._shift_x is None:
+            self._shift_x, self._shift_y = x[0].clone(), y[0].clone()
+            p, q = x.shape[1], y.shape[1]
+            self.xtx, self.yty = x.new_zeros(p, p), x.new_zeros(q, q)
+            self.ytx, self.sx, self.sy = x.new_zeros(q, p), x.new_zeros(p), x.new_zeros(q)
+        elif x.shape[1] != self.sx.shape[0] or y.shape[1] != self.sy.shape[0]:
+            raise ConfigError(f"CKA update got {x.shape[1]}/{y.shape[1]} features, earlier "
+                              f"batches had {self.sx.shape[0]}/{self.sy.shape[0]}")
+        x, y = x - self._shift_x, y - self._shift_y
+        self.xtx += x.T @ x
+        self.yty += y.T @ y
+        self.ytx += y.T @ x
+        self.sx += x.sum(0)
+        self.sy += y.sum(0)
+        self.n += x.shape[0]
+
+    def compute(self) -> float:
+        """CKA of all rows seen so far (NaN before any update or for constant features)."""
+        if self.n == 0:
+            return float("nan")
+        n = self.n
+        xtx = self.xtx - torch.outer(self.sx, self.sx) / n
+        yty = self.yty - torch.outer(self.sy, self.sy) / n
+        ytx = self.ytx - torch.outer(self.sy, self.sx) / n
+        return _centred_cka(xtx, yty, ytx)
+
+
+def cka_matrix(acts_a: Mapping[str, torch.Tensor], acts_b: Mapping[str, torch.Tensor]
+               ) -> pd.DataFrame:
+    """CKA of every layer of model A against every layer of model B (same inputs).
+
+    ``acts_*`` map a layer name to its ``(n, ...)`` activations. Rows are A's layers, columns
+    B's; for two models of one architecture the diagonal is the per-module CKA of Table 1.
+    """
+    return pd.DataFrame([[linear_cka(xa, xb) for xb in acts_b.values()]
+                         for xa in acts_a.values()],
+                        index=list(acts_a), columns=list(acts_b))
+
+
+def _modules(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
+    groups = {g.name: g.output_module for g in model.layer_groups()} \
+        if hasattr(model, "layer_groups") else {}
+    out = {}
+    for name in layers:
+        try:
+            out[name] = model.get_submodule(groups.get(name, name))
+        except AttributeError:
+            raise ConfigError(f"layer {name!r} is neither a layer group "
+                              f"({', '.join(groups) or 'none'}) nor a sub-module path of "
+                              f"{type(model).__name__}") from None
+    return out
+
+
+def streaming_cka(models: Mapping[str, nn.Module], loader: Iterable,
+                  pairs: Sequence[tuple[str, str]], layers: Sequence[str], *,
+                  pool: str = "flatten", device: str | torch.device | None = None,
+                  max_features: int = 4096) -> pd.DataFrame:
+    """Per-layer CKA of model pairs, accumulated over the batches of ``loader``.
+
+    Every model runs once per batch (in eval mode, without gradients); each layer's output is
+    recorded with :func:`~transferscope.engine.inference.capture`, turned into per-sample
+    features (``pool``) and fed to one :class:`LinearCKA` per
+    (pair, layer), then dropped. ``loader`` yields images or ``(images, labels)``.
+
+    Returns:
+        One row per pair (``"A & B"``), one column per layer.
+
+    Raises:
+        ConfigError: unknown pool/model/layer, or a layer with more than ``max_features``
+            features (the p x p accumulators would need ``8 p^2`` bytes each): use
+            ``pool="avg"`` or raise ``max_features``.
+    """
+    if pool not in POOLS:
+        raise ConfigError(f"pool must be one of {POOLS}, got {pool!r}")
+    for a, b in pairs:
+        for m in (a, b):
+            if m not in models:
+                raise ConfigError(f"pair ({a!r}, {b!r}) names unknown model {m!r}; "
+                                  f"known: {', '.join(models)}")
+    used = list(dict.fromkeys(m for pair in pairs for m in pair))
+    mods = {m: _modules(models[m], layers) for m in used}
+    accs = {(pair, layer): LinearCKA() for pair in pairs for layer in layers}
+    modes = {m: models[m].training for m in used}
+    for m in used:
+        models[m].eval()
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                feats = {}
+                for m in used:
+                    with capture(models[m], mods[m], "avg" if pool == "avg" else "none") as st:
+                        models[m](x.to(device) if device is not None else x)
+                    feats[m] = {}
+                    for name, outs in st.items():
+                        if len(outs) != 1:
+                            raise ConfigError(
+                                f"module {name!r} of {m!r} ran {len(outs)} times in one forward "
+                                "pass; pick a module that is called once (a block output)")
+                        f = outs[0].flatten(1)
+                        if f.shape[1] > max_features:
+                            raise ConfigError(
+                                f"layer {name!r} of {m!r} has {f.shape[1]} features per sample "
+                                f"with pool={pool!r}, more than max_features={max_features}; "
+                                "use pool='avg' or raise max_features (memory ~ 8*p^2 bytes)")
+                        feats[m][name] = f
+                for (pair, layer), acc in accs.items():
+                    acc.update(feats[pair[0]][layer], feats[pair[1]][layer])
+    finally:
+        for m in used:
+            models[m].train(modes[m])
+    return pd.DataFrame([[accs[(pair, layer)].compute() for layer in layers] for pair in pairs],
+                        index=[f"{a} & {b}" for a, b in pairs], columns=list(layers))
+
+
+def run(models: Mapping[str, nn.Module], loader: Iterable,
+        pairs: Sequence[tuple[str, str]] | None = None, layers: Sequence[str] | None = None, *,
+        pool: str = "flatten", device=None, max_features: int = 4096) -> AnalysisResult:
+    """Table 1 / 7: per-module CKA for model pairs, with a heat-map.
+
+    Args:
+        models: name -> model, e.g. ``{"P": ..., "P-T #1": ..., "P-T #2": ..., "RI-T #1": ...}``.
+        loader: the evaluation images (labels, if any, are ignored).
+        pairs: model-name pairs (default: every pair, in the order given).
+        layers: layer-group names or module paths (default: every non-classifier layer group
+            of the first model).
+        pool, device, max_features: see :func:`streaming_cka`.
+    """
+    names = list(models)
+    pairs = [tuple(p) for p in (pairs or itertools.combinations(names, 2))]
+    if not pairs:
+        raise ConfigError("CKA needs at least two models (or one explicit pair)")
+    if layers is None:
+        first = models[names[0]]
+        if not hasattr(first, "layer_groups"):
+            raise ConfigError("give layers= (module paths) for models without layer groups")
+        layers = [g.name for g in first.layer_groups(include_classifier=False)]
+    wide = streaming_cka(models, loader, pairs, list(layers), pool=pool, device=device,
+                         max_features=max_features)
+    long = wide.reset_index(names="pair").melt(id_vars="pair", var_name="layer",
+                                               value_name="CKA")
+    summary = {"pool": pool, "layers": list(layers),
+               "cka": {pair: {k: float(v) for k, v in row.items()}
+                       for pair, row in wide.iterrows()},
+               "mean_cka": {pair: float(np.nanmean(row.to_numpy(float)))
+                            if np.isfinite(row.to_numpy(float)).any() else float("nan")
+                            for pair, row in wide.iterrows()}}
+    result = AnalysisResult("cka", summary, {"cka": long})
+    result.figures["cka_heatmap"] = plot_heatmap(wide)
+    result.notes.append(f"Linear CKA accumulated over mini-batches in float64; features per "
+                        f"sample: {'flattened C*H*W' if pool == 'flatten' else 'spatial mean'}.")
+    return result
+
+
+def plot_heatmap(wide: pd.DataFrame, title: str = "linear CKA"):
+    """Heat-map with model pairs as rows, layers as columns, values written in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vals = wide.to_numpy(float)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * vals.shape[1] + 2), 0.5 * vals.shape[0] + 1.5))
+    im = ax.imshow(vals, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(vals.shape[1]))
+    ax.set_xticklabels(wide.columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(vals.shape[0]))
+    ax.set_yticklabels(wide.index, fontsize=7)
+    for i, j in itertools.product(range(vals.shape[0]), range(vals.shape[1])):
+        if np.isfinite(vals[i, j]) and vals.size <= 120:
+            ax.text(j, i, f"{vals[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if vals[i, j] < 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
