@@ -58,6 +58,24 @@ recipe = "quick"
 epochs = 1
 batch_size = 8
 [[models]]
+name = "fine-tuned-2"
+arch = "efficientnet_lite0"
+recipe = "quick"
+epochs = 1
+batch_size = 8
+seed = 1
+[[models]]
+name = "scratch-lite0"
+arch = "efficientnet_lite0"
+init = "random"
+recipe = "quick"
+epochs = 1
+batch_size = 8
+[analyses.transfer_options]
+lambdas = [0.0, 0.5, 1.0]
+criticality_images = 8
+criticality_modules = 3
+[[models]]
 name = "scratch"
 arch = "baseline_cnn"
 init = "random"
@@ -71,7 +89,11 @@ repeats = 1
     assert main(["audit", str(study), "--out", str(out)]) == 0
     html = (out / "report.html").read_text()
     assert "Findings" in html and "data:image/png;base64," in html
-    assert "paper 000" in html and "tiny study" in html
+    assert "paper 000" in html and "tiny study" in html and "paper 003" in html
+    for name in ("mistakes", "cka", "distances", "barriers", "criticality", "spectra"):
+        assert (out / "results" / f"{name}.json").exists(), name
+    barrier = json.loads((out / "results" / "barriers.json").read_text())
+    assert set(barrier["summary"]) == {"P-T #1 - P-T #2", "P-T #1 - RI-T #1"}
     assert (out / "runs" / "fine-tuned" / "model.safetensors").exists()
     capsys.readouterr()
     img = tiny_split / "val" / "ants" / "ants_0.jpg"

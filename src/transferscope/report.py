@@ -26,7 +26,7 @@ SECTIONS = [
     ("Transferability and domain statistics (paper 002)",
      ["transferability", "domain", "transferability_factors", "layer_gradients"]),
     ("What is being transferred (papers 003 and 004)",
-     ["mistakes", "cka", "distances", "barriers", "criticality", "spectra"]),
+     ["mistakes", "cka", "distances", "barriers", "basins", "criticality", "spectra"]),
 ]
 TITLES = {
     "retained_knowledge": "Retained knowledge: source-class recall of M^st (paper 000, Table 1)",
@@ -42,6 +42,13 @@ TITLES = {
     "domain": "Domain gap and width from colour and GLCM texture statistics (paper 002)",
     "transferability_factors": "Regression of log T on gap, width and log N (paper 002, eq. 3)",
     "layer_gradients": "Layer-wise gradients at the start of fine-tuning (paper 002, Fig. 9)",
+    "mistakes": "Common and uncommon mistakes (paper 003, section 3.2, Tables 3-6, Fig. 8)",
+    "cka": "Feature similarity: linear CKA per module (paper 003, Table 1, 7)",
+    "distances": "Parameter distances, l2 per module (paper 003, Table 2, 8)",
+    "barriers": "Performance barriers on the line between solutions (paper 003, section 3.3)",
+    "basins": "Basins of solutions (paper 003, Definition 3.1)",
+    "criticality": "Module criticality (paper 003, Definition 3.2, Fig. 5, 6)",
+    "spectra": "Conv-layer spectra via the 2-D FFT (paper 004, Appendix C)",
 }
 MAX_ROWS = 25
 

@@ -25,7 +25,7 @@ else:  # pragma: no cover
 DEMO_TOML = """\
 # The default study: ImageNet EfficientNet-Lite0 fine-tuned on ants vs bees.
 name = "demo: efficientnet_lite0 (ImageNet) -> hymenoptera"
-image_size = 160
+image_size = 128
 
 [source]
 arch = "efficientnet_lite0"
@@ -60,6 +60,15 @@ init = "random"
 recipe = "paper002"
 epochs = 6
 batch_size = 32
+
+[[models]]
+name = "scratch-lite0-2"
+arch = "efficientnet_lite0"
+init = "random"
+recipe = "paper002"
+epochs = 6
+batch_size = 32
+seed = 1
 
 [[models]]
 name = "fine-tuned-2"
@@ -122,9 +131,21 @@ class CompositeSpec(_Strict):
     seed: int = 0
 
 
+class TransferSpec(_Strict):
+    """Options of the papers 003/004 analyses."""
+
+    lambdas: list[float] = Field(default_factory=lambda: [-1.0, -0.5, 0.0, 0.25, 0.5, 0.75,
+                                                          1.0, 1.5, 2.0])
+    bn_reestimate: bool = False
+    criticality_images: int = Field(64, ge=1)
+    criticality_modules: int = Field(6, ge=2)
+
+
 class AnalysesSpec(_Strict):
     memory: Literal["all", "none"] | list[str] = "all"
+    transfer: Literal["all", "none"] | list[str] = "all"
     composites: CompositeSpec = Field(default_factory=CompositeSpec)
+    transfer_options: TransferSpec = Field(default_factory=TransferSpec)
 
 
 class StudySpec(_Strict):
@@ -195,6 +216,8 @@ def quick(spec: StudySpec) -> StudySpec:
     data["image_size"] = 96
     data["source_images"]["limit"] = 150
     data["analyses"]["composites"].update(overlays_per_class=4, repeats=1)
+    data["analyses"]["transfer_options"].update(lambdas=[0.0, 0.5, 1.0],
+                                                criticality_images=16, criticality_modules=3)
     for m in data["models"]:
         m["epochs"] = 2 if m["arch"] != "baseline_cnn" else 6
         m["image_size"] = 96
@@ -256,5 +279,18 @@ def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None 
     selected = [] if memory == "none" else list(MEMORY_ANALYSES) if memory == "all" else memory
     results = run_memory_audit(ctx, out, selected,
                                composite_params=spec.analyses.composites.model_dump())
+    transfer = spec.analyses.transfer
+    if transfer != "none":
+        from transferscope.what_transferred import WHAT_ANALYSES, run_what_transferred
+
+        chosen = WHAT_ANALYSES if transfer == "all" else transfer
+        opts = spec.analyses.transfer_options
+        run_dirs = {m.name: Path(m.path) if m.path else out / "runs" / m.name
+                    for m in spec.models}
+        results.update(run_what_transferred(
+            ctx, out, {m.name: m.init for m in spec.models if m.path is None}, run_dirs,
+            chosen, lambdas=opts.lambdas, bn_reestimate=opts.bn_reestimate,
+            criticality_images=opts.criticality_images,
+            criticality_modules=opts.criticality_modules))
     report = write_report(out, results, title=spec.name, spec_text=spec_text)
     return results, report

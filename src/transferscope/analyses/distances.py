@@ -130,7 +130,7 @@ def run(named_states: Mapping[str, object], groups_from: TransferModel,
         tables["pairwise"] = _front(pd.concat(rows, ignore_index=True), "pair")
     if init_rows:
         tables["to_init"] = _front(pd.concat(init_rows, ignore_index=True), "model")
-    result = AnalysisResult("param_distances", summary, tables)
+    result = AnalysisResult("distances", summary, tables)
     if rows:
         result.figures["pairwise_per_module"] = plot_per_module(
             tables["pairwise"], "pair", "l2 distance between models")
