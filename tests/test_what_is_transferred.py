@@ -401,3 +401,24 @@ def test_model_spectra(tmp_path):
     assert counts[("rn18", 1e6)] == res.summary["rn18"]["num_singular_values"]
     assert list(spectra.count_below(torch.tensor([0.5, 1.0, 2.0]), [1.0, 3.0])) == [1, 3]
     res.save(tmp_path)
+
+
+def test_block_shuffle_and_checkpoint_runners(tiny_split, tmp_path):
+    from transferscope.engine import TrainConfig, get_recipe, train
+    from transferscope.transfer_runs import run_block_shuffle, run_checkpoint_transfer
+
+    res = run_block_shuffle("efficientnet_lite0", str(tiny_split), [32, 8, "*"], tmp_path / "bs",
+                            image_size=32, epochs=1, batch_size=8)
+    table = res.tables["accuracy"]
+    assert list(table["block size"]) == ["32", "8", "*"]
+    assert ((table["speed P-T"] >= 0) & (table["speed P-T"] <= 1)).all()
+    assert (tmp_path / "bs" / "report.html").exists()
+    pre = TrainConfig(arch="efficientnet_lite0", init="random", data=str(tiny_split),
+                      recipe=get_recipe("quick", epochs=2, image_size=32, batch_size=8))
+    train(pre, tmp_path / "pre")
+    ck = run_checkpoint_transfer(tmp_path / "pre", str(tiny_split), tmp_path / "ck",
+                                 image_size=32, epochs=1, batch_size=8)
+    assert list(ck.tables["checkpoints"]["pre-training epoch"]) == [0, 1, 2]
+    with pytest.raises(ConfigError, match="no checkpoints for epochs"):
+        run_checkpoint_transfer(tmp_path / "pre", str(tiny_split), tmp_path / "ck2",
+                                checkpoints=[7])

@@ -278,6 +278,41 @@ def transferability_cmd(
     typer.echo(f"report: {out / 'report.html'}")
 
 
+@app.command("block-shuffle")
+def block_shuffle_cmd(
+    data: str = typer.Option("hymenoptera"), out: Path = typer.Option(...),
+    arch: str = typer.Option("efficientnet_lite0"),
+    block_sizes: str = typer.Option("64,16,4,1,*", help="comma-separated; '*' mixes channels"),
+    image_size: int = typer.Option(64), epochs: int = typer.Option(3),
+    recipe: str = typer.Option("paper002"), seed: int = typer.Option(0),
+    data_root: Optional[Path] = DataRoot):
+    """Paper 003, section 3.1: P-T vs RI-T on block-shuffled inputs."""
+    from transferscope.transfer_runs import run_block_shuffle
+
+    sizes = [b if b == "*" else int(b) for b in block_sizes.split(",") if b]
+    res = run_block_shuffle(arch, data, sizes, out, image_size=image_size, epochs=epochs,
+                            recipe=recipe, seed=seed, data_root=data_root)
+    typer.echo(res.tables["accuracy"].to_string(index=False))
+
+
+@app.command("checkpoint-transfer")
+def checkpoint_transfer_cmd(
+    pretrain_run: Path = typer.Option(..., help="run directory of a pre-training run"),
+    data: str = typer.Option("hymenoptera"), out: Path = typer.Option(...),
+    checkpoints: str = typer.Option("", help="epochs to start from (default: all saved)"),
+    image_size: int = typer.Option(64), epochs: int = typer.Option(3),
+    recipe: str = typer.Option("paper002"), seed: int = typer.Option(0),
+    data_root: Optional[Path] = DataRoot):
+    """Paper 003, section 3.5: fine-tune from several pre-training checkpoints."""
+    from transferscope.transfer_runs import run_checkpoint_transfer
+
+    res = run_checkpoint_transfer(pretrain_run, data, out,
+                                  checkpoints=[int(c) for c in checkpoints.split(",") if c] or None,
+                                  image_size=image_size, epochs=epochs, recipe=recipe, seed=seed,
+                                  data_root=data_root)
+    typer.echo(res.tables["checkpoints"].to_string(index=False))
+
+
 @app.command()
 def models():
     """List the registered architectures."""

@@ -26,7 +26,8 @@ SECTIONS = [
     ("Transferability and domain statistics (paper 002)",
      ["transferability", "domain", "transferability_factors", "layer_gradients"]),
     ("What is being transferred (papers 003 and 004)",
-     ["mistakes", "cka", "distances", "barriers", "basins", "criticality", "spectra"]),
+     ["block_shuffle", "mistakes", "cka", "distances", "barriers", "basins", "criticality",
+      "spectra", "pretraining_checkpoints"]),
 ]
 TITLES = {
     "retained_knowledge": "Retained knowledge: source-class recall of M^st (paper 000, Table 1)",
@@ -42,6 +43,9 @@ TITLES = {
     "domain": "Domain gap and width from colour and GLCM texture statistics (paper 002)",
     "transferability_factors": "Regression of log T on gap, width and log N (paper 002, eq. 3)",
     "layer_gradients": "Layer-wise gradients at the start of fine-tuning (paper 002, Fig. 9)",
+    "block_shuffle": "Block-shuffled inputs: P-T vs RI-T (paper 003, section 3.1, Fig. 3)",
+    "pretraining_checkpoints": "Fine-tuning from pre-training checkpoints (paper 003, section "
+                               "3.5, Fig. 7)",
     "mistakes": "Common and uncommon mistakes (paper 003, section 3.2, Tables 3-6, Fig. 8)",
     "cka": "Feature similarity: linear CKA per module (paper 003, Table 1, 7)",
     "distances": "Parameter distances, l2 per module (paper 003, Table 2, 8)",

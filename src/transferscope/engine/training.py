@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 
@@ -57,6 +59,7 @@ class TrainConfig(BaseModel):
     channels_last: bool = False
     data_fraction: float = Field(1.0, gt=0, le=1)
     max_classes: int | None = Field(None, ge=2)
+    block_shuffle: int | Literal["*"] | None = None
 
 
 @dataclass
@@ -205,7 +208,15 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     size = recipe.image_size
     tf_train = train_transform(model.norm, size) if recipe.augment else \
         eval_transform(model.norm, size)
-    val_loader = DataLoader(val_set.with_transform(eval_transform(model.norm, size)),
+    tf_val = eval_transform(model.norm, size)
+    if config.block_shuffle is not None:  # paper 003, section 3.1: same permutation for all
+        from torchvision.transforms import v2
+
+        from transferscope.data.shuffle import BlockShuffle
+
+        shuffle = BlockShuffle(config.block_shuffle, seed=config.seed)
+        tf_train, tf_val = v2.Compose([tf_train, shuffle]), v2.Compose([tf_val, shuffle])
+    val_loader = DataLoader(val_set.with_transform(tf_val),
                             batch_size=recipe.batch_size, num_workers=num_workers)
     if len(train_set) < recipe.batch_size:
         log(f"note: {len(train_set)} training images, fewer than one batch of "
