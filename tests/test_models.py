@@ -154,3 +154,14 @@ def test_lite0_recognises_imagenet_samples(data_root):
     ds = ds.subset(range(0, 1000, 10))  # 100 classes, one image each
     top1 = predict(create_model("efficientnet_lite0", init="imagenet"), ds).accuracy()
     assert top1 >= 0.70  # 0.87 on all 1000 (issue 2 note); the published val figure is ~0.75
+
+
+def test_pickle_is_unpickled_only_with_explicit_trust(tmp_path, monkeypatch, capsys):
+    torch.save({"w": torch.zeros(1), "x": _Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelError, match="weights_only"):
+        create_model("resnet18", init=tmp_path / "evil.pt")
+    assert "pwned" not in capsys.readouterr().out
+    monkeypatch.setenv("TRANSFERSCOPE_TRUST_PICKLE", "1")
+    with pytest.raises(ModelError, match="no state_dict of tensors"):
+        create_model("resnet18", init=tmp_path / "evil.pt")
+    assert "pwned" in capsys.readouterr().out  # it ran: that is what trusting means

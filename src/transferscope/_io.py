@@ -78,11 +78,14 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return load_file(str(path)), meta
 
 
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | os.PathLike, *, trust_pickle: bool = False
+                         ) -> dict[str, torch.Tensor]:
     """Load weights from safetensors, or from a PyTorch checkpoint with ``weights_only=True``.
 
-    A checkpoint that needs arbitrary code to unpickle is refused, never executed.
+    A checkpoint that needs arbitrary code to unpickle is refused, never executed, unless the
+    caller passes ``trust_pickle=True`` for a file it trusts (``TRANSFERSCOPE_TRUST_PICKLE=1``).
     """
+    trust_pickle = trust_pickle or os.environ.get("TRANSFERSCOPE_TRUST_PICKLE") == "1"
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file not found: {path} (give a .safetensors or .pt/.pth file)")
@@ -92,12 +95,12 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as exc:  # safetensors raises its own error types
             raise ModelError(f"{path} is not a valid safetensors file ({exc}); re-save it") from exc
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:
         raise ModelError(
             f"{path} could not be loaded safely (weights_only=True): {str(exc).splitlines()[0]}. "
-            "transferscope never unpickles code; re-save the weights as a plain state_dict or "
-            "as safetensors."
+            "transferscope does not unpickle code; re-save the weights as a plain state_dict or "
+            "as safetensors, or - only for a file you trust - set TRANSFERSCOPE_TRUST_PICKLE=1."
         ) from exc
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
