@@ -182,3 +182,23 @@ def write_report(out_dir: str | Path, results: dict[str, AnalysisResult], *,
     path = out_dir / "report.html"
     atomic_write_bytes(path, "\n".join(parts).encode())
     return path
+
+
+class Report:
+    """Notebook handle: ``Report.from_dir("out").write()`` re-renders ``out/report.html``."""
+
+    def __init__(self, out_dir: str | Path, results: dict[str, AnalysisResult]):
+        self.out_dir, self.results = Path(out_dir), results
+
+    @classmethod
+    def from_dir(cls, out_dir: str | Path) -> "Report":
+        return cls(out_dir, load_results(out_dir))
+
+    def findings(self) -> list[str]:
+        return findings(self.results)
+
+    def write(self, title: str = "transferscope audit", spec_text: str | None = None) -> Path:
+        spec = self.out_dir / "study.toml"
+        if spec_text is None and spec.exists():
+            spec_text = spec.read_text()
+        return write_report(self.out_dir, self.results, title=title, spec_text=spec_text)

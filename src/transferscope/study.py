@@ -294,3 +294,38 @@ def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None 
             criticality_modules=opts.criticality_modules))
     report = write_report(out, results, title=spec.name, spec_text=spec_text)
     return results, report
+
+
+class Study:
+    """Notebook handle on a study: ``Study.from_toml(path).run("out")``.
+
+    Example:
+        >>> s = Study.from_text(DEMO_TOML)
+        >>> [m.name for m in s.spec.models][:2]
+        ['fine-tuned', 'scratch-cnn']
+    """
+
+    def __init__(self, spec: StudySpec, text: str | None = None):
+        self.spec, self.text = spec, text
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> "Study":
+        spec, text = load_study(path)
+        return cls(spec, text)
+
+    @classmethod
+    def from_text(cls, text: str) -> "Study":
+        return cls(parse_study(text), text)
+
+    @classmethod
+    def demo(cls, quick_variant: bool = False) -> "Study":
+        spec = parse_study(DEMO_TOML, "demo study")
+        return cls(quick(spec) if quick_variant else spec, DEMO_TOML)
+
+    def context(self, out: str | os.PathLike, data_root=None):
+        """The :class:`~transferscope.analyses.AuditContext` (trains missing models)."""
+        return build_context(self.spec, Path(out), data_root)
+
+    def run(self, out: str | os.PathLike, data_root=None):
+        """Train, analyse, report; returns ``(results, report_path)``."""
+        return run_study(self.spec, out, spec_text=self.text, data_root=data_root)
