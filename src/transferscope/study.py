@@ -35,7 +35,7 @@ data = "hymenoptera"
 
 [source_images]
 sets = ["imagenet-samples", "imagenette/val"]
-views = 2
+views = 5
 
 [[models]]
 name = "fine-tuned"

@@ -4,6 +4,9 @@ Feed images of each source class c_i to a target model M and count where they la
 ``B[i, j] = |{x in X_i : M(x) = c_j}| / |X_i|`` (eq. 1). With two target classes a and b,
 ``B_a = 1 - B_b`` is binned as in Table 2; with more, each class gets a bias strength
 ``(max_j B[i, j] - 1/T) / (1 - 1/T)`` in [0, 1] (0: spread evenly, 1: always one class).
+The table also gives each model's base rate (mean B over source classes): a model that sends
+almost every source image to one class has many "strongly biased" classes without any of them
+being special, so read the counts against it.
 """
 
 from __future__ import annotations
@@ -72,14 +75,17 @@ def run(ctx: AuditContext, top: int = 10) -> AnalysisResult:
             mats[(set_name, model_name)] = mat
             strength = bias_strength(mat)
             n_strong = int((mat[present].max(1).values >= STRONG).sum())
+            base = mat[present].mean(0)  # the model's base rate on source images
             row = {"source images": set_name, "model": model_name, "classes": len(present),
                    f"strongly biased (max B >= {STRONG})": n_strong,
-                   "mean bias strength": float(strength[present].mean())}
+                   "mean bias strength": float(strength[present].mean()),
+                   **{f"base rate {c}": float(base[j]) for j, c in enumerate(classes)}}
             if t == 2:
                 row.update(dict(zip(bin_labels(*classes), two_class_bins(mat[:, 0]))))
             rows.append(row)
             summary[f"{set_name}/{model_name}"] = {
                 "strongly_biased": n_strong, "mean_strength": row["mean bias strength"],
+                "base_rate": {c: float(base[j]) for j, c in enumerate(classes)},
                 "toward": {c: int(((mat[present].argmax(1) == j) &
                                    (mat[present].max(1).values >= STRONG)).sum())
                            for j, c in enumerate(classes)}}
