@@ -154,9 +154,12 @@ def audit_memory(
         ctx, out, analyses.split(",") if analyses else None,
         composite_params={"style": composite_style, "overlays_per_class": overlays_per_class,
                           "repeats": repeats, "seed": seed})
+    from transferscope.report import write_report
+
+    report = write_report(out, results, title=f"source-domain memory audit: {target}")
     index = json.loads((Path(out) / "results" / "index.json").read_text())
     typer.echo(f"{out}: {len(results)} analyses written in {sum(index['seconds'].values()):.1f}"
-               f" s; cache {index['cache']}")
+               f" s; cache {index['cache']}; report {report}")
 
 
 @app.command()

@@ -95,9 +95,11 @@ def findings(results: dict[str, AnalysisResult]) -> list[str]:
     if "interference_bias" in results:
         for key, s in results["interference_bias"].summary.items():
             toward = ", ".join(f"{n} toward '{c}'" for c, n in s["toward"].items())
+            base = ", ".join(f"{100 * v:.0f}% '{c}'" for c, v in s.get("base_rate", {}).items())
             out.append(f"<b>{html.escape(key)}</b>: {s['strongly_biased']} source classes push "
                        f"the model to one target class with at least 80% of their images "
-                       f"({toward}).")
+                       f"({toward})" + (f"; over all source images it answers {base}."
+                                        if base else "."))
     if "retained_knowledge" in results:
         for key, s in results["retained_knowledge"].summary.items():
             if "M^st" in key:
