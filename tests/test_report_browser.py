@@ -38,9 +38,9 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     html = path.read_text()
     assert "data:image/png;base64," in html and "src=\"http" not in html
     assert "a note &lt;with&gt; markup" in html and "t &lt;1&gt;" in html
-    assert "7 source classes push the model" in html
+    assert "Interference bias" in html and "fine-tuned: 7 (4 toward 'ants'" in html
     again = write_report(tmp_path, load_results(tmp_path), title="t <1>")
-    assert "7 source classes push the model" in again.read_text()
+    assert "fine-tuned: 7 (4 toward" in again.read_text()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")

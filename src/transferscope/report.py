@@ -89,46 +89,79 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
+def _first_set(summary: dict) -> dict[str, dict]:
+    """Entries ``"<set>/<model>"`` of the first source-image set, keyed by model."""
+    sets = list(dict.fromkeys(k.split("/", 1)[0] for k in summary))
+    return {k.split("/", 1)[1]: v for k, v in summary.items() if sets and k.startswith(sets[0] + "/")}
+
+
 def findings(results: dict[str, AnalysisResult]) -> list[str]:
-    """Plain-words sentences drawn from the analyses' summaries."""
-    out = []
-    if "interference_bias" in results:
-        for key, s in results["interference_bias"].summary.items():
-            toward = ", ".join(f"{n} toward '{c}'" for c, n in s["toward"].items())
-            base = ", ".join(f"{100 * v:.0f}% '{c}'" for c, v in s.get("base_rate", {}).items())
-            out.append(f"<b>{html.escape(key)}</b>: {s['strongly_biased']} source classes push "
-                       f"the model to one target class with at least 80% of their images "
-                       f"({toward})" + (f"; over all source images it answers {base}."
-                                        if base else "."))
+    """Plain-words sentences drawn from the analyses' summaries (one per analysis)."""
+    e, out = html.escape, []
     if "retained_knowledge" in results:
-        for key, s in results["retained_knowledge"].summary.items():
-            if "M^st" in key:
-                out.append(f"<b>{html.escape(key)}</b>: {s['classes_recall_ge_50']} of "
-                           f"{s['classes']} source classes are still recognised with recall "
-                           f"&ge; 50% (mean recall {s['mean_recall']:.2f}).")
+        s = _first_set(results["retained_knowledge"].summary)
+        parts = [f"{e(k.replace(' + source head (M^st)', ''))} {v['classes_recall_ge_50']} of "
+                 f"{v['classes']}" for k, v in s.items() if "M^st" in k]
+        ref = [f"{e(k.replace('source ', '').replace(' (M^s)', ''))} itself: "
+               f"{v['classes_recall_ge_50']}" for k, v in s.items() if "M^s)" in k][:1]
+        if parts:
+            out.append("<b>Retained knowledge</b>: with the source head put back, the fine-tuned "
+                       "backbones still recognise source classes at recall &ge; 50%: "
+                       + "; ".join(parts) + (f" ({ref[0]})." if ref else "."))
+    if "interference_bias" in results:
+        s = _first_set(results["interference_bias"].summary)
+        parts = []
+        for k, v in s.items():
+            toward = ", ".join(f"{n} toward '{e(c)}'" for c, n in v["toward"].items())
+            base = "/".join(f"{100 * r:.0f}%" for r in v.get("base_rate", {}).values())
+            parts.append(f"{e(k)}: {v['strongly_biased']} ({toward}"
+                         + (f"; base rate {base})" if base else ")"))
+        out.append("<b>Interference bias</b>: source classes sending at least 80% of their "
+                   "images to one target class - " + "; ".join(parts) + ".")
     if "composites" in results:
-        for name, s in results["composites"].summary["models"].items():
-            if "against" in s and "neutral" in s:
-                out.append(f"<b>{html.escape(name)}</b>: accuracy {100 * s['clean']:.0f}% on clean "
-                           f"target images, {100 * s['neutral']:.0f}% on composites over "
-                           f"neutral backgrounds and {100 * s['against']:.0f}% over backgrounds "
-                           f"biased against the pasted class.")
+        parts = [f"{e(k)} {100 * v['clean']:.0f}% clean, {100 * v['neutral']:.0f}% neutral, "
+                 f"{100 * v['against']:.0f}% against"
+                 for k, v in results["composites"].summary["models"].items()
+                 if "against" in v and "neutral" in v]
+        out.append("<b>Composites</b>: accuracy on clean target images, on composites over "
+                   "neutral backgrounds, and over backgrounds biased against the pasted class - "
+                   + "; ".join(parts) + ".")
+    if "occlusion" in results:
+        parts = [f"{e(k)} {v['fixed']} of {v['wrong']}"
+                 for k, v in results["occlusion"].summary.items() if v["wrong"]]
+        out.append("<b>Occlusion</b>: wrong answers on composites that become right when the "
+                   "background is hidden - " + "; ".join(parts) + ".")
     if "lingering_features" in results:
         s = results["lingering_features"].summary
-        for name, m in s["models"].items():
-            top = ", ".join(t["name"] for t in m["top"][:5])
-            out.append(f"<b>{html.escape(name)}</b>: {m['lingering']} lingering source-only "
-                       f"features (of {m['evaluated_source_only']} evaluated)"
-                       + (f", e.g. {html.escape(top)}." if top else "."))
+        parts = [f"{e(k)} {m['lingering']} of {m['evaluated_source_only']}"
+                 + (f" (e.g. {e(', '.join(t['name'] for t in m['top'][:3]))})" if m["top"] else "")
+                 for k, m in s["models"].items()]
+        out.append(f"<b>Lingering features</b> (p_lo = {s['p_lo']:g}): source-only classes "
+                   "the fine-tuned backbone still recognises - " + "; ".join(parts) + ".")
     if "distraction" in results:
-        for name, s in results["distraction"].summary.items():
-            out.append(f"<b>{html.escape(name)}</b>: mean Grad-CAM distraction {s['mean']:.2f}.")
+        parts = [f"{e(k)} {v['mean']:.2f}" for k, v in results["distraction"].summary.items()]
+        out.append("<b>Grad-CAM distraction</b> (mean IoU with the source model's map on the "
+                   "background): " + "; ".join(parts) + ".")
     if "interference_detector" in results:
-        for name, s in results["interference_detector"].summary.items():
-            for row in s["by_data"]:
-                out.append(f"Detector for <b>{html.escape(name)}</b> on {row['data']}: AUROC "
-                           f"{_fmt(row['auroc'])} for predicting the model's mistakes "
-                           f"({row['flagged']} of {row['images']} inputs flagged).")
+        parts = [f"{e(k)} on {e(r['data'])}: AUROC {_fmt(r['auroc'])}, {r['flagged']}/"
+                 f"{r['images']} flagged"
+                 for k, v in results["interference_detector"].summary.items()
+                 for r in v["by_data"] if v["lingering_classes"]]
+        if parts:
+            out.append("<b>Interference detector</b> (eq. 5) predicting the model's mistakes: "
+                       + "; ".join(parts) + ".")
+    if "transferability" in results:
+        parts = [f"{e(k)} T_FB {_fmt(v['T_FB'])}, T_SB {_fmt(v['T_SB'])}"
+                 for k, v in results["transferability"].summary.items()
+                 if isinstance(v, dict) and "T_FB" in v]
+        if parts:
+            out.append("<b>Transferability</b> (1 = no better than a random start): "
+                       + "; ".join(parts) + ".")
+    if "barriers" in results:
+        parts = [f"{e(k)} loss barrier {_fmt(v['loss_barrier'])}"
+                 for k, v in results["barriers"].summary.items()]
+        out.append("<b>Performance barriers</b> on the line between two solutions: "
+                   + "; ".join(parts) + ".")
     return out
 
 
