@@ -6,7 +6,9 @@ Feed images of each source class c_i to a target model M and count where they la
 ``(max_j B[i, j] - 1/T) / (1 - 1/T)`` in [0, 1] (0: spread evenly, 1: always one class).
 The table also gives each model's base rate (mean B over source classes): a model that sends
 almost every source image to one class has many "strongly biased" classes without any of them
-being special, so read the counts against it.
+being special, so read the counts against it; the class-specific spread (standard deviation
+of B over source classes, averaged over target classes) is high only when different source
+classes push toward different targets.
 """
 
 from __future__ import annotations
@@ -79,13 +81,15 @@ def run(ctx: AuditContext, top: int = 10) -> AnalysisResult:
             row = {"source images": set_name, "model": model_name, "classes": len(present),
                    f"strongly biased (max B >= {STRONG})": n_strong,
                    "mean bias strength": float(strength[present].mean()),
-                   **{f"base rate {c}": float(base[j]) for j, c in enumerate(classes)}}
+                   **{f"base rate {c}": float(base[j]) for j, c in enumerate(classes)},
+                   "class-specific spread": float(mat[present].std(0).mean())}
             if t == 2:
                 row.update(dict(zip(bin_labels(*classes), two_class_bins(mat[:, 0]))))
             rows.append(row)
             summary[f"{set_name}/{model_name}"] = {
                 "strongly_biased": n_strong, "mean_strength": row["mean bias strength"],
                 "base_rate": {c: float(base[j]) for j, c in enumerate(classes)},
+                "spread": row["class-specific spread"],
                 "toward": {c: int(((mat[present].argmax(1) == j) &
                                    (mat[present].max(1).values >= STRONG)).sum())
                            for j, c in enumerate(classes)}}
