@@ -115,3 +115,32 @@ def test_missing_data_folder_and_unknown_model_are_one_line(tmp_path, capsys):
     assert "unknown model" in capsys.readouterr().err
     assert main(["audit", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")]) == 2
     assert "study file not found" in capsys.readouterr().err
+
+
+def test_cached_analysis_computes_once_and_restores_files(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from transferscope.analyses._base import AnalysisResult
+    from transferscope.engine import ResultCache
+    from transferscope.what_transferred import cached_analysis
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        fig, _ = plt.subplots()
+        return AnalysisResult("barriers", {"x": 1.5}, {"path": pd.DataFrame({"a": [1, 2]})},
+                              {"plot": fig})
+
+    cache = ResultCache(tmp_path / "cache")
+    first = cached_analysis(cache, tmp_path / "out1", "barriers", {"k": 1}, compute)
+    again = cached_analysis(cache, tmp_path / "out2", "barriers", {"k": 1}, compute)
+    other = cached_analysis(cache, tmp_path / "out3", "barriers", {"k": 2}, compute)
+    assert len(calls) == 2 and again.summary == first.summary == other.summary
+    assert again.tables["path"]["a"].tolist() == [1, 2]
+    assert (tmp_path / "out2" / "figures" / "barriers__plot.png").exists()
+    assert (tmp_path / "out2" / "results" / "barriers__path.csv").exists()

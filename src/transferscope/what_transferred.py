@@ -8,11 +8,14 @@ batches are decoded once and reused by every weight-space analysis.
 
 from __future__ import annotations
 
+import functools
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from transferscope._io import tensors_sha256
 from transferscope._progress import log
 from transferscope.analyses import barriers, cka, criticality, distances, mistakes, spectra
 from transferscope.analyses._base import AnalysisResult
@@ -47,67 +50,105 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
     models = {label[n]: ctx.targets[n] for n in pt + rit}
     data = ctx.target_data
     size = ctx.image_size
-    batches = list(torch.utils.data.DataLoader(
-        data.with_transform(eval_transform(ctx.source.norm, size)), batch_size=ctx.batch_size))
     first = next(iter(models.values()))
     inits_state = {label[n]: load_run(run_dirs[n], "init").state_dict() for n in pt + rit
                    if n in run_dirs}
-    results: dict[str, AnalysisResult] = {}
     pairs = [p for p in [("P-T #1", "P-T #2"), ("RI-T #1", "RI-T #2"), ("P-T #1", "RI-T #1"),
                          ("P-T #2", "RI-T #2")] if p[0] in models and p[1] in models]
-    if "mistakes" in analyses:
-        log("[bold]analysis[/bold] mistakes")
+    key = {"models": {k: m.weights_hash() for k, m in models.items()},
+           "source": ctx.source.weights_hash(), "data": data.digest, "size": size,
+           "inits": {k: tensors_sha256(v) for k, v in inits_state.items()}, "seed": seed,
+           "lambdas": list(map(float, lambdas)), "bn": bn_reestimate,
+           "criticality": [criticality_images, criticality_modules]}
+
+    @functools.cache
+    def batches():  # decoded once, only if some analysis is not cached
+        return list(torch.utils.data.DataLoader(
+            data.with_transform(eval_transform(ctx.source.norm, size)),
+            batch_size=ctx.batch_size))
+
+    reest = (lambda: batches()) if bn_reestimate else (lambda: None)
+
+    def do_mistakes():
         preds = {k: (ctx.predict(m, data).preds, data.targets) for k, m in models.items()}
-        results["mistakes"] = mistakes.run(preds, class_names=data.classes)
-    if "cka" in analyses:
-        log("[bold]analysis[/bold] cka")
+        return mistakes.run(preds, class_names=data.classes)
+
+    def do_cka():
         cka_models = {"P": ctx.source, **models}
         cka_pairs = [p for p in [("P-T #1", "P")] + pairs if p[0] in cka_models]
-        results["cka"] = cka.run(cka_models, batches, cka_pairs, pool="avg")
-        results["cka"].notes.append("Activations are averaged over space per channel "
-                                    "(pool='avg') so every layer fits the streaming accumulator.")
-    if "distances" in analyses and len(models) >= 2:
-        log("[bold]analysis[/bold] distances")
-        states = {k: m.state_dict() for k, m in models.items()}
-        results["distances"] = distances.run(states, first, init=inits_state or None,
-                                             pairs=pairs or None)
-    reest = batches if bn_reestimate else None
-    if "barriers" in analyses and pairs:
-        log("[bold]analysis[/bold] barriers")
+        res = cka.run(cka_models, batches(), cka_pairs, pool="avg")
+        res.notes.append("Activations are averaged over space per channel (pool='avg') so "
+                         "every layer fits the streaming accumulator.")
+        return res
+
+    def do_distances():
+        return distances.run({k: m.state_dict() for k, m in models.items()}, first,
+                             init=inits_state or None, pairs=pairs or None)
+
+    def do_barriers():
         named = {f"{a} - {b}": (models[a].state_dict(), models[b].state_dict())
                  for a, b in pairs[:2]}
-        results["barriers"] = barriers.run(first, named, batches, list(lambdas),
-                                           bn_reestimate_loader=reest)
-    if "criticality" in analyses and inits_state:
-        log("[bold]analysis[/bold] criticality")
-        subset = _take(batches, criticality_images)
+        return barriers.run(first, named, batches(), list(lambdas),
+                            bn_reestimate_loader=reest())
+
+    def do_criticality():
+        # a seeded sample across classes (the data set is sorted by class)
+        pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+        subset = list(torch.utils.data.DataLoader(
+            data.subset(sorted(pick[:criticality_images].tolist())).with_transform(
+                eval_transform(ctx.source.norm, size)), batch_size=ctx.batch_size))
         groups = [g.name for g in first.layer_groups()]
         step = max(1, len(groups) // criticality_modules)
         chosen = groups[::step][:criticality_modules - 1] + [groups[-1]]
-        crit = {}
-        for name in [n for n in ("P-T #1", "RI-T #1") if n in models and n in inits_state]:
-            crit[name] = criticality.run(first, inits_state[name], models[name].state_dict(),
-                                         subset, modules=chosen, alphas=(0.0, 0.5, 1.0),
-                                         sigmas=(0.0, 0.5, 1.0), samples=1, seed=seed,
-                                         bn_reestimate_loader=reest)
-        results["criticality"] = _merge("criticality", crit)
-    if "spectra" in analyses:
-        log("[bold]analysis[/bold] spectra")
+        crit = {name: criticality.run(first, inits_state[name], models[name].state_dict(),
+                                      subset, modules=chosen, alphas=(0.0, 0.5, 1.0),
+                                      sigmas=(0.0, 0.5, 1.0), samples=1, seed=seed,
+                                      bn_reestimate_loader=reest())
+                for name in ("P-T #1", "RI-T #1") if name in models and name in inits_state}
+        return _merge("criticality", crit)
+
+    def do_spectra():
         named = {"P": ctx.source, **{k: v for k, v in models.items() if k.endswith("#1")}}
-        results["spectra"] = spectra.run(named, size)
-    for res in results.values():
-        res.save(out)
+        return spectra.run(named, size)
+
+    plan = {"mistakes": (do_mistakes, True), "cka": (do_cka, True),
+            "distances": (do_distances, len(models) >= 2), "barriers": (do_barriers, bool(pairs)),
+            "criticality": (do_criticality, bool(inits_state)), "spectra": (do_spectra, True)}
+    results: dict[str, AnalysisResult] = {}
+    for name, (compute, applicable) in plan.items():
+        if name in analyses and applicable:
+            log(f"[bold]analysis[/bold] {name}")
+            results[name] = cached_analysis(ctx.cache, out, name, key, compute)
     return results
 
 
-def _take(batches, n):
-    out, seen = [], 0
-    for x, y in batches:
-        if seen >= n:
-            break
-        out.append((x[: n - seen], y[: n - seen]))
-        seen += len(out[-1][1])
-    return out
+def cached_analysis(cache, out: str | Path, name: str, key: dict, compute) -> AnalysisResult:
+    """Run ``compute()`` once per ``key``: its JSON, CSVs and figures are kept in the cache
+    and copied into ``out`` on later calls (a damaged entry is recomputed)."""
+    digest = cache.key(kind="analysis", name=name, **key)
+    entry = cache.root / "analyses" / digest
+    if cache.enabled and (entry / "DONE").exists():
+        try:
+            res = AnalysisResult.load(entry / "results" / f"{name}.json")
+            for sub in ("results", "figures"):
+                for f in (entry / sub).glob(f"{name}*"):
+                    (Path(out) / sub).mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(f, Path(out) / sub / f.name)
+            cache.hits += 1
+            return res
+        except (OSError, ValueError, KeyError):
+            shutil.rmtree(entry, ignore_errors=True)
+    cache.misses += 1
+    res = compute()
+    res.save(out)
+    if cache.enabled:
+        shutil.rmtree(entry, ignore_errors=True)
+        for sub in ("results", "figures"):
+            for f in (Path(out) / sub).glob(f"{name}*"):
+                (entry / sub).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, entry / sub / f.name)
+        (entry / "DONE").write_text(name)
+    return res
 
 
 def _merge(name: str, parts: dict[str, AnalysisResult]) -> AnalysisResult:
