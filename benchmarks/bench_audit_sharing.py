@@ -12,6 +12,7 @@ cost the same as for trained ones, which is all this benchmark measures.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -26,6 +27,7 @@ from transferscope.models import create_model
 
 
 def build(args, cache: ResultCache) -> AuditContext:
+    torch.manual_seed(0)  # the untrained heads must be the same in every mode
     ft = load_run(args.fine_tuned) if args.fine_tuned else \
         create_model("efficientnet_lite0", 2, init="imagenet")
     scratch = load_run(args.scratch) if args.scratch else \
@@ -52,6 +54,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=128)
     args = ap.parse_args()
     torch.set_num_threads(2)
+    os.environ["TRANSFERSCOPE_PROGRESS"] = "0"
     with tempfile.TemporaryDirectory() as tmp:
         shared_cache = ResultCache(f"{tmp}/cache")
         ctx = build(args, shared_cache)
