@@ -25,6 +25,8 @@ from transferscope.engine import load_run
 from transferscope.errors import ConfigError
 
 WHAT_ANALYSES = ("mistakes", "cka", "distances", "barriers", "criticality", "spectra")
+CRITICALITY_ALPHAS = (0.0, 0.5, 1.0)
+CRITICALITY_SIGMAS = (0.0, 0.1, 0.25)  # relative noise; at 0.5 most blocks never meet epsilon
 
 
 def roles(ctx: AuditContext, inits: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -59,7 +61,8 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
            "source": ctx.source.weights_hash(), "data": data.digest, "size": size,
            "inits": {k: tensors_sha256(v) for k, v in inits_state.items()}, "seed": seed,
            "lambdas": list(map(float, lambdas)), "bn": bn_reestimate,
-           "criticality": [criticality_images, criticality_modules]}
+           "criticality": [criticality_images, criticality_modules, CRITICALITY_ALPHAS,
+                           CRITICALITY_SIGMAS]}
 
     @functools.cache
     def batches():  # decoded once, only if some analysis is not cached
@@ -101,8 +104,8 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
         step = max(1, len(groups) // criticality_modules)
         chosen = groups[::step][:criticality_modules - 1] + [groups[-1]]
         crit = {name: criticality.run(first, inits_state[name], models[name].state_dict(),
-                                      subset, modules=chosen, alphas=(0.0, 0.5, 1.0),
-                                      sigmas=(0.0, 0.5, 1.0), samples=1, seed=seed,
+                                      subset, modules=chosen, alphas=CRITICALITY_ALPHAS,
+                                      sigmas=CRITICALITY_SIGMAS, samples=1, seed=seed,
                                       bn_reestimate_loader=reest())
                 for name in ("P-T #1", "RI-T #1") if name in models and name in inits_state}
         return _merge("criticality", crit)
