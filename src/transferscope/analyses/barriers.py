@@ -159,17 +159,24 @@ def _frame(accs: list, extra: dict | None = None) -> pd.DataFrame:
     return df
 
 
-def _run_loader(model: nn.Module, loader: Iterable, device) -> list:
-    acc = [0.0, 0, 0]
+@contextlib.contextmanager
+def _evaluating(model: nn.Module):
+    """Eval mode without gradients; the model's mode is restored afterwards."""
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for batch in loader:
-                x, y = _split(batch, device)
-                _score(model(x).float(), y, acc)
+            yield
     finally:
         model.train(was)
+
+
+def _run_loader(model: nn.Module, loader: Iterable, device) -> list:
+    acc = [0.0, 0, 0]
+    with _evaluating(model):
+        for batch in loader:
+            x, y = _split(batch, device)
+            _score(model(x).float(), y, acc)
     return acc
 
 
@@ -255,16 +262,11 @@ def evaluate_states(model: nn.Module, states: Sequence[State], loader: Iterable,
                 for i in range(len(fns)):
                     functional_call(model, point(i, bufs[i]), (x,))
     accs = [[0.0, 0, 0] for _ in fns]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in loader:
-                x, y = _split(batch, device)
-                for i in range(len(fns)):
-                    _score(functional_call(model, point(i, bufs[i]), (x,)).float(), y, accs[i])
-    finally:
-        model.train(was)
+    with _evaluating(model):
+        for batch in loader:
+            x, y = _split(batch, device)
+            for i in range(len(fns)):
+                _score(functional_call(model, point(i, bufs[i]), (x,)).float(), y, accs[i])
     return _frame(accs)
 
 
