@@ -129,8 +129,8 @@ def audit_memory(
     """Source-domain memory and interference audit (papers 000 and 001)."""
     from transferscope.analyses import AuditContext
     from transferscope.audit import run_memory_audit
-    from transferscope.data import image_folder, source_images as load_source
-    from transferscope.data.views import ViewSet
+    from transferscope.data import image_folder
+    from transferscope.data.views import load_source_set
 
     targets = {}
     for spec in model:
@@ -142,11 +142,7 @@ def audit_memory(
     src = _load_any(source, "imagenet", None)
     sets = {}
     for spec in source_images:
-        name, split = (spec, None) if Path(spec).is_dir() or "/" not in spec else \
-            spec.rsplit("/", 1)
-        base = load_source(name, split, data_root=data_root)
-        sparse = max(base.class_counts()) <= 2
-        sets[spec] = ViewSet(base, views, seed) if views > 1 and sparse else base
+        sets[spec] = load_source_set(spec, views, seed, data_root=data_root)
     ctx = AuditContext(src, targets, image_folder(target, target_split, data_root=data_root),
                        sets, image_size=image_size,
                        extra_sources={a: _load_any(a, "imagenet", None) for a in extra_source})

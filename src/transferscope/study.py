@@ -228,23 +228,16 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
     """The :class:`AuditContext` of a study (training missing models when allowed)."""
     from transferscope._progress import log
     from transferscope.analyses import AuditContext
-    from transferscope.data import image_folder, source_images
-    from transferscope.data.views import ViewSet
+    from transferscope.data import image_folder
+    from transferscope.data.views import load_source_set
     from transferscope.engine import load_run
     from transferscope.models import create_model
 
     target_val = image_folder(spec.target.data, spec.target.val_split, data_root=data_root)
     sets = {}
     for entry in spec.source_images.sets:
-        name, split = (entry, None) if Path(entry).is_dir() or "/" not in entry else \
-            entry.rsplit("/", 1)
-        base = source_images(name, split, data_root=data_root)
-        if spec.source_images.limit and len(base) > spec.source_images.limit:
-            step = -(-len(base) // spec.source_images.limit)
-            base = base.subset(range(0, len(base), step))
-        sparse = max(base.class_counts()) <= 2
-        views = spec.source_images.views
-        sets[entry] = ViewSet(base, views) if views > 1 and sparse else base
+        sets[entry] = load_source_set(entry, spec.source_images.views,
+                                      limit=spec.source_images.limit, data_root=data_root)
     models = {}
     for m in spec.models:
         if train_missing:

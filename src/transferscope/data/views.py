@@ -87,3 +87,21 @@ class ViewSet(torch.utils.data.Dataset):
             img = self.transform(img)
         return img, self.base.samples[index // self.n_views].label
 
+
+
+def load_source_set(entry: str, views: int = 1, seed: int = 0, limit: int | None = None,
+                    data_root=None):
+    """``"imagenet-samples"``, ``"imagenette/val"`` or a path -> labelled source images,
+    thinned to at most ``limit`` images (every n-th) and expanded into ``views`` views when
+    the set is sparse (at most 2 images per class)."""
+    from pathlib import Path
+
+    from transferscope.data.folder import source_images
+
+    name, split = (entry, None) if Path(entry).is_dir() or "/" not in entry else \
+        entry.rsplit("/", 1)
+    base = source_images(name, split, data_root=data_root)
+    if limit and len(base) > limit:
+        base = base.subset(range(0, len(base), -(-len(base) // limit)))
+    sparse = max(base.class_counts()) <= 2
+    return ViewSet(base, views, seed) if views > 1 and sparse else base
