@@ -130,3 +130,40 @@ def test_fine_tune_theta_r_differs_from_start(tiny_split, tmp_path):
     theta_r, start = load_run(tmp_path / "ft", "init_random"), load_run(tmp_path / "ft", "init")
     assert not torch.equal(theta_r.backbone._conv_stem.weight, start.backbone._conv_stem.weight)
     assert torch.equal(theta_r.head.fc.weight, start.head.fc.weight)  # head: same random init
+
+
+def test_reestimate_bn_gives_the_data_statistics():
+    from transferscope.engine.batchnorm import reestimate_bn
+
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3, momentum=0.01)
+    batches = [torch.randn(4, 3, 5, 5) * 2 + 1 for _ in range(3)]
+    reestimate_bn(torch.nn.Sequential(bn), batches)
+    means = torch.stack([b.mean((0, 2, 3)) for b in batches])
+    var = torch.stack([b.var((0, 2, 3), unbiased=True) for b in batches])
+    assert torch.allclose(bn.running_mean, means.mean(0), atol=1e-6)  # equal-weight average
+    assert torch.allclose(bn.running_var, var.mean(0), atol=1e-5)
+    assert bn.momentum == 0.01 and bn.training  # settings restored
+
+
+def test_precise_bn_runs_for_random_init_and_matches_the_training_data(tiny_split, tmp_path):
+    from transferscope.analyses.barriers import evaluate
+
+    cfg = TrainConfig(arch="efficientnet_lite0", init="random", data=str(tiny_split),
+                      recipe=get_recipe("quick", epochs=1, image_size=32, batch_size=8))
+    assert cfg.recalibrates_bn and not cfg.model_copy(update={"init": "imagenet"}).recalibrates_bn
+    res = train(cfg, tmp_path / "ri")
+    bn = [m for m in res.model.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    assert bn.momentum == pytest.approx(0.01)  # lite0's own momentum, unchanged
+    # the saved statistics are the training data's: a further re-estimation changes nothing
+    from torch.utils.data import DataLoader
+
+    from transferscope.engine.batchnorm import reestimate_bn
+
+    data = image_folder(str(tiny_split), "train").with_transform(eval_transform(res.model.norm, 32))
+    before = bn.running_mean.clone()
+    reestimate_bn(res.model, DataLoader(data, batch_size=8))
+    assert torch.allclose(bn.running_mean, before, atol=1e-6)
+    assert res.metrics[-1]["val_acc"] == evaluate(
+        res.model, DataLoader(image_folder(str(tiny_split), "val").with_transform(
+            eval_transform(res.model.norm, 32)), batch_size=8))["accuracy"]

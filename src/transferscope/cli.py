@@ -37,13 +37,15 @@ def train(
     num_workers: int = typer.Option(0, help="data-loading worker processes"),
     keep_checkpoints: Optional[int] = typer.Option(None, help="keep only the last N epoch "
                                                    "checkpoints (default: all)"),
+    precise_bn: Optional[bool] = typer.Option(None, help="re-estimate BatchNorm statistics "
+                                              "after each epoch (default: with --init random)"),
     data_root: Optional[Path] = DataRoot,
 ):
     """Fine-tune or train from scratch; writes weights, checkpoints and metrics to --out."""
     from transferscope.engine import TrainConfig, get_recipe
     from transferscope.engine import train as run_train
 
-    cfg = TrainConfig(arch=arch, init=init, data=data, seed=seed,
+    cfg = TrainConfig(arch=arch, init=init, data=data, seed=seed, precise_bn=precise_bn,
                       recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                         batch_size=batch_size, lr=lr))
     result = run_train(cfg, out, resume=resume, data_root=data_root, num_workers=num_workers,

@@ -32,6 +32,10 @@ from torch import nn
 from torch.func import functional_call
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.engine.batchnorm import bn_layers as _bn_layers
+from transferscope.engine.batchnorm import bn_train_mode as _bn_train
+from transferscope.engine.batchnorm import reestimate_bn
+from transferscope.engine.batchnorm import split_batch as _split
 from transferscope.errors import ConfigError, ModelError
 
 StateDict = Mapping[str, torch.Tensor]
@@ -97,47 +101,6 @@ def interpolate(theta0: StateDict, theta1: StateDict, lam: float) -> dict[str, t
 
 
 # --------------------------------------------------------------------------- evaluation
-def _bn_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
-    return {n: m for n, m in model.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
-
-
-@contextlib.contextmanager
-def _bn_train(model: nn.Module):
-    """Eval mode except BatchNorm layers, which run in train mode with momentum=None."""
-    modes = {m: m.training for m in model.modules()}
-    bns = _bn_layers(model)
-    momenta = {n: m.momentum for n, m in bns.items()}
-    model.eval()
-    for m in bns.values():
-        m.train()
-        m.momentum = None  # cumulative moving average over the re-estimation passes
-    try:
-        yield bns
-    finally:
-        for n, m in bns.items():
-            m.momentum = momenta[n]
-        for m, mode in modes.items():
-            m.training = mode
-
-
-def _split(batch, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
-    if device is not None:
-        x = x.to(device)
-        y = y.to(device) if y is not None else None
-    return x, y
-
-
-def reestimate_bn(model: nn.Module, loader: Iterable, device=None) -> None:
-    """Reset every BatchNorm's running statistics and re-estimate them over ``loader``."""
-    with _bn_train(model) as bns, torch.no_grad():
-        for m in bns.values():
-            m.reset_running_stats()
-        for batch in loader:
-            model(_split(batch, device)[0])
-
-
 def _score(logits: torch.Tensor, y: torch.Tensor | None, acc: list) -> None:
     if y is None:
         raise ConfigError("the evaluation loader must yield (images, labels) batches")

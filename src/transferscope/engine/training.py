@@ -35,6 +35,7 @@ from transferscope._io import atomic_write_json
 from transferscope._progress import log, progress_bar
 from transferscope.data.folder import image_folder
 from transferscope.data.transforms import eval_transform, train_transform
+from transferscope.engine.batchnorm import reestimate_bn
 from transferscope.engine.recipes import Recipe
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
@@ -60,6 +61,11 @@ class TrainConfig(BaseModel):
     data_fraction: float = Field(1.0, gt=0, le=1)
     max_classes: int | None = Field(None, ge=2)
     block_shuffle: int | Literal["*"] | None = None
+    precise_bn: bool | None = None  # re-estimate BN statistics each epoch; None: when init=random
+
+    @property
+    def recalibrates_bn(self) -> bool:
+        return self.init == "random" if self.precise_bn is None else self.precise_bn
 
 
 @dataclass
@@ -119,6 +125,19 @@ def _evaluate(model: TransferModel, loader: DataLoader, channels_last: bool) -> 
             correct += (logits.argmax(1) == y).sum().item()
             n += len(y)
     return loss_sum / n, correct / n
+
+
+PRECISE_BN_IMAGES = 2048
+
+
+def _recalibrate(model: TransferModel, data, batch_size: int, seed: int,
+                 channels_last: bool) -> None:
+    """Precise BN: statistics from up to PRECISE_BN_IMAGES training images (eval transform)."""
+    n = len(data)
+    if n > PRECISE_BN_IMAGES:
+        pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        data = torch.utils.data.Subset(data, pick[:PRECISE_BN_IMAGES].tolist())
+    reestimate_bn(model, DataLoader(data, batch_size=batch_size), channels_last=channels_last)
 
 
 def _check_existing(out: Path, config: TrainConfig, resume: bool) -> None:
@@ -248,6 +267,9 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                     batch_bar(len(y))
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
+            if config.recalibrates_bn:
+                _recalibrate(model, train_set.with_transform(tf_val), recipe.batch_size,
+                             _epoch_seed(config.seed, epoch), config.channels_last)
             val_loss, val_acc = _evaluate(model, val_loader, config.channels_last)
             metrics.append({"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n,
                             "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
