@@ -165,3 +165,23 @@ def test_pickle_is_unpickled_only_with_explicit_trust(tmp_path, monkeypatch, cap
     with pytest.raises(ModelError, match="no state_dict of tensors"):
         create_model("resnet18", init=tmp_path / "evil.pt")
     assert "pwned" in capsys.readouterr().out  # it ran: that is what trusting means
+
+
+def test_pruned_features_are_zero_saved_and_shared_with_m_st(tmp_path):
+    from transferscope.models import compose, load_model, save_model
+
+    torch.manual_seed(0)
+    m = create_model("efficientnet_lite0", 3, image_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    m.eval()
+    before, h0 = m.forward_features(x), m.weights_hash()
+    m.prune_features([0, 5])
+    after = m.forward_features(x)
+    assert (after[:, [0, 5]] == 0).all() and torch.equal(after[:, 1:5], before[:, 1:5])
+    assert m.weights_hash() != h0
+    save_model(m, tmp_path / "p.safetensors")
+    back = load_model(tmp_path / "p.safetensors").eval()
+    assert torch.equal(back(x), m(x)) and back.weights_hash() == m.weights_hash()
+    src = create_model("efficientnet_lite0", 1000, image_size=32).eval()
+    m_st = compose(m, src)
+    assert torch.equal(m_st.forward_features(x), after)

@@ -62,10 +62,38 @@ class TrainConfig(BaseModel):
     max_classes: int | None = Field(None, ge=2)
     block_shuffle: int | Literal["*"] | None = None
     precise_bn: bool | None = None  # re-estimate BN statistics each epoch; None: when init=random
+    remedy: dict | None = None  # settings of the TrainingHook the run used (transferscope.remedies)
 
     @property
     def recalibrates_bn(self) -> bool:
         return self.init == "random" if self.precise_bn is None else self.precise_bn
+
+
+class TrainingHook:
+    """Changes to plain fine-tuning (paper 001's remedies): subclass and override what you need.
+
+    ``setup`` runs once per call of :func:`train` (``fresh`` only when the run starts, before
+    ``init.safetensors`` is written: the place to edit the starting weights); ``batch`` may
+    replace a training batch; ``loss`` adds a term to the cross-entropy; ``after_step`` runs
+    after each optimiser step. ``generator`` is re-seeded per epoch, so resumed runs replay.
+    """
+
+    settings: dict = {}
+
+    def setup(self, model: TransferModel, train_set, image_size: int, fresh: bool) -> None:
+        pass
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, y
+
+    def loss(self, model: TransferModel, x: torch.Tensor, y: torch.Tensor,
+             features: torch.Tensor, logits: torch.Tensor, generator: torch.Generator
+             ) -> torch.Tensor | None:
+        return None
+
+    def after_step(self, model: TransferModel) -> None:
+        pass
 
 
 @dataclass
@@ -157,7 +185,7 @@ def _check_existing(out: Path, config: TrainConfig, resume: bool) -> None:
 
 def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
           data_root: str | None = None, num_workers: int = 0, keep_checkpoints: int | None = None,
-          progress: bool | None = None) -> TrainResult:
+          progress: bool | None = None, hook: TrainingHook | None = None) -> TrainResult:
     """Train ``config.arch`` on ``config.data`` and write the run directory ``out``.
 
     ``keep_checkpoints=N`` keeps only the last N epoch checkpoints (default: all, which the
@@ -170,6 +198,9 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
         0.94...
     """
     out = Path(out)
+    if (config.remedy is None) != (hook is None or not hook.settings):
+        raise ConfigError("a run with a remedy needs its training hook: start it with "
+                          "transferscope.remedies.fine_tune (or `transferscope remedies`)")
     _check_existing(out, config, resume)
     recipe = config.recipe
     train_set = image_folder(config.data, config.train_split, data_root=data_root)
@@ -194,6 +225,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     if not (out / "init.safetensors").exists():
         save_model(model, out / "init_random.safetensors", role="theta_r")
         init_weights(model, config.init)
+        if hook is not None:
+            hook.setup(model, train_set, recipe.image_size, fresh=True)
         save_model(model, out / "init.safetensors", role="init")
         atomic_write_json(out / "data.json", {
             "train": {"root": str(train_set.root), "digest": train_set.digest,
@@ -223,6 +256,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
         log(f"{out}: resuming after epoch {start}")
     else:
         model.load_state_dict(load_model(out / "init.safetensors").state_dict())
+    if hook is not None:
+        hook.setup(model, train_set, recipe.image_size, fresh=False)
 
     size = recipe.image_size
     tf_train = train_transform(model.norm, size) if recipe.augment else \
@@ -249,6 +284,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
             loader = DataLoader(train_set.with_transform(tf_train), batch_size=recipe.batch_size,
                                 shuffle=True, num_workers=num_workers,
                                 generator=torch.Generator().manual_seed(seed))
+            hook_gen = torch.Generator().manual_seed(seed + 1)
             t0 = time.perf_counter()
             model.train()
             loss_sum, correct, n = 0.0, 0, 0
@@ -256,11 +292,19 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                 for x, y in loader:
                     if config.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
-                    logits = model(x)
+                    if hook is not None:
+                        x, y = hook.batch(x, y, hook_gen)
+                    features = model.forward_features(x)
+                    logits = model.forward_head(features)
                     loss = torch.nn.functional.cross_entropy(logits, y)
+                    if hook is not None:
+                        extra = hook.loss(model, x, y, features, logits, hook_gen)
+                        loss = loss if extra is None else loss + extra
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    if hook is not None:
+                        hook.after_step(model)
                     loss_sum += loss.item() * len(y)
                     correct += (logits.argmax(1) == y).sum().item()
                     n += len(y)

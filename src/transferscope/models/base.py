@@ -87,8 +87,23 @@ class TransferModel(nn.Module):
 
     # -- timm-style interface -------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W) -> (N, D)`` penultimate features."""
-        return self.backbone(x)
+        """``(N, 3, H, W) -> (N, D)`` penultimate features (pruned channels are zero)."""
+        features = self.backbone(x)
+        mask = getattr(self, "feature_mask", None)
+        return features if mask is None else features * mask
+
+    def prune_features(self, channels) -> None:
+        """Remove penultimate feature ``channels`` for good: a persistent ``feature_mask``
+        buffer (saved with the weights, part of :meth:`weights_hash`) zeroes them."""
+        mask = getattr(self, "feature_mask", None)
+        mask = torch.ones(self.num_features) if mask is None else mask.clone()
+        mask[torch.as_tensor(channels, dtype=torch.long)] = 0.0
+        self.register_buffer("feature_mask", mask)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if "feature_mask" in state_dict and getattr(self, "feature_mask", None) is None:
+            self.register_buffer("feature_mask", torch.ones(self.num_features))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """``(N, D) -> (N, C)`` logits."""
@@ -148,7 +163,10 @@ def compose(backbone_from: TransferModel, head_from: TransferModel) -> TransferM
             "both models must have the same architecture")
     groups = backbone_from.layer_groups(include_classifier=False) + [
         g for g in head_from.layer_groups() if g.is_classifier]
-    return TransferModel(backbone_from.backbone, head_from.head, arch=backbone_from.arch,
+    m_st = TransferModel(backbone_from.backbone, head_from.head, arch=backbone_from.arch,
                          norm=backbone_from.norm, groups=groups,
                          default_size=backbone_from.default_size,
                          class_names=head_from.class_names)
+    if getattr(backbone_from, "feature_mask", None) is not None:
+        m_st.register_buffer("feature_mask", backbone_from.feature_mask)
+    return m_st

@@ -73,6 +73,8 @@ def to_uniform_keys(state: dict[str, torch.Tensor], native_head: str) -> dict[st
 def load_weights(model: TransferModel, state: dict[str, torch.Tensor], *, source: str,
                  include_head: bool = True) -> None:
     """Load a uniform-keyed state dict, naming the first mismatching layer on failure."""
+    if "feature_mask" in state and getattr(model, "feature_mask", None) is None:
+        model.prune_features([])  # a pruned model: make room for its mask
     own = model.state_dict()
     if not include_head:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
