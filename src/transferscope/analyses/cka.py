@@ -206,6 +206,78 @@ def streaming_cka(models: Mapping[str, nn.Module], loader: Iterable,
                         index=[f"{a} & {b}" for a, b in pairs], columns=list(layers))
 
 
+def cka_all_pairs(model_a: nn.Module, model_b: nn.Module, loader: Iterable,
+                  layers_a: Sequence[str], layers_b: Sequence[str] | None = None, *,
+                  pool: str = "avg", device=None, max_features: int = 8192) -> pd.DataFrame:
+    """Linear CKA of every layer of ``model_a`` against every layer of ``model_b``.
+
+    One forward pass of each model per batch captures all layers; the features of all
+    layers are concatenated, ``X (b, P)`` and ``Y (b, Q)``, and three float64 GEMMs per batch
+    accumulate every block at once (``X^T X``, ``Y^T Y``, ``Y^T X``; Gram-free, exact for any
+    batching, rows shifted by the first row as in :class:`LinearCKA`). The pair ``(i, j)``
+    then reads its blocks. Memory: ``8 (P + Q)^2`` bytes, hence ``max_features`` on ``P + Q``.
+
+    Returns:
+        ``len(layers_a) x len(layers_b)`` DataFrame (rows: A's layers, columns: B's).
+    """
+    if pool not in POOLS:
+        raise ConfigError(f"pool must be one of {POOLS}, got {pool!r}")
+    layers_b = list(layers_a if layers_b is None else layers_b)
+    mods = [_modules(model_a, layers_a), _modules(model_b, layers_b)]
+    models = [model_a, model_b]
+    modes = [m.training for m in models]
+    n, shift, sizes = 0, None, None
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                x = x.to(device) if device is not None else x
+                feats = []
+                for model, mod in zip(models, mods):
+                    model.eval()
+                    with capture(model, mod, "avg" if pool == "avg" else "none") as st:
+                        model(x)
+                    if any(len(v) != 1 for v in st.values()):
+                        raise ConfigError("a layer ran more than once in one forward pass; "
+                                          "pick modules that are called once (block outputs)")
+                    feats.append([v[0].flatten(1) for v in st.values()])
+                if sizes is None:
+                    sizes = [[f.shape[1] for f in fs] for fs in feats]
+                    if sum(map(sum, sizes)) > max_features:
+                        raise ConfigError(
+                            f"{sum(map(sum, sizes))} features over all layers, more than "
+                            f"max_features={max_features} (memory ~ 8*(P+Q)^2 bytes); use "
+                            "pool='avg', fewer layers or raise max_features")
+                xs = [torch.cat(fs, 1).to(torch.float64) for fs in feats]
+                if shift is None:
+                    shift = [v[0].clone() for v in xs]
+                    acc = {k: xs[0].new_zeros(xs[i].shape[1], xs[j].shape[1])
+                           for k, (i, j) in {"xx": (0, 0), "yy": (1, 1), "yx": (1, 0)}.items()}
+                    sums = [v.new_zeros(v.shape[1]) for v in xs]
+                xs = [v - s for v, s in zip(xs, shift)]
+                acc["xx"] += xs[0].T @ xs[0]
+                acc["yy"] += xs[1].T @ xs[1]
+                acc["yx"] += xs[1].T @ xs[0]
+                for s, v in zip(sums, xs):
+                    s += v.sum(0)
+                n += xs[0].shape[0]
+    finally:
+        for model, mode in zip(models, modes):
+            model.train(mode)
+    if n == 0:
+        raise ConfigError("the loader yielded no batches")
+    cen = {k: acc[k] - torch.outer(sums[int(k[0] == "y")], sums[int(k[1] == "y")]) / n
+           for k in acc}
+    edges = [np.cumsum([0] + s) for s in sizes]
+    blocks = [[slice(e[i], e[i + 1]) for i in range(len(e) - 1)] for e in edges]
+    nx = [torch.linalg.matrix_norm(cen["xx"][b, b]) for b in blocks[0]]
+    ny = [torch.linalg.matrix_norm(cen["yy"][b, b]) for b in blocks[1]]
+    vals = [[float(cen["yx"][bj, bi].square().sum() / (nx[i] * ny[j]))
+             if nx[i] * ny[j] > 0 else float("nan") for j, bj in enumerate(blocks[1])]
+            for i, bi in enumerate(blocks[0])]
+    return pd.DataFrame(vals, index=list(layers_a), columns=layers_b)
+
+
 def run(models: Mapping[str, nn.Module], loader: Iterable,
         pairs: Sequence[tuple[str, str]] | None = None, layers: Sequence[str] | None = None, *,
         pool: str = "flatten", device=None, max_features: int = 4096) -> AnalysisResult:

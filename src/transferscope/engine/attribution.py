@@ -1,8 +1,10 @@
-"""Batched Grad-CAM maps through captum's ``LayerGradCam``, cached like predictions.
+"""Batched Grad-CAM maps (Selvaraju et al.), cached like predictions.
 
-captum computes Grad-CAM for a whole batch with one backward pass (targets per sample), so
-it is used as is rather than re-implemented; maps are kept at the layer's resolution and
-upsampled by the caller.
+One forward and one backward pass per batch, targets per sample (the same maps as captum's
+``LayerGradCam`` and pytorch-grad-cam, see ``benchmarks/bench_anchors.py``). The backward
+pass stops at the target layer and computes no parameter gradients: the layer's output is
+made a leaf and the parameters are frozen for the call, so nothing before the layer is
+recorded. Maps are kept at the layer's resolution and upsampled by the caller.
 """
 
 from __future__ import annotations
@@ -31,23 +33,42 @@ def cam_layer(model: TransferModel) -> str:
     raise ConfigError(f"{model.arch} has no convolutional layer group for Grad-CAM; pass layer=")
 
 
-def gradcam_batch(model: TransferModel, x: torch.Tensor, target: torch.Tensor,
-                  layer: str | None = None) -> torch.Tensor:
+def gradcam_batch(model: TransferModel, x: torch.Tensor, target: torch.Tensor | None,
+                  layer: str | None = None, return_logits: bool = False):
     """Grad-CAM (ReLU of gradient-weighted activations) of ``target`` classes.
 
-    Shapes: ``x (N, 3, H, W)``, ``target (N,)`` -> ``(N, h, w)`` at the layer's resolution.
+    Shapes: ``x (N, 3, H, W)``, ``target (N,)`` (None: each image's predicted class) ->
+    ``(N, h, w)`` at the layer's resolution; with ``return_logits`` also the ``(N, C)`` logits.
     """
-    from captum.attr import LayerGradCam
-
     module = model.get_submodule(layer or cam_layer(model))
+    store = {}
+
+    def hook(_mod, _inp, out):
+        if not isinstance(out, torch.Tensor):
+            raise ConfigError(f"Grad-CAM layer {layer!r} returns {type(out).__name__}, not a "
+                              "tensor; pick a module with a single (N, C, h, w) output")
+        store["a"] = out.detach().requires_grad_()
+        return store["a"]
+
     was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    handle = module.register_forward_hook(hook)
     model.eval()
     try:
-        cam = LayerGradCam(model, module).attribute(x, target=target.long().tolist(),
-                                                    relu_attributions=True)
+        for p, _ in flags:
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            logits = model(x)
+            tgt = logits.argmax(1) if target is None else torch.as_tensor(target).long()
+            grad, = torch.autograd.grad(logits.gather(1, tgt.view(-1, 1)).sum(), store["a"])
     finally:
+        handle.remove()
+        for p, flag in flags:
+            p.requires_grad_(flag)
         model.train(was_training)
-    return cam.detach()[:, 0]
+    act = store["a"].detach()
+    cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * act).sum(1))
+    return (cam, logits.detach()) if return_logits else cam
 
 
 def gradcam(model: TransferModel, data, target: str | torch.Tensor = "pred", *,
@@ -75,12 +96,7 @@ def gradcam(model: TransferModel, data, target: str | torch.Tensor = "pred", *,
     with progress_bar(len(data), f"grad-cam {model.arch} on {data.root.name}", progress) as adv:
         for x, y in loader:
             if isinstance(target, str):
-                if target == "pred":
-                    with torch.inference_mode():
-                        model.eval()
-                        t = model(x).argmax(1)
-                else:
-                    t = y
+                t = None if target == "pred" else y  # None: the prediction of this pass
             else:
                 t = torch.as_tensor(target)[start:start + len(x)]
             maps.append(gradcam_batch(model, x, t, layer))

@@ -1,0 +1,123 @@
+"""Inference speed against the physical limit: this machine's peak fp32 matmul rate.
+
+    flock /tmp/cpu.lock python benchmarks/bench_peak_flops.py [--archs resnet18,resnet50,...]
+        [--batches 2] [--repeats 3] [--try-compile]
+
+1. Peak: best of several large square fp32 ``torch.matmul`` (``2 n^3`` FLOPs each).
+2. Per model at 224 px: FLOPs of one image counted by ``torch.utils.flop_counter``
+   (2 FLOPs per multiply-accumulate), then images/s of the forward pass as
+   ``transferscope.engine.predict`` runs it (eval, ``inference_mode``, channels-last,
+   ``batch_size``), next to the variants tried (plain NCHW ``no_grad``, batch sizes,
+   bfloat16 autocast, optionally ``torch.compile``).
+3. Fraction of the FLOP-bound limit = GFLOPs/image x images/s / peak GFLOP/s, all measured
+   in this one run.
+
+ResNets use random weights (no download here); efficientnet_lite0 its real ImageNet weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from transferscope.engine.inference import forward_batch
+from transferscope.models import create_model
+
+
+def peak_matmul(n: int, repeats: int) -> float:
+    """Best fp32 GFLOP/s of ``(n, n) @ (n, n)`` over ``repeats`` timed calls."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def gflops_per_image(model, size: int) -> float:
+    """Forward GFLOPs of one ``(1, 3, size, size)`` image (2 FLOPs per MAC)."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        model(torch.randn(1, 3, size, size))
+    return fc.get_total_flops() / 1e9
+
+
+def images_per_s(run, x: torch.Tensor, batches: int, repeats: int) -> float:
+    """Best over ``repeats`` of ``batches`` calls of ``run(x)`` (after one warm-up call)."""
+    run(x)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            run(x)
+        best = min(best, time.perf_counter() - t0)
+    return batches * len(x) / best
+
+
+def variants(model, args):
+    """name -> (callable on a batch, batch size, whether the weights go channels-last)."""
+    bs = args.batch_size
+
+    def plain(x):  # what a user would write: NCHW, no_grad
+        with torch.no_grad():
+            return model(x)
+
+    def engine(x, cl=True):  # transferscope.engine.predict's forward
+        return forward_batch(model, x, channels_last=cl)
+
+    def bf16(x):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x.contiguous(memory_format=torch.channels_last))
+
+    out = {"plain NCHW no_grad": (plain, bs, False),
+           "engine, NCHW (channels_last=False)": (lambda x: engine(x, False), bs, False),
+           "engine default (inference_mode + channels-last)": (engine, bs, True),
+           f"engine, batch {bs // 2}": (engine, bs // 2, True),
+           f"engine, batch {bs * 2}": (engine, bs * 2, True),
+           "bfloat16 autocast + channels-last (batch 4, 1 call)": (bf16, 4, True)}
+    if args.try_compile:
+        compiled = torch.compile(model)
+
+        def comp(x):
+            with torch.inference_mode():
+                return compiled(x.contiguous(memory_format=torch.channels_last))
+        out["torch.compile + channels-last"] = (comp, bs, True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--archs", default="resnet18,resnet50,efficientnet_lite0")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batches", type=int, default=2, help="timed batches per repeat")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--matmul-n", type=int, default=4096)
+    ap.add_argument("--try-compile", action="store_true", help="also time torch.compile")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    peak = peak_matmul(args.matmul_n, 5)
+    print(f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs")
+    print(f"peak fp32 matmul ({args.matmul_n}^2, best of 5): {peak:.1f} GFLOP/s\n")
+    print(f"{'model':<20}{'variant':<52}{'img/s':>8}{'GFLOP/s':>9}{'of peak':>9}")
+    for arch in args.archs.split(","):
+        init = "imagenet" if arch.startswith("efficientnet") else None
+        model = create_model(arch, 1000, **({"init": init} if init else {})).eval()
+        gf = gflops_per_image(model, args.size)
+        print(f"{arch:<20}{f'{gf:.3f} GFLOPs/image (2 per MAC)':<52}")
+        for name, (run, bs, cl) in variants(model, args).items():
+            x = torch.randn(bs, 3, args.size, args.size)
+            model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+            slow = name.startswith("bfloat16")
+            ips = images_per_s(run, x, 1 if slow else args.batches, 1 if slow else args.repeats)
+            print(f"{'':<20}{name:<52}{ips:8.2f}{gf * ips:9.1f}{gf * ips / peak:9.1%}")
+
+
+if __name__ == "__main__":
+    main()
