@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from transferscope._progress import progress_bar
 from transferscope.data.folder import ImageSet
 from transferscope.data.transforms import describe_transform, eval_transform
+from transferscope.engine import distributed
 from transferscope.engine.cache import ResultCache
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
@@ -141,32 +142,40 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
     transform = transform or eval_transform(model.norm, image_size or model.default_size)
     key = cache.key(kind="predict", weights=model.weights_hash(), data=data.digest,
                     transform=describe_transform(transform), layers=list(layers), pool=pool)
+    world = distributed.setup()  # under torchrun: this rank runs its shard of the batches
     hit = cache.get(key)
-    if hit is not None:
+    if distributed.everywhere(hit is not None):
         acts = {k[4:]: v for k, v in hit.items() if k.startswith("act.")}
         return Predictions(hit["logits"], hit["labels"], acts, from_cache=True)
 
     modules = _resolve_layers(model, layers)
-    loader = DataLoader(data.with_transform(transform), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
+    part = data.with_transform(transform)
+    if world.size > 1:
+        part = torch.utils.data.Subset(part, distributed.shard(len(data), batch_size))
+    loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
     model.eval()
+    if world.device.type != "cpu":
+        model.to(world.device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     logits, labels = [], []
     try:
         with capture(model, modules, pool) as store, \
-                progress_bar(len(data), desc or f"predict {model.arch} on {data.root.name}",
+                progress_bar(len(part), desc or f"predict {model.arch} on {data.root.name}",
                              progress) as advance:
             for x, y in loader:
-                logits.append(forward_batch(model, x, channels_last).float())
+                logits.append(forward_batch(model, x.to(world.device), channels_last).float())
                 labels.append(y)
                 advance(len(y))
     finally:
         model.train(was_training)
-    out = Predictions(torch.cat(logits), torch.cat(labels),
-                      {n: torch.cat(v) for n, v in store.items()})
-    tensors = {"logits": out.logits, "labels": out.labels,
-               **{f"act.{n}": v for n, v in out.activations.items()}}
-    cache.put(key, tensors, arch=model.arch, data=str(data.root))
+        if world.device.type != "cpu":
+            model.to("cpu")
+    tensors = distributed.gather_shards({"logits": logits, "labels": labels, **{
+        f"act.{n}": v for n, v in store.items()}}, len(data), batch_size)  # data order
+    out = Predictions(tensors["logits"], tensors["labels"],
+                      {k[4:]: v for k, v in tensors.items() if k.startswith("act.")})
+    if distributed.writes_cache():
+        cache.put(key, tensors, arch=model.arch, data=str(data.root))
     return out

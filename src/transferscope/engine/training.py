@@ -35,6 +35,7 @@ from transferscope._io import atomic_write_json
 from transferscope._progress import log, progress_bar
 from transferscope.data.folder import image_folder
 from transferscope.data.transforms import eval_transform, train_transform
+from transferscope.engine import distributed
 from transferscope.engine.batchnorm import reestimate_bn
 from transferscope.engine.recipes import Recipe
 from transferscope.errors import ConfigError
@@ -144,14 +145,17 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 def _evaluate(model: TransferModel, loader: DataLoader, channels_last: bool) -> tuple[float, float]:
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x)
             loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
             n += len(y)
+    loss_sum, correct, n = distributed.sum_across(loss_sum, correct, n)  # under torchrun
     return loss_sum / n, correct / n
 
 
@@ -165,7 +169,8 @@ def _recalibrate(model: TransferModel, data, batch_size: int, seed: int,
     if n > PRECISE_BN_IMAGES:
         pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         data = torch.utils.data.Subset(data, pick[:PRECISE_BN_IMAGES].tolist())
-    reestimate_bn(model, DataLoader(data, batch_size=batch_size), channels_last=channels_last)
+    reestimate_bn(model, DataLoader(data, batch_size=batch_size), channels_last=channels_last,
+                  device=next(model.parameters()).device)
 
 
 def _check_existing(out: Path, config: TrainConfig, resume: bool) -> None:
@@ -198,6 +203,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
         0.94...
     """
     out = Path(out)
+    world = distributed.setup()  # under torchrun: data-parallel, files written by rank 0
     if (config.remedy is None) != (hook is None or not hook.settings):
         raise ConfigError("a run with a remedy needs its training hook: start it with "
                           "transferscope.remedies.fine_tune (or `transferscope remedies`)")
@@ -222,7 +228,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     torch.manual_seed(config.seed)
     model = create_model(config.arch, train_set.num_classes, init="random",
                          image_size=recipe.image_size, class_names=train_set.classes)
-    if not (out / "init.safetensors").exists():
+    distributed.barrier()  # every rank has looked at `out` before rank 0 writes there
+    if not (out / "init.safetensors").exists() and world.rank == 0:
         save_model(model, out / "init_random.safetensors", role="theta_r")
         init_weights(model, config.init)
         if hook is not None:
@@ -239,6 +246,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
             "config": json.loads(config.model_dump_json()),
             "versions": {"transferscope": __version__, "torch": torch.__version__,
                          "python": platform.python_version()}})
+    distributed.barrier()  # rank 0 has written the run's start
+    model.to(world.device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = recipe.make_optimizer(model.parameters())
@@ -258,6 +267,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
         model.load_state_dict(load_model(out / "init.safetensors").state_dict())
     if hook is not None:
         hook.setup(model, train_set, recipe.image_size, fresh=False)
+    step = distributed.data_parallel(model)  # (features, logits); DDP under torchrun
 
     size = recipe.image_size
     tf_train = train_transform(model.norm, size) if recipe.augment else \
@@ -271,7 +281,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
         shuffle = BlockShuffle(config.block_shuffle, seed=config.seed)
         tf_train, tf_val = v2.Compose([tf_train, shuffle]), v2.Compose([tf_val, shuffle])
     val_loader = DataLoader(val_set.with_transform(tf_val),
-                            batch_size=recipe.batch_size, num_workers=num_workers)
+                            batch_size=recipe.batch_size, num_workers=num_workers,
+                            sampler=distributed.shard_indices(len(val_set), recipe.batch_size))
     if len(train_set) < recipe.batch_size:
         log(f"note: {len(train_set)} training images, fewer than one batch of "
             f"{recipe.batch_size}")
@@ -280,11 +291,10 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
         epoch_bar(start)
         for epoch in range(start + 1, recipe.epochs + 1):
             seed = _epoch_seed(config.seed, epoch)
-            torch.manual_seed(seed)
-            loader = DataLoader(train_set.with_transform(tf_train), batch_size=recipe.batch_size,
-                                shuffle=True, num_workers=num_workers,
-                                generator=torch.Generator().manual_seed(seed))
-            hook_gen = torch.Generator().manual_seed(seed + 1)
+            torch.manual_seed(distributed.rank_seed(seed))
+            loader = distributed.train_loader(train_set.with_transform(tf_train),
+                                              recipe.batch_size, seed, num_workers)
+            hook_gen = torch.Generator().manual_seed(distributed.rank_seed(seed) + 1)
             t0 = time.perf_counter()
             model.train()
             loss_sum, correct, n = 0.0, 0, 0
@@ -294,8 +304,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                         x = x.contiguous(memory_format=torch.channels_last)
                     if hook is not None:
                         x, y = hook.batch(x, y, hook_gen)
-                    features = model.forward_features(x)
-                    logits = model.forward_head(features)
+                    features, logits = step(x.to(world.device))
+                    y = y.to(world.device)
                     loss = torch.nn.functional.cross_entropy(logits, y)
                     if hook is not None:
                         extra = hook.loss(model, x, y, features, logits, hook_gen)
@@ -309,6 +319,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                     correct += (logits.argmax(1) == y).sum().item()
                     n += len(y)
                     batch_bar(len(y))
+            loss_sum, correct, n = distributed.sum_across(loss_sum, correct, n)
+            distributed.sync_buffers(model)  # rank 0's BatchNorm statistics on every rank
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             if config.recalibrates_bn:
@@ -318,18 +330,21 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
             metrics.append({"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n,
                             "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
                             "seconds": round(time.perf_counter() - t0, 3)})
-            save_model(model, ckpt_dir / f"epoch_{epoch:04d}.safetensors", epoch=str(epoch))
-            atomic_write_json(out / "metrics.json", metrics)
-            tmp = state_path.with_suffix(".tmp")
-            torch.save({"epoch": epoch, "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict()}, tmp)
-            os.replace(tmp, state_path)
-            if keep_checkpoints is not None:
-                for old in range(1, epoch - max(1, keep_checkpoints) + 1):
-                    (ckpt_dir / f"epoch_{old:04d}.safetensors").unlink(missing_ok=True)
+            if world.rank == 0:  # the only writer under torchrun
+                save_model(model, ckpt_dir / f"epoch_{epoch:04d}.safetensors", epoch=str(epoch))
+                atomic_write_json(out / "metrics.json", metrics)
+                tmp = state_path.with_suffix(".tmp")
+                torch.save({"epoch": epoch, "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict()}, tmp)
+                os.replace(tmp, state_path)
+                if keep_checkpoints is not None:
+                    for old in range(1, epoch - max(1, keep_checkpoints) + 1):
+                        (ckpt_dir / f"epoch_{old:04d}.safetensors").unlink(missing_ok=True)
             epoch_bar(1, description=f"train {config.arch}: epoch {epoch} val_acc {val_acc:.3f}")
-    save_model(model, out / "model.safetensors", role="final")
-    return TrainResult(out, model, metrics)
+    if world.rank == 0:
+        save_model(model, out / "model.safetensors", role="final")
+    distributed.barrier()  # every rank returns after the run is complete on disk
+    return TrainResult(out, model.cpu(), metrics)
 
 
 def load_run(run_dir: str | os.PathLike, which: str = "final") -> TransferModel:
