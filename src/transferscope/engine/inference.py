@@ -178,4 +178,5 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
                       {k[4:]: v for k, v in tensors.items() if k.startswith("act.")})
     if distributed.writes_cache():
         cache.put(key, tensors, arch=model.arch, data=str(data.root))
+    distributed.barrier()  # the entry is on disk before any rank asks for it again
     return out
