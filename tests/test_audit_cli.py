@@ -44,12 +44,12 @@ def test_audit_memory_cli_writes_every_analysis_and_reruns_from_cache(runs, tmp_
     for name in MEMORY_ANALYSES:
         assert (results / f"{name}.json").exists(), name
     assert list((tmp_path / "audit" / "figures").glob("*.png"))
-    index = json.loads((results / "index.json").read_text())
-    assert index["cache"]["misses"] > 0
+    stats = json.loads((tmp_path / "audit" / "run_stats.json").read_text())
+    assert stats["cache"]["misses"] > 0
     bias = json.loads((results / "interference_bias.json").read_text())
     assert "samples" not in bias["summary"] and any("fine-tuned" in k for k in bias["summary"])
     assert _audit(tiny_split, root, tmp_path / "again") == 0
-    again = json.loads((tmp_path / "again" / "results" / "index.json").read_text())
+    again = json.loads((tmp_path / "again" / "run_stats.json").read_text())
     assert again["cache"]["misses"] == 0 and again["cache"]["hits"] > 0
     first = json.loads((results / "lingering_features.json").read_text())
     second = json.loads((tmp_path / "again" / "results" / "lingering_features.json").read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from transferscope.errors import ModelError
 
@@ -61,12 +61,24 @@ def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _canonical_header(raw: bytes) -> bytes:
+    """The safetensors bytes with their JSON header in sorted key order.
+
+    safetensors writes ``__metadata__`` in hash-map order, which changes from process to
+    process; sorted, the same tensors and metadata always give the same file bytes.
+    """
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":"))
+    header += " " * (-len(header) % 8)  # data stays 8-byte aligned
+    return len(header).to_bytes(8, "little") + header.encode() + raw[8 + n:]
+
+
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
                  metadata: Mapping[str, str] | None = None) -> None:
-    """Atomic safetensors save; tensors are made contiguous and de-aliased first."""
+    """Atomic safetensors save; tensors are made contiguous and de-aliased first, and the
+    same tensors and metadata always give byte-identical files."""
     clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    with _atomic_target(Path(path)) as tmp:
-        save_file(clean, tmp, metadata=dict(metadata or {}))
+    atomic_write_bytes(path, _canonical_header(save(clean, metadata=dict(metadata or {}))))
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -76,6 +88,54 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
     return load_file(str(path)), meta
+
+
+def _object_sha256(obj: Any, h: "hashlib._Hash | None" = None) -> str:
+    """Hash of a nested dict/list of tensors and plain values (optimiser/scheduler state)."""
+    h = h or hashlib.sha256()
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}|".encode())
+        for k in sorted(obj, key=repr):
+            h.update(f"{k!r}:".encode())
+            _object_sha256(obj[k], h)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}|".encode())
+        for v in obj:
+            _object_sha256(v, h)
+    else:
+        h.update(f"V{obj!r}|".encode())
+    return h.hexdigest()
+
+
+def save_checked_state(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
+    """Atomically ``torch.save`` a dict of tensors and plain values with its own content hash.
+
+    For optimiser/scheduler state, which safetensors cannot hold; read it back with
+    :func:`load_checked_state` (``weights_only=True``, hash verified).
+    """
+    state = dict(state)
+    with _atomic_target(Path(path)) as tmp:
+        torch.save({"state": state, "sha256": _object_sha256(state)}, tmp)
+
+
+def load_checked_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a file written by :func:`save_checked_state`: no code is unpickled
+    (``weights_only=True``) and a changed byte is reported, never used."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        ok = isinstance(obj, dict) and obj.get("sha256") == _object_sha256(obj.get("state"))
+    except Exception as exc:  # unreadable zip, refused pickle
+        raise ModelError(f"{path} is unreadable ({str(exc).splitlines()[0]}); delete it to "
+                         "resume from scratch, or restore a copy") from exc
+    if not ok:
+        raise ModelError(f"{path} is corrupt: its content hash does not match the one saved "
+                         "with it; delete it to resume from scratch, or restore a copy")
+    return obj["state"]
 
 
 def load_state_dict_file(path: str | os.PathLike, *, trust_pickle: bool = False

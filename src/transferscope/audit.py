@@ -31,12 +31,18 @@ MEMORY_ANALYSES: dict[str, Callable[..., AnalysisResult]] = {
     "interference_detector": detector.run,
 }
 COMPOSITE_USERS = ("composites", "occlusion", "distraction")
+RUN_STATS = "run_stats.json"  # volatile: seconds per analysis and cache hits of the last run
 
 
 def run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str] | None = None,
                      params: dict[str, dict] | None = None,
                      composite_params: dict | None = None) -> dict[str, AnalysisResult]:
     """Run the selected analyses (default: all), write ``out_dir/results`` and ``figures``.
+
+    Everything under ``results/`` depends only on the inputs (models, data, settings): the
+    same audit run twice writes byte-identical JSON and CSV there. What varies from run to run
+    (seconds per analysis, cache hits and misses) goes to ``out_dir/run_stats.json``.
+    ``results/index.json`` lists the models, data digests and every skipped input file.
 
     ``params[name]`` are keyword arguments of that analysis; ``composite_params`` (style,
     overlays_per_class, repeats, seed, ...) are shared by every analysis that uses composites.
@@ -61,10 +67,10 @@ def run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str]
         results[name] = MEMORY_ANALYSES[name](ctx, **params.get(name, {}))
         results[name].save(out_dir)
         timings[name] = round(time.perf_counter() - t0, 3)
+    atomic_write_json(out_dir / RUN_STATS, {
+        "seconds": timings, "cache": {k: v - before[k] for k, v in ctx.cache.stats().items()}})
     atomic_write_json(out_dir / "results" / "index.json", {
-        "analyses": names, "seconds": timings,
-        "cache": {k: v - before[k] for k, v in ctx.cache.stats().items()},
-        "image_size": ctx.image_size,
+        "analyses": names, "image_size": ctx.image_size,
         "models": {k: {"arch": m.arch, "weights_sha256": m.weights_hash()}
                    for k, m in {"source": ctx.source, **ctx.targets}.items()},
         "target_data": {"root": str(ctx.target_data.root), "digest": ctx.target_data.digest},

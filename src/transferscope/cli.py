@@ -145,7 +145,8 @@ def audit_memory(
     sets = {}
     for spec in source_images:
         sets[spec] = load_source_set(spec, views, seed, data_root=data_root)
-    ctx = AuditContext(src, targets, image_folder(target, target_split, data_root=data_root),
+    ctx = AuditContext(src, targets, image_folder(target, target_split, data_root=data_root,
+                                                  empty_classes="skip"),
                        sets, image_size=image_size,
                        extra_sources={a: _load_any(a, "imagenet", None) for a in extra_source})
     results = run_memory_audit(
@@ -155,9 +156,9 @@ def audit_memory(
     from transferscope.report import write_report
 
     report = write_report(out, results, title=f"source-domain memory audit: {target}")
-    index = json.loads((Path(out) / "results" / "index.json").read_text())
-    typer.echo(f"{out}: {len(results)} analyses written in {sum(index['seconds'].values()):.1f}"
-               f" s; cache {index['cache']}; report {report}")
+    stats = json.loads((Path(out) / "run_stats.json").read_text())
+    typer.echo(f"{out}: {len(results)} analyses written in {sum(stats['seconds'].values()):.1f}"
+               f" s; cache {stats['cache']}; report {report}")
 
 
 @app.command()
@@ -368,7 +369,7 @@ def version():
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit status 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # typer turns Ctrl-C into a return of 130
     except TransferscopeError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
@@ -384,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.exceptions.Abort):
             return 1
         raise
-    return 0
+    if code == 130:
+        typer.echo("interrupted; re-run with --resume to continue", err=True)
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from torch.utils.data import Dataset
 from transferscope import config
 from transferscope._io import atomic_write_json, file_sha256
 from transferscope.data.imagenet import imagenet_names, parse_wnid, wnid_to_index
-from transferscope.data.images import IMG_EXTENSIONS, SkippedFile, check_image, load_rgb
+from transferscope.data.images import (CHECK_VERSION, IMG_EXTENSIONS, SkippedFile, check_image,
+                                       load_rgb)
 from transferscope.errors import DataError
 
 IGNORED_NAMES = {"SOURCE.md", "SHA256SUMS", "README.md", "LICENSE", "DOWNLOAD.json", ".DS_Store"}
@@ -146,15 +147,27 @@ def resolve_folder(name_or_path: str | os.PathLike, split: str | None = None,
 
 # --------------------------------------------------------------------------- scanning
 class _FileIndex:
-    """Remembers (size, mtime) -> (sha256, problem) so re-scans hash and decode nothing new."""
+    """Remembers (size, mtime) -> (sha256, problem) so re-scans hash and decode nothing new.
+
+    The index file carries the version of the image checks and a hash of its own entries: an
+    index written by other checks, or altered on disk, is dropped and rebuilt, never trusted.
+    """
 
     def __init__(self) -> None:
         self.path = config.cache_dir() / "file-index.json"
         try:
-            self.entries = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.entries = {}
+            stored = json.loads(self.path.read_text())
+            entries = stored["entries"]
+            ok = (stored.get("checks") == CHECK_VERSION
+                  and stored.get("sha256") == self._hash(entries))
+        except (OSError, ValueError, KeyError, TypeError):
+            entries, ok = {}, False
+        self.entries = entries if ok else {}
         self.dirty = False
+
+    @staticmethod
+    def _hash(entries: dict) -> str:
+        return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
     def check(self, path: Path) -> tuple[str, str | None]:
         st = path.stat()
@@ -172,7 +185,8 @@ class _FileIndex:
     def save(self) -> None:
         if self.dirty:
             try:
-                atomic_write_json(self.path, self.entries)
+                atomic_write_json(self.path, {"checks": CHECK_VERSION, "entries": self.entries,
+                                              "sha256": self._hash(self.entries)})
             except OSError:
                 pass  # a read-only cache only costs speed
 

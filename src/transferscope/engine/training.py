@@ -7,8 +7,10 @@ A run directory holds::
     init_random.safetensors  theta_r: the random initial weights for this seed
     init.safetensors         the weights training started from (theta_r + loaded --init)
     checkpoints/epoch_NNNN.safetensors   model after each epoch
-    checkpoints/state.pt     optimiser + scheduler after the last finished epoch
-    metrics.json             per epoch: train loss/acc, val loss/acc, lr, seconds
+    checkpoints/state.pt     optimiser + scheduler after the last finished epoch (the only
+                             pickle: read with weights_only=True, content-hash checked)
+    metrics.json             per epoch: train loss/acc, val loss/acc, lr (same seed: same bytes)
+    timings.json             seconds per epoch (volatile, kept out of metrics.json)
     model.safetensors        the final model
 
 Each epoch re-seeds every random source from (seed, epoch), so an interrupted run resumed
@@ -31,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 
 from transferscope import __version__
-from transferscope._io import atomic_write_json
+from transferscope._io import atomic_write_json, load_checked_state, save_checked_state
 from transferscope._progress import log, progress_bar
 from transferscope.data.folder import image_folder
 from transferscope.data.transforms import eval_transform, train_transform
@@ -209,8 +211,10 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                           "transferscope.remedies.fine_tune (or `transferscope remedies`)")
     _check_existing(out, config, resume)
     recipe = config.recipe
-    train_set = image_folder(config.data, config.train_split, data_root=data_root)
-    val_set = image_folder(config.data, config.val_split, data_root=data_root)
+    train_set = image_folder(config.data, config.train_split, data_root=data_root,
+                             empty_classes="skip")  # skipped folders are listed in data.json
+    val_set = image_folder(config.data, config.val_split, data_root=data_root,
+                           empty_classes="skip")
     if train_set.classes != val_set.classes:
         raise ConfigError(f"{train_set.root} and {val_set.root} have different classes "
                           f"({train_set.classes} vs {val_set.classes})")
@@ -229,7 +233,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     model = create_model(config.arch, train_set.num_classes, init="random",
                          image_size=recipe.image_size, class_names=train_set.classes)
     distributed.barrier()  # every rank has looked at `out` before rank 0 writes there
-    if not (out / "init.safetensors").exists() and world.rank == 0:
+    # config.json is written last: a run killed in setup redoes it
+    if not (out / "config.json").exists() and world.rank == 0:
         save_model(model, out / "init_random.safetensors", role="theta_r")
         init_weights(model, config.init)
         if hook is not None:
@@ -255,7 +260,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     start, metrics = 0, []
     state_path = ckpt_dir / STATE_FILE
     if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = load_checked_state(state_path)  # weights_only=True and hash-verified
         start = int(state["epoch"])
         model.load_state_dict(load_model(ckpt_dir / f"epoch_{start:04d}.safetensors")
                               .state_dict())
@@ -328,15 +333,14 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                              _epoch_seed(config.seed, epoch), config.channels_last)
             val_loss, val_acc = _evaluate(model, val_loader, config.channels_last)
             metrics.append({"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n,
-                            "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
-                            "seconds": round(time.perf_counter() - t0, 3)})
+                            "val_loss": val_loss, "val_acc": val_acc, "lr": lr})
             if world.rank == 0:  # the only writer under torchrun
                 save_model(model, ckpt_dir / f"epoch_{epoch:04d}.safetensors", epoch=str(epoch))
                 atomic_write_json(out / "metrics.json", metrics)
-                tmp = state_path.with_suffix(".tmp")
-                torch.save({"epoch": epoch, "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict()}, tmp)
-                os.replace(tmp, state_path)
+                _record_seconds(out / "timings.json", epoch, time.perf_counter() - t0)
+                save_checked_state(state_path, {
+                    "epoch": epoch, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict()})
                 if keep_checkpoints is not None:
                     for old in range(1, epoch - max(1, keep_checkpoints) + 1):
                         (ckpt_dir / f"epoch_{old:04d}.safetensors").unlink(missing_ok=True)
@@ -345,6 +349,15 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
         save_model(model, out / "model.safetensors", role="final")
     distributed.barrier()  # every rank returns after the run is complete on disk
     return TrainResult(out, model.cpu(), metrics)
+
+
+def _record_seconds(path: Path, epoch: int, seconds: float) -> None:
+    try:
+        timings = json.loads(path.read_text())
+    except (OSError, ValueError):
+        timings = {}
+    timings[str(epoch)] = round(seconds, 3)
+    atomic_write_json(path, timings)
 
 
 def load_run(run_dir: str | os.PathLike, which: str = "final") -> TransferModel:
