@@ -151,7 +151,11 @@ def test_precise_bn_runs_for_random_init_and_matches_the_training_data(tiny_spli
 
     cfg = TrainConfig(arch="efficientnet_lite0", init="random", data=str(tiny_split),
                       recipe=get_recipe("quick", epochs=1, image_size=32, batch_size=8))
-    assert cfg.recalibrates_bn and not cfg.model_copy(update={"init": "imagenet"}).recalibrates_bn
+    assert cfg.recalibrates_bn() and not cfg.model_copy(update={"init": "imagenet"}).recalibrates_bn()
+    lite = create_model("efficientnet_lite0", 2, image_size=32)  # BN momentum 0.01
+    assert cfg.model_copy(update={"init": "imagenet"}).recalibrates_bn(lite)
+    assert not cfg.model_copy(update={"init": "imagenet"}).recalibrates_bn(tiny_model())
+    assert not cfg.model_copy(update={"precise_bn": False}).recalibrates_bn(lite)
     res = train(cfg, tmp_path / "ri")
     bn = [m for m in res.model.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
     assert bn.momentum == pytest.approx(0.01)  # lite0's own momentum, unchanged

@@ -251,70 +251,6 @@ def guard(images: list[Path] = typer.Argument(..., help="image files to check"),
             typer.echo(f"{r['image']}: {r['prediction']} ({r['confidence']:.2f})  {flag}")
 
 
-@app.command("transferability")
-def transferability_cmd(
-    targets: list[str] = typer.Argument(..., help="target data sets (ImageFolder with train/val)"),
-    out: Path = typer.Option(..., help="output folder (runs/, results/, figures/, report)"),
-    arch: str = typer.Option("efficientnet_lite0"),
-    source: str = typer.Option("imagenet-samples", help="source images for the domain gap"),
-    image_size: int = typer.Option(128),
-    epochs: int = typer.Option(5),
-    recipe: str = typer.Option("paper002"),
-    batch_size: int = typer.Option(32),
-    seed: int = typer.Option(0),
-    fractions: str = typer.Option("", help="data-amount sweep, e.g. 0.25,0.5"),
-    class_counts: str = typer.Option("", help="width sweep (number of classes), e.g. 3,5"),
-    sweep_target: Optional[str] = typer.Option(None, help="set for the sweeps (default: first)"),
-    data_root: Optional[Path] = DataRoot,
-):
-    """Paper 002: layer-wise transferability, domain gap/width, regression, gradients."""
-    from transferscope.transfer_study import run_transferability
-
-    res = run_transferability(
-        arch, targets, out, source=source, image_size=image_size, epochs=epochs, recipe=recipe,
-        batch_size=batch_size, seed=seed,
-        fractions=tuple(float(f) for f in fractions.split(",") if f),
-        class_counts=tuple(int(c) for c in class_counts.split(",") if c),
-        sweep_target=sweep_target, data_root=data_root)
-    typer.echo(res["transferability"].tables["table2"].to_string(index=False))
-    typer.echo(f"report: {out / 'report.html'}")
-
-
-@app.command("block-shuffle")
-def block_shuffle_cmd(
-    data: str = typer.Option("hymenoptera"), out: Path = typer.Option(...),
-    arch: str = typer.Option("efficientnet_lite0"),
-    block_sizes: str = typer.Option("64,16,4,1,*", help="comma-separated; '*' mixes channels"),
-    image_size: int = typer.Option(64), epochs: int = typer.Option(3),
-    recipe: str = typer.Option("paper002"), seed: int = typer.Option(0),
-    data_root: Optional[Path] = DataRoot):
-    """Paper 003, section 3.1: P-T vs RI-T on block-shuffled inputs."""
-    from transferscope.transfer_runs import run_block_shuffle
-
-    sizes = [b if b == "*" else int(b) for b in block_sizes.split(",") if b]
-    res = run_block_shuffle(arch, data, sizes, out, image_size=image_size, epochs=epochs,
-                            recipe=recipe, seed=seed, data_root=data_root)
-    typer.echo(res.tables["accuracy"].to_string(index=False))
-
-
-@app.command("checkpoint-transfer")
-def checkpoint_transfer_cmd(
-    pretrain_run: Path = typer.Option(..., help="run directory of a pre-training run"),
-    data: str = typer.Option("hymenoptera"), out: Path = typer.Option(...),
-    checkpoints: str = typer.Option("", help="epochs to start from (default: all saved)"),
-    image_size: int = typer.Option(64), epochs: int = typer.Option(3),
-    recipe: str = typer.Option("paper002"), seed: int = typer.Option(0),
-    data_root: Optional[Path] = DataRoot):
-    """Paper 003, section 3.5: fine-tune from several pre-training checkpoints."""
-    from transferscope.transfer_runs import run_checkpoint_transfer
-
-    res = run_checkpoint_transfer(pretrain_run, data, out,
-                                  checkpoints=[int(c) for c in checkpoints.split(",") if c] or None,
-                                  image_size=image_size, epochs=epochs, recipe=recipe, seed=seed,
-                                  data_root=data_root)
-    typer.echo(res.tables["checkpoints"].to_string(index=False))
-
-
 @app.command()
 def models():
     """List the registered architectures."""
@@ -390,8 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+from transferscope import _cli_studies  # noqa: E402,F401  (registers the study commands)
+
+if __name__ == "__main__":  # run the imported module, where the study commands registered
+    from transferscope.cli import main as _main
+
+    sys.exit(_main())
 
 
 def run() -> None:  # console-script target

@@ -64,12 +64,18 @@ class TrainConfig(BaseModel):
     data_fraction: float = Field(1.0, gt=0, le=1)
     max_classes: int | None = Field(None, ge=2)
     block_shuffle: int | Literal["*"] | None = None
-    precise_bn: bool | None = None  # re-estimate BN statistics each epoch; None: when init=random
+    precise_bn: bool | None = None  # re-estimate BN statistics each epoch (None: see below)
     remedy: dict | None = None  # settings of the TrainingHook the run used (transferscope.remedies)
 
-    @property
-    def recalibrates_bn(self) -> bool:
-        return self.init == "random" if self.precise_bn is None else self.precise_bn
+    def recalibrates_bn(self, model: torch.nn.Module | None = None) -> bool:
+        """``precise_bn``, or by default: for random init, and for models whose BatchNorm
+        momentum is below 0.05 (EfficientNet-Lite's 0.01 lags behind fine-tuning too)."""
+        if self.precise_bn is not None:
+            return self.precise_bn
+        slow = model is not None and any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.momentum is not None
+            and m.momentum < 0.05 for m in model.modules())
+        return self.init == "random" or slow
 
 
 class TrainingHook:
@@ -274,6 +280,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
         hook.setup(model, train_set, recipe.image_size, fresh=False)
     step = distributed.data_parallel(model)  # (features, logits); DDP under torchrun
 
+    recalibrate = config.recalibrates_bn(model)
     size = recipe.image_size
     tf_train = train_transform(model.norm, size) if recipe.augment else \
         eval_transform(model.norm, size)
@@ -328,7 +335,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
             distributed.sync_buffers(model)  # rank 0's BatchNorm statistics on every rank
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            if config.recalibrates_bn:
+            if recalibrate:
                 _recalibrate(model, train_set.with_transform(tf_val), recipe.batch_size,
                              _epoch_seed(config.seed, epoch), config.channels_last)
             val_loss, val_acc = _evaluate(model, val_loader, config.channels_last)
