@@ -162,6 +162,15 @@ def findings(results: dict[str, AnalysisResult]) -> list[str]:
                  for k, v in results["barriers"].summary.items()]
         out.append("<b>Performance barriers</b> on the line between two solutions: "
                    + "; ".join(parts) + ".")
+    if "remedies" in results:
+        v = results["remedies"].summary.get("verdicts", {})
+        parts = [f"{e(k)} {'counts' if r['counts'] else 'does not count'} "
+                 f"(against {100 * r['delta_against']:+.1f} pts, clean "
+                 f"{100 * r['delta_clean']:+.1f} pts)" for k, r in v.items()]
+        if parts:
+            out.append("<b>Remedies</b> vs standard fine-tuning (composite accuracy over biased "
+                       "backgrounds; counts if it rises beyond the seed spread and clean "
+                       "accuracy drops at most 1 point): " + "; ".join(parts) + ".")
     return out
 
 
