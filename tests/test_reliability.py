@@ -42,11 +42,11 @@ def _train_args(data, out, epochs=3, seed=0):
             "--out", str(out)]
 
 
-def _audit_args(runs, target, src, out, split="val"):
+def _audit_args(runs, target, src, out, split="val", analyses=ANALYSES):
     return ["audit-memory", "--model", f"fine-tuned={runs / 'ft'}",
             "--model", f"scratch={runs / 'scratch'}", "--target", str(target),
             "--target-split", split, "--source-images", str(src), "--views", "2",
-            "--image-size", "32", "--analyses", ANALYSES, "--out", str(out)]
+            "--image-size", "32", "--analyses", analyses, "--out", str(out)]
 
 
 def _make_source(folder: Path) -> Path:
@@ -74,7 +74,7 @@ def runs(tmp_path_factory):
     return root
 
 
-def _json_files(folder: Path) -> dict[str, bytes]:
+def _json_files(folder: Path) -> dict[str, bytes]:  # and CSV
     return {p.relative_to(folder).as_posix(): p.read_bytes()
             for p in sorted(folder.rglob("*")) if p.suffix in (".json", ".csv")}
 
@@ -87,23 +87,6 @@ def _fresh_cache(monkeypatch, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- bad inputs
-def _huge_png(path: Path, side: int = 10_000) -> None:
-    """A valid side x side greyscale PNG written row-streamed (100 MB of pixels, 100 kB file)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    comp, row, parts = zlib.compressobj(1), b"\0" * (side + 1), []
-    for _ in range(side):
-        parts.append(comp.compress(row))
-    parts.append(comp.flush())
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8,
-                     0, 0, 0, 0)) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
-
-
 def _bad_folder(root: Path) -> tuple[Path, set[str], set[str]]:
     """``root/{train,val}`` with every kind of awkward file in ``train``; returns the folder,
     the names that must be used and the names that must be skipped (with their path)."""
@@ -117,8 +100,10 @@ def _bad_folder(root: Path) -> tuple[Path, set[str], set[str]]:
     write_image(ants / "grey.png", (200, 40, 40), mode="L")
     Image.fromarray(np.full((32, 40), 50_000, dtype=np.uint16)).save(ants / "deep16.png")
     write_image(bees / "one.png", (40, 40, 200), size=(1, 1))
-    Image.new("L", (10_000, 10_000), 90).save(ants / "huge.jpg", quality=30)  # used, at 1/2
-    _huge_png(bees / "huge.png")  # skipped: not a JPEG, over MAX_PIXELS
+    huge = Image.new("L", (10_000, 10_000), 90)  # over PIL's bomb limit; uniform: small files
+    huge.save(ants / "huge.jpg", quality=30)  # used: decoded at 1/2 scale
+    huge.save(bees / "huge.png", compress_level=1)  # skipped: not a JPEG, over MAX_PIXELS
+    del huge
     os.symlink("loop_b.jpg", bees / "loop_a.jpg")
     os.symlink("loop_a.jpg", bees / "loop_b.jpg")
     os.symlink(bees, bees / "dir_loop")  # a directory cycle: walked once
@@ -158,14 +143,13 @@ def test_bad_inputs_are_used_or_skipped_and_listed_in_the_results(runs, tmp_path
     # so does an audit on the same folder: index.json and the report list the skipped files
     bad_src = _make_source(tmp_path / "src")
     (bad_src / "n01440764_broken.JPEG").write_bytes(b"\xff\xd8\xff not really")
-    assert main(_audit_args(runs, data, bad_src, tmp_path / "audit", split="train")) == 0
+    assert main(_audit_args(runs, data, bad_src, tmp_path / "audit", split="train",
+                            analyses="interference_bias")) == 0
     index = json.loads((tmp_path / "audit" / "results" / "index.json").read_text())
     listed = {Path(s["path"]).name for s in index["skipped_files"]}
     assert listed == skipped | {"n01440764_broken.JPEG"}
     report = (tmp_path / "audit" / "report.html").read_text()
     assert "n01440764_broken.JPEG" in report and "truncated.jpg" in report
-    for name in ANALYSES.split(","):
-        assert (tmp_path / "audit" / "results" / f"{name}.json").exists()
 
 
 # --------------------------------------------------------------------------- kill -9
@@ -220,7 +204,7 @@ def test_kill_9_during_training_and_audit_then_resume_equals_uninterrupted(runs,
     hits = _interrupt_repeatedly(_train_args(data, cut, epochs=4),
                                  _train_args(data, cut, epochs=4) + ["--resume"], triggers, rng,
                                  _env(tmp_path / "cache-train"), kills=3, max_delay=0.08)
-    assert hits >= 2
+    assert hits >= 2  # seeded: the kills land in setup, in an epoch and after the last one
     assert file_sha256(cut / "model.safetensors") == file_sha256(tmp_path / "full" /
                                                                   "model.safetensors")
     for name in ("metrics.json", "data.json", "config.json", "init.safetensors"):
@@ -251,11 +235,11 @@ def test_run_killed_during_setup_resumes_with_its_config(tmp_path, tiny_split, m
         return real(path, obj)
 
     monkeypatch.setattr(tr, "atomic_write_json", dying)
-    assert main(_train_args(tiny_split, tmp_path / "cut", epochs=2)) == 130
+    assert main(_train_args(tiny_split, tmp_path / "cut", epochs=1)) == 130  # Ctrl-C: 130
     monkeypatch.setattr(tr, "atomic_write_json", real)
     assert (tmp_path / "cut" / "init.safetensors").exists()
-    assert main(_train_args(tiny_split, tmp_path / "cut", epochs=2) + ["--resume"]) == 0
-    assert main(_train_args(tiny_split, tmp_path / "full", epochs=2)) == 0
+    assert main(_train_args(tiny_split, tmp_path / "cut", epochs=1) + ["--resume"]) == 0
+    assert main(_train_args(tiny_split, tmp_path / "full", epochs=1)) == 0
     for name in ("config.json", "data.json", "metrics.json", "model.safetensors"):
         assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
 
