@@ -8,7 +8,7 @@ import torch
 from transferscope.data import eval_transform, image_folder
 from transferscope.engine import ResultCache, TrainConfig, get_recipe, load_run, predict, train
 from transferscope.errors import ConfigError
-from transferscope.models import create_model
+from transferscope.models import compose, create_model
 
 
 def tiny_model(n=2):
@@ -55,10 +55,37 @@ def test_cache_misses_on_any_change(tiny_folder, tmp_path):
     assert not predict(m, ds, transform=torch.nn.Sequential(*other_tf) if False else
                        __import__("torchvision").transforms.v2.Compose(other_tf),
                        cache=cache).from_cache
+    before = predict(m, ds, image_size=32, cache=cache)
     with torch.no_grad():
-        m.head.fc.bias.add_(1.0)
+        m.backbone.conv1.weight.mul_(0.5)
     assert not predict(m, ds, image_size=32, cache=cache).from_cache
     assert predict(m, ds, image_size=32, cache=cache).from_cache
+    with torch.no_grad():  # a new head reuses the backbone pass and gives the new logits
+        m.head.fc.bias.add_(1.0)
+    after = predict(m, ds, image_size=32, cache=cache)
+    with torch.no_grad():
+        m.backbone.conv1.weight.mul_(2.0)
+    restored = predict(m, ds, image_size=32, cache=cache)
+    assert restored.from_cache and torch.allclose(restored.logits, before.logits + 1.0, atol=1e-5)
+    assert not torch.allclose(after.logits, restored.logits)
+
+
+def test_model_and_its_m_st_share_one_backbone_pass(tiny_folder, tmp_path):
+    """compose(fine_tuned, source) differs only in its head: one forward pass, exact logits."""
+    ft, src, ds = tiny_model(), tiny_model(), image_folder(tiny_folder)
+    torch.manual_seed(1)
+    src.reset_classifier(5)
+    m_st = compose(ft, src)
+    cache = ResultCache(tmp_path / "c")
+    a = predict(ft, ds, image_size=32, cache=cache)
+    b = predict(m_st, ds, image_size=32, cache=cache)
+    assert cache.misses == 1 and b.from_cache and b.logits.shape == (len(ds), 5)
+    plain = predict(m_st, ds, image_size=32, cache=ResultCache(enabled=False))
+    assert torch.allclose(b.logits, plain.logits, atol=1e-6)
+    assert torch.allclose(a.logits, predict(ft, ds, image_size=32,
+                                            cache=ResultCache(enabled=False)).logits, atol=1e-6)
+    m_st.prune_features([0])  # a pruned backbone is another backbone
+    assert not predict(m_st, ds, image_size=32, cache=cache).from_cache
 
 
 def test_unknown_layer_is_a_clear_error(tiny_folder):

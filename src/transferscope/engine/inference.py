@@ -140,15 +140,63 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
     if transform is None and hasattr(data, "model_transform"):
         transform = data.model_transform(model.norm, model.fixed_size)  # keeps box geometry
     transform = transform or eval_transform(model.norm, image_size or model.default_size)
+    if not layers and isinstance(model, TransferModel):
+        # logits only: cache the penultimate features under the backbone's hash, so models
+        # that differ only in their head (M^t and M^st) share one backbone pass
+        key = cache.key(kind="features", weights=model.backbone_hash(), data=data.digest,
+                        transform=describe_transform(transform))
+        tensors, hit = _cached_forward(key, _Features(model), data, transform, {}, pool,
+                                       batch_size, num_workers, cache, channels_last,
+                                       progress, desc or f"predict {model.arch} on "
+                                       f"{data.root.name}")
+        return Predictions(_head(model, tensors["features"], batch_size), tensors["labels"],
+                           from_cache=hit)
     key = cache.key(kind="predict", weights=model.weights_hash(), data=data.digest,
                     transform=describe_transform(transform), layers=list(layers), pool=pool)
+    tensors, hit = _cached_forward(key, model, data, transform, _resolve_layers(model, layers),
+                                   pool, batch_size, num_workers, cache, channels_last,
+                                   progress, desc or f"predict {model.arch} on {data.root.name}")
+    return Predictions(tensors["logits"], tensors["labels"],
+                       {k[4:]: v for k, v in tensors.items() if k.startswith("act.")},
+                       from_cache=hit)
+
+
+class _Features(nn.Module):
+    """``model.forward_features`` as a module (what the features cache entry holds)."""
+
+    def __init__(self, model: TransferModel):
+        super().__init__()
+        self.model = model
+        self.arch = model.arch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def _head(model: TransferModel, features: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits ``(N, C)`` from cached features, batch by batch as the full forward runs it."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return torch.cat([model.forward_head(f).float()
+                              for f in features.split(batch_size)]) if len(features) else \
+                model.forward_head(features).float()
+    finally:
+        model.train(was_training)
+
+
+def _cached_forward(key: str, model: nn.Module, data: ImageSet, transform, modules, pool,
+                    batch_size, num_workers, cache: ResultCache, channels_last, progress,
+                    desc) -> tuple[dict[str, torch.Tensor], bool]:
+    """Tensors ``{"logits" or "features", "labels", "act.<layer>"...}`` of ``model`` over
+    ``data`` from the cache, or computed (sharded under torchrun) and stored; + hit flag."""
+    out_name = "features" if isinstance(model, _Features) else "logits"
     world = distributed.setup()  # under torchrun: this rank runs its shard of the batches
     hit = cache.get(key)
     if distributed.everywhere(hit is not None):
-        acts = {k[4:]: v for k, v in hit.items() if k.startswith("act.")}
-        return Predictions(hit["logits"], hit["labels"], acts, from_cache=True)
+        return hit, True
 
-    modules = _resolve_layers(model, layers)
     part = data.with_transform(transform)
     if world.size > 1:
         part = torch.utils.data.Subset(part, distributed.shard(len(data), batch_size))
@@ -159,24 +207,21 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
         model.to(world.device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    logits, labels = [], []
+    outputs, labels = [], []
     try:
         with capture(model, modules, pool) as store, \
-                progress_bar(len(part), desc or f"predict {model.arch} on {data.root.name}",
-                             progress) as advance:
+                progress_bar(len(part), desc, progress) as advance:
             for x, y in loader:
-                logits.append(forward_batch(model, x.to(world.device), channels_last).float())
+                outputs.append(forward_batch(model, x.to(world.device), channels_last).float())
                 labels.append(y)
                 advance(len(y))
     finally:
         model.train(was_training)
         if world.device.type != "cpu":
             model.to("cpu")
-    tensors = distributed.gather_shards({"logits": logits, "labels": labels, **{
+    tensors = distributed.gather_shards({out_name: outputs, "labels": labels, **{
         f"act.{n}": v for n, v in store.items()}}, len(data), batch_size)  # data order
-    out = Predictions(tensors["logits"], tensors["labels"],
-                      {k[4:]: v for k, v in tensors.items() if k.startswith("act.")})
     if distributed.writes_cache():
         cache.put(key, tensors, arch=model.arch, data=str(data.root))
     distributed.barrier()  # the entry is on disk before any rank asks for it again
-    return out
+    return tensors, False

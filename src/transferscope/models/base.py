@@ -146,6 +146,15 @@ class TransferModel(nn.Module):
         """sha256 of every parameter and buffer (names, shapes, dtypes, values)."""
         return tensors_sha256(self.state_dict())
 
+    def backbone_hash(self) -> str:
+        """sha256 of what :meth:`forward_features` depends on: every tensor but the head's.
+
+        A fine-tuned model and its M^st (``compose(fine_tuned, source)``) share it, so
+        :func:`~transferscope.engine.predict` runs their common backbone once.
+        """
+        return tensors_sha256({k: v for k, v in self.state_dict().items()
+                               if not k.startswith("head.")})
+
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, num_features={self.num_features}, num_classes={self.num_classes}"
 
