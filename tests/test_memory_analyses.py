@@ -210,3 +210,18 @@ def test_composites_and_occlusion_on_hand_built_models(audit):
     assert 0 < row["fixed by occlusion"] <= row["wrong with background"]
     assert row["wrong with background"] == round((1 - acc.loc["fine-tuned", "all composites"])
                                                  * res.summary["composites"])
+
+
+def test_composite_backgrounds_by_the_mean_bias_of_several_models(audit):
+    from transferscope.analyses import composites
+
+    one = {name: composites.plan(audit, n_biased=1, n_neutral=1, reference=name).bias
+           for name in ("fine-tuned", "scratch")}
+    both = composites.plan(audit, n_biased=1, n_neutral=1, reference=["fine-tuned", "scratch"])
+    assert torch.allclose(both.bias, (one["fine-tuned"] + one["scratch"]) / 2, equal_nan=True)
+    assert both.reference == "mean of fine-tuned, scratch"
+    # known answer: scratch sends everything to ants (0), fine-tuned sends red to ants and
+    # green/blue to bees, so the mean bias toward bees is 0 for red and 0.5 for green/blue
+    assert both.bias[:3, 1].tolist() == [0.0, 0.5, 0.5]
+    with pytest.raises(ConfigError, match="not a target model"):
+        composites.plan(audit, reference="nope")

@@ -116,6 +116,22 @@ def test_summarise_verdicts_known_answer():
     assert table.set_index("variant").loc["good", "counts"] == "yes"
 
 
+def test_summarise_pairs_runs_by_seed():
+    """Seeds that differ a lot (0.2 vs 0.6) but a remedy that adds 0.05 to each counts;
+    one whose rise flips sign from seed to seed does not."""
+    rows = []
+    for seed, (a_std, a_steady, a_noisy) in enumerate([(0.2, 0.25, 0.5), (0.6, 0.65, 0.4)]):
+        for variant, a in ((STANDARD, a_std), ("steady", a_steady), ("noisy", a_noisy)):
+            rows.append({"variant": variant, "seed": seed, "clean": 0.9, "against": a,
+                         "neutral": 0.5, "biased": 10, "distraction": 0.3, "cost": 60.0})
+    _, verdicts = summarise(pd.DataFrame(rows))
+    assert verdicts["steady"]["counts"]
+    assert verdicts["steady"]["delta_against"] == pytest.approx(0.05)
+    assert verdicts["steady"]["delta_against_std"] == pytest.approx(0.0, abs=1e-12)
+    assert verdicts["noisy"]["delta_against"] == pytest.approx(0.05)
+    assert not verdicts["noisy"]["counts"]  # +0.3 and -0.2: std 0.35 > 0.05
+
+
 @pytest.mark.parametrize("kind", sorted(REMEDIES))
 def test_every_remedy_fine_tunes_and_records_its_settings(kind, tiny_split, source_folder,
                                                           tmp_path):
@@ -145,3 +161,36 @@ def test_a_remedy_run_without_its_hook_is_refused(tiny_split, tmp_path):
         train(cfg, tmp_path / "r")
     with pytest.raises(ConfigError, match="unknown remedy"):
         make_remedy("dropout-everything")
+
+
+@pytest.mark.slow
+def test_remedy_study_end_to_end_on_held_out_halves(tiny_split, source_folder, tmp_path):
+    """Two seeds x (standard, pruning) on tiny data: one row per run,
+    paired verdicts, backgrounds from the mean bias of the standard runs, and evaluation
+    composites only on source classes that training never saw."""
+    from transferscope.remedy_study import run_remedy_study
+
+    out = tmp_path / "study"
+    res = run_remedy_study(str(tiny_split), out, epochs=1, image_size=32, seeds=(0, 1),
+                           variants=["pruning", STANDARD],
+                           source=str(source_folder), views=1, batch_size=8,
+                           composite_params={"style": "paper001", "n_biased": 1,
+                                             "overlays_per_class": 2, "repeats": 1})
+    per_run = res.tables["per_run"]
+    assert sorted(per_run["run"]) == sorted(f"{v}-s{s}" for v in
+                                            ("standard", "pruning") for s in (0, 1))
+    assert per_run["clean"].between(0, 1).all() and (per_run["cost"] > 0).all()
+    assert set(res.summary["verdicts"]) == {"pruning"}
+    assert all(v["paired_seeds"] == 2 for v in res.summary["verdicts"].values())
+    comp = json.loads((out / "audit" / "results" / "composites.json").read_text())
+    assert comp["summary"]["reference_model"] == "mean of standard-s0, standard-s1"
+    train_half, _ = split_source_classes(1000, 0)
+    used = set(pd.read_csv(out / "audit" / "results" / "composites__per_background.csv")
+               ["background class"])
+    assert used and not used & set(train_half)
+    saved = json.loads((out / "runs" / "pruning-s1" / "config.json").read_text())
+    assert saved["config"]["recipe"]["batch_size"] == 8  # overrides reach the pruning stage
+    assert saved["config"]["recipe"]["lr"] == pytest.approx(
+        json.loads((out / "runs" / "standard-s1" / "config.json").read_text())
+        ["config"]["recipe"]["lr"] * 0.1)
+    assert (out / "results" / "remedies.json").is_file() and (out / "remedies_runs.json").is_file()

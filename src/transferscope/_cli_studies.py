@@ -85,6 +85,10 @@ def remedies_cmd(
     seeds: int = typer.Option(3, help="seeds 0..N-1"),
     epochs: int = typer.Option(5), image_size: int = typer.Option(128),
     recipe: str = typer.Option("paper002"),
+    batch_size: Optional[int] = typer.Option(None, help="override the recipe's batch size"),
+    lr: Optional[float] = typer.Option(None, help="override the recipe's learning rate"),
+    composite_style: str = typer.Option("paper000", help="evaluation composites: paper000 "
+                                        "(overlay 10 % of the image) or paper001 (16 %)"),
     prune_epochs: int = typer.Option(2, help="fine-tuning epochs after pruning"),
     source: str = typer.Option("imagenet-samples", help="ImageNet-labelled source images"),
     views: int = typer.Option(2, help="views per held-out source image"),
@@ -97,7 +101,8 @@ def remedies_cmd(
                            image_size=image_size, seeds=tuple(range(seeds)),
                            variants=[v for v in variants.split(",") if v],
                            prune_epochs=prune_epochs, source=source, views=views,
-                           data_root=data_root)
+                           batch_size=batch_size, lr=lr,
+                           composite_params={"style": composite_style}, data_root=data_root)
     typer.echo(res.tables["summary"].to_string(index=False))
     write_report(out, load_results(out), title=f"remedies: {arch} -> {target}")
     typer.echo(f"report: {Path(out) / 'report.html'}")

@@ -55,17 +55,31 @@ def choose_backgrounds(mat: torch.Tensor, present: torch.Tensor, n_biased: int =
 
 def plan(ctx: AuditContext, style: str = "paper001", n_biased: int = 3, n_neutral: int = 4,
          overlays_per_class: int = 10, repeats: int = 2, seed: int = 0,
-         source_set: str | None = None) -> CompositePlan:
-    """Deterministic composite set for the audit (shared by composites and occlusion)."""
+         source_set: str | None = None, reference: str | list[str] | None = None
+         ) -> CompositePlan:
+    """Deterministic composite set for the audit (shared by composites and occlusion).
+
+    Backgrounds are chosen by the bias (eq. 1) of ``reference``: one target model's name, or
+    a list of names whose bias matrices are averaged (default: the first fine-tuned model).
+    """
     if style not in STYLES:
         raise ConfigError(f"composite style must be one of {list(STYLES)}, got {style!r}")
     transferred = list(ctx.transferred()) or list(ctx.targets)
-    reference = transferred[0]
+    refs = [transferred[0]] if reference is None else \
+        [reference] if isinstance(reference, str) else list(reference)
+    unknown = [r for r in refs if r not in ctx.targets]
+    if unknown or not refs:
+        raise ConfigError(f"composites reference {unknown or refs} is not a target model; "
+                          f"choose from {list(ctx.targets)}")
     name = source_set or next(iter(ctx.source_data))
     data = ctx.source_data[name]
     backgrounds = getattr(data, "base", data)  # paste on the original images, not the views
-    pred = ctx.predict(ctx.targets[reference], data)
-    mat = bias_matrix(pred.preds, pred.labels, ctx.source.num_classes, len(ctx.target_classes))
+    mats = []
+    for r in refs:
+        pred = ctx.predict(ctx.targets[r], data)
+        mats.append(bias_matrix(pred.preds, pred.labels, ctx.source.num_classes,
+                                len(ctx.target_classes)))
+    mat = torch.stack(mats).mean(0)  # NaN rows (classes absent from data) stay NaN
     groups = choose_backgrounds(mat, torch.unique(data.targets), n_biased, n_neutral)
     bg_ids = [i for i, s in enumerate(backgrounds.samples) if s.label in groups]
     conf = torch.stack([ctx.predict(m, ctx.target_data).probs[
@@ -78,7 +92,8 @@ def plan(ctx: AuditContext, style: str = "paper001", n_biased: int = 3, n_neutra
         ov_ids += idx[torch.argsort(conf[idx], descending=True)[:overlays_per_class]].tolist()
     comp = CompositeSet(backgrounds, ctx.target_data, bg_ids, sorted(ov_ids), ctx.image_size,
                         STYLES[style], repeats, seed)
-    return CompositePlan(comp, groups, mat, reference)
+    return CompositePlan(comp, groups, mat, refs[0] if len(refs) == 1 else
+                         "mean of " + ", ".join(refs))
 
 
 def group_of(plan_: CompositePlan, classes: list[str]) -> list[str]:
