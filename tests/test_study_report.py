@@ -26,6 +26,10 @@ def test_demo_spec_parses_and_quick_variant_is_small():
     ("[target]\ndata='h'\n[[models]]\nname='a'\narch='x'\nepochs=0\n", "models.0.epochs"),
     ("[target]\ndata='h'\n[[models]]\nname='a'\narch='x'\nbogus=1\n", "models.0.bogus"),
     ("[target]\ndata='h'\n", "models"),
+    ("[target]\ndata='h'\n[[models]]\nname='a'\narch='x'\n[analyses]\nmemory=['bias']\n",
+     "analyses.memory"),  # checked before anything trains: the name is interference_bias
+    ("[target]\ndata='h'\n[[models]]\nname='a'\narch='x'\n[analyses]\ntransfer=['cka', 'x']\n",
+     "analyses.transfer"),
 ])
 def test_bad_study_keys_are_named(text, key):
     with pytest.raises(ConfigError, match=f"study.toml: key '{key}'"):

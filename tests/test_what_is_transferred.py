@@ -419,6 +419,9 @@ def test_block_shuffle_and_checkpoint_runners(tiny_split, tmp_path):
     ck = run_checkpoint_transfer(tmp_path / "pre", str(tiny_split), tmp_path / "ck",
                                  image_size=32, epochs=1, batch_size=8)
     assert list(ck.tables["checkpoints"]["pre-training epoch"]) == [0, 1, 2]
+    again = run_checkpoint_transfer(tmp_path / "pre", str(tiny_split), tmp_path / "ck",
+                                    checkpoints=[0, 2], image_size=32, epochs=1, batch_size=8)
+    assert list(again.tables["checkpoints"]["pre-training epoch"]) == [0, 2]  # 0 = the init
     with pytest.raises(ConfigError, match="no checkpoints for epochs"):
         run_checkpoint_transfer(tmp_path / "pre", str(tiny_split), tmp_path / "ck2",
                                 checkpoints=[7])

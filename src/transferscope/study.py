@@ -174,6 +174,7 @@ def parse_study(text: str, source: str = "study") -> StudySpec:
                           f"{' (' + str(err['input'])[:60] + ')' if 'input' in err and err['type'] != 'missing' else ''}"
                           f"; see DEMO_TOML in transferscope.study or README for the format"
                           ) from exc
+    _check_analysis_names(spec, source)
     names = [m.name for m in spec.models]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: model names must be unique, got {names}")
@@ -182,6 +183,19 @@ def parse_study(text: str, source: str = "study") -> StudySpec:
             raise ConfigError(f"{source}: model '{m.name}' needs 'arch' (to train) or 'path' "
                               "(an existing run directory or .safetensors file)")
     return spec
+
+
+def _check_analysis_names(spec: StudySpec, source: str) -> None:
+    """Unknown analysis names fail here, before any model is trained."""
+    from transferscope.audit import MEMORY_ANALYSES
+    from transferscope.what_transferred import WHAT_ANALYSES
+
+    for key, chosen, known in (("analyses.memory", spec.analyses.memory, MEMORY_ANALYSES),
+                               ("analyses.transfer", spec.analyses.transfer, WHAT_ANALYSES)):
+        unknown = [] if isinstance(chosen, str) else [n for n in chosen if n not in known]
+        if unknown:
+            raise ConfigError(f"{source}: key '{key}': unknown analyses {unknown}; use 'all', "
+                              f"'none' or a list of: {', '.join(known)}")
 
 
 def load_study(path: str | os.PathLike) -> tuple[StudySpec, str]:

@@ -74,7 +74,9 @@ def run_checkpoint_transfer(pretrain_run: str | os.PathLike, data: str,
     arch = json.loads(cfg_path.read_text())["config"]["arch"]
     metrics = json.loads((pre / "metrics.json").read_text())
     available = sorted(int(p.stem.split("_")[1]) for p in (pre / "checkpoints").glob("epoch_*"))
-    chosen = checkpoints or available
+    if (pre / "init.safetensors").is_file():
+        available = [0] + available  # epoch 0 = the run's starting weights, always included
+    chosen = [c for c in (checkpoints or available) if c != 0]
     missing = [c for c in chosen if c not in available]
     if missing:
         raise ConfigError(f"{pre} has no checkpoints for epochs {missing}; it has {available}")
