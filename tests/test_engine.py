@@ -198,3 +198,17 @@ def test_precise_bn_runs_for_random_init_and_matches_the_training_data(tiny_spli
     assert res.metrics[-1]["val_acc"] == evaluate(
         res.model, DataLoader(image_folder(str(tiny_split), "val").with_transform(
             eval_transform(res.model.norm, 32)), batch_size=8))["accuracy"]
+
+
+def test_bf16_precision_is_close_to_fp32_and_cached_apart(tiny_folder, tmp_path):
+    m, ds = tiny_model(), image_folder(tiny_folder)
+    cache = ResultCache(tmp_path / "c")
+    fp32 = predict(m, ds, image_size=32, cache=cache)
+    bf16 = predict(m, ds, image_size=32, cache=cache, precision="bf16")
+    assert not bf16.from_cache and bf16.logits.dtype == torch.float32
+    scale = fp32.logits.abs().max()
+    err = (bf16.logits - fp32.logits).abs().max()
+    assert 0 < err <= 0.05 * scale  # bfloat16 keeps 8 bits of mantissa: close, not equal
+    assert predict(m, ds, image_size=32, cache=cache, precision="bf16").from_cache
+    with pytest.raises(ConfigError, match="precision"):
+        predict(m, ds, image_size=32, cache=cache, precision="fp16")

@@ -152,6 +152,8 @@ class StudySpec(_Strict):
     name: str = "transferscope study"
     image_size: int = Field(224, ge=8)
     batch_size: int = Field(32, ge=1)
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="forward passes of the "
+                                               "analyses: fp32, or bfloat16 autocast")
     source: SourceSpec = Field(default_factory=SourceSpec)
     target: TargetSpec
     source_images: SourceImagesSpec = Field(default_factory=SourceImagesSpec)
@@ -268,7 +270,8 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
     extra = {a: create_model(a, init=spec.source.init) for a in
              {m.arch for m in spec.models if m.init == "imagenet" and m.arch} - {source.arch}}
     return AuditContext(source, models, target_val, sets, image_size=spec.image_size,
-                        batch_size=spec.batch_size, extra_sources=extra)
+                        batch_size=spec.batch_size, extra_sources=extra,
+                        precision=spec.precision)
 
 
 def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,

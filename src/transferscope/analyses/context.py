@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from transferscope.data.folder import ImageSet
 from transferscope.engine.cache import ResultCache
-from transferscope.engine.inference import Predictions, default_cache, predict
+from transferscope.engine.inference import PRECISIONS, Predictions, default_cache, predict
 from transferscope.errors import ConfigError, ModelError
 from transferscope.models.base import TransferModel, compose
 
@@ -35,8 +35,11 @@ class AuditContext:
     cache: ResultCache = field(default_factory=default_cache)
     progress: bool | None = None
     extra_sources: dict[str, TransferModel] = field(default_factory=dict)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         n = self.target_data.num_classes
         for name, model in self.targets.items():
             if model.num_classes != n:
@@ -53,8 +56,8 @@ class AuditContext:
     def predict(self, model: TransferModel, data, desc: str | None = None) -> Predictions:
         """Cached forward pass at the audit's image size."""
         return predict(model, data, image_size=model.input_size(self.image_size),
-                       batch_size=self.batch_size,
-                       cache=self.cache, progress=self.progress, desc=desc)
+                       batch_size=self.batch_size, cache=self.cache, progress=self.progress,
+                       desc=desc, precision=self.precision)
 
     @property
     def sources(self) -> dict[str, TransferModel]:
