@@ -98,6 +98,9 @@ repeats = 1
         assert (out / "results" / f"{name}.json").exists(), name
     barrier = json.loads((out / "results" / "barriers.json").read_text())
     assert set(barrier["summary"]) == {"P-T #1 - P-T #2", "P-T #1 - RI-T #1"}
+    basin = json.loads((out / "results" / "basins.json").read_text())["summary"]
+    assert set(basin) == {"P-T"} and basin["P-T"]["solutions"] == ["P-T #1", "P-T #2"]
+    assert basin["P-T"]["epsilon"] >= 0 and 0 <= basin["P-T"]["mu"] <= 1  # mu: mean error
     assert (out / "runs" / "fine-tuned" / "model.safetensors").exists()
     capsys.readouterr()
     img = tiny_split / "val" / "ants" / "ants_0.jpg"

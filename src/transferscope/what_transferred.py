@@ -1,7 +1,8 @@
 """Papers 003/004 end to end: compare models fine-tuned from pre-trained weights (P-T) with
 models trained from random init (RI-T), two instances of each, plus the pre-trained model P.
 
-Runs mistakes, CKA, parameter distances, performance barriers, module criticality and conv
+Runs mistakes, CKA, parameter distances, performance barriers, basins (Definition 3.1, for the
+hull of the two P-T and of the two RI-T solutions), module criticality and conv
 spectra on the target validation images; predictions come from the shared cache and the image
 batches are decoded once and reused by every weight-space analysis.
 """
@@ -17,14 +18,17 @@ import torch
 
 from transferscope._io import tensors_sha256
 from transferscope._progress import log
-from transferscope.analyses import barriers, cka, criticality, distances, mistakes, spectra
+from transferscope.analyses import (barriers, basins, cka, criticality, distances, mistakes,
+                                    spectra)
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses.context import AuditContext
 from transferscope.data import eval_transform
 from transferscope.engine import load_run
 from transferscope.errors import ConfigError
 
-WHAT_ANALYSES = ("mistakes", "cka", "distances", "barriers", "criticality", "spectra")
+WHAT_ANALYSES = ("mistakes", "cka", "distances", "barriers", "basins", "criticality",
+                 "spectra")
+BASIN_SAMPLES, BASIN_PAIRS = 8, 4  # Monte-Carlo points of the hull; vicinity pairs per delta
 CRITICALITY_ALPHAS = (0.0, 0.5, 1.0)
 CRITICALITY_SIGMAS = (0.0, 0.1, 0.25)  # relative noise; at 0.5 most blocks never meet epsilon
 
@@ -62,7 +66,7 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
            "inits": {k: tensors_sha256(v) for k, v in inits_state.items()}, "seed": seed,
            "lambdas": list(map(float, lambdas)), "bn": bn_reestimate,
            "criticality": [criticality_images, criticality_modules, CRITICALITY_ALPHAS,
-                           CRITICALITY_SIGMAS]}
+                           CRITICALITY_SIGMAS], "basins": [BASIN_SAMPLES, BASIN_PAIRS]}
 
     @functools.cache
     def batches():  # decoded once, only if some analysis is not cached
@@ -94,17 +98,31 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
         return barriers.run(first, named, batches(), list(lambdas),
                             bn_reestimate_loader=reest())
 
-    def do_criticality():
-        # a seeded sample across classes (the data set is sorted by class)
+    @functools.cache
+    def subset():  # a seeded sample across classes (the data set is sorted by class)
         pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-        subset = list(torch.utils.data.DataLoader(
+        return list(torch.utils.data.DataLoader(
             data.subset(sorted(pick[:criticality_images].tolist())).with_transform(
                 eval_transform(ctx.source.norm, size)), batch_size=ctx.batch_size))
+
+    def do_basins():
+        hulls = {kind: {n: models[n].state_dict() for n in (f"{kind} #1", f"{kind} #2")}
+                 for kind in ("P-T", "RI-T") if f"{kind} #2" in models}
+        parts = {kind: basins.run(first, sols, subset(), num_samples=BASIN_SAMPLES,
+                                  num_pairs=BASIN_PAIRS, seed=seed,
+                                  bn_reestimate_loader=subset() if bn_reestimate else None)
+                 for kind, sols in hulls.items()}
+        res = _merge("basins", parts)
+        res.notes.append(f"Estimated on the same {criticality_images} validation images as "
+                         "module criticality.")
+        return res
+
+    def do_criticality():
         groups = [g.name for g in first.layer_groups()]
         step = max(1, len(groups) // criticality_modules)
         chosen = groups[::step][:criticality_modules - 1] + [groups[-1]]
         crit = {name: criticality.run(first, inits_state[name], models[name].state_dict(),
-                                      subset, modules=chosen, alphas=CRITICALITY_ALPHAS,
+                                      subset(), modules=chosen, alphas=CRITICALITY_ALPHAS,
                                       sigmas=CRITICALITY_SIGMAS, samples=1, seed=seed,
                                       bn_reestimate_loader=reest())
                 for name in ("P-T #1", "RI-T #1") if name in models and name in inits_state}
@@ -116,6 +134,7 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
 
     plan = {"mistakes": (do_mistakes, True), "cka": (do_cka, True),
             "distances": (do_distances, len(models) >= 2), "barriers": (do_barriers, bool(pairs)),
+            "basins": (do_basins, any(f"{k} #2" in models for k in ("P-T", "RI-T"))),
             "criticality": (do_criticality, bool(inits_state)), "spectra": (do_spectra, True)}
     results: dict[str, AnalysisResult] = {}
     for name, (compute, applicable) in plan.items():
