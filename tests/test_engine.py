@@ -212,3 +212,46 @@ def test_bf16_precision_is_close_to_fp32_and_cached_apart(tiny_folder, tmp_path)
     assert predict(m, ds, image_size=32, cache=cache, precision="bf16").from_cache
     with pytest.raises(ConfigError, match="precision"):
         predict(m, ds, image_size=32, cache=cache, precision="fp16")
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet18", "baseline_cnn"])
+def test_batchnorm_folding_matches_the_model(arch):
+    """Folded copies give the model's outputs for other weights and statistics too."""
+    from transferscope.engine.batchnorm import BatchNormFolder, bn_layers
+
+    torch.manual_seed(0)
+    m = create_model(arch, 3, image_size=32) if arch == "baseline_cnn" else create_model(arch, 3)
+    for bn in bn_layers(m).values():  # non-trivial statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(4, 3, 32, 32)
+    folder = BatchNormFolder.build(m, x[:2])
+    n_bn = sum(isinstance(b, torch.nn.BatchNorm2d) for b in m.modules())
+    if n_bn == 0:
+        assert folder is None
+        return
+    assert len(folder.pairs) == n_bn and not any(
+        isinstance(b, torch.nn.BatchNorm2d) for b in folder.model.modules())
+    other = {k: v * 1.1 if v.is_floating_point() and "running_var" not in k else v
+             for k, v in m.state_dict().items()}
+    m.load_state_dict(other)
+    with torch.no_grad():
+        ref = m.eval()(x)
+        got = torch.func.functional_call(folder.model, folder.state(other), (x,))
+    assert torch.allclose(got, ref, atol=1e-4 * ref.abs().max().item())
+
+
+def test_batchnorm_folding_refuses_a_conv_output_read_twice():
+    from transferscope.engine.batchnorm import BatchNormFolder
+
+    class Skip(torch.nn.Module):  # bn(conv(x)) + conv(x): folding would change the sum
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+            self.bn.running_mean.fill_(0.7)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return (self.bn(y) + y).mean((2, 3))
+
+    assert BatchNormFolder.build(Skip(), torch.randn(2, 3, 8, 8)) is None

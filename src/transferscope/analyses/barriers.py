@@ -32,6 +32,7 @@ from torch import nn
 from torch.func import functional_call
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.engine.batchnorm import BatchNormFolder
 from transferscope.engine.batchnorm import bn_layers as _bn_layers
 from transferscope.engine.batchnorm import bn_train_mode as _bn_train
 from transferscope.engine.batchnorm import reestimate_bn
@@ -146,13 +147,25 @@ def _nhwc(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return t
 
 
-def _run_loader(model: nn.Module, loader: Iterable, device, channels_last: bool = False) -> list:
+def _run_loader(model: nn.Module, loader: Iterable, device, channels_last: bool = False,
+                state: dict | None = None) -> list:
     acc = [0.0, 0, 0]
     with _evaluating(model, channels_last):
         for batch in loader:
-            x, y = _split(batch, device)
-            _score(model(_nhwc(x, channels_last)).float(), y, acc)
+            x = _nhwc(_split(batch, device)[0], channels_last)
+            out = model(x) if state is None else functional_call(model, state, (x,))
+            _score(out.float(), _split(batch, device)[1], acc)
     return acc
+
+
+def _folder(model: nn.Module, loader: Iterable, device) -> BatchNormFolder | None:
+    """BatchNorm folding for ``model``, checked on two images of the first batch."""
+    probe = next(iter(loader), None)
+    return None if probe is None else BatchNormFolder.build(model, _split(probe, device)[0][:2])
+
+
+def _folded(folder: BatchNormFolder, state: dict, channels_last: bool) -> dict:
+    return {k: _nhwc(v, channels_last) for k, v in folder.state(state).items()}
 
 
 def evaluate(model: nn.Module, loader: Iterable, device=None,
@@ -164,12 +177,13 @@ def evaluate(model: nn.Module, loader: Iterable, device=None,
 
 def evaluate_path(model: nn.Module, theta0, theta1, lambdas: Sequence[float], loader: Iterable,
                   bn_reestimate_loader: Iterable | None = None, device=None,
-                  channels_last: bool = False) -> pd.DataFrame:
+                  channels_last: bool = False, fold_bn: bool = True) -> pd.DataFrame:
     """Loss and accuracy along theta_lambda, one full pass over ``loader`` per lambda.
 
     Each point is loaded into ``model`` (restored afterwards); with ``bn_reestimate_loader``
     the BatchNorm statistics are re-estimated at each point first. ``channels_last`` runs
-    NHWC (faster on CPU, float rounding differs from NCHW at ~1e-7).
+    NHWC (faster on CPU, float rounding differs from NCHW at ~1e-7); ``fold_bn`` evaluates
+    with BatchNorm folded into the convolutions, exactly as :func:`evaluate_states` does.
 
     Returns:
         Columns ``lambda, point, loss, accuracy, error, n``.
@@ -178,13 +192,18 @@ def evaluate_path(model: nn.Module, theta0, theta1, lambdas: Sequence[float], lo
         return {k: v.detach().clone() for k, v in _state(obj).items()}
 
     saved, t0, t1 = snapshot(model), snapshot(theta0), snapshot(theta1)
+    folder = _folder(model, loader, device) if fold_bn else None
     accs = []
     try:
         for lam in lambdas:
             model.load_state_dict(interpolate(t0, t1, lam))
             if bn_reestimate_loader is not None:
                 reestimate_bn(model, bn_reestimate_loader, device, channels_last)
-            accs.append(_run_loader(model, loader, device, channels_last))
+            if folder is None:
+                accs.append(_run_loader(model, loader, device, channels_last))
+            else:
+                accs.append(_run_loader(folder.model, loader, device, channels_last,
+                                        _folded(folder, model.state_dict(), channels_last)))
     finally:
         model.load_state_dict(saved)
     return _frame(accs, {"lambda": [float(x) for x in lambdas]})
@@ -192,7 +211,8 @@ def evaluate_path(model: nn.Module, theta0, theta1, lambdas: Sequence[float], lo
 
 def evaluate_states(model: nn.Module, states: Sequence[State], loader: Iterable, *,
                     bn_reestimate_loader: Iterable | None = None, device=None,
-                    precompute: bool = True, channels_last: bool = False) -> pd.DataFrame:
+                    precompute: bool = True, channels_last: bool = False,
+                    fold_bn: bool = True) -> pd.DataFrame:
     """Evaluate many weight settings of one architecture, reading each data batch once.
 
     Args:
@@ -206,6 +226,9 @@ def evaluate_states(model: nn.Module, states: Sequence[State], loader: Iterable,
             over this loader, batch outer, state inner).
         channels_last: NHWC images and conv weights (same numbers as :func:`evaluate_path`
             with the same flag; faster on CPU).
+        fold_bn: fold each BatchNorm into the convolution before it, per state, after any
+            re-estimation (:class:`~transferscope.engine.batchnorm.BatchNormFolder`; faster,
+            results equal to ~1e-6; skipped automatically where folding would change them).
 
     Returns:
         Columns ``point, loss, accuracy, error, n`` in the order of ``states``.
@@ -244,12 +267,21 @@ def evaluate_states(model: nn.Module, states: Sequence[State], loader: Iterable,
                 for i in range(len(fns)):
                     functional_call(model, point(i, bufs[i]), (x,))
     accs = [[0.0, 0, 0] for _ in fns]
-    with _evaluating(model, channels_last):
+    folder = _folder(model, loader, device) if fold_bn and fns else None
+    net, final = model, (lambda i: point(i, bufs[i]))
+    if folder is not None:
+        net = folder.model
+
+        def fold(i):
+            return _folded(folder, point(i, bufs[i]), channels_last)
+        folded = [fold(i) for i in range(len(fns))] if precompute else None
+        final = (lambda i: folded[i]) if precompute else fold
+    with _evaluating(net, channels_last):
         for batch in loader:
             x, y = _split(batch, device)
             x = _nhwc(x, channels_last)
             for i in range(len(fns)):
-                _score(functional_call(model, point(i, bufs[i]), (x,)).float(), y, accs[i])
+                _score(functional_call(net, final(i), (x,)).float(), y, accs[i])
     return _frame(accs)
 
 

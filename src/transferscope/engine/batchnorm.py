@@ -63,3 +63,108 @@ def reestimate_bn(model: nn.Module, loader: Iterable, device=None,
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             model(x)
+
+
+# -- folding BatchNorm into the convolution before it (evaluation only) -------------------
+# torch.fx's fuser cannot trace models with data-dependent control flow (EfficientNet-Lite),
+# so conv -> BN pairs are found by running one batch with hooks instead.
+
+def conv_bn_pairs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str]]:
+    """``(conv, bn)`` module names where a BatchNorm2d with running statistics reads exactly
+    the output of an ``nn.Conv2d`` (found by running ``x`` once in eval mode)."""
+    names = {m: n for n, m in model.named_modules()}
+    outputs: dict[int, tuple[str, torch.Tensor]] = {}  # tensors kept alive: ids stay unique
+    pairs: list[tuple[str, str]] = []
+
+    def conv_hook(mod, _inp, out):
+        outputs[id(out)] = (names[mod], out)
+
+    def bn_hook(mod, inp, _out):
+        if id(inp[0]) in outputs:
+            pairs.append((outputs[id(inp[0])][0], names[mod]))
+
+    bns = {m for m in bn_layers(model).values() if isinstance(m, nn.BatchNorm2d)}
+    hooks = [m.register_forward_hook(conv_hook) for m in model.modules()
+             if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_hook(bn_hook) for m in bns]
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return list(dict.fromkeys(pairs))
+
+
+def folded_copy(model: nn.Module, pairs: list[tuple[str, str]]) -> nn.Module:
+    """A copy of ``model`` whose paired convolutions have a bias and whose paired BatchNorms
+    are ``nn.Identity`` (load :func:`fold_state` states into it)."""
+    import copy
+
+    out = copy.deepcopy(model).eval()
+    for conv_name, bn_name in pairs:
+        conv = out.get_submodule(conv_name)
+        if conv.bias is None:
+            conv.bias = nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype,
+                                                 device=conv.weight.device))
+        parent, _, leaf = bn_name.rpartition(".")
+        setattr(out.get_submodule(parent) if parent else out, leaf, nn.Identity())
+    return out
+
+
+def fold_state(state: dict[str, torch.Tensor], pairs: list[tuple[str, str]],
+               eps: dict[str, float]) -> dict[str, torch.Tensor]:
+    """State dict of :func:`folded_copy`: ``W' = W s``, ``b' = (b - mean) s + beta`` with
+    ``s = gamma / sqrt(var + eps)`` per output channel (the BatchNorm's own entries removed)."""
+    st = dict(state)
+    for conv_name, bn_name in pairs:
+        var, mean = st[f"{bn_name}.running_var"], st[f"{bn_name}.running_mean"]
+        gamma = st.get(f"{bn_name}.weight", torch.ones_like(var))
+        beta = st.get(f"{bn_name}.bias", torch.zeros_like(var))
+        s = gamma / torch.sqrt(var + eps[bn_name])
+        w = st[f"{conv_name}.weight"]
+        st[f"{conv_name}.weight"] = w * s.reshape(-1, *([1] * (w.dim() - 1))).to(w.dtype)
+        st[f"{conv_name}.bias"] = (st.get(f"{conv_name}.bias", torch.zeros_like(s)) - mean) * s \
+            + beta
+        for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            st.pop(f"{bn_name}.{k}", None)
+    return st
+
+
+class BatchNormFolder:
+    """Evaluate many states of one architecture with BatchNorm folded into the convolutions
+    (1.2-1.4x faster on CPU for EfficientNet-Lite; outputs equal to ~1e-6).
+
+    ``BatchNormFolder.build(model, x)`` finds the pairs on batch ``x`` and checks the folded
+    copy against ``model`` there; it returns None (use the plain model) when nothing folds or
+    the outputs disagree (a conv output that something besides its BatchNorm also reads).
+    """
+
+    def __init__(self, model: nn.Module, pairs: list[tuple[str, str]]):
+        self.pairs = pairs
+        self.eps = {b: model.get_submodule(b).eps for _, b in pairs}
+        self.model = folded_copy(model, pairs)
+
+    def state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return fold_state(state, self.pairs, self.eps)
+
+    @classmethod
+    def build(cls, model: nn.Module, x: torch.Tensor, rtol: float = 1e-4):
+        pairs = conv_bn_pairs(model, x)
+        if not pairs:
+            return None
+        folder = cls(model, pairs)
+        was = model.training
+        try:
+            model.eval()
+            with torch.no_grad():
+                ref = model(x)
+                got = torch.func.functional_call(folder.model, folder.state(model.state_dict()),
+                                                 (x,))
+        finally:
+            model.train(was)
+        scale = float(ref.abs().max()) or 1.0
+        return folder if float((got - ref).abs().max()) <= rtol * scale else None
