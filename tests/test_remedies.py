@@ -194,3 +194,25 @@ def test_remedy_study_end_to_end_on_held_out_halves(tiny_split, source_folder, t
         json.loads((out / "runs" / "standard-s1" / "config.json").read_text())
         ["config"]["recipe"]["lr"] * 0.1)
     assert (out / "results" / "remedies.json").is_file() and (out / "remedies_runs.json").is_file()
+
+
+def test_unknown_remedy_settings_fail_before_training(tmp_path):
+    from transferscope._cli_studies import _remedy_params
+    from transferscope.remedy_study import run_remedy_study
+
+    with pytest.raises(ConfigError, match="no setting 'fractoin'.*fraction"):
+        make_remedy("composite-augmentation", fractoin=0.3)
+    assert make_remedy("composite-augmentation", fraction=0.25).settings["fraction"] == 0.25
+    assert _remedy_params(["composite-augmentation.fraction=0.25", "pruning.p_lo=null",
+                           "activation-l1.weight=1e-2"]) == {
+        "composite-augmentation": {"fraction": 0.25}, "pruning": {"p_lo": None},
+        "activation-l1": {"weight": 0.01}}
+    with pytest.raises(ConfigError, match="KIND.KEY=VALUE"):
+        _remedy_params(["fraction=0.25"])
+    with pytest.raises(ConfigError, match="not among the variants"):
+        run_remedy_study("nowhere", tmp_path, variants=["standard"],
+                         remedy_params={"pruning": {"fraction": 0.1}})
+    with pytest.raises(ConfigError, match="no setting"):
+        run_remedy_study("nowhere", tmp_path, variants=["standard", "pruning"],
+                         remedy_params={"pruning": {"fractoin": 0.1}})
+    assert not any(tmp_path.iterdir())  # nothing trained or written

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from transferscope.cli import DataRoot, app
+from transferscope.errors import ConfigError
 
 
 @app.command("transferability")
@@ -89,6 +91,8 @@ def remedies_cmd(
     lr: Optional[float] = typer.Option(None, help="override the recipe's learning rate"),
     composite_style: str = typer.Option("paper000", help="evaluation composites: paper000 "
                                         "(overlay 10 % of the image) or paper001 (16 %)"),
+    param: list[str] = typer.Option([], help="a remedy setting, KIND.KEY=VALUE (JSON value), "
+                                    "e.g. composite-augmentation.fraction=0.25; repeat"),
     prune_epochs: int = typer.Option(2, help="fine-tuning epochs after pruning"),
     source: str = typer.Option("imagenet-samples", help="ImageNet-labelled source images"),
     views: int = typer.Option(2, help="views per held-out source image"),
@@ -98,6 +102,7 @@ def remedies_cmd(
     from transferscope.remedy_study import run_remedy_study
 
     res = run_remedy_study(target, out, arch=arch, recipe=recipe, epochs=epochs,
+                           remedy_params=_remedy_params(param),
                            image_size=image_size, seeds=tuple(range(seeds)),
                            variants=[v for v in variants.split(",") if v],
                            prune_epochs=prune_epochs, source=source, views=views,
@@ -106,3 +111,21 @@ def remedies_cmd(
     typer.echo(res.tables["summary"].to_string(index=False))
     write_report(out, load_results(out), title=f"remedies: {arch} -> {target}")
     typer.echo(f"report: {Path(out) / 'report.html'}")
+
+
+def _remedy_params(items: list[str]) -> dict[str, dict]:
+    """``["composite-augmentation.fraction=0.25"]`` -> ``{kind: {key: 0.25}}``."""
+    out: dict[str, dict] = {}
+    for item in items:
+        target, sep, raw = item.partition("=")
+        kind, dot, key = target.partition(".")
+        if not sep or not dot or not kind or not key:
+            raise ConfigError(f"--param {item!r}: write KIND.KEY=VALUE, e.g. "
+                              "composite-augmentation.fraction=0.25")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(kind, {})[key] = value
+    return out
+

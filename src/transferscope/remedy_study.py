@@ -174,8 +174,14 @@ def run_remedy_study(target: str, out: str | os.PathLike, *, arch: str = "effici
         raise ConfigError(f"unknown variants {unknown}; known: {', '.join(DEFAULT_VARIANTS)}")
     if STANDARD in variants:  # the standard runs come first: references and pruning starts
         variants = [STANDARD] + [v for v in variants if v != STANDARD]
+    stray = sorted(set(remedy_params or {}) - set(variants) - {STANDARD})
+    if stray:
+        raise ConfigError(f"settings given for {stray}, which are not among the variants "
+                          f"{variants}")
     params = {v: {"split_seed": split_seed, **(remedy_params or {}).get(v, {})}
               for v in variants if v != STANDARD}
+    for v, p in params.items():
+        make_remedy(v, **p)  # unknown settings fail here, before anything trains
     comp = {"style": "paper000", "n_biased": 5, "overlays_per_class": 10, "repeats": 2,
             **(composite_params or {})}
     if STANDARD in variants and "reference" not in comp:  # backgrounds biased for standard

@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+
 from transferscope.remedies._base import Remedy, fine_tune
 from transferscope.remedies.activation_l1 import ActivationL1
 from transferscope.remedies.composite_augmentation import CompositeAugmentation
@@ -25,6 +27,13 @@ def make_remedy(kind: str, **params) -> Remedy:
     """The remedy ``kind`` (see :data:`REMEDIES`) with ``params``."""
     if kind not in REMEDIES:
         raise ConfigError(f"unknown remedy {kind!r}; known: {', '.join(REMEDIES)}")
+    known = {n for cls in (REMEDIES[kind], Remedy)
+             for n, p in inspect.signature(cls.__init__).parameters.items()
+             if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(f"remedy {kind!r} has no setting {', '.join(map(repr, unknown))}; "
+                          f"its settings: {', '.join(sorted(known - {'data_root'}))}")
     return REMEDIES[kind](**params)
 
 
