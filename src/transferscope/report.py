@@ -164,13 +164,20 @@ def findings(results: dict[str, AnalysisResult]) -> list[str]:
                    + "; ".join(parts) + ".")
     if "remedies" in results:
         v = results["remedies"].summary.get("verdicts", {})
-        parts = [f"{e(k)} {'counts' if r['counts'] else 'does not count'} "
-                 f"(against {100 * r['delta_against']:+.1f} pts, clean "
+        def spread(r):
+            sd = r.get("delta_against_std")
+            return "" if sd is None or sd != sd else f" ± {100 * sd:.1f}"
+        def verdict(r):
+            return "counts" if r["counts"] else "lowers interference but costs clean " \
+                "accuracy" if r.get("lowers_interference") else "does not count"
+        parts = [f"{e(k)} {verdict(r)} "
+                 f"(against {100 * r['delta_against']:+.1f}{spread(r)} pts, clean "
                  f"{100 * r['delta_clean']:+.1f} pts)" for k, r in v.items()]
         if parts:
-            out.append("<b>Remedies</b> vs standard fine-tuning (composite accuracy over biased "
-                       "backgrounds; counts if it rises beyond the seed spread and clean "
-                       "accuracy drops at most 1 point): " + "; ".join(parts) + ".")
+            out.append("<b>Remedies</b> vs standard fine-tuning of the same seed (composite "
+                       "accuracy over biased backgrounds; counts if its rise exceeds the "
+                       "seed-to-seed spread of that rise and clean accuracy drops at most 1 "
+                       "point): " + "; ".join(parts) + ".")
     return out
 
 
