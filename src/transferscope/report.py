@@ -168,8 +168,11 @@ def findings(results: dict[str, AnalysisResult]) -> list[str]:
             sd = r.get("delta_against_std")
             return "" if sd is None or sd != sd else f" ± {100 * sd:.1f}"
         def verdict(r):
+            sd = r.get("delta_against_std")
+            worse = sd is not None and sd == sd and r["delta_against"] < -sd
             return "counts" if r["counts"] else "lowers interference but costs clean " \
-                "accuracy" if r.get("lowers_interference") else "does not count"
+                "accuracy" if r.get("lowers_interference") else "raises interference" \
+                if worse else "does not count"
         parts = [f"{e(k)} {verdict(r)} "
                  f"(against {100 * r['delta_against']:+.1f}{spread(r)} pts, clean "
                  f"{100 * r['delta_clean']:+.1f} pts)" for k, r in v.items()]
