@@ -216,3 +216,19 @@ def test_unknown_remedy_settings_fail_before_training(tmp_path):
         run_remedy_study("nowhere", tmp_path, variants=["standard", "pruning"],
                          remedy_params={"pruning": {"fractoin": 0.1}})
     assert not any(tmp_path.iterdir())  # nothing trained or written
+
+
+def test_report_names_what_each_remedy_did():
+    from transferscope.analyses._base import AnalysisResult
+    from transferscope.report import findings
+
+    def v(counts, lowers, d, sd):
+        return {"counts": counts, "lowers_interference": lowers, "delta_against": d,
+                "delta_against_std": sd, "delta_clean": -0.005}
+    res = AnalysisResult("remedies", {"verdicts": {
+        "a": v(True, True, 0.1, 0.02), "b": v(False, True, 0.3, 0.1),
+        "c": v(False, False, -0.2, 0.05), "d": v(False, False, 0.01, 0.1)}}, {})
+    text = next(f for f in findings({"remedies": res}) if "Remedies" in f)
+    assert "a counts (against +10.0 ± 2.0 pts" in text
+    assert "b lowers interference but costs clean accuracy" in text
+    assert "c raises interference" in text and "d does not count" in text
