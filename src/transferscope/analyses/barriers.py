@@ -288,12 +288,12 @@ def evaluate_states(model: nn.Module, states: Sequence[State], loader: Iterable,
 def evaluate_path_batched(model: nn.Module, theta0, theta1, lambdas: Sequence[float],
                           loader: Iterable, bn_reestimate_loader: Iterable | None = None,
                           device=None, precompute: bool = True,
-                          channels_last: bool = False) -> pd.DataFrame:
+                          channels_last: bool = False, fold_bn: bool = True) -> pd.DataFrame:
     """:func:`evaluate_path` with data outer, lambda inner (each batch decoded once)."""
     t0, t1 = _state(theta0), _state(theta1)
     df = evaluate_states(model, [lambda lam=lam: interpolate(t0, t1, lam) for lam in lambdas],
                          loader, bn_reestimate_loader=bn_reestimate_loader, device=device,
-                         precompute=precompute, channels_last=channels_last)
+                         precompute=precompute, channels_last=channels_last, fold_bn=fold_bn)
     df.insert(0, "lambda", [float(x) for x in lambdas])
     return df
 
