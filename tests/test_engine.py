@@ -255,3 +255,15 @@ def test_batchnorm_folding_refuses_a_conv_output_read_twice():
             return (self.bn(y) + y).mean((2, 3))
 
     assert BatchNormFolder.build(Skip(), torch.randn(2, 3, 8, 8)) is None
+
+
+def test_auto_batch_size_keeps_about_16_images_of_128px_on_cpu(tiny_folder, tmp_path):
+    from transferscope.engine.inference import auto_batch_size
+
+    assert auto_batch_size(128) == 16 and auto_batch_size(224) == 5 and auto_batch_size(64) == 64
+    assert auto_batch_size(1024) == 4 and auto_batch_size(96) == 28
+    assert auto_batch_size(224, "cuda") == 32
+    m, ds = tiny_model(), image_folder(tiny_folder)
+    auto = predict(m, ds, image_size=32, cache=ResultCache(enabled=False))
+    fixed = predict(m, ds, image_size=32, cache=ResultCache(enabled=False), batch_size=3)
+    assert torch.allclose(auto.logits, fixed.logits, atol=1e-5)

@@ -75,7 +75,7 @@ def evaluate(
     source: bool = typer.Option(False, help="labels are ImageNet classes (wnid file/folder names)"),
     init: str = typer.Option("imagenet", help="weights when --model is an architecture name"),
     image_size: Optional[int] = typer.Option(None),
-    batch_size: int = typer.Option(32),
+    batch_size: Optional[int] = typer.Option(None, help="default: ~16 images of 128 px on CPU"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result here"),
     data_root: Optional[Path] = DataRoot,
 ):

@@ -151,7 +151,8 @@ class AnalysesSpec(_Strict):
 class StudySpec(_Strict):
     name: str = "transferscope study"
     image_size: int = Field(224, ge=8)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="batch of the analyses' forward "
+                                   "passes (default: auto_batch_size for image_size)")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="forward passes of the "
                                                "analyses: fp32, or bfloat16 autocast")
     source: SourceSpec = Field(default_factory=SourceSpec)

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from transferscope.data.folder import ImageSet
 from transferscope.engine.cache import ResultCache
-from transferscope.engine.inference import PRECISIONS, Predictions, default_cache, predict
+from transferscope.engine.inference import (PRECISIONS, Predictions, auto_batch_size,
+                                            default_cache, predict)
 from transferscope.errors import ConfigError, ModelError
 from transferscope.models.base import TransferModel, compose
 
@@ -31,13 +32,15 @@ class AuditContext:
     target_data: ImageSet
     source_data: dict[str, ImageSet]
     image_size: int = 224
-    batch_size: int = 32
+    batch_size: int | None = None  # None: engine.inference.auto_batch_size(image_size)
     cache: ResultCache = field(default_factory=default_cache)
     progress: bool | None = None
     extra_sources: dict[str, TransferModel] = field(default_factory=dict)
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.batch_size is None:
+            self.batch_size = auto_batch_size(self.image_size)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         n = self.target_data.num_classes
