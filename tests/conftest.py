@@ -76,3 +76,12 @@ def tiny_split(tmp_path) -> Path:
     make_folder(root / "train", per_class=8, seed=1)
     make_folder(root / "val", per_class=4, seed=2)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Analyses called directly in tests return open figures (saving closes them)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
