@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.engine._hooks import run_hooked
 from transferscope.errors import ConfigError
 
 
@@ -107,17 +108,9 @@ def _input_sizes(model: nn.Module, input_size, device=None) -> dict[str, tuple[i
     hooks = [m.register_forward_pre_hook(hook(name)) for name, m in model.named_modules()
              if isinstance(m, nn.Conv2d)]
     h, w = _pair(input_size)
-    was = model.training
-    model.eval()
-    try:
-        p = next(model.parameters(), None)
-        x = torch.zeros(1, 3, h, w, device=device or (p.device if p is not None else "cpu"))
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was)
-        for hk in hooks:
-            hk.remove()
+    p = next(model.parameters(), None)
+    run_hooked(model, torch.zeros(1, 3, h, w, device=device or (p.device if p is not None
+                                                                  else "cpu")), hooks)
     return sizes
 
 

@@ -14,6 +14,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from transferscope.engine._hooks import run_hooked
+
 
 def bn_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
     """BatchNorm layers that keep running statistics, by name."""
@@ -87,15 +89,7 @@ def conv_bn_pairs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str]]:
     hooks = [m.register_forward_hook(conv_hook) for m in model.modules()
              if isinstance(m, nn.Conv2d)]
     hooks += [m.register_forward_hook(bn_hook) for m in bns]
-    was = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
+    run_hooked(model, x, hooks)
     return list(dict.fromkeys(pairs))
 
 

@@ -1,0 +1,22 @@
+"""One forward pass run only for what forward hooks record (layer sizes, module pairs)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+def run_hooked(model: nn.Module, x: torch.Tensor, handles: Iterable) -> None:
+    """``model(x)`` in eval mode without gradients; the model's mode is restored and the hook
+    ``handles`` removed afterwards, whatever happens."""
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
