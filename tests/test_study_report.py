@@ -151,3 +151,15 @@ def test_cached_analysis_computes_once_and_restores_files(tmp_path):
     assert again.tables["path"]["a"].tolist() == [1, 2]
     assert (tmp_path / "out2" / "figures" / "barriers__plot.png").exists()
     assert (tmp_path / "out2" / "results" / "barriers__path.csv").exists()
+
+
+def test_example_study_files_parse():
+    from pathlib import Path
+
+    from transferscope.study import load_study
+
+    examples = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
+    assert examples
+    for path in examples:
+        spec, _ = load_study(path)
+        assert spec.models, path
