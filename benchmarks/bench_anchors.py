@@ -15,8 +15,9 @@ cka      linear CKA of every layer group of one resnet18 against every layer gro
          Both read the same decoded batches. torch_cka (one pass, but a minibatch unbiased-HSIC
          estimator on flattened features: other values) is timed for context.
 barrier  25 lambda points on the line between two lite0 weight vectors, hymenoptera/val:
-         analyses.barriers.evaluate_path_batched (each batch decoded once) vs a loop of 25
-         plain evaluations (load_state_dict + decode and run the data each time).
+         analyses.barriers.evaluate_path_batched (each batch decoded once; on a list of
+         decoded batches, as the studies pass them, states outer) vs a loop of 25 plain
+         evaluations (load_state_dict + decode and run the data each time).
 """
 
 from __future__ import annotations
@@ -202,6 +203,18 @@ def bench_barrier(args) -> None:
         "evaluate_path_batched, channels-last (barriers.run default)":
             lambda: barriers.evaluate_path_batched(model, t0, t1, lams, loader,
                                                    channels_last=True)[
+                ["loss", "accuracy"]].to_numpy(),
+        "the same without folding BatchNorm (fold_bn=False)":
+            lambda: barriers.evaluate_path_batched(model, t0, t1, lams, loader,
+                                                   channels_last=True, fold_bn=False)[
+                ["loss", "accuracy"]].to_numpy(),
+        "decode once into a list, then barriers.run's path (states outer)":
+            lambda: barriers.evaluate_path_batched(model, t0, t1, lams, list(loader),
+                                                   channels_last=True)[
+                ["loss", "accuracy"]].to_numpy(),
+        "the same without folding BatchNorm":
+            lambda: barriers.evaluate_path_batched(model, t0, t1, lams, list(loader),
+                                                   channels_last=True, fold_bn=False)[
                 ["loss", "accuracy"]].to_numpy()}
     times, outs = {}, {}
     for k, fn in runs.items():
@@ -217,6 +230,9 @@ def bench_barrier(args) -> None:
         d = np.abs(outs[names[i]] - outs[names[j]]).max(0)
         return (f"{times[names[i]] / times[names[j]]:.2f}x, max |d loss| {d[0]:.1e}, "
                 f"max |d accuracy| {d[1]:.1e}")
+    print(f"  folding BatchNorm (default vs fold_bn=False): {cmp(4, 3)}; on the list: "
+          f"{cmp(6, 5)}")
+    print(f"  what studies run (decoded list, states outer) vs plain loop: {cmp(0, 5)}")
     print(f"  batched vs loop, both NCHW:          {cmp(0, 1)}")
     print(f"  batched vs loop, both channels-last: {cmp(2, 3)}")
     print(f"  batched channels-last vs plain loop: {cmp(0, 3)}")

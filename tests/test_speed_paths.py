@@ -95,3 +95,26 @@ def test_forward_batch_matches_plain_forward():
     assert torch.allclose(forward_batch(model, x, channels_last=False), ref)
     model.to(memory_format=torch.channels_last)
     assert torch.allclose(forward_batch(model, x), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["baseline_cnn", "efficientnet_lite0"])
+def test_states_outer_and_batches_outer_orders_give_identical_numbers(arch):
+    """Decoded batches (a list) run states outer, any other iterable batches outer; with
+    BatchNorm re-estimation and folding (lite0) the numbers are the same, bit for bit."""
+    torch.manual_seed(0)
+    m = _cnn(0) if arch == "baseline_cnn" else create_model("efficientnet_lite0", 3)
+    m1 = _cnn(1) if arch == "baseline_cnn" else create_model("efficientnet_lite0", 3)
+    states = [barriers.interpolate(m.state_dict(), m1.state_dict(), lam)
+              for lam in (0.0, 0.4, 1.0)]
+    data = _batches()
+
+    class Once:  # an iterable that is not a list: read batch by batch
+        def __iter__(self):
+            return iter(data)
+    for bn in (None, data[:1]):
+        listed = barriers.evaluate_states(m, states, data, bn_reestimate_loader=bn,
+                                          channels_last=True)
+        streamed = barriers.evaluate_states(m, states, Once(), bn_reestimate_loader=bn,
+                                            channels_last=True)
+        assert np.array_equal(listed[["loss", "accuracy"]].to_numpy(),
+                              streamed[["loss", "accuracy"]].to_numpy())

@@ -130,7 +130,7 @@ def fold_state(state: dict[str, torch.Tensor], pairs: list[tuple[str, str]],
 
 class BatchNormFolder:
     """Evaluate many states of one architecture with BatchNorm folded into the convolutions
-    (1.2-1.4x faster on CPU for EfficientNet-Lite; outputs equal to ~1e-6).
+    (measured 1.2-1.3x faster for EfficientNet-Lite on CPU in most runs; outputs equal to ~1e-6).
 
     ``BatchNormFolder.build(model, x)`` finds the pairs on batch ``x`` and checks the folded
     copy against ``model`` there; it returns None (use the plain model) when nothing folds or
