@@ -34,7 +34,9 @@ from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses.barriers import _state, combine, evaluate_states
 from transferscope.errors import ConfigError
 
-DEFAULT_DELTAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+# delta is in parameter-norm units, so its scale grows with the model (lite0, 4.6 M parameters:
+# the P-T basin on chest X-rays first meets conditions 2-3 at 256); powers of 4 up to 1024
+DEFAULT_DELTAS = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)
 
 
 def hull_weights(k: int, num: int, seed: int = 0) -> np.ndarray:
