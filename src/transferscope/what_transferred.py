@@ -63,6 +63,7 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
                          ("P-T #2", "RI-T #2")] if p[0] in models and p[1] in models]
     key = {"models": {k: m.weights_hash() for k, m in models.items()},
            "source": ctx.source.weights_hash(), "data": data.digest, "size": size,
+           "batch": ctx.batch_size,  # BatchNorm re-estimation averages per-batch statistics
            "inits": {k: tensors_sha256(v) for k, v in inits_state.items()}, "seed": seed,
            "lambdas": list(map(float, lambdas)), "bn": bn_reestimate,
            "criticality": [criticality_images, criticality_modules, CRITICALITY_ALPHAS,
