@@ -67,7 +67,8 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
            "inits": {k: tensors_sha256(v) for k, v in inits_state.items()}, "seed": seed,
            "lambdas": list(map(float, lambdas)), "bn": bn_reestimate,
            "criticality": [criticality_images, criticality_modules, CRITICALITY_ALPHAS,
-                           CRITICALITY_SIGMAS], "basins": [BASIN_SAMPLES, BASIN_PAIRS, list(basins.DEFAULT_DELTAS)]}
+                           CRITICALITY_SIGMAS],
+           "basins": [BASIN_SAMPLES, BASIN_PAIRS, list(basins.DEFAULT_DELTAS)]}
 
     @functools.cache
     def batches():  # decoded once, only if some analysis is not cached

@@ -152,9 +152,10 @@ def _run_loader(model: nn.Module, loader: Iterable, device, channels_last: bool 
     acc = [0.0, 0, 0]
     with _evaluating(model, channels_last):
         for batch in loader:
-            x = _nhwc(_split(batch, device)[0], channels_last)
+            x, y = _split(batch, device)
+            x = _nhwc(x, channels_last)
             out = model(x) if state is None else functional_call(model, state, (x,))
-            _score(out.float(), _split(batch, device)[1], acc)
+            _score(out.float(), y, acc)
     return acc
 
 

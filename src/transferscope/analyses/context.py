@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from transferscope.data.folder import ImageSet
 from transferscope.engine.cache import ResultCache
-from transferscope.engine.inference import (PRECISIONS, Predictions, auto_batch_size,
+from transferscope.engine.inference import (Predictions, auto_batch_size, check_precision,
                                             default_cache, predict)
 from transferscope.errors import ConfigError, ModelError
 from transferscope.models.base import TransferModel, compose
@@ -41,8 +41,7 @@ class AuditContext:
     def __post_init__(self) -> None:
         if self.batch_size is None:
             self.batch_size = auto_batch_size(self.image_size)
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision)
         n = self.target_data.num_classes
         for name, model in self.targets.items():
             if model.num_classes != n:

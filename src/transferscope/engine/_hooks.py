@@ -8,14 +8,14 @@ import torch
 from torch import nn
 
 
-def run_hooked(model: nn.Module, x: torch.Tensor, handles: Iterable) -> None:
+def run_hooked(model: nn.Module, x: torch.Tensor, handles: Iterable = ()) -> torch.Tensor:
     """``model(x)`` in eval mode without gradients; the model's mode is restored and the hook
-    ``handles`` removed afterwards, whatever happens."""
+    ``handles`` removed afterwards, whatever happens. Returns the output."""
     was = model.training
     try:
         model.eval()
         with torch.no_grad():
-            model(x)
+            return model(x)
     finally:
         model.train(was)
         for h in handles:

@@ -151,14 +151,8 @@ class BatchNormFolder:
         if not pairs:
             return None
         folder = cls(model, pairs)
-        was = model.training
-        try:
-            model.eval()
-            with torch.no_grad():
-                ref = model(x)
-                got = torch.func.functional_call(folder.model, folder.state(model.state_dict()),
-                                                 (x,))
-        finally:
-            model.train(was)
+        ref = run_hooked(model, x)
+        with torch.no_grad():  # folder.model is an eval-mode copy
+            got = torch.func.functional_call(folder.model, folder.state(model.state_dict()), (x,))
         scale = float(ref.abs().max()) or 1.0
         return folder if float((got - ref).abs().max()) <= rtol * scale else None

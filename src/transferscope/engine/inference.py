@@ -103,6 +103,13 @@ def capture(model: nn.Module, modules: dict[str, nn.Module], pool: str = "none")
 PRECISIONS = ("fp32", "bf16")
 
 
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a one-line ConfigError."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
 def auto_batch_size(image_size: int, device: str | torch.device = "cpu") -> int:
     """Inference batch size when none is given: on CPU about 16 images of 128 px (~260 k
     pixels: activations stay in cache; efficientnet_lite0 runs 1.3x faster at 128 px and 3x
@@ -122,8 +129,7 @@ def forward_batch(model: nn.Module, x: torch.Tensor, channels_last: bool = True,
     ``"bf16"`` runs under bfloat16 autocast (faster where the CPU has AVX512-BF16/AMX or on
     GPUs; logits differ from fp32 by ~1e-2); outputs are float32 either way.
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)
     with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16,
                                                 enabled=precision == "bf16"):
         if channels_last:
@@ -161,8 +167,7 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
     if transform is None and hasattr(data, "model_transform"):
         transform = data.model_transform(model.norm, model.fixed_size)  # keeps box geometry
     transform = transform or eval_transform(model.norm, image_size or model.default_size)
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)  # before the cache key is built
     extra = {} if precision == "fp32" else {"precision": precision}  # fp32 keys stay as they were
     if batch_size is None:
         batch_size = auto_batch_size(image_size or model.default_size, distributed.setup().device)
@@ -206,10 +211,8 @@ def _head(model: TransferModel, features: torch.Tensor, batch_size: int) -> torc
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            return torch.cat([model.forward_head(f).float()
-                              for f in features.split(batch_size)]) if len(features) else \
-                model.forward_head(features).float()
+        with torch.inference_mode():  # predict() refuses empty data, so there is a batch
+            return torch.cat([model.forward_head(f).float() for f in features.split(batch_size)])
     finally:
         model.train(was_training)
 
