@@ -305,27 +305,31 @@ def version():
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+    """Entry point; returns the exit status.
+
+    Usage errors (unknown command or option, missing option) print typer's usage message and
+    return 2; user errors (:class:`TransferscopeError`) print one line and return 2; Ctrl-C
+    returns 130. Typer handles the usage errors itself (standalone mode), so the CLI needs no
+    import of click, which typer vendors and no longer installs.
+    """
     try:
-        code = app(args=argv, standalone_mode=False)  # typer turns Ctrl-C into a return of 130
+        app(args=argv, prog_name="transferscope")  # standalone: always ends in SystemExit
+        code: object = 0
+    except SystemExit as exc:  # typer: 0 on success, 2 on usage errors, 130 on Ctrl-C, 1 abort
+        code = exc.code
     except TransferscopeError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
     except KeyboardInterrupt:
-        typer.echo("interrupted; re-run with --resume to continue", err=True)
-        return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        raise
+        code = 130
     if code == 130:
         typer.echo("interrupted; re-run with --resume to continue", err=True)
-    return code if isinstance(code, int) else 0
+    if code is None:
+        return 0
+    if not isinstance(code, int):  # sys.exit("message") prints the message, status 1
+        typer.echo(str(code), err=True)
+        return 1
+    return code
 
 
 from transferscope import _cli_studies  # noqa: E402,F401  (registers the study commands)
