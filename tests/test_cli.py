@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -87,3 +88,103 @@ def test_main_returns_2_for_usage_and_user_errors(tmp_path, capsys):
     assert err.startswith("error: unknown model") and len(err.strip().splitlines()) == 1
     assert main(["version"]) == 0
     assert capsys.readouterr().out.strip() == transferscope.__version__
+
+
+# --- the cli package: no import cycle ---------------------------------------------------------
+
+CLI_DIR = SRC / "transferscope" / "cli"
+CLI_MODULES = sorted(
+    "transferscope.cli" + ("" if f.stem == "__init__" else f".{f.stem}")
+    for f in CLI_DIR.glob("*.py"))
+
+
+def _module_level_imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """transferscope modules that ``path`` imports at module level (function bodies excluded)."""
+    tree = ast.parse(path.read_text())
+    package = name if path.stem == "__init__" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(nodes):
+        for n in nodes:
+            if isinstance(n, ast.Import):
+                found.update(a.name for a in n.names)
+            elif isinstance(n, ast.ImportFrom):
+                base = n.module or ""
+                if n.level:
+                    parts = package.split(".")
+                    parts = parts[:len(parts) - n.level + 1]
+                    base = ".".join(parts + ([n.module] if n.module else []))
+                found.add(base)
+                found.update(f"{base}.{a.name}" for a in n.names if f"{base}.{a.name}" in known)
+            elif isinstance(n, (ast.If, ast.Try)):  # module-level conditional imports count
+                visit(n.body)
+                visit(getattr(n, "orelse", []))
+                for h in getattr(n, "handlers", []):
+                    visit(h.body)
+
+    visit(tree.body)
+    return {m for m in found if m in known and m != name}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles, state, stack = [], {}, []
+
+    def dfs(u):
+        state[u] = 1
+        stack.append(u)
+        for v in sorted(graph.get(u, ())):
+            if state.get(v) == 1:
+                cycles.append(stack[stack.index(v):] + [v])
+            elif v not in state:
+                dfs(v)
+        stack.pop()
+        state[u] = 2
+
+    for u in sorted(graph):
+        if u not in state:
+            dfs(u)
+    return cycles
+
+
+def test_import_graph_helper_finds_a_planted_cycle(tmp_path):
+    pkg = tmp_path / "pk"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from pk import a\n")
+    (pkg / "a.py").write_text("from pk import b\ndef f():\n    import pk\n")
+    (pkg / "b.py").write_text("if True:\n    from . import a as _a\n")
+    known = {"pk", "pk.a", "pk.b"}
+    graph = {"pk": _module_level_imports(pkg / "__init__.py", "pk", known),
+             "pk.a": _module_level_imports(pkg / "a.py", "pk.a", known),
+             "pk.b": _module_level_imports(pkg / "b.py", "pk.b", known)}
+    assert graph == {"pk": {"pk.a"}, "pk.a": {"pk", "pk.b"}, "pk.b": {"pk", "pk.a"}}
+    assert _cycles(graph)  # pk -> pk.a -> pk (and pk.a <-> pk.b)
+    assert not _cycles({"pk": {"pk.a"}, "pk.a": {"pk.b"}, "pk.b": set()})
+
+
+def test_cli_package_has_no_import_cycle():
+    assert len(CLI_MODULES) >= 4 and not (SRC / "transferscope" / "cli.py").exists()
+    files = {m: CLI_DIR / ("__init__.py" if m == "transferscope.cli"
+                           else m.rpartition(".")[2] + ".py") for m in CLI_MODULES}
+    known = set(CLI_MODULES)
+    graph = {m: _module_level_imports(f, m, known) for m, f in files.items()}
+    assert not _cycles(graph), graph
+    # only the package __init__ imports the command modules; they import the app from _app
+    for m in CLI_MODULES:
+        if m not in ("transferscope.cli", "transferscope.cli.__main__"):
+            assert "transferscope.cli" not in graph[m], f"{m} imports its own package"
+
+
+@pytest.mark.parametrize("module", CLI_MODULES)
+def test_each_cli_module_imports_first_in_a_fresh_interpreter(module):
+    code = ("import importlib, typer; importlib.import_module(%r); "
+            "from transferscope.cli import app; "
+            "print(sorted(typer.main.get_command(app).commands))" % module)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    names = ast.literal_eval(done.stdout)
+    for cmd in ("train", "evaluate", "audit", "audit-memory", "demo", "guard", "models",
+                "recipes", "data", "version", "transferability", "block-shuffle",
+                "checkpoint-transfer", "remedies"):
+        assert cmd in names, (module, names)

@@ -197,7 +197,7 @@ def test_remedy_study_end_to_end_on_held_out_halves(tiny_split, source_folder, t
 
 
 def test_unknown_remedy_settings_fail_before_training(tmp_path):
-    from transferscope._cli_studies import _remedy_params
+    from transferscope.cli.studies import _remedy_params
     from transferscope.remedy_study import run_remedy_study
 
     with pytest.raises(ConfigError, match="no setting 'fractoin'.*fraction"):

@@ -1,24 +1,16 @@
-"""The ``transferscope`` command line. User errors print one line and exit with status 2."""
+"""Core commands of the ``transferscope`` CLI: train, evaluate, audits, guard, listings, data."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from transferscope import __version__, config
+from transferscope import __version__
+from transferscope.cli._app import DataRoot, app, data_app
 from transferscope.errors import TransferscopeError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Audit what transfer learning keeps, transfers and breaks.")
-data_app = typer.Typer(no_args_is_help=True, help="Find, check and download data sets.")
-app.add_typer(data_app, name="data")
-
-DataRoot = typer.Option(None, "--data-root", help=f"data folder (else ${config.DATA_ENV}, "
-                        "else ../shared/data, else ~/.cache/transferscope/data)")
 
 
 @app.command()
@@ -301,44 +293,5 @@ def data_check(name: str, split: Optional[str] = typer.Option(None),
 
 @app.command()
 def version():
+    """Print the transferscope version."""
     typer.echo(__version__)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status.
-
-    Usage errors (unknown command or option, missing option) print typer's usage message and
-    return 2; user errors (:class:`TransferscopeError`) print one line and return 2; Ctrl-C
-    returns 130. Typer handles the usage errors itself (standalone mode), so the CLI needs no
-    import of click, which typer vendors and no longer installs.
-    """
-    try:
-        app(args=argv, prog_name="transferscope")  # standalone: always ends in SystemExit
-        code: object = 0
-    except SystemExit as exc:  # typer: 0 on success, 2 on usage errors, 130 on Ctrl-C, 1 abort
-        code = exc.code
-    except TransferscopeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return 2
-    except KeyboardInterrupt:
-        code = 130
-    if code == 130:
-        typer.echo("interrupted; re-run with --resume to continue", err=True)
-    if code is None:
-        return 0
-    if not isinstance(code, int):  # sys.exit("message") prints the message, status 1
-        typer.echo(str(code), err=True)
-        return 1
-    return code
-
-
-from transferscope import _cli_studies  # noqa: E402,F401  (registers the study commands)
-
-if __name__ == "__main__":  # run the imported module, where the study commands registered
-    from transferscope.cli import main as _main
-
-    sys.exit(_main())
-
-
-def run() -> None:  # console-script target
-    sys.exit(main())

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from transferscope.cli import DataRoot, app
+from transferscope.cli._app import DataRoot, app
 from transferscope.errors import ConfigError
 
 

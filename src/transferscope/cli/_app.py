@@ -1,0 +1,20 @@
+"""The typer application of the ``transferscope`` CLI and the options its commands share.
+
+Command modules (:mod:`transferscope.cli.commands`, :mod:`transferscope.cli.studies`) import
+``app`` from here and register on it; this module imports no command module, so there is no
+import cycle.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from transferscope import config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Audit what transfer learning keeps, transfers and breaks.")
+data_app = typer.Typer(no_args_is_help=True, help="Find, check and download data sets.")
+app.add_typer(data_app, name="data")
+
+DataRoot = typer.Option(None, "--data-root", help=f"data folder (else ${config.DATA_ENV}, "
+                        "else ../shared/data, else ~/.cache/transferscope/data)")
