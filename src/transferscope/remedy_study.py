@@ -164,7 +164,8 @@ def run_remedy_study(target: str, out: str | os.PathLike, *, arch: str = "effici
     ``batch_size`` / ``lr`` override the recipe's; ``composite_params`` the evaluation
     composites (``style`` paper000: overlay 10 % of the image, paper001: 16 %).
 
-    Example:
+    Example (skipped in the doctests: trains and audits five variants on the hymenoptera
+    data set, tens of minutes on a CPU; ``tests/test_remedies.py`` runs a tiny one):
         >>> run_remedy_study("hymenoptera", "remedies", seeds=(0,))  # doctest: +SKIP
     """
     out = Path(out)

@@ -237,7 +237,26 @@ def image_folder(name_or_path: str | os.PathLike, split: str | None = None, *,
         split: sub-folder such as ``"train"`` or ``"val"``.
         empty_classes: ``"error"`` (default) or ``"skip"`` for class folders with no usable image.
 
-    Example:
+    Example (a folder written on the spot; an unreadable file is skipped and listed):
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from PIL import Image
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> root = Path(tmp.name)
+        >>> for c, n in (("ants", 3), ("bees", 2)):
+        ...     (root / "val" / c).mkdir(parents=True)
+        ...     for i in range(n):
+        ...         Image.new("RGB", (16, 16), (40 * i, 0, 0)).save(root / "val" / c / f"{i}.png")
+        >>> _ = (root / "val" / "bees" / "broken.jpg").write_bytes(b"not an image")
+        >>> ds = image_folder(root, "val")
+        >>> ds.classes, len(ds), ds.class_counts()
+        (['ants', 'bees'], 5, [3, 2])
+        >>> [Path(s.path).name for s in ds.skipped]
+        ['broken.jpg']
+        >>> tmp.cleanup()
+
+        With the data root (skipped here: needs the hymenoptera data set):
+
         >>> ds = image_folder("hymenoptera", "val")  # doctest: +SKIP
         >>> ds.classes, len(ds)  # doctest: +SKIP
         (['ants', 'bees'], 153)

@@ -204,7 +204,31 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     ``keep_checkpoints=N`` keeps only the last N epoch checkpoints (default: all, which the
     optimisation-path analyses of paper 003 need).
 
-    Example:
+    Example (a two-class set of 24 px images, one epoch; a fraction of a second):
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from PIL import Image
+        >>> from transferscope.engine import TrainConfig, get_recipe, train
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> root = Path(tmp.name)
+        >>> for split in ("train", "val"):
+        ...     for c, rgb in (("ants", (200, 40, 40)), ("bees", (40, 40, 200))):
+        ...         (root / split / c).mkdir(parents=True)
+        ...         for i in range(4):
+        ...             Image.new("RGB", (24, 24), (rgb[0], 10 * i, rgb[2])).save(
+        ...                 root / split / c / f"{i}.png")
+        >>> cfg = TrainConfig(arch="baseline_cnn", init="random", data=str(root),
+        ...                   recipe=get_recipe("quick", epochs=1, image_size=32, batch_size=4))
+        >>> result = train(cfg, root / "run", progress=False)
+        >>> [m["epoch"] for m in result.metrics], 0.0 <= result.metrics[-1]["val_acc"] <= 1.0
+        ([1], True)
+        >>> sorted(p.name for p in (root / "run").glob("*.safetensors"))
+        ['init.safetensors', 'init_random.safetensors', 'model.safetensors']
+        >>> tmp.cleanup()
+
+        Paper 000's fine-tuning run (skipped here: needs the hymenoptera data set in the data
+        root and minutes of CPU time):
+
         >>> cfg = TrainConfig(arch="efficientnet_lite0", init="imagenet", data="hymenoptera",
         ...                   recipe=get_recipe("paper000-finetune", epochs=5))  # doctest: +SKIP
         >>> train(cfg, "runs/ft").final_val_accuracy  # doctest: +SKIP
