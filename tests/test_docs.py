@@ -22,3 +22,99 @@ def test_pytest_config_collects_src_doctests():
     # the examples exist where the issue counted them (>= 50 lines of ``>>>``)
     lines = sum(len(re.findall(r"^\s*>>> ", f.read_text(), re.M)) for f in SRC.rglob("*.py"))
     assert lines >= 50
+
+
+# --- the study-file reference (docs/study-file.md) ---------------------------------------------
+
+def test_committed_study_file_reference_is_current():
+    from transferscope import studyref
+
+    assert (ROOT / "docs" / "study-file.md").read_text() == studyref.render(), \
+        "docs/study-file.md is stale: run `python -m transferscope.studyref`"
+
+
+def test_every_study_key_is_described_and_listed():
+    from transferscope import studyref
+
+    text = studyref.render()
+    found = studyref.tables()
+    assert [n for n, _, _ in found] == ["", "source", "target", "source_images", "models",
+                                       "analyses", "analyses.composites",
+                                       "analyses.transfer_options"]
+    n_keys = 0
+    for name, spec, array in found:
+        assert (spec.__doc__ or "").strip(), f"{spec.__name__} has no docstring"
+        title = "## Top-level keys" if not name else f"## `[[{name}]]`" if array \
+            else f"## `[{name}]`"
+        section = text.split(title + "\n", 1)[1].split("\n## ", 1)[0]
+        for key, info in spec.model_fields.items():
+            n_keys += 1
+            assert info.description and len(info.description) > 10, f"{name}.{key}"
+            assert f"| `{key}` |" in section and info.description in section, f"{name}.{key}"
+    assert n_keys >= 39  # the 39 keys of the spec when the reference was written
+
+
+def test_every_key_example_parses_to_the_defaults():
+    """The generated "every key" study names each key once and, parsed, equals the spec built
+    from the required keys alone: the documented defaults are the real ones."""
+    from transferscope import studyref
+    from transferscope.study import StudySpec, parse_study
+
+    full = studyref.full_example()
+    spec = parse_study(full, "every-key example")
+    minimal = StudySpec(target={"data": "hymenoptera"},
+                        models=[{"name": "fine-tuned", "arch": "efficientnet_lite0"}])
+    assert spec.model_dump() == minimal.model_dump()
+    keys = re.findall(r"^#? ?(\w+) = ", full, re.M)
+    expected = [k for _, spec_cls, _ in studyref.tables()
+                for k, row in zip(spec_cls.model_fields, studyref.field_rows(spec_cls))
+                if row.table is None]
+    assert keys == expected and len(keys) >= 32
+    assert "# limit = ...  (unset by default; integer (optional))" in full
+
+
+def test_reference_rows_known_answer():
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    from transferscope import studyref
+
+    class Inner(BaseModel):
+        """Inner table."""
+        k: Literal["a", "b"] = Field("a", description="a letter")
+
+    class Toy(BaseModel):
+        """Toy table."""
+        xs: list[float] = Field(default_factory=lambda: [0.5, 2.0], min_length=2,
+                                description="numbers")
+        n: int | None = Field(None, ge=1, le=32, description="count")
+        flag: bool = Field(True, description="switch")
+        inner: Inner = Field(default_factory=Inner, description="nested")
+        items: list[Inner] = Field(description="tables")
+
+    rows = {r.key: r for r in studyref.field_rows(Toy)}
+    assert (rows["xs"].type, rows["xs"].default, rows["xs"].constraints) == \
+        ("list of float", "[0.5, 2.0]", "at least 2 items")
+    assert (rows["n"].type, rows["n"].default, rows["n"].constraints) == \
+        ("integer (optional)", "(unset)", ">= 1, <= 32")
+    assert (rows["flag"].type, rows["flag"].default) == ("boolean", "true")
+    assert (rows["inner"].type, rows["inner"].table, rows["inner"].array) == ("table", Inner,
+                                                                              False)
+    assert (rows["items"].type, rows["items"].default, rows["items"].array) == \
+        ("list of tables", "required", True)
+    assert studyref.field_rows(Inner)[0].type == '"a" or "b"'
+    assert [(n, s) for n, s, _ in studyref.tables(Toy)] == [("", Toy), ("inner", Inner),
+                                                             ("items", Inner)]
+
+
+def test_check_mode_reports_a_stale_reference(tmp_path, capsys):
+    from transferscope import studyref
+
+    out = tmp_path / "ref.md"
+    assert studyref.main(["--check", str(out)]) == 1  # missing
+    assert studyref.main([str(out)]) == 0 and out.read_text() == studyref.render()
+    assert studyref.main(["--check", str(out)]) == 0
+    out.write_text(out.read_text().replace("title of the report", "old words"))
+    assert studyref.main(["--check", str(out)]) == 1
+    assert "not current" in capsys.readouterr().err

@@ -94,72 +94,121 @@ class _Strict(BaseModel):
 
 
 class SourceSpec(_Strict):
-    arch: str = "efficientnet_lite0"
-    init: str = "imagenet"
+    """The source model M^s: the pre-trained network whose memory the study audits."""
+
+    arch: str = Field("efficientnet_lite0", description="architecture of the source model "
+                      "(`transferscope models` lists them)")
+    init: str = Field("imagenet", description="its weights: `imagenet` (the packaged ImageNet "
+                      "weights), `random`, or a `.safetensors`/`.pt` file")
 
 
 class TargetSpec(_Strict):
-    data: str
-    train_split: str = "train"
-    val_split: str = "val"
+    """The target data set, an ImageFolder layout `DATA/<split>/<class>/<image>`."""
+
+    data: str = Field(description="target data set: a name under the data root "
+                      "(e.g. `hymenoptera`) or a folder path")
+    train_split: str = Field("train", description="sub-folder the models are trained on")
+    val_split: str = Field("val", description="sub-folder the models are evaluated and "
+                           "audited on")
 
 
 class SourceImagesSpec(_Strict):
-    sets: list[str] = Field(default_factory=lambda: ["imagenet-samples"], min_length=1)
-    views: int = Field(2, ge=1, le=32)
+    """ImageNet-labelled images for the source-domain analyses (labels: file or folder names
+    that are ImageNet wnids or class names)."""
+
+    sets: list[str] = Field(default_factory=lambda: ["imagenet-samples"], min_length=1,
+                            description="image sets: names under the data root, `NAME/SPLIT` "
+                            "(e.g. `imagenette/val`) or folder paths")
+    views: int = Field(2, ge=1, le=32, description="deterministic augmented views per image, "
+                       "for sparse sets (at most 2 images per class)")
     limit: int | None = Field(None, ge=1, description="use every n-th image to keep at most "
                               "this many per set (quick runs)")
 
 
 class ModelSpec(_Strict):
-    name: str
-    path: str | None = None
-    arch: str | None = None
-    init: str = "imagenet"
-    recipe: str = "paper002"
-    epochs: int | None = Field(None, ge=1)
-    batch_size: int | None = Field(None, ge=1)
-    lr: float | None = Field(None, gt=0)
-    image_size: int | None = Field(None, ge=8)
-    seed: int = 0
+    """One target model, trained on the target data (or loaded with `path`). Same architecture
+    as the source: `init = "imagenet"` is a fine-tuned model (P-T), `init = "random"` one trained
+    from scratch (RI-T)."""
+
+    name: str = Field(description="unique name; the run is written to `OUT/runs/NAME`")
+    path: str | None = Field(None, description="load this finished run directory or "
+                             "`.safetensors` file instead of training (then `arch` is optional)")
+    arch: str | None = Field(None, description="architecture to train (`transferscope models`); "
+                             "required unless `path` is given")
+    init: str = Field("imagenet", description="initial weights: `imagenet`, `random` or a "
+                      "`.safetensors`/`.pt` file")
+    recipe: str = Field("paper002", description="training recipe (`transferscope recipes`)")
+    epochs: int | None = Field(None, ge=1, description="override the recipe's epochs")
+    batch_size: int | None = Field(None, ge=1, description="override the recipe's batch size")
+    lr: float | None = Field(None, gt=0, description="override the recipe's learning rate")
+    image_size: int | None = Field(None, ge=8, description="training image size (default: the "
+                                   "study's `image_size`)")
+    seed: int = Field(0, description="training seed (data order, head and random init)")
 
 
 class CompositeSpec(_Strict):
-    style: Literal["paper000", "paper001"] = "paper001"
-    overlays_per_class: int = Field(10, ge=1)
-    repeats: int = Field(2, ge=1)
-    seed: int = 0
+    """Composite images (paper 000 Fig. 2, paper 001): target images pasted onto source
+    images, used by the composites, occlusion and distraction analyses."""
+
+    style: Literal["paper000", "paper001"] = Field(
+        "paper001", description="overlay size: `paper001` 40 % of each side (16 % of the "
+        "area), `paper000` about 10 % of the area")
+    overlays_per_class: int = Field(10, ge=1, description="target images pasted per target "
+                                    "class (the most confidently classified)")
+    repeats: int = Field(2, ge=1, description="random placements of each overlay per "
+                         "background")
+    seed: int = Field(0, description="seed of the placements")
 
 
 class TransferSpec(_Strict):
     """Options of the papers 003/004 analyses."""
 
     lambdas: list[float] = Field(default_factory=lambda: [-1.0, -0.5, 0.0, 0.25, 0.5, 0.75,
-                                                          1.0, 1.5, 2.0])
-    bn_reestimate: bool = False
-    criticality_images: int = Field(64, ge=1)
-    criticality_modules: int = Field(6, ge=2)
+                                                          1.0, 1.5, 2.0],
+                                 description="performance barriers: points lambda on the line "
+                                 "(1 - lambda) theta_0 + lambda theta_1 between two solutions "
+                                 "(outside [0, 1]: extrapolation)")
+    bn_reestimate: bool = Field(False, description="re-estimate BatchNorm statistics on the "
+                                "validation images at every combined or perturbed point")
+    criticality_images: int = Field(64, ge=1, description="validation images for module "
+                                    "criticality and the basins")
+    criticality_modules: int = Field(6, ge=2, description="layer groups tested for "
+                                     "criticality, evenly spaced and always the last")
 
 
 class AnalysesSpec(_Strict):
-    memory: Literal["all", "none"] | list[str] = "all"
-    transfer: Literal["all", "none"] | list[str] = "all"
-    composites: CompositeSpec = Field(default_factory=CompositeSpec)
-    transfer_options: TransferSpec = Field(default_factory=TransferSpec)
+    """Which analyses run, and their options."""
+
+    memory: Literal["all", "none"] | list[str] = Field(
+        "all", description="source-domain memory analyses (papers 000/001): `all`, `none` or "
+        "a list of names; an unknown name fails and lists the known ones")
+    transfer: Literal["all", "none"] | list[str] = Field(
+        "all", description="what-is-transferred analyses (papers 003/004; need models of the "
+        "source architecture with `imagenet` or `random` init): `all`, `none` or a list")
+    composites: CompositeSpec = Field(default_factory=CompositeSpec,
+                                      description="composite images")
+    transfer_options: TransferSpec = Field(default_factory=TransferSpec,
+                                           description="options of the transfer analyses")
 
 
 class StudySpec(_Strict):
-    name: str = "transferscope study"
-    image_size: int = Field(224, ge=8)
+    """A study file: the source model, the target data, the source images, the models to train
+    or load, and the analyses. `transferscope audit STUDY.toml --out DIR` runs it."""
+
+    name: str = Field("transferscope study", description="title of the report")
+    image_size: int = Field(224, ge=8, description="image size of the analyses, and of "
+                            "training unless a model sets its own")
     batch_size: int | None = Field(None, ge=1, description="batch of the analyses' forward "
                                    "passes (default: auto_batch_size for image_size)")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="forward passes of the "
                                                "analyses: fp32, or bfloat16 autocast")
-    source: SourceSpec = Field(default_factory=SourceSpec)
-    target: TargetSpec
-    source_images: SourceImagesSpec = Field(default_factory=SourceImagesSpec)
-    models: list[ModelSpec] = Field(min_length=1)
-    analyses: AnalysesSpec = Field(default_factory=AnalysesSpec)
+    source: SourceSpec = Field(default_factory=SourceSpec, description="the source model")
+    target: TargetSpec = Field(description="the target data set")
+    source_images: SourceImagesSpec = Field(default_factory=SourceImagesSpec,
+                                            description="ImageNet-labelled source images")
+    models: list[ModelSpec] = Field(min_length=1, description="the target models, one "
+                                    "`[[models]]` table each (at least one)")
+    analyses: AnalysesSpec = Field(default_factory=AnalysesSpec, description="the analyses")
 
 
 def parse_study(text: str, source: str = "study") -> StudySpec:
