@@ -172,6 +172,9 @@ def audit(study: Path = typer.Argument(..., help="study TOML file"),
     from transferscope.study import load_study, run_study
 
     spec, text = load_study(study)
+    from transferscope.data.fetch import ensure_sets  # known sets missing: download them
+
+    ensure_sets([spec.target.data, *spec.source_images.sets], data_root)
     _, report = run_study(spec, out, spec_text=text, data_root=data_root)
     typer.echo(f"report: {report}")
 
@@ -193,6 +196,9 @@ def demo(out: Path = typer.Option(Path("transferscope-demo"), help="output folde
     if quick:
         spec = make_quick(spec)
         text = "# --quick variant of the demo study\n" + DEMO_TOML
+    from transferscope.data.fetch import ensure_sets  # fresh machine: download the sets
+
+    ensure_sets([spec.target.data, *spec.source_images.sets], data_root)
     _, report = run_study(spec, out, spec_text=text, data_root=data_root)
     typer.echo(f"report: {report}")
 
@@ -276,12 +282,15 @@ def recipes():
 
 @data_app.command("fetch")
 def data_fetch(name: str, data_root: Optional[Path] = DataRoot,
+               url: Optional[str] = typer.Option(None, help="download from this mirror "
+                                                 "(same archive as upstream)"),
                sha256: Optional[str] = typer.Option(None, help="expected archive sha256"),
                timeout: float = typer.Option(20.0, help="network timeout in seconds")):
-    """Download a known data set into the data root (needs internet)."""
+    """Download a known data set (hymenoptera, imagenet-samples, imagenette) into the data
+    root: resumable, verified against the package's manifest (and --sha256)."""
     from transferscope.data.fetch import fetch
 
-    typer.echo(str(fetch(name, data_root, timeout=timeout, sha256=sha256)))
+    typer.echo(str(fetch(name, data_root, timeout=timeout, url=url, sha256=sha256)))
 
 
 @data_app.command("check")
