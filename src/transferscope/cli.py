@@ -35,8 +35,10 @@ def train(
     lr: Optional[float] = typer.Option(None, help="override the recipe's learning rate"),
     resume: bool = typer.Option(False, help="continue an interrupted run in --out"),
     num_workers: int = typer.Option(0, help="data-loading worker processes"),
-    keep_checkpoints: Optional[int] = typer.Option(None, help="keep only the last N epoch "
-                                                   "checkpoints (default: all)"),
+    keep_checkpoints: Optional[str] = typer.Option(None, help="epoch checkpoints to keep: "
+                                                   "'all' or the last N (default: the last)"),
+    keep_epochs: str = typer.Option("", help="also keep these epochs' checkpoints, e.g. 2,4 "
+                                    "(for checkpoint-transfer)"),
     precise_bn: Optional[bool] = typer.Option(None, help="re-estimate BatchNorm statistics "
                                               "after each epoch (default: with --init random)"),
     data_root: Optional[Path] = DataRoot,
@@ -49,7 +51,8 @@ def train(
                       recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                         batch_size=batch_size, lr=lr))
     result = run_train(cfg, out, resume=resume, data_root=data_root, num_workers=num_workers,
-                       keep_checkpoints=keep_checkpoints)
+                       keep_checkpoints=keep_checkpoints,
+                       keep_epochs=[int(e) for e in keep_epochs.split(",") if e.strip()])
     last = result.metrics[-1]
     typer.echo(f"{out}: {len(result.metrics)} epochs, val_acc {last['val_acc']:.4f}, "
                f"val_loss {last['val_loss']:.4f}")

@@ -122,6 +122,8 @@ class ModelSpec(_Strict):
     lr: float | None = Field(None, gt=0)
     image_size: int | None = Field(None, ge=8)
     seed: int = 0
+    keep_checkpoints: int | Literal["all"] | None = Field(None, description="epoch checkpoints "
+                                                          "kept: 'all', the last N (default 1)")
 
 
 class CompositeSpec(_Strict):
@@ -224,7 +226,7 @@ def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root):
                       recipe=get_recipe(m.recipe, epochs=m.epochs, batch_size=m.batch_size,
                                         lr=m.lr, image_size=m.image_size or spec.image_size))
     return train(cfg, out / "runs" / m.name, resume=True, data_root=data_root,
-                 keep_checkpoints=None).model
+                 keep_checkpoints=m.keep_checkpoints).model
 
 
 def quick(spec: StudySpec) -> StudySpec:
