@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 from transferscope import _cli_studies  # noqa: E402,F401  (registers the study commands)
+from transferscope import _cli_cache  # noqa: E402,F401  (registers `cache info|clear`)
 
 if __name__ == "__main__":  # run the imported module, where the study commands registered
     from transferscope.cli import main as _main
