@@ -19,6 +19,9 @@ app.add_typer(data_app, name="data")
 
 DataRoot = typer.Option(None, "--data-root", help=f"data folder (else ${config.DATA_ENV}, "
                         "else ../shared/data, else ~/.cache/transferscope/data)")
+LogTo = typer.Option(None, "--log-to", help="also log metrics, figures and the report to "
+                     "tensorboard (<out>/tensorboard) or mlflow (<out>/mlflow.db, or "
+                     "$MLFLOW_TRACKING_URI)")
 
 
 @app.command()
@@ -42,6 +45,7 @@ def train(
     precise_bn: Optional[bool] = typer.Option(None, help="re-estimate BatchNorm statistics "
                                               "after each epoch (default: with --init random)"),
     data_root: Optional[Path] = DataRoot,
+    log_to: Optional[str] = LogTo,
 ):
     """Fine-tune or train from scratch; writes weights, checkpoints and metrics to --out."""
     from transferscope.engine import TrainConfig, get_recipe
@@ -50,9 +54,19 @@ def train(
     cfg = TrainConfig(arch=arch, init=init, data=data, seed=seed, precise_bn=precise_bn,
                       recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                         batch_size=batch_size, lr=lr))
-    result = run_train(cfg, out, resume=resume, data_root=data_root, num_workers=num_workers,
-                       keep_checkpoints=keep_checkpoints,
-                       keep_epochs=[int(e) for e in keep_epochs.split(",") if e.strip()])
+    from transferscope.trackers import open_tracker
+
+    tracker = open_tracker(log_to, out, f"train {arch} on {data}")
+    try:
+        if tracker:
+            tracker.log_params(json.loads(cfg.model_dump_json()))
+        result = run_train(cfg, out, resume=resume, data_root=data_root,
+                           num_workers=num_workers, keep_checkpoints=keep_checkpoints,
+                           keep_epochs=[int(e) for e in keep_epochs.split(",") if e.strip()],
+                           on_epoch=tracker.epoch_logger(arch) if tracker else None)
+    finally:
+        if tracker:
+            tracker.close()
     last = result.metrics[-1]
     typer.echo(f"{out}: {len(result.metrics)} epochs, val_acc {last['val_acc']:.4f}, "
                f"val_loss {last['val_loss']:.4f}")
@@ -170,7 +184,7 @@ def audit_memory(
 def audit(study: Path = typer.Argument(..., help="study TOML file"),
           out: Path = typer.Option(..., help="output folder (runs/, results/, figures/, "
                                    "report.html)"),
-          data_root: Optional[Path] = DataRoot):
+          data_root: Optional[Path] = DataRoot, log_to: Optional[str] = LogTo):
     """Run a study: train what is missing, run every analysis, write the report."""
     from transferscope.study import load_study, run_study
 
@@ -178,7 +192,7 @@ def audit(study: Path = typer.Argument(..., help="study TOML file"),
     from transferscope.data.fetch import ensure_sets  # known sets missing: download them
 
     ensure_sets([spec.target.data, *spec.source_images.sets], data_root)
-    _, report = run_study(spec, out, spec_text=text, data_root=data_root)
+    _, report = run_study(spec, out, spec_text=text, data_root=data_root, log_to=log_to)
     typer.echo(f"report: {report}")
 
 
@@ -187,7 +201,7 @@ def demo(out: Path = typer.Option(Path("transferscope-demo"), help="output folde
          quick: bool = typer.Option(False, help="small images, few epochs (smoke test, "
                                     "a few minutes)"),
          print_spec: bool = typer.Option(False, help="print the demo study TOML and exit"),
-         data_root: Optional[Path] = DataRoot):
+         data_root: Optional[Path] = DataRoot, log_to: Optional[str] = LogTo):
     """The default study: efficientnet_lite0 (ImageNet) fine-tuned on hymenoptera."""
     from transferscope.study import DEMO_TOML, parse_study, quick as make_quick, run_study
 
@@ -202,7 +216,7 @@ def demo(out: Path = typer.Option(Path("transferscope-demo"), help="output folde
     from transferscope.data.fetch import ensure_sets  # fresh machine: download the sets
 
     ensure_sets([spec.target.data, *spec.source_images.sets], data_root)
-    _, report = run_study(spec, out, spec_text=text, data_root=data_root)
+    _, report = run_study(spec, out, spec_text=text, data_root=data_root, log_to=log_to)
     typer.echo(f"report: {report}")
 
 

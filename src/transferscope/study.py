@@ -162,6 +162,8 @@ class StudySpec(_Strict):
     source_images: SourceImagesSpec = Field(default_factory=SourceImagesSpec)
     models: list[ModelSpec] = Field(min_length=1)
     analyses: AnalysesSpec = Field(default_factory=AnalysesSpec)
+    log_to: Literal["tensorboard", "mlflow"] | None = Field(None, description="also log to "
+                                                            "this tracker (transferscope.trackers)")
 
 
 def parse_study(text: str, source: str = "study") -> StudySpec:
@@ -212,7 +214,7 @@ def load_study(path: str | os.PathLike) -> tuple[StudySpec, str]:
     return parse_study(text, str(path)), text
 
 
-def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root):
+def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root, tracker=None):
     from transferscope.engine import TrainConfig, get_recipe, load_run, train
     from transferscope.models import load_model
 
@@ -226,7 +228,8 @@ def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root):
                       recipe=get_recipe(m.recipe, epochs=m.epochs, batch_size=m.batch_size,
                                         lr=m.lr, image_size=m.image_size or spec.image_size))
     return train(cfg, out / "runs" / m.name, resume=True, data_root=data_root,
-                 keep_checkpoints=m.keep_checkpoints).model
+                 keep_checkpoints=m.keep_checkpoints,
+                 on_epoch=tracker.epoch_logger(m.name) if tracker else None).model
 
 
 def quick(spec: StudySpec) -> StudySpec:
@@ -243,7 +246,8 @@ def quick(spec: StudySpec) -> StudySpec:
     return StudySpec(**data)
 
 
-def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: bool = True):
+def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: bool = True,
+                  tracker=None):
     """The :class:`AuditContext` of a study (training missing models when allowed)."""
     from transferscope._progress import log
     from transferscope.analyses import AuditContext
@@ -261,7 +265,7 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
     for m in spec.models:
         if train_missing:
             log(f"[bold]model[/bold] {m.name}")
-            models[m.name] = _train_or_load(m, spec, out, data_root)
+            models[m.name] = _train_or_load(m, spec, out, data_root, tracker)
         else:
             run = Path(m.path) if m.path else out / "runs" / m.name
             if not (run / "model.safetensors").exists() and not run.is_file():
@@ -278,16 +282,33 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
 
 
 def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,
-              data_root=None):
-    """Train/load the models, run the selected analyses, write results and report.html."""
-    from transferscope.audit import MEMORY_ANALYSES, run_memory_audit
-    from transferscope.report import write_report
+              data_root=None, log_to: str | None = None):
+    """Train/load the models, run the selected analyses, write results and report.html;
+    ``log_to`` (or the spec's) also logs to TensorBoard or MLflow."""
+    from transferscope.trackers import open_tracker
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    tracker = open_tracker(log_to or spec.log_to, out, spec.name)
+    try:
+        if tracker:
+            tracker.log_params(spec.model_dump())
+        results, report = _run_study(spec, out, spec_text, data_root, tracker)
+        if tracker:
+            tracker.log_results(out, results, report)
+    finally:
+        if tracker:
+            tracker.close()
+    return results, report
+
+
+def _run_study(spec: StudySpec, out: Path, spec_text, data_root, tracker):
+    from transferscope.audit import MEMORY_ANALYSES, run_memory_audit
+    from transferscope.report import write_report
+
     if spec_text is not None:
         (out / "study.toml").write_text(spec_text)
-    ctx = build_context(spec, out, data_root)
+    ctx = build_context(spec, out, data_root, tracker=tracker)
     memory = spec.analyses.memory
     selected = [] if memory == "none" else list(MEMORY_ANALYSES) if memory == "all" else memory
     results = run_memory_audit(ctx, out, selected,
@@ -339,6 +360,8 @@ class Study:
         """The :class:`~transferscope.analyses.AuditContext` (trains missing models)."""
         return build_context(self.spec, Path(out), data_root)
 
-    def run(self, out: str | os.PathLike, data_root=None):
-        """Train, analyse, report; returns ``(results, report_path)``."""
-        return run_study(self.spec, out, spec_text=self.text, data_root=data_root)
+    def run(self, out: str | os.PathLike, data_root=None, log_to: str | None = None):
+        """Train, analyse, report (``log_to="tensorboard"|"mlflow"`` also logs there);
+        returns ``(results, report_path)``."""
+        return run_study(self.spec, out, spec_text=self.text, data_root=data_root,
+                         log_to=log_to)

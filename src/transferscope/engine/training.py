@@ -205,13 +205,15 @@ def _check_existing(out: Path, config: TrainConfig, resume: bool) -> None:
 def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
           data_root: str | None = None, num_workers: int = 0,
           keep_checkpoints: int | str | None = None, keep_epochs=(),
-          progress: bool | None = None, hook: TrainingHook | None = None) -> TrainResult:
+          progress: bool | None = None, hook: TrainingHook | None = None,
+          on_epoch=None) -> TrainResult:
     """Train ``config.arch`` on ``config.data`` and write the run directory ``out``.
 
     Disk: besides the final weights and theta_r, only the last epoch checkpoint is kept (to
     resume; hard-linked to the final model at the end), plus the epochs in ``keep_epochs``
     (e.g. those checkpoint-transfer, paper 003 section 3.5, starts from);
     ``keep_checkpoints="all"`` keeps every epoch, ``keep_checkpoints=N`` the last N.
+    ``on_epoch(row)`` is called with each epoch's metrics row (e.g. a tracker's logger).
 
     Example:
         >>> cfg = TrainConfig(arch="efficientnet_lite0", init="imagenet", data="hymenoptera",
@@ -362,6 +364,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                     "epoch": epoch, "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict()})
                 _prune(ckpt_dir, epoch, keep_last, keep_epochs)
+                if on_epoch is not None:
+                    on_epoch(metrics[-1])
             epoch_bar(1, description=f"train {config.arch}: epoch {epoch} val_acc {val_acc:.3f}")
     if world.rank == 0:
         save_model(model, out / "model.safetensors", role="final")
