@@ -254,6 +254,10 @@ def test_archive_checks(tiny, tmp_path):
             assert not (tmp_path / archive / "imagenet-samples").exists()
         with pytest.raises(DataError, match="HTTP 404"):
             fetch("imagenet-samples", tmp_path / "b", url=f"{srv.base}/nothing.zip")
+    # an archive copied from elsewhere: a file:// URL
+    (tmp_path / "copied.zip").write_bytes(served["orig.zip"])
+    dest = fetch("imagenet-samples", tmp_path / "c", url=(tmp_path / "copied.zip").as_uri())
+    assert len(list(dest.glob("*.JPEG"))) == 3
 
 
 def test_offline_demo_names_each_missing_set(tmp_path, capsys, monkeypatch):

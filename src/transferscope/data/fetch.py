@@ -195,5 +195,5 @@ def ensure_sets(entries, data_root: str | os.PathLike | None = None, *,
             f"{len(offline)} data set(s) missing from {root} and not downloadable:\n"
             + "\n".join(offline) + "\n"
             f"Point --data-root (or ${config.DATA_ENV}) at a folder that has them, or download "
-            f"them elsewhere and run `transferscope data fetch NAME --url URL`.")
+            f"them elsewhere and run `transferscope data fetch NAME --url URL` (file:// works).")
     return fetched
