@@ -46,7 +46,7 @@ def _total_from(resp, have: int) -> tuple[int, int | None]:
     return 0, int(length) if length and length.isdigit() else None
 
 
-def _bar(total: int | None, desc: str, enabled: bool):
+def _bar(desc: str, enabled: bool):
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                                TimeRemainingColumn, TransferSpeedColumn)
 
@@ -96,9 +96,12 @@ def download(url: str, part: Path, *, desc: str, timeout: float = 20.0, retries:
         try:
             with resp:
                 start, total = _total_from(resp, have)
+                if start != have and resp.status == 206:  # not the range asked for
+                    part.unlink(missing_ok=True)
+                    raise _Interrupted(f"asked for bytes from {have}, got from {start}")
                 if start != have:  # a server that ignored Range: write from the start
                     have = 0
-                bar = _bar(total, desc, enabled)
+                bar = _bar(desc, enabled)
                 with open(part, "ab" if have else "wb") as fh:
                     if bar is not None:
                         bar.start()
