@@ -189,9 +189,6 @@ def audit(study: Path = typer.Argument(..., help="study TOML file"),
     from transferscope.study import load_study, run_study
 
     spec, text = load_study(study)
-    from transferscope.data.fetch import ensure_sets  # known sets missing: download them
-
-    ensure_sets([spec.target.data, *spec.source_images.sets], data_root)
     _, report = run_study(spec, out, spec_text=text, data_root=data_root, log_to=log_to)
     typer.echo(f"report: {report}")
 
@@ -213,9 +210,6 @@ def demo(out: Path = typer.Option(Path("transferscope-demo"), help="output folde
     if quick:
         spec = make_quick(spec)
         text = "# --quick variant of the demo study\n" + DEMO_TOML
-    from transferscope.data.fetch import ensure_sets  # fresh machine: download the sets
-
-    ensure_sets([spec.target.data, *spec.source_images.sets], data_root)
     _, report = run_study(spec, out, spec_text=text, data_root=data_root, log_to=log_to)
     typer.echo(f"report: {report}")
 

@@ -284,9 +284,12 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
 def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,
               data_root=None, log_to: str | None = None):
     """Train/load the models, run the selected analyses, write results and report.html;
-    ``log_to`` (or the spec's) also logs to TensorBoard or MLflow."""
+    ``log_to`` (or the spec's) also logs to TensorBoard or MLflow. Known data sets missing
+    from the data root are downloaded first (fresh machine; offline: one line per set)."""
+    from transferscope.data.fetch import ensure_sets
     from transferscope.trackers import open_tracker
 
+    ensure_sets([spec.target.data, *spec.source_images.sets], data_root)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tracker = open_tracker(log_to or spec.log_to, out, spec.name)
