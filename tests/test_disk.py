@@ -114,3 +114,16 @@ def test_checkpoint_transfer_finds_the_epochs_it_asked_for(tiny_split, tmp_path)
     # the fine-tuning runs it made keep only what they need too
     assert _files(tmp_path / "ck" / "runs" / "from-epoch0001") - BASE == {
         "checkpoints/epoch_0001.safetensors"}
+
+
+def test_study_models_take_keep_checkpoints():
+    try:
+        from transferscope.studies.spec import DEMO_TOML, parse_study
+    except ImportError:
+        from transferscope.study import DEMO_TOML, parse_study
+    text = DEMO_TOML.replace("epochs = 30\n", "epochs = 30\nkeep_checkpoints = KEEP\n")
+    spec = parse_study(text.replace("KEEP", '"all"'))
+    assert [m.keep_checkpoints for m in spec.models][:2] == [None, "all"]
+    assert parse_study(text.replace("KEEP", "3")).models[1].keep_checkpoints == 3
+    with pytest.raises(ConfigError, match="keep_checkpoints"):
+        parse_study(text.replace("KEEP", "0"))

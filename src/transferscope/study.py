@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -122,8 +122,8 @@ class ModelSpec(_Strict):
     lr: float | None = Field(None, gt=0)
     image_size: int | None = Field(None, ge=8)
     seed: int = 0
-    keep_checkpoints: int | Literal["all"] | None = Field(None, description="epoch checkpoints "
-                                                          "kept: 'all', the last N (default 1)")
+    keep_checkpoints: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(
+        None, description="epoch checkpoints kept: 'all' or the last N (default 1)")
 
 
 class CompositeSpec(_Strict):
