@@ -201,9 +201,11 @@ def test_kill_9_during_training_and_audit_then_resume_equals_uninterrupted(runs,
     cut = tmp_path / "cut"
     triggers = [cut / "init_random.safetensors", cut / "config.json",
                 *(cut / "checkpoints" / f"epoch_{e:04d}.safetensors" for e in (1, 2, 3, 4))]
-    hits = _interrupt_repeatedly(_train_args(data, cut, epochs=4),
-                                 _train_args(data, cut, epochs=4) + ["--resume"], triggers, rng,
-                                 _env(tmp_path / "cache-train"), kills=3, max_delay=0.08)
+    keep = ["--keep-checkpoints", "all"]  # every epoch file stays, to trigger kills on
+    hits = _interrupt_repeatedly(_train_args(data, cut, epochs=4) + keep,
+                                 _train_args(data, cut, epochs=4) + keep + ["--resume"],
+                                 triggers, rng, _env(tmp_path / "cache-train"), kills=3,
+                                 max_delay=0.08)
     assert hits >= 2  # seeded: the kills land in setup, in an epoch and after the last one
     assert file_sha256(cut / "model.safetensors") == file_sha256(tmp_path / "full" /
                                                                   "model.safetensors")

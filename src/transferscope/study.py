@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -144,6 +144,8 @@ class ModelSpec(_Strict):
     image_size: int | None = Field(None, ge=8, description="training image size (default: the "
                                    "study's `image_size`)")
     seed: int = Field(0, description="training seed (data order, head and random init)")
+    keep_checkpoints: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(
+        None, description="epoch checkpoints kept: 'all' or the last N (default 1)")
 
 
 class CompositeSpec(_Strict):
@@ -209,6 +211,8 @@ class StudySpec(_Strict):
     models: list[ModelSpec] = Field(min_length=1, description="the target models, one "
                                     "`[[models]]` table each (at least one)")
     analyses: AnalysesSpec = Field(default_factory=AnalysesSpec, description="the analyses")
+    log_to: Literal["tensorboard", "mlflow"] | None = Field(None, description="also log to "
+                                                            "this tracker (transferscope.trackers)")
 
 
 def parse_study(text: str, source: str = "study") -> StudySpec:
@@ -259,7 +263,7 @@ def load_study(path: str | os.PathLike) -> tuple[StudySpec, str]:
     return parse_study(text, str(path)), text
 
 
-def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root):
+def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root, tracker=None):
     from transferscope.engine import TrainConfig, get_recipe, load_run, train
     from transferscope.models import load_model
 
@@ -273,7 +277,8 @@ def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root):
                       recipe=get_recipe(m.recipe, epochs=m.epochs, batch_size=m.batch_size,
                                         lr=m.lr, image_size=m.image_size or spec.image_size))
     return train(cfg, out / "runs" / m.name, resume=True, data_root=data_root,
-                 keep_checkpoints=None).model
+                 keep_checkpoints=m.keep_checkpoints,
+                 on_epoch=tracker.epoch_logger(m.name) if tracker else None).model
 
 
 def quick(spec: StudySpec) -> StudySpec:
@@ -290,7 +295,8 @@ def quick(spec: StudySpec) -> StudySpec:
     return StudySpec(**data)
 
 
-def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: bool = True):
+def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: bool = True,
+                  tracker=None):
     """The :class:`AuditContext` of a study (training missing models when allowed)."""
     from transferscope._progress import log
     from transferscope.analyses import AuditContext
@@ -308,7 +314,7 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
     for m in spec.models:
         if train_missing:
             log(f"[bold]model[/bold] {m.name}")
-            models[m.name] = _train_or_load(m, spec, out, data_root)
+            models[m.name] = _train_or_load(m, spec, out, data_root, tracker)
         else:
             run = Path(m.path) if m.path else out / "runs" / m.name
             if not (run / "model.safetensors").exists() and not run.is_file():
@@ -325,16 +331,36 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
 
 
 def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,
-              data_root=None):
-    """Train/load the models, run the selected analyses, write results and report.html."""
+              data_root=None, log_to: str | None = None):
+    """Train/load the models, run the selected analyses, write results and report.html;
+    ``log_to`` (or the spec's) also logs to TensorBoard or MLflow. Known data sets missing
+    from the data root are downloaded first (fresh machine; offline: one line per set)."""
+    from transferscope.data.fetch import ensure_sets
+    from transferscope.trackers import open_tracker
+
+    ensure_sets([spec.target.data, *spec.source_images.sets], data_root)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tracker = open_tracker(log_to or spec.log_to, out, spec.name)
+    try:
+        if tracker:
+            tracker.log_params(spec.model_dump())
+        results, report = _run_study(spec, out, spec_text, data_root, tracker)
+        if tracker:
+            tracker.log_results(out, results, report)
+    finally:
+        if tracker:
+            tracker.close()
+    return results, report
+
+
+def _run_study(spec: StudySpec, out: Path, spec_text, data_root, tracker):
     from transferscope.audit import MEMORY_ANALYSES, run_memory_audit
     from transferscope.report import write_report
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if spec_text is not None:
         (out / "study.toml").write_text(spec_text)
-    ctx = build_context(spec, out, data_root)
+    ctx = build_context(spec, out, data_root, tracker=tracker)
     memory = spec.analyses.memory
     selected = [] if memory == "none" else list(MEMORY_ANALYSES) if memory == "all" else memory
     results = run_memory_audit(ctx, out, selected,
@@ -386,6 +412,8 @@ class Study:
         """The :class:`~transferscope.analyses.AuditContext` (trains missing models)."""
         return build_context(self.spec, Path(out), data_root)
 
-    def run(self, out: str | os.PathLike, data_root=None):
-        """Train, analyse, report; returns ``(results, report_path)``."""
-        return run_study(self.spec, out, spec_text=self.text, data_root=data_root)
+    def run(self, out: str | os.PathLike, data_root=None, log_to: str | None = None):
+        """Train, analyse, report (``log_to="tensorboard"|"mlflow"`` also logs there);
+        returns ``(results, report_path)``."""
+        return run_study(self.spec, out, spec_text=self.text, data_root=data_root,
+                         log_to=log_to)

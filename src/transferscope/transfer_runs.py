@@ -79,7 +79,9 @@ def run_checkpoint_transfer(pretrain_run: str | os.PathLike, data: str,
     chosen = [c for c in (checkpoints or available) if c != 0]
     missing = [c for c in chosen if c not in available]
     if missing:
-        raise ConfigError(f"{pre} has no checkpoints for epochs {missing}; it has {available}")
+        raise ConfigError(f"{pre} has no checkpoints for epochs {missing}; it has {available}"
+                          " (pre-train with `transferscope train --keep-epochs "
+                          f"{','.join(map(str, missing))}` or --keep-checkpoints all)")
     rows, out = [], Path(out)
     for c in [0] + chosen:
         init = str(pre / ("init.safetensors" if c == 0 else

@@ -16,6 +16,7 @@ import typer
 
 from transferscope.cli import commands as _commands  # noqa: F401  (registers the commands)
 from transferscope.cli import studies as _studies  # noqa: F401  (registers the study commands)
+from transferscope.cli import cache as _cache  # noqa: F401  (registers `cache info|clear`)
 from transferscope.cli._app import app
 from transferscope.errors import TransferscopeError
 

@@ -18,3 +18,6 @@ app.add_typer(data_app, name="data")
 
 DataRoot = typer.Option(None, "--data-root", help=f"data folder (else ${config.DATA_ENV}, "
                         "else ../shared/data, else ~/.cache/transferscope/data)")
+LogTo = typer.Option(None, "--log-to", help="also log metrics, figures and the report to "
+                     "tensorboard (<out>/tensorboard) or mlflow (<out>/mlflow.db, or "
+                     "$MLFLOW_TRACKING_URI)")

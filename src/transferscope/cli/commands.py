@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from transferscope import __version__
-from transferscope.cli._app import DataRoot, app, data_app
+from transferscope.cli._app import DataRoot, LogTo, app, data_app
 from transferscope.errors import TransferscopeError
 
 
@@ -27,11 +27,14 @@ def train(
     lr: Optional[float] = typer.Option(None, help="override the recipe's learning rate"),
     resume: bool = typer.Option(False, help="continue an interrupted run in --out"),
     num_workers: int = typer.Option(0, help="data-loading worker processes"),
-    keep_checkpoints: Optional[int] = typer.Option(None, help="keep only the last N epoch "
-                                                   "checkpoints (default: all)"),
+    keep_checkpoints: Optional[str] = typer.Option(None, help="epoch checkpoints to keep: "
+                                                   "'all' or the last N (default: the last)"),
+    keep_epochs: str = typer.Option("", help="also keep these epochs' checkpoints, e.g. 2,4 "
+                                    "(for checkpoint-transfer)"),
     precise_bn: Optional[bool] = typer.Option(None, help="re-estimate BatchNorm statistics "
                                               "after each epoch (default: with --init random)"),
     data_root: Optional[Path] = DataRoot,
+    log_to: Optional[str] = LogTo,
 ):
     """Fine-tune or train from scratch; writes weights, checkpoints and metrics to --out."""
     from transferscope.engine import TrainConfig, get_recipe
@@ -40,8 +43,19 @@ def train(
     cfg = TrainConfig(arch=arch, init=init, data=data, seed=seed, precise_bn=precise_bn,
                       recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                         batch_size=batch_size, lr=lr))
-    result = run_train(cfg, out, resume=resume, data_root=data_root, num_workers=num_workers,
-                       keep_checkpoints=keep_checkpoints)
+    from transferscope.trackers import open_tracker
+
+    tracker = open_tracker(log_to, out, f"train {arch} on {data}")
+    try:
+        if tracker:
+            tracker.log_params(json.loads(cfg.model_dump_json()))
+        result = run_train(cfg, out, resume=resume, data_root=data_root,
+                           num_workers=num_workers, keep_checkpoints=keep_checkpoints,
+                           keep_epochs=[int(e) for e in keep_epochs.split(",") if e.strip()],
+                           on_epoch=tracker.epoch_logger(arch) if tracker else None)
+    finally:
+        if tracker:
+            tracker.close()
     last = result.metrics[-1]
     typer.echo(f"{out}: {len(result.metrics)} epochs, val_acc {last['val_acc']:.4f}, "
                f"val_loss {last['val_loss']:.4f}")
@@ -159,12 +173,12 @@ def audit_memory(
 def audit(study: Path = typer.Argument(..., help="study TOML file"),
           out: Path = typer.Option(..., help="output folder (runs/, results/, figures/, "
                                    "report.html)"),
-          data_root: Optional[Path] = DataRoot):
+          data_root: Optional[Path] = DataRoot, log_to: Optional[str] = LogTo):
     """Run a study: train what is missing, run every analysis, write the report."""
     from transferscope.study import load_study, run_study
 
     spec, text = load_study(study)
-    _, report = run_study(spec, out, spec_text=text, data_root=data_root)
+    _, report = run_study(spec, out, spec_text=text, data_root=data_root, log_to=log_to)
     typer.echo(f"report: {report}")
 
 
@@ -173,7 +187,7 @@ def demo(out: Path = typer.Option(Path("transferscope-demo"), help="output folde
          quick: bool = typer.Option(False, help="small images, few epochs (smoke test, "
                                     "a few minutes)"),
          print_spec: bool = typer.Option(False, help="print the demo study TOML and exit"),
-         data_root: Optional[Path] = DataRoot):
+         data_root: Optional[Path] = DataRoot, log_to: Optional[str] = LogTo):
     """The default study: efficientnet_lite0 (ImageNet) fine-tuned on hymenoptera."""
     from transferscope.study import DEMO_TOML, parse_study, quick as make_quick, run_study
 
@@ -185,7 +199,7 @@ def demo(out: Path = typer.Option(Path("transferscope-demo"), help="output folde
     if quick:
         spec = make_quick(spec)
         text = "# --quick variant of the demo study\n" + DEMO_TOML
-    _, report = run_study(spec, out, spec_text=text, data_root=data_root)
+    _, report = run_study(spec, out, spec_text=text, data_root=data_root, log_to=log_to)
     typer.echo(f"report: {report}")
 
 
@@ -268,12 +282,15 @@ def recipes():
 
 @data_app.command("fetch")
 def data_fetch(name: str, data_root: Optional[Path] = DataRoot,
+               url: Optional[str] = typer.Option(None, help="download from this mirror "
+                                                 "(same archive as upstream)"),
                sha256: Optional[str] = typer.Option(None, help="expected archive sha256"),
                timeout: float = typer.Option(20.0, help="network timeout in seconds")):
-    """Download a known data set into the data root (needs internet)."""
+    """Download a known data set (hymenoptera, imagenet-samples, imagenette) into the data
+    root: resumable, verified against the package's manifest (and --sha256)."""
     from transferscope.data.fetch import fetch
 
-    typer.echo(str(fetch(name, data_root, timeout=timeout, sha256=sha256)))
+    typer.echo(str(fetch(name, data_root, timeout=timeout, url=url, sha256=sha256)))
 
 
 @data_app.command("check")

@@ -70,6 +70,10 @@ class ResultCache:
             path.unlink(missing_ok=True)
             return None
         self.hits += 1
+        try:
+            os.utime(path)  # last use, for `transferscope cache clear --max-size` (LRU)
+        except OSError:
+            pass  # a read-only cache only loses the eviction order
         return tensors
 
     def put(self, key: str, tensors: dict[str, torch.Tensor], **meta: str) -> None:

@@ -5,8 +5,12 @@ A run directory holds::
     config.json              resolved config (recipe included) and library versions
     data.json                train/val manifest digests, class names, skipped files
     init_random.safetensors  theta_r: the random initial weights for this seed
-    init.safetensors         the weights training started from (theta_r + loaded --init)
-    checkpoints/epoch_NNNN.safetensors   model after each epoch
+    init.safetensors         the weights training started from (theta_r + loaded --init;
+                             a hard link to init_random.safetensors when they are equal)
+    checkpoints/epoch_NNNN.safetensors   model after an epoch: by default only the last one
+                             (for resuming; a hard link to model.safetensors once the run is
+                             done) and the epochs asked for (``keep_epochs``, e.g. for
+                             checkpoint-transfer); ``keep_checkpoints="all"`` or ``N`` (last N)
     checkpoints/state.pt     optimiser + scheduler after the last finished epoch (the only
                              pickle: read with weights_only=True, content-hash checked)
     metrics.json             per epoch: train loss/acc, val loss/acc, lr (same seed: same bytes)
@@ -33,11 +37,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 
 from transferscope import __version__
-from transferscope._io import atomic_write_json, load_checked_state, save_checked_state
+from transferscope._io import (atomic_write_json, load_checked_state, save_checked_state,
+                               tensors_sha256)
 from transferscope._progress import log, progress_bar
 from transferscope.data.folder import image_folder
 from transferscope.data.transforms import eval_transform, train_transform
 from transferscope.engine import distributed
+from transferscope.engine._disk import _link_or_copy, _prune, parse_keep
 from transferscope.engine.batchnorm import reestimate_bn
 from transferscope.engine.recipes import Recipe
 from transferscope.errors import ConfigError
@@ -197,12 +203,17 @@ def _check_existing(out: Path, config: TrainConfig, resume: bool) -> None:
 
 
 def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
-          data_root: str | None = None, num_workers: int = 0, keep_checkpoints: int | None = None,
-          progress: bool | None = None, hook: TrainingHook | None = None) -> TrainResult:
+          data_root: str | None = None, num_workers: int = 0,
+          keep_checkpoints: int | str | None = None, keep_epochs=(),
+          progress: bool | None = None, hook: TrainingHook | None = None,
+          on_epoch=None) -> TrainResult:
     """Train ``config.arch`` on ``config.data`` and write the run directory ``out``.
 
-    ``keep_checkpoints=N`` keeps only the last N epoch checkpoints (default: all, which the
-    optimisation-path analyses of paper 003 need).
+    Disk: besides the final weights and theta_r, only the last epoch checkpoint is kept (to
+    resume; hard-linked to the final model at the end), plus the epochs in ``keep_epochs``
+    (e.g. those checkpoint-transfer, paper 003 section 3.5, starts from);
+    ``keep_checkpoints="all"`` keeps every epoch, ``keep_checkpoints=N`` the last N.
+    ``on_epoch(row)`` is called with each epoch's metrics row (e.g. a tracker's logger).
 
     Example (a two-class set of 24 px images, one epoch; a fraction of a second):
         >>> import tempfile
@@ -235,6 +246,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
         0.94...
     """
     out = Path(out)
+    keep_last, keep_epochs = parse_keep(keep_checkpoints), {int(e) for e in keep_epochs}
     world = distributed.setup()  # under torchrun: data-parallel, files written by rank 0
     if (config.remedy is None) != (hook is None or not hook.settings):
         raise ConfigError("a run with a remedy needs its training hook: start it with "
@@ -265,11 +277,14 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     distributed.barrier()  # every rank has looked at `out` before rank 0 writes there
     # config.json is written last: a run killed in setup redoes it
     if not (out / "config.json").exists() and world.rank == 0:
-        save_model(model, out / "init_random.safetensors", role="theta_r")
+        theta_r = save_model(model, out / "init_random.safetensors", role="theta_r")
         init_weights(model, config.init)
         if hook is not None:
             hook.setup(model, train_set, recipe.image_size, fresh=True)
-        save_model(model, out / "init.safetensors", role="init")
+        if tensors_sha256(model.state_dict()) == theta_r:  # random init: same weights
+            _link_or_copy(out / "init_random.safetensors", out / "init.safetensors")
+        else:
+            save_model(model, out / "init.safetensors", role="init")
         atomic_write_json(out / "data.json", {
             "train": {"root": str(train_set.root), "digest": train_set.digest,
                       "n": len(train_set), "counts": train_set.class_counts()},
@@ -372,12 +387,15 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                 save_checked_state(state_path, {
                     "epoch": epoch, "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict()})
-                if keep_checkpoints is not None:
-                    for old in range(1, epoch - max(1, keep_checkpoints) + 1):
-                        (ckpt_dir / f"epoch_{old:04d}.safetensors").unlink(missing_ok=True)
+                _prune(ckpt_dir, epoch, keep_last, keep_epochs)
+                if on_epoch is not None:
+                    on_epoch(metrics[-1])
             epoch_bar(1, description=f"train {config.arch}: epoch {epoch} val_acc {val_acc:.3f}")
     if world.rank == 0:
         save_model(model, out / "model.safetensors", role="final")
+        last = ckpt_dir / f"epoch_{recipe.epochs:04d}.safetensors"
+        if last.exists():  # the same weights: one file on disk
+            _link_or_copy(out / "model.safetensors", last)
     distributed.barrier()  # every rank returns after the run is complete on disk
     return TrainResult(out, model.cpu(), metrics)
 
