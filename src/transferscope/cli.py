@@ -64,6 +64,10 @@ def _load_any(model: str, init: str, num_classes: int | None):
         return load_run(path)
     if path.suffix == ".safetensors" and path.is_file():
         return load_model(path)
+    if path.is_file():
+        raise TransferscopeError(f"{model}: give a .safetensors model saved by transferscope or a "
+                                 "run directory; for a plain checkpoint name its architecture "
+                                 f"and pass the file as weights: --model ARCH --init {model}")
     return create_model(model, num_classes, init=init)
 
 
@@ -84,10 +88,10 @@ def evaluate(
     from transferscope.data import image_folder, source_images
     from transferscope.engine import predict
 
-    from transferscope.models import get_spec
+    from transferscope.models import check_model_name
 
     if not Path(model).exists():
-        get_spec(model)  # unknown names fail before any data is scanned
+        check_model_name(model)  # unknown names fail before any data is scanned
     ds = (source_images if source else image_folder)(data, split, data_root=data_root)
     net = _load_any(model, init, None if source else ds.num_classes)
     if net.num_classes != ds.num_classes:
@@ -255,13 +259,18 @@ def guard(images: list[Path] = typer.Argument(..., help="image files to check"),
 
 @app.command()
 def models():
-    """List the registered architectures."""
-    from transferscope.models import get_spec, list_models
+    """List the registered architectures and the other sources of models."""
+    from transferscope.models import SOURCES, get_spec, list_models
 
+    typer.echo("registered (name as is):")
     for name in list_models():
         spec = get_spec(name)
         weights = "imagenet" if spec.imagenet_weights else "random only"
-        typer.echo(f"{name:22s} {spec.default_size:4d}px  {weights:12s} {spec.description}")
+        typer.echo(f"  {name:22s} {spec.default_size:4d}px  {weights:12s} {spec.description}")
+    typer.echo("other sources (--arch / arch = ...; --init imagenet|random|FILE):")
+    for text in SOURCES.values():
+        typer.echo(f"  {text}")
+    typer.echo("  a saved model: FILE.safetensors (save_model/wrap_module; rebuilt by name)")
 
 
 @app.command()

@@ -185,7 +185,21 @@ def parse_study(text: str, source: str = "study") -> StudySpec:
         if m.path is None and m.arch is None:
             raise ConfigError(f"{source}: model '{m.name}' needs 'arch' (to train) or 'path' "
                               "(an existing run directory or .safetensors file)")
+    _check_model_names(spec, source)
     return spec
+
+
+def _check_model_names(spec: StudySpec, source: str) -> None:
+    """Unknown architectures fail here, before any model is trained."""
+    from transferscope.models import check_model_name
+
+    named = [("source.arch", spec.source.arch)] + [
+        (f"models '{m.name}' arch", m.arch) for m in spec.models if m.arch is not None]
+    for key, arch in named:
+        try:
+            check_model_name(arch)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: key {key}: {exc}") from None
 
 
 def _check_analysis_names(spec: StudySpec, source: str) -> None:

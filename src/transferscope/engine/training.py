@@ -255,6 +255,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
             "skipped": [s.__dict__ for s in train_set.skipped + val_set.skipped]})
         atomic_write_json(out / "config.json", {
             "config": json.loads(config.model_dump_json()),
+            "preprocessing": model.norm.as_dict(), "builder": model.builder,
             "versions": {"transferscope": __version__, "torch": torch.__version__,
                          "python": platform.python_version()}})
     distributed.barrier()  # rank 0 has written the run's start
