@@ -240,3 +240,62 @@ def test_hugging_face_folder(tmp_path):
     assert meta_builder["source"] == "hf" and meta_builder["hf_config"]["hidden_size"] == 32
     (tmp_path / "vit" / "config.json").unlink()  # rebuilt from the saved spec, not the folder
     assert torch.equal(load_model(tmp_path / "hf.safetensors").eval()(x), m(x))
+
+
+# ----------------------------------------------------------------------------- token models
+@pytest.mark.parametrize("name,size,grid", [
+    ("timm:vit_tiny_patch16_224", 64, 4), ("timm:vit_tiny_patch16_224", 32, 2),
+    ("timm:deit_tiny_patch16_224", 48, 3), ("timm:convnext_atto", 64, 2),
+    ("timm:resnet18", 64, 2), ("torchvision:mobilenet_v3_small", 64, 2),
+    ("timm:efficientnet_b0", 64, 2),
+])
+def test_gradcam_map_shape_on_token_and_conv_models(name, size, grid):
+    from transferscope.engine.attribution import cam_layer, gradcam_batch
+
+    m = _build(name, size)
+    layer = cam_layer(m)
+    if "vit" in name or "deit" in name:
+        assert layer == "backbone.blocks.11.norm1"  # patch tokens, class token dropped
+    x = torch.randn(3, 3, size, size)
+    cam, logits = gradcam_batch(m, x, None, layer, return_logits=True)
+    assert cam.shape == (3, grid, grid) and torch.isfinite(cam).all() and (cam >= 0).all()
+    with torch.no_grad():
+        assert torch.allclose(logits, m(x), atol=1e-5)
+
+
+def test_token_map_drops_prefix_tokens_in_order():
+    from transferscope.engine.attribution import to_spatial
+
+    n, side, d, prefix = 2, 3, 4, 5  # e.g. class token + 4 register tokens
+    patches = torch.arange(n * side * side * d, dtype=torch.float).reshape(n, side * side, d)
+    tokens = torch.cat([torch.full((n, prefix, d), -1.0), patches], 1)
+    out = to_spatial(tokens, nn.LayerNorm(d), prefix)
+    assert out.shape == (n, d, side, side)
+    assert torch.equal(out[1, 2, 0, 1], patches[1, 1, 2])  # token (row 0, col 1) channel 2
+    assert torch.equal(to_spatial(tokens, nn.LayerNorm(d)), out)  # prefix inferred: 14 - 9
+    with pytest.raises(ConfigError, match="square"):
+        to_spatial(torch.zeros(1, 7, d), nn.LayerNorm(d), 1)
+
+
+def test_token_activations_pool_over_tokens_and_cka_compares_blocks():
+    from transferscope.analyses.cka import linear_cka
+    from transferscope.engine.inference import capture
+
+    m = _build("timm:vit_tiny_patch16_224", 32)
+    mods = {"b0": m.get_submodule("backbone.blocks.0"), "b11": m.get_submodule("backbone.blocks.11")}
+    x = torch.randn(6, 3, 32, 32)
+    with torch.no_grad(), capture(m, mods, "avg") as avg, capture(m, mods, "none") as full:
+        m(x)
+    assert avg["b0"][0].shape == (6, 192) and full["b0"][0].shape == (6, 5, 192)
+    assert torch.allclose(avg["b0"][0], full["b0"][0].mean(1))
+    assert linear_cka(full["b0"][0], full["b0"][0]) == pytest.approx(1.0)
+    assert 0.0 <= linear_cka(full["b0"][0], full["b11"][0]) <= 1.0
+
+
+def test_spectra_say_plainly_when_a_model_has_few_convs():
+    from transferscope.analyses import spectra
+
+    m = _build("timm:vit_tiny_patch16_224", 32)
+    res = spectra.run({"vit": m}, 32)
+    assert res.summary["vit"]["num_conv_layers"] == 1
+    assert any("few convolutional layers in vit (1)" in n for n in res.notes)

@@ -87,7 +87,9 @@ def capture(model: nn.Module, modules: dict[str, nn.Module], pool: str = "none")
     def make_hook(name):
         def hook(_mod, _inp, out):
             out = out[0] if isinstance(out, (tuple, list)) else out
-            if pool == "avg" and out.dim() > 2:
+            if pool == "avg" and out.dim() == 3:  # tokens (N, T, D): mean over tokens
+                out = out.mean(1)
+            elif pool == "avg" and out.dim() > 2:  # maps (N, C, H, W): mean over space
                 out = out.flatten(2).mean(-1)
             store[name].append(out.detach().float().cpu().contiguous())
         return hook

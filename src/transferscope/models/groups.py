@@ -45,6 +45,11 @@ def _param_children(m: nn.Module) -> list[nn.Module]:
     return [c for c in m.children() if _has_params(c)]
 
 
+def _pools(m: nn.Module) -> bool:
+    return "pool" in type(m).__name__.lower() and not isinstance(
+        m, (nn.MaxPool2d, nn.AvgPool2d)) or isinstance(m, (nn.Flatten, nn.Identity))
+
+
 def _is_block_list(m: nn.Module) -> bool:
     kids = _param_children(m)
     if len(kids) < 2 or not all(_composite(c) for c in kids):
@@ -82,6 +87,7 @@ def _expand(m: nn.Module, path: str, out: list[list[str]]) -> None:
     run: list[tuple[str, nn.Module]] = []
 
     def flush():
+        start = len(out)
         members = []
         for name, mod in run:  # a plain Sequential of layers (VGG's features) is inlined
             if isinstance(mod, nn.Sequential) and not any(_composite(c) for c in mod.children()) \
@@ -96,10 +102,13 @@ def _expand(m: nn.Module, path: str, out: list[list[str]]) -> None:
                 groups.append([])
             groups[-1].append((name, mod))
         for g in groups:
+            while g and _pools(g[-1][1]):  # a group's output keeps its spatial/token shape
+                g.pop()
             if any(_has_params(x) for _, x in g):
                 out.append([n for n, _ in g])
-            elif out and len(out) > first:  # trailing parameter-free layers (pooling)
-                out[-1] += [n for n, _ in g]
+            elif len(out) > start:  # trailing parameter-free layers of this run, but
+                # not global pooling: a group's output keeps its spatial/token shape
+                out[-1] += [n for n, x in g if not _pools(x)]
         run.clear()
 
     for name, child in m.named_children():
