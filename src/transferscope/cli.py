@@ -39,6 +39,7 @@ def train(
                                                    "checkpoints (default: all)"),
     precise_bn: Optional[bool] = typer.Option(None, help="re-estimate BatchNorm statistics "
                                               "after each epoch (default: with --init random)"),
+    device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda | cuda:N | mps"),
     data_root: Optional[Path] = DataRoot,
 ):
     """Fine-tune or train from scratch; writes weights, checkpoints and metrics to --out."""
@@ -49,7 +50,7 @@ def train(
                       recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                         batch_size=batch_size, lr=lr))
     result = run_train(cfg, out, resume=resume, data_root=data_root, num_workers=num_workers,
-                       keep_checkpoints=keep_checkpoints)
+                       keep_checkpoints=keep_checkpoints, device=device)
     last = result.metrics[-1]
     typer.echo(f"{out}: {len(result.metrics)} epochs, val_acc {last['val_acc']:.4f}, "
                f"val_loss {last['val_loss']:.4f}")
@@ -81,6 +82,7 @@ def evaluate(
     image_size: Optional[int] = typer.Option(None),
     batch_size: Optional[int] = typer.Option(None, help="default: ~16 images of 128 px on CPU"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result here"),
+    device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda | cuda:N | mps"),
     data_root: Optional[Path] = DataRoot,
 ):
     """Top-1/top-5 accuracy of a model on a data set (cached)."""
@@ -90,6 +92,9 @@ def evaluate(
 
     from transferscope.models import check_model_name
 
+    from transferscope.engine import resolve_device
+
+    resolve_device(device)  # a missing GPU fails before any data is scanned
     if not Path(model).exists():
         check_model_name(model)  # unknown names fail before any data is scanned
     ds = (source_images if source else image_folder)(data, split, data_root=data_root)
@@ -98,7 +103,7 @@ def evaluate(
         raise TransferscopeError(
             f"{model} has {net.num_classes} outputs but {ds.root} has {ds.num_classes} classes; "
             "use --source for ImageNet-labelled images or a model trained on this data")
-    pred = predict(net, ds, image_size=image_size, batch_size=batch_size)
+    pred = predict(net, ds, image_size=image_size, batch_size=batch_size, device=device)
     result = {"model": model, "data": str(ds.root), "n": len(ds), "top1": pred.accuracy(1),
               "top5": pred.accuracy(min(5, ds.num_classes)), "cached": pred.from_cache,
               "skipped": [s.__dict__ for s in ds.skipped]}
@@ -132,6 +137,7 @@ def audit_memory(
     seed: int = typer.Option(0),
     precision: str = typer.Option("fp32", help="fp32 | bf16 (bfloat16 autocast: faster on "
                                   "CPUs with AVX512-BF16/AMX and on GPUs; logits ~1e-2 apart)"),
+    device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda | cuda:N | mps"),
     data_root: Optional[Path] = DataRoot,
 ):
     """Source-domain memory and interference audit (papers 000 and 001)."""
@@ -139,7 +145,9 @@ def audit_memory(
     from transferscope.audit import run_memory_audit
     from transferscope.data import image_folder
     from transferscope.data.views import load_source_set
+    from transferscope.engine import resolve_device
 
+    resolve_device(device)  # a missing GPU fails before any model is loaded
     targets = {}
     for spec in model:
         name, sep, path = spec.partition("=")
@@ -153,7 +161,7 @@ def audit_memory(
         sets[spec] = load_source_set(spec, views, seed, data_root=data_root)
     ctx = AuditContext(src, targets, image_folder(target, target_split, data_root=data_root,
                                                   empty_classes="skip"),
-                       sets, image_size=image_size, precision=precision,
+                       sets, image_size=image_size, precision=precision, device=device,
                        extra_sources={a: _load_any(a, "imagenet", None) for a in extra_source})
     results = run_memory_audit(
         ctx, out, analyses.split(",") if analyses else None,

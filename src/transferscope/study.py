@@ -153,8 +153,11 @@ class StudySpec(_Strict):
     image_size: int = Field(224, ge=8)
     batch_size: int | None = Field(None, ge=1, description="batch of the analyses' forward "
                                    "passes (default: auto_batch_size for image_size)")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="forward passes of the "
-                                               "analyses: fp32, or bfloat16 autocast")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="forward passes of the analyses: fp32, or bfloat16 / float16 (GPU) "
+        "autocast")
+    device: str = Field("auto", description="auto (CUDA when present) | cpu | cuda | cuda:N | "
+                        "mps: where training, forward passes and Grad-CAM run")
     source: SourceSpec = Field(default_factory=SourceSpec)
     target: TargetSpec
     source_images: SourceImagesSpec = Field(default_factory=SourceImagesSpec)
@@ -186,6 +189,12 @@ def parse_study(text: str, source: str = "study") -> StudySpec:
             raise ConfigError(f"{source}: model '{m.name}' needs 'arch' (to train) or 'path' "
                               "(an existing run directory or .safetensors file)")
     _check_model_names(spec, source)
+    from transferscope.engine.device import resolve_device
+
+    try:
+        resolve_device(spec.device)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: key 'device': {exc}") from None
     return spec
 
 
@@ -238,7 +247,7 @@ def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root):
                       recipe=get_recipe(m.recipe, epochs=m.epochs, batch_size=m.batch_size,
                                         lr=m.lr, image_size=m.image_size or spec.image_size))
     return train(cfg, out / "runs" / m.name, resume=True, data_root=data_root,
-                 keep_checkpoints=None).model
+                 keep_checkpoints=None, device=spec.device).model
 
 
 def quick(spec: StudySpec) -> StudySpec:
@@ -286,7 +295,7 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
              {m.arch for m in spec.models if m.init == "imagenet" and m.arch} - {source.arch}}
     return AuditContext(source, models, target_val, sets, image_size=spec.image_size,
                         batch_size=spec.batch_size, extra_sources=extra,
-                        precision=spec.precision)
+                        precision=spec.precision, device=spec.device)
 
 
 def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from transferscope._progress import progress_bar
 from transferscope.data.transforms import describe_transform, eval_transform
 from transferscope.engine.cache import ResultCache
+from transferscope.engine.device import resolve_device, to_device
 from transferscope.engine.inference import default_cache
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
@@ -125,12 +126,15 @@ def gradcam_batch(model: TransferModel, x: torch.Tensor, target: torch.Tensor | 
 def gradcam(model: TransferModel, data, target: str | torch.Tensor = "pred", *,
             layer: str | None = None, transform: Callable | None = None, image_size: int = 224,
             batch_size: int = 32, cache: ResultCache | None = None,
-            progress: bool | None = None) -> torch.Tensor:
-    """Grad-CAM maps for every image of ``data``: ``(N, h, w)``, cached.
+            progress: bool | None = None, device: str | torch.device | None = "auto"
+            ) -> torch.Tensor:
+    """Grad-CAM maps for every image of ``data``: ``(N, h, w)``, cached, on the CPU.
 
     ``target`` is ``"pred"`` (the model's own prediction), ``"label"`` (the data's labels) or
-    a ``(N,)`` tensor of class indices.
+    a ``(N,)`` tensor of class indices. ``device``: where to compute (``"auto"``: CUDA when
+    present; see :func:`~transferscope.engine.device.resolve_device`).
     """
+    device = resolve_device(device)
     cache = default_cache() if cache is None else cache
     if transform is None and hasattr(data, "model_transform"):
         transform = data.model_transform(model.norm, model.fixed_size)
@@ -142,17 +146,24 @@ def gradcam(model: TransferModel, data, target: str | torch.Tensor = "pred", *,
     hit = cache.get(key)
     if hit is not None:
         return hit["cam"]
-    loader = DataLoader(data.with_transform(transform), batch_size=batch_size)
+    loader = DataLoader(data.with_transform(transform), batch_size=batch_size,
+                        pin_memory=device.type == "cuda")
     maps, start = [], 0
-    with progress_bar(len(data), f"grad-cam {model.arch} on {data.root.name}", progress) as adv:
-        for x, y in loader:
-            if isinstance(target, str):
-                t = None if target == "pred" else y  # None: the prediction of this pass
-            else:
-                t = torch.as_tensor(target)[start:start + len(x)]
-            maps.append(gradcam_batch(model, x, t, layer))
-            start += len(x)
-            adv(len(x))
+    model.to(device)
+    try:
+        with progress_bar(len(data), f"grad-cam {model.arch} on {data.root.name}",
+                          progress) as adv:
+            for x, y in loader:
+                if isinstance(target, str):
+                    t = None if target == "pred" else y  # None: the prediction of this pass
+                else:
+                    t = torch.as_tensor(target)[start:start + len(x)]
+                t = None if t is None else to_device(t, device)
+                maps.append(gradcam_batch(model, to_device(x, device), t, layer).cpu())
+                start += len(x)
+                adv(len(x))
+    finally:
+        model.to("cpu")
     cam = torch.cat(maps).float().contiguous()
     cache.put(key, {"cam": cam}, arch=model.arch, layer=layer)
     return cam
