@@ -299,3 +299,15 @@ def test_spectra_say_plainly_when_a_model_has_few_convs():
     res = spectra.run({"vit": m}, 32)
     assert res.summary["vit"]["num_conv_layers"] == 1
     assert any("few convolutional layers in vit (1)" in n for n in res.notes)
+
+
+def test_readme_study_example_parses():
+    import re
+    from pathlib import Path
+
+    from transferscope.study import parse_study
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Audit your own model"):]
+    spec = parse_study(re.search(r"```toml\n(.*?)```", section, re.S).group(1), "README")
+    assert spec.models[0].arch == "timm:vit_tiny_patch16_224" and spec.image_size == 64

@@ -123,6 +123,8 @@ def audit_memory(
                                "(ImageNet weights) or .safetensors file"),
     extra_source: list[str] = typer.Option([], help="source architecture for target models "
                                            "of another architecture (ImageNet weights); repeat"),
+    init: str = typer.Option("imagenet", help="weights of --source/--extra-source given by "
+                             "name: imagenet | random | PATH"),
     target: str = typer.Option("hymenoptera", help="target data set"),
     target_split: str = typer.Option("val"),
     source_images: list[str] = typer.Option(["imagenet-samples", "imagenette/val"],
@@ -155,14 +157,14 @@ def audit_memory(
             raise TransferscopeError(f"--model {spec!r}: write NAME=RUN_DIR, e.g. "
                                      "--model fine-tuned=runs/ft")
         targets[name] = _load_any(path, "imagenet", None)
-    src = _load_any(source, "imagenet", None)
+    src = _load_any(source, init, None)
     sets = {}
     for spec in source_images:
         sets[spec] = load_source_set(spec, views, seed, data_root=data_root)
     ctx = AuditContext(src, targets, image_folder(target, target_split, data_root=data_root,
                                                   empty_classes="skip"),
                        sets, image_size=image_size, precision=precision, device=device,
-                       extra_sources={a: _load_any(a, "imagenet", None) for a in extra_source})
+                       extra_sources={a: _load_any(a, init, None) for a in extra_source})
     results = run_memory_audit(
         ctx, out, analyses.split(",") if analyses else None,
         composite_params={"style": composite_style, "overlays_per_class": overlays_per_class,
