@@ -311,3 +311,20 @@ def test_readme_study_example_parses():
     section = readme[readme.index("## Audit your own model"):]
     spec = parse_study(re.search(r"```toml\n(.*?)```", section, re.S).group(1), "README")
     assert spec.models[0].arch == "timm:vit_tiny_patch16_224" and spec.image_size == 64
+
+
+def test_cli_model_file_that_is_a_plain_checkpoint_gets_a_cli_hint(tmp_path, capsys):
+    from transferscope.cli import main
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "my.pt")
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "d" / c / "0.png")
+    assert main(["evaluate", "--model", str(tmp_path / "my.pt"), "--data", str(tmp_path / "d"),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--model ARCH --init" in err and "wrap_module" not in err and err.count("\n") == 1
+    assert main(["evaluate", "--model", "timm/resnet18", "--data", "x", "--device", "cpu"]) == 2
+    assert "did you mean timm:resnet18" in capsys.readouterr().err
