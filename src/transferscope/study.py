@@ -290,8 +290,10 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
                                   f"`transferscope audit` on the study first")
             models[m.name] = load_run(run) if run.is_dir() else _train_or_load(m, spec, out,
                                                                                data_root)
-    source = create_model(spec.source.arch, init=spec.source.init)
-    extra = {a: create_model(a, init=spec.source.init) for a in
+    source = create_model(spec.source.arch, init=spec.source.init,  # a ViT at the study's size
+                          image_size=spec.image_size if ":" in spec.source.arch else None)
+    extra = {a: create_model(a, init=spec.source.init,
+                             image_size=spec.image_size if ":" in a else None) for a in
              {m.arch for m in spec.models if m.init == "imagenet" and m.arch} - {source.arch}}
     return AuditContext(source, models, target_val, sets, image_size=spec.image_size,
                         batch_size=spec.batch_size, extra_sources=extra,

@@ -237,8 +237,8 @@ def build_timm(name: str, num_classes: int, image_size: int | None, pretrained: 
     model = assemble(net, find_head(net, net.pretrained_cfg.get("classifier")),
                      arch=f"timm:{name}", norm=norm, default_size=size,
                      builder={"source": "timm", "name": name}, copy_module=False)
-    if kwargs:
-        model.backbone.image_size = image_size  # fixed input size (TransferModel.fixed_size)
+    if cfg is not None and cfg.to_dict().get("fixed_input_size"):
+        model.backbone.image_size = size  # fixed input size (TransferModel.fixed_size)
         model.builder["fixed_size"] = True
     return model
 
