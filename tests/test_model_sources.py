@@ -328,3 +328,23 @@ def test_cli_model_file_that_is_a_plain_checkpoint_gets_a_cli_hint(tmp_path, cap
     assert "--model ARCH --init" in err and "wrap_module" not in err and err.count("\n") == 1
     assert main(["evaluate", "--model", "timm/resnet18", "--data", "x", "--device", "cpu"]) == 2
     assert "did you mean timm:resnet18" in capsys.readouterr().err
+
+
+def test_weight_space_analyses_run_per_block_on_a_vit():
+    from transferscope.analyses.barriers import evaluate, evaluate_path
+    from transferscope.analyses.distances import layer_distances
+
+    a, b = _build("timm:vit_tiny_patch16_224", 32), _build("timm:vit_tiny_patch16_224", 32)
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    df = layer_distances(a, b, a)
+    assert list(df["layer"])[:3] == ["patch_embed", "blocks.0", "blocks.1"]
+    total = sum(p.numel() for p in a.parameters())  # the last row is the whole network
+    assert df["n_params"].iloc[:-1].sum() == df["n_params"].iloc[-1] == total
+    full = sum(float((pa - pb).pow(2).sum()) for pa, pb in zip(a.parameters(), b.parameters()))
+    assert float((df["l2"].iloc[:-1] ** 2).sum()) == pytest.approx(full, rel=1e-4)
+    loader = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 1]))]
+    path = evaluate_path(a, a.state_dict(), b.state_dict(), [0.0, 1.0], loader)
+    assert path["loss"].iloc[0] == pytest.approx(evaluate(a, loader)["loss"], rel=1e-5)
+    assert path["loss"].iloc[1] == pytest.approx(evaluate(b, loader)["loss"], rel=1e-5)
