@@ -14,6 +14,7 @@ from transferscope.data.transforms import (
 
 __all__ = [
     "IMAGENET_NORM", "LITE_NORM", "ImageSet", "Normalization", "Sample", "SkippedFile",
-    "csv_set", "eval_transform", "from_dataset", "imagenet_val_labels", "image_folder", "imagenet_names", "imagenet_wnids", "load_rgb",
+    "csv_set", "eval_transform", "from_dataset", "image_folder", "imagenet_names",
+    "imagenet_val_labels", "imagenet_wnids", "load_rgb",
     "parse_wnid", "resolve_folder", "source_images", "train_transform", "wnid_to_index",
 ]
