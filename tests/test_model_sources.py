@@ -352,3 +352,31 @@ def test_weight_space_analyses_run_per_block_on_a_vit():
     path = evaluate_path(a, a.state_dict(), b.state_dict(), [0.0, 1.0], loader)
     assert path["loss"].iloc[0] == pytest.approx(evaluate(a, loader)["loss"], rel=1e-5)
     assert path["loss"].iloc[1] == pytest.approx(evaluate(b, loader)["loss"], rel=1e-5)
+
+
+def test_train_a_timm_model_on_a_csv_records_its_preprocessing(tiny_split, tmp_path):
+    from transferscope.engine import TrainConfig, get_recipe, load_run, train
+
+    rows = ["path,label,split"] + [f"{p.relative_to(tiny_split)},{p.parent.name},"
+                                   f"{p.parent.parent.name}"
+                                   for p in sorted(tiny_split.glob("*/*/*")) if p.is_file()]
+    (tiny_split / "labels.csv").write_text("\n".join(rows) + "\n")
+    cfg = TrainConfig(arch="timm:mobilenetv3_small_050", init="random",
+                      data=str(tiny_split / "labels.csv"),
+                      recipe=get_recipe("quick", epochs=1, image_size=32, batch_size=8))
+    res = train(cfg, tmp_path / "run", device="cpu")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["preprocessing"]["interpolation"] == "bicubic"
+    assert config["builder"]["source"] == "timm" and config["builder"]["num_classes"] == 2
+    back = load_run(tmp_path / "run")
+    assert back.arch == "timm:mobilenetv3_small_050" and back.class_names == ["ants", "bees"]
+    assert back.weights_hash() == res.model.weights_hash()
+
+
+def test_models_command_lists_the_sources(capsys):
+    from transferscope.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "efficientnet_lite0" in out and "timm:<name>" in out and "hf:<folder>" in out
+    assert "torchvision:<name>" in out
