@@ -380,3 +380,16 @@ def test_models_command_lists_the_sources(capsys):
     out = capsys.readouterr().out
     assert "efficientnet_lite0" in out and "timm:<name>" in out and "hf:<folder>" in out
     assert "torchvision:<name>" in out
+
+
+def test_swin_groups_are_stage_blocks_and_its_cam_is_a_map():
+    from transferscope.engine.attribution import cam_layer, gradcam_batch
+
+    m = _build("timm:swin_tiny_patch4_window7_224", None)  # needs its 224 px input
+    names = [g.name for g in m.layer_groups()]
+    assert names[:4] == ["patch_embed", "layers.0.blocks.0", "layers.0.blocks.1",
+                         "layers.1.downsample"] and names[-2:] == ["norm", "classifier"]
+    owned = [p for g in m.layer_groups() for p in g.parameter_names(m)]
+    assert sorted(owned) == sorted(n for n, _ in m.named_parameters())
+    cam = gradcam_batch(m, torch.randn(1, 3, 224, 224), None, cam_layer(m))
+    assert cam.shape == (1, 7, 7)  # channels-last (N, H, W, C) tokens of the last stage
