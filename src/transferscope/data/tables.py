@@ -53,7 +53,7 @@ def csv_set(path: str | os.PathLike, split: str | None = None, *,
     Example:
         >>> ds = csv_set("labels.csv", "train")  # doctest: +SKIP
     """
-    path = Path(path)
+    path = Path(path).expanduser().absolute()
     if not path.is_file():
         raise DataError(f"CSV data file not found: {path}")
     try:
