@@ -26,7 +26,8 @@ def train(
     arch: str = typer.Option(..., help="architecture, see `transferscope models`"),
     data: str = typer.Option(..., help="ImageFolder data set: a name under the data root or a path"),
     out: Path = typer.Option(..., help="run directory to write"),
-    init: str = typer.Option("imagenet", help="imagenet | random | PATH (.safetensors/.pt)"),
+    init: str = typer.Option("imagenet", help="imagenet (= pretrained) | random | PATH "
+                             "(.safetensors/.pt)"),
     recipe: str = typer.Option("paper000-finetune", help="training recipe, see `transferscope recipes`"),
     seed: int = typer.Option(0),
     epochs: Optional[int] = typer.Option(None, help="override the recipe's epochs"),
