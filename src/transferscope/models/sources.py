@@ -233,7 +233,7 @@ def build_timm(name: str, num_classes: int, image_size: int | None, pretrained: 
         raise ModelError(f"timm:{name} has {len(cfg_cls)} classifier heads (distilled); use "
                          "its single-head variant")
     norm, size = timm_preprocessing(net)
-    size = image_size if kwargs else size
+    size = image_size or size  # an explicit size wins over the pretrained config's
     model = assemble(net, find_head(net, net.pretrained_cfg.get("classifier")),
                      arch=f"timm:{name}", norm=norm, default_size=size,
                      builder={"source": "timm", "name": name}, copy_module=False)
@@ -260,7 +260,7 @@ def build_torchvision(name: str, num_classes: int, image_size: int | None, pretr
         socket.setdefaulttimeout(old)
     norm, size = torchvision_preprocessing(name)
     model = assemble(net, find_head(net), arch=f"torchvision:{name}", norm=norm,
-                     default_size=image_size if kwargs else size,
+                     default_size=image_size or size,
                      builder={"source": "torchvision", "name": name}, copy_module=False)
     if kwargs:
         model.backbone.image_size = image_size
