@@ -14,7 +14,7 @@ from conftest import make_folder, write_image
 from transferscope.analyses import bias, detector, lingering, retained
 from transferscope.analyses._stats import auroc
 from transferscope.analyses.context import AuditContext
-from transferscope.data import image_folder, source_images
+from transferscope.data import IMAGENET_NORM, image_folder, source_images
 from transferscope.data.views import ViewSet
 from transferscope.engine import ResultCache
 from transferscope.errors import ConfigError, ModelError
@@ -33,7 +33,7 @@ def colour_model(out: int, weight: torch.Tensor, bias_value: float = 0.0):
         lin.weight[: weight.shape[0]] = weight
         lin.bias[: weight.shape[0]] = 0.0
     return wrap_module(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), lin), head="2",
-                       default_size=16).eval()
+                       default_size=16, norm=IMAGENET_NORM).eval()
 
 
 @pytest.fixture

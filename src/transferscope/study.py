@@ -202,8 +202,11 @@ class StudySpec(_Strict):
                             "training unless a model sets its own")
     batch_size: int | None = Field(None, ge=1, description="batch of the analyses' forward "
                                    "passes (default: auto_batch_size for image_size)")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="forward passes of the "
-                                               "analyses: fp32, or bfloat16 autocast")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="forward passes of the analyses: fp32, or bfloat16 / float16 (GPU) "
+        "autocast")
+    device: str = Field("auto", description="auto (CUDA when present) | cpu | cuda | cuda:N | "
+                        "mps: where training, forward passes and Grad-CAM run")
     source: SourceSpec = Field(default_factory=SourceSpec, description="the source model")
     target: TargetSpec = Field(description="the target data set")
     source_images: SourceImagesSpec = Field(default_factory=SourceImagesSpec,
@@ -238,7 +241,27 @@ def parse_study(text: str, source: str = "study") -> StudySpec:
         if m.path is None and m.arch is None:
             raise ConfigError(f"{source}: model '{m.name}' needs 'arch' (to train) or 'path' "
                               "(an existing run directory or .safetensors file)")
+    _check_model_names(spec, source)
+    from transferscope.engine.device import resolve_device
+
+    try:
+        resolve_device(spec.device)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: key 'device': {exc}") from None
     return spec
+
+
+def _check_model_names(spec: StudySpec, source: str) -> None:
+    """Unknown architectures fail here, before any model is trained."""
+    from transferscope.models import check_model_name
+
+    named = [("source.arch", spec.source.arch)] + [
+        (f"models '{m.name}' arch", m.arch) for m in spec.models if m.arch is not None]
+    for key, arch in named:
+        try:
+            check_model_name(arch)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: key {key}: {exc}") from None
 
 
 def _check_analysis_names(spec: StudySpec, source: str) -> None:
@@ -278,7 +301,8 @@ def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root, tracker=
                                         lr=m.lr, image_size=m.image_size or spec.image_size))
     return train(cfg, out / "runs" / m.name, resume=True, data_root=data_root,
                  keep_checkpoints=m.keep_checkpoints,
-                 on_epoch=tracker.epoch_logger(m.name) if tracker else None).model
+                 on_epoch=tracker.epoch_logger(m.name) if tracker else None,
+                 device=spec.device).model
 
 
 def quick(spec: StudySpec) -> StudySpec:
@@ -322,12 +346,14 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
                                   f"`transferscope audit` on the study first")
             models[m.name] = load_run(run) if run.is_dir() else _train_or_load(m, spec, out,
                                                                                data_root)
-    source = create_model(spec.source.arch, init=spec.source.init)
-    extra = {a: create_model(a, init=spec.source.init) for a in
+    source = create_model(spec.source.arch, init=spec.source.init,  # a ViT at the study's size
+                          image_size=spec.image_size if ":" in spec.source.arch else None)
+    extra = {a: create_model(a, init=spec.source.init,
+                             image_size=spec.image_size if ":" in a else None) for a in
              {m.arch for m in spec.models if m.init == "imagenet" and m.arch} - {source.arch}}
     return AuditContext(source, models, target_val, sets, image_size=spec.image_size,
                         batch_size=spec.batch_size, extra_sources=extra,
-                        precision=spec.precision)
+                        precision=spec.precision, device=spec.device)
 
 
 def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,

@@ -37,11 +37,16 @@ class AuditContext:
     progress: bool | None = None
     extra_sources: dict[str, TransferModel] = field(default_factory=dict)
     precision: str = "fp32"
+    device: str = "auto"  # where forward passes and Grad-CAM run (engine.resolve_device)
 
     def __post_init__(self) -> None:
+        from transferscope.engine.device import check_amp, resolve_device
+
+        dev = resolve_device(self.device)  # a missing GPU fails here, before any analysis
         if self.batch_size is None:
-            self.batch_size = auto_batch_size(self.image_size)
+            self.batch_size = auto_batch_size(self.image_size, dev)
         check_precision(self.precision)
+        check_amp(self.precision, dev)
         n = self.target_data.num_classes
         for name, model in self.targets.items():
             if model.num_classes != n:
@@ -59,7 +64,7 @@ class AuditContext:
         """Cached forward pass at the audit's image size."""
         return predict(model, data, image_size=model.input_size(self.image_size),
                        batch_size=self.batch_size, cache=self.cache, progress=self.progress,
-                       desc=desc, precision=self.precision)
+                       desc=desc, precision=self.precision, device=self.device)
 
     @property
     def sources(self) -> dict[str, TransferModel]:

@@ -64,6 +64,7 @@ def run(ctx: AuditContext, fraction: float = 0.2, **params) -> AnalysisResult:
     p = plan(ctx, **params)
     comp = p.composites
     cam_kw = dict(image_size=ctx.image_size, batch_size=ctx.batch_size, cache=ctx.cache,
+                  device=getattr(ctx, "device", "auto"),
                   progress=ctx.progress)
     src_cam = gradcam(ctx.source, comp, comp.background_labels, **cam_kw)  # main M^s
     frame = pd.DataFrame({"background": comp.background_labels.tolist()})

@@ -178,7 +178,10 @@ def run(named_models: Mapping[str, nn.Module], input_size, *,
                                     device=device)
         layers.append(table.assign(model=name))
         spectra[name] = torch.cat(list(vals.values())) if vals else torch.zeros(0)
-        summary[name] = {"sum_fro_over_spec": float(table["fro_over_spec"].sum()),
+        n_conv = int((table["kind"] == "conv").sum()) if len(table) else 0
+        summary[name] = {"num_conv_layers": n_conv,
+                         "sum_fro_over_spec": float(table["fro_over_spec"].sum())
+                         if len(table) else float("nan"),
                          "num_singular_values": int(len(spectra[name])),
                          "max_singular_value": float(spectra[name].max())
                          if len(spectra[name]) else float("nan")}
@@ -195,6 +198,13 @@ def run(named_models: Mapping[str, nn.Module], input_size, *,
     result = AnalysisResult("spectra", summary, {"layers": table, "count_below": counts})
     result.figures["spectrum_hist"] = plot_hist(spectra)
     result.figures["count_below"] = plot_counts(counts)
+    few = {k: v["num_conv_layers"] for k, v in summary.items() if v["num_conv_layers"] < 3}
+    if few:
+        result.notes.append(
+            "few convolutional layers in " + ", ".join(f"{k} ({v})" for k, v in few.items())
+            + ": a token model (ViT) or an MLP; its spectra are mostly those of its linear "
+            "layers (singular values of the weight matrices), not of convolution operators, so "
+            "compare them with those of conv nets with care.")
     result.notes.append("Conv spectra by the FFT method for circular padding at each layer's "
                         "input size; fro_over_spec uses the weight tensor's Frobenius norm.")
     return result

@@ -18,7 +18,8 @@ def train(
     arch: str = typer.Option(..., help="architecture, see `transferscope models`"),
     data: str = typer.Option(..., help="ImageFolder data set: a name under the data root or a path"),
     out: Path = typer.Option(..., help="run directory to write"),
-    init: str = typer.Option("imagenet", help="imagenet | random | PATH (.safetensors/.pt)"),
+    init: str = typer.Option("imagenet", help="imagenet (= pretrained) | random | PATH "
+                             "(.safetensors/.pt)"),
     recipe: str = typer.Option("paper000-finetune", help="training recipe, see `transferscope recipes`"),
     seed: int = typer.Option(0),
     epochs: Optional[int] = typer.Option(None, help="override the recipe's epochs"),
@@ -33,6 +34,7 @@ def train(
                                     "(for checkpoint-transfer)"),
     precise_bn: Optional[bool] = typer.Option(None, help="re-estimate BatchNorm statistics "
                                               "after each epoch (default: with --init random)"),
+    device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda | cuda:N | mps"),
     data_root: Optional[Path] = DataRoot,
     log_to: Optional[str] = LogTo,
 ):
@@ -52,7 +54,8 @@ def train(
         result = run_train(cfg, out, resume=resume, data_root=data_root,
                            num_workers=num_workers, keep_checkpoints=keep_checkpoints,
                            keep_epochs=[int(e) for e in keep_epochs.split(",") if e.strip()],
-                           on_epoch=tracker.epoch_logger(arch) if tracker else None)
+                           on_epoch=tracker.epoch_logger(arch) if tracker else None,
+                           device=device)
     finally:
         if tracker:
             tracker.close()
@@ -70,6 +73,10 @@ def _load_any(model: str, init: str, num_classes: int | None):
         return load_run(path)
     if path.suffix == ".safetensors" and path.is_file():
         return load_model(path)
+    if path.is_file():
+        raise TransferscopeError(f"{model}: give a .safetensors model saved by transferscope or a "
+                                 "run directory; for a plain checkpoint name its architecture "
+                                 f"and pass the file as weights: --model ARCH --init {model}")
     return create_model(model, num_classes, init=init)
 
 
@@ -83,6 +90,7 @@ def evaluate(
     image_size: Optional[int] = typer.Option(None),
     batch_size: Optional[int] = typer.Option(None, help="default: ~16 images of 128 px on CPU"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result here"),
+    device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda | cuda:N | mps"),
     data_root: Optional[Path] = DataRoot,
 ):
     """Top-1/top-5 accuracy of a model on a data set (cached)."""
@@ -90,17 +98,20 @@ def evaluate(
     from transferscope.data import image_folder, source_images
     from transferscope.engine import predict
 
-    from transferscope.models import get_spec
+    from transferscope.models import check_model_name
 
+    from transferscope.engine import resolve_device
+
+    resolve_device(device)  # a missing GPU fails before any data is scanned
     if not Path(model).exists():
-        get_spec(model)  # unknown names fail before any data is scanned
+        check_model_name(model)  # unknown names fail before any data is scanned
     ds = (source_images if source else image_folder)(data, split, data_root=data_root)
     net = _load_any(model, init, None if source else ds.num_classes)
     if net.num_classes != ds.num_classes:
         raise TransferscopeError(
             f"{model} has {net.num_classes} outputs but {ds.root} has {ds.num_classes} classes; "
             "use --source for ImageNet-labelled images or a model trained on this data")
-    pred = predict(net, ds, image_size=image_size, batch_size=batch_size)
+    pred = predict(net, ds, image_size=image_size, batch_size=batch_size, device=device)
     result = {"model": model, "data": str(ds.root), "n": len(ds), "top1": pred.accuracy(1),
               "top5": pred.accuracy(min(5, ds.num_classes)), "cached": pred.from_cache,
               "skipped": [s.__dict__ for s in ds.skipped]}
@@ -120,6 +131,8 @@ def audit_memory(
                                "(ImageNet weights) or .safetensors file"),
     extra_source: list[str] = typer.Option([], help="source architecture for target models "
                                            "of another architecture (ImageNet weights); repeat"),
+    init: str = typer.Option("imagenet", help="weights of --source/--extra-source given by "
+                             "name: imagenet | random | PATH"),
     target: str = typer.Option("hymenoptera", help="target data set"),
     target_split: str = typer.Option("val"),
     source_images: list[str] = typer.Option(["imagenet-samples", "imagenette/val"],
@@ -134,6 +147,7 @@ def audit_memory(
     seed: int = typer.Option(0),
     precision: str = typer.Option("fp32", help="fp32 | bf16 (bfloat16 autocast: faster on "
                                   "CPUs with AVX512-BF16/AMX and on GPUs; logits ~1e-2 apart)"),
+    device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda | cuda:N | mps"),
     data_root: Optional[Path] = DataRoot,
 ):
     """Source-domain memory and interference audit (papers 000 and 001)."""
@@ -141,7 +155,9 @@ def audit_memory(
     from transferscope.audit import run_memory_audit
     from transferscope.data import image_folder
     from transferscope.data.views import load_source_set
+    from transferscope.engine import resolve_device
 
+    resolve_device(device)  # a missing GPU fails before any model is loaded
     targets = {}
     for spec in model:
         name, sep, path = spec.partition("=")
@@ -149,14 +165,14 @@ def audit_memory(
             raise TransferscopeError(f"--model {spec!r}: write NAME=RUN_DIR, e.g. "
                                      "--model fine-tuned=runs/ft")
         targets[name] = _load_any(path, "imagenet", None)
-    src = _load_any(source, "imagenet", None)
+    src = _load_any(source, init, None)
     sets = {}
     for spec in source_images:
         sets[spec] = load_source_set(spec, views, seed, data_root=data_root)
     ctx = AuditContext(src, targets, image_folder(target, target_split, data_root=data_root,
                                                   empty_classes="skip"),
-                       sets, image_size=image_size, precision=precision,
-                       extra_sources={a: _load_any(a, "imagenet", None) for a in extra_source})
+                       sets, image_size=image_size, precision=precision, device=device,
+                       extra_sources={a: _load_any(a, init, None) for a in extra_source})
     results = run_memory_audit(
         ctx, out, analyses.split(",") if analyses else None,
         composite_params={"style": composite_style, "overlays_per_class": overlays_per_class,
@@ -261,13 +277,18 @@ def guard(images: list[Path] = typer.Argument(..., help="image files to check"),
 
 @app.command()
 def models():
-    """List the registered architectures."""
-    from transferscope.models import get_spec, list_models
+    """List the registered architectures and the other sources of models."""
+    from transferscope.models import SOURCES, get_spec, list_models
 
+    typer.echo("registered (name as is):")
     for name in list_models():
         spec = get_spec(name)
         weights = "imagenet" if spec.imagenet_weights else "random only"
-        typer.echo(f"{name:22s} {spec.default_size:4d}px  {weights:12s} {spec.description}")
+        typer.echo(f"  {name:22s} {spec.default_size:4d}px  {weights:12s} {spec.description}")
+    typer.echo("other sources (--arch / arch = ...; --init imagenet|random|FILE):")
+    for text in SOURCES.values():
+        typer.echo(f"  {text}")
+    typer.echo("  a saved model: FILE.safetensors (save_model/wrap_module; rebuilt by name)")
 
 
 @app.command()

@@ -145,6 +145,14 @@ def resolve_folder(name_or_path: str | os.PathLike, split: str | None = None,
     )
 
 
+def _resolve_file(name_or_path, data_root) -> Path:
+    raw = Path(name_or_path).expanduser()
+    if raw.is_file() or raw.is_absolute():
+        return raw
+    under = config.data_root(data_root) / raw
+    return under if under.is_file() else raw
+
+
 # --------------------------------------------------------------------------- scanning
 class _FileIndex:
     """Remembers (size, mtime) -> (sha256, problem) so re-scans hash and decode nothing new.
@@ -260,7 +268,14 @@ def image_folder(name_or_path: str | os.PathLike, split: str | None = None, *,
         >>> ds = image_folder("hymenoptera", "val")  # doctest: +SKIP
         >>> ds.classes, len(ds)  # doctest: +SKIP
         (['ants', 'bees'], 153)
+
+    A ``*.csv`` file (``path,label[,split]``) is read by
+    :func:`~transferscope.data.tables.csv_set` instead (``split`` selects its rows).
     """
+    if str(name_or_path).lower().endswith(".csv"):
+        from transferscope.data.tables import csv_set
+
+        return csv_set(_resolve_file(name_or_path, data_root), split, transform=transform)
     root = resolve_folder(name_or_path, split, data_root)
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
@@ -294,14 +309,24 @@ def source_images(name_or_path: str | os.PathLike, split: str | None = None, *,
                   transform: Callable | None = None) -> ImageSet:
     """Labelled source-domain (ImageNet) images; labels are source-head indices 0..999.
 
-    Accepts a flat folder of ``<wnid>_<name>.JPEG`` files or class folders named by wnid
-    (``n01440764``) or by ImageNet class name (``tench``). Files that map to no class are
+    Accepts a flat folder of ``<wnid>_<name>.JPEG`` files, class folders named by wnid
+    (``n01440764``) or by ImageNet class name (``tench``), or ImageNet's flat validation
+    files ``ILSVRC2012_val_*.JPEG`` with the devkit ground truth or ``LOC_val_solution.csv``
+    (:func:`~transferscope.data.tables.imagenet_val_labels`). Files that map to no class are
     recorded in ``skipped``.
     """
     root = resolve_folder(name_or_path, split, data_root)
     by_name = {n.lower(): i for i, n in enumerate(imagenet_names())}
     labelled, skipped = [], []
+    from transferscope.data.tables import imagenet_val_labels
+
+    val = imagenet_val_labels(root)  # flat ILSVRC2012_val_*.JPEG + ground truth, or None
     for entry in sorted(root.iterdir()):
+        if val is not None and entry.is_file():
+            wnid = val.get(entry.name)
+            if wnid is not None:
+                labelled.append((entry, wnid_to_index()[wnid]))
+                continue
         if entry.name.startswith(".") or entry.name in IGNORED_NAMES:
             continue
         label = _source_label(entry.stem if entry.is_file() else entry.name, by_name)

@@ -8,6 +8,12 @@ import torch
 from torchvision.transforms import v2
 
 
+CROP_FRACTION = 0.875  # resize shorter side to size/0.875 then centre-crop, as torchvision/timm
+INTERPOLATIONS = {"bilinear": v2.InterpolationMode.BILINEAR,
+                  "bicubic": v2.InterpolationMode.BICUBIC,
+                  "nearest": v2.InterpolationMode.NEAREST}
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Per-channel ``(x - mean) / std`` on pixels scaled to [0, 1].
@@ -17,23 +23,45 @@ class Normalization:
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    interpolation: str = "bilinear"  # resize filter: "bilinear" | "bicubic" | "nearest"
+    crop_pct: float = 0.875  # evaluation: resize the shorter side to size/crop_pct, centre-crop
+
+    def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, "
+                             f"got {self.interpolation!r}")
+        if not 0.0 < float(self.crop_pct) <= 1.0:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
 
     def describe(self) -> str:
-        return f"mean={[round(m, 6) for m in self.mean]},std={[round(s, 6) for s in self.std]}"
+        out = f"mean={[round(m, 6) for m in self.mean]},std={[round(s, 6) for s in self.std]}"
+        if (self.interpolation, self.crop_pct) != ("bilinear", CROP_FRACTION):
+            out += f",interpolation={self.interpolation},crop_pct={round(self.crop_pct, 6)}"
+        return out
+
+    def as_dict(self) -> dict:
+        """JSON-ready form (saved with a model, recorded in run configs)."""
+        return {"mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std],
+                "interpolation": self.interpolation, "crop_pct": float(self.crop_pct)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalization":
+        return cls(tuple(float(m) for m in d["mean"]), tuple(float(s) for s in d["std"]),
+                   d.get("interpolation", "bilinear"), float(d.get("crop_pct", CROP_FRACTION)))
 
 
 IMAGENET_NORM = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 LITE_NORM = Normalization((127 / 255,) * 3, (128 / 255,) * 3)
 HALF_NORM = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
-CROP_FRACTION = 0.875  # resize shorter side to size/0.875 then centre-crop, as torchvision/timm
 
 
 def eval_transform(norm: Normalization, size: int) -> v2.Compose:
     """Deterministic evaluation transform: resize, centre crop, to float tensor, normalise."""
     return v2.Compose([
         v2.PILToTensor(),
-        v2.Resize(round(size / CROP_FRACTION), antialias=True),
+        v2.Resize(round(size / getattr(norm, "crop_pct", CROP_FRACTION)),
+                  antialias=True, **_interp(norm)),
         v2.CenterCrop(size),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(norm.mean, norm.std),
@@ -44,11 +72,18 @@ def train_transform(norm: Normalization, size: int) -> v2.Compose:
     """Training augmentation: random resized crop and horizontal flip (papers 000, 002, 003)."""
     return v2.Compose([
         v2.PILToTensor(),
-        v2.RandomResizedCrop(size, antialias=True),
+        v2.RandomResizedCrop(size, antialias=True, **_interp(norm)),
         v2.RandomHorizontalFlip(),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(norm.mean, norm.std),
     ])
+
+
+def _interp(norm) -> dict:
+    """``interpolation=`` for resizes; empty for bilinear (the default), so the transform's
+    description, and every cache key made from it, is unchanged for bilinear models."""
+    name = getattr(norm, "interpolation", "bilinear")
+    return {} if name == "bilinear" else {"interpolation": INTERPOLATIONS[name]}
 
 
 def describe_transform(t) -> str:

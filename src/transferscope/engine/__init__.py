@@ -1,9 +1,10 @@
 """Engine: cached batched inference and training runs."""
 
 from transferscope.engine.cache import ResultCache
+from transferscope.engine.device import resolve_device
 from transferscope.engine.inference import Predictions, capture, default_cache, predict
 
-__all__ = ["Predictions", "ResultCache", "capture", "default_cache", "predict"]
+__all__ = ["Predictions", "ResultCache", "capture", "default_cache", "predict", "resolve_device"]
 
 from transferscope.engine.recipes import RECIPES, Recipe, get_recipe  # noqa: E402
 from transferscope.engine.training import (  # noqa: E402

@@ -20,6 +20,8 @@ from transferscope.data.folder import ImageSet
 from transferscope.data.transforms import describe_transform, eval_transform
 from transferscope.engine import distributed
 from transferscope.engine.cache import ResultCache
+from transferscope.engine.device import (PRECISIONS, amp_dtype, check_amp,  # noqa: F401
+                                         resolve_device, to_device)
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
 
@@ -87,7 +89,9 @@ def capture(model: nn.Module, modules: dict[str, nn.Module], pool: str = "none")
     def make_hook(name):
         def hook(_mod, _inp, out):
             out = out[0] if isinstance(out, (tuple, list)) else out
-            if pool == "avg" and out.dim() > 2:
+            if pool == "avg" and out.dim() == 3:  # tokens (N, T, D): mean over tokens
+                out = out.mean(1)
+            elif pool == "avg" and out.dim() > 2:  # maps (N, C, H, W): mean over space
                 out = out.flatten(2).mean(-1)
             store[name].append(out.detach().float().cpu().contiguous())
         return hook
@@ -100,13 +104,9 @@ def capture(model: nn.Module, modules: dict[str, nn.Module], pool: str = "none")
             h.remove()
 
 
-PRECISIONS = ("fp32", "bf16")
-
-
 def check_precision(precision: str) -> str:
     """``precision`` if it is one of :data:`PRECISIONS`, else a one-line ConfigError."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    amp_dtype(precision)
     return precision
 
 
@@ -129,9 +129,9 @@ def forward_batch(model: nn.Module, x: torch.Tensor, channels_last: bool = True,
     ``"bf16"`` runs under bfloat16 autocast (faster where the CPU has AVX512-BF16/AMX or on
     GPUs; logits differ from fp32 by ~1e-2); outputs are float32 either way.
     """
-    check_precision(precision)
-    with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16,
-                                                enabled=precision == "bf16"):
+    dtype = amp_dtype(precision)
+    with torch.inference_mode(), torch.autocast(x.device.type, dtype=dtype or torch.bfloat16,
+                                                enabled=dtype is not None):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return model(x).float()
@@ -141,7 +141,8 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
             transform: Callable | None = None, layers: Sequence[str] = (), pool: str = "none",
             batch_size: int | None = None, num_workers: int = 0, cache: ResultCache | None = None,
             channels_last: bool = True, progress: bool | None = None,
-            desc: str | None = None, precision: str = "fp32") -> Predictions:
+            desc: str | None = None, precision: str = "fp32",
+            device: str | torch.device | None = "auto") -> Predictions:
     """Run ``model`` over ``data`` and return logits (and activations of ``layers``).
 
     Args:
@@ -153,8 +154,10 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
         batch_size: default :func:`auto_batch_size` for the image size and device.
         cache: a :class:`ResultCache` (default: the shared one); ``ResultCache(enabled=False)``
             to force recomputation.
-        precision: ``"fp32"`` (default) or ``"bf16"`` autocast (see :func:`forward_batch`);
-            part of the cache key.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (GPU) autocast (see
+            :func:`forward_batch`); part of the cache key.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda[:N]"``, ``"mps"`` (see
+            :func:`~transferscope.engine.device.resolve_device`).
 
     Returns:
         :class:`Predictions` with ``logits`` ``(N, C)`` and ``labels`` ``(N,)``.
@@ -168,9 +171,12 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
         transform = data.model_transform(model.norm, model.fixed_size)  # keeps box geometry
     transform = transform or eval_transform(model.norm, image_size or model.default_size)
     check_precision(precision)  # before the cache key is built
+    distributed.setup()
+    device = resolve_device(device)
+    check_amp(precision, device)
     extra = {} if precision == "fp32" else {"precision": precision}  # fp32 keys stay as they were
     if batch_size is None:
-        batch_size = auto_batch_size(image_size or model.default_size, distributed.setup().device)
+        batch_size = auto_batch_size(image_size or model.default_size, device)
     if not layers and isinstance(model, TransferModel):
         # logits only: cache the penultimate features under the backbone's hash, so models
         # that differ only in their head (M^t and M^st) share one backbone pass
@@ -179,7 +185,7 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
         tensors, hit = _cached_forward(key, _Features(model), data, transform, {}, pool,
                                        batch_size, num_workers, cache, channels_last,
                                        progress, desc or f"predict {model.arch} on "
-                                       f"{data.root.name}", precision)
+                                       f"{data.root.name}", precision, device)
         return Predictions(_head(model, tensors["features"], batch_size), tensors["labels"],
                            from_cache=hit)
     key = cache.key(kind="predict", weights=model.weights_hash(), data=data.digest,
@@ -188,7 +194,7 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
     tensors, hit = _cached_forward(key, model, data, transform, _resolve_layers(model, layers),
                                    pool, batch_size, num_workers, cache, channels_last,
                                    progress, desc or f"predict {model.arch} on {data.root.name}",
-                                   precision)
+                                   precision, device)
     return Predictions(tensors["logits"], tensors["labels"],
                        {k[4:]: v for k, v in tensors.items() if k.startswith("act.")},
                        from_cache=hit)
@@ -219,7 +225,7 @@ def _head(model: TransferModel, features: torch.Tensor, batch_size: int) -> torc
 
 def _cached_forward(key: str, model: nn.Module, data: ImageSet, transform, modules, pool,
                     batch_size, num_workers, cache: ResultCache, channels_last, progress,
-                    desc, precision="fp32") -> tuple[dict[str, torch.Tensor], bool]:
+                    desc, precision="fp32", device=None) -> tuple[dict[str, torch.Tensor], bool]:
     """Tensors ``{"logits" or "features", "labels", "act.<layer>"...}`` of ``model`` over
     ``data`` from the cache, or computed (sharded under torchrun) and stored; + hit flag."""
     out_name = "features" if isinstance(model, _Features) else "logits"
@@ -234,8 +240,9 @@ def _cached_forward(key: str, model: nn.Module, data: ImageSet, transform, modul
     loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
     model.eval()
-    if world.device.type != "cpu":
-        model.to(world.device)
+    device = world.device if device is None else device
+    if device.type != "cpu":
+        model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     outputs, labels = [], []
@@ -243,12 +250,13 @@ def _cached_forward(key: str, model: nn.Module, data: ImageSet, transform, modul
         with capture(model, modules, pool) as store, \
                 progress_bar(len(part), desc, progress) as advance:
             for x, y in loader:
-                outputs.append(forward_batch(model, x.to(world.device), channels_last, precision))
+                outputs.append(forward_batch(model, to_device(x, device), channels_last,
+                                             precision))
                 labels.append(y)
                 advance(len(y))
     finally:
         model.train(was_training)
-        if world.device.type != "cpu":
+        if device.type != "cpu":
             model.to("cpu")
     tensors = distributed.gather_shards({out_name: outputs, "labels": labels, **{
         f"act.{n}": v for n, v in store.items()}}, len(data), batch_size)  # data order

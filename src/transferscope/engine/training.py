@@ -48,6 +48,7 @@ from transferscope.engine.batchnorm import reestimate_bn
 from transferscope.engine.recipes import Recipe
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
+from transferscope.engine.device import resolve_device, to_device
 from transferscope.models.io import load_model, save_model
 from transferscope.models.registry import create_model, init_weights
 
@@ -162,7 +163,7 @@ def _evaluate(model: TransferModel, loader: DataLoader, channels_last: bool) -> 
     device = next(model.parameters()).device
     with torch.inference_mode():
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
+            x, y = to_device(x, device), to_device(y, device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x)
@@ -206,7 +207,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
           data_root: str | None = None, num_workers: int = 0,
           keep_checkpoints: int | str | None = None, keep_epochs=(),
           progress: bool | None = None, hook: TrainingHook | None = None,
-          on_epoch=None) -> TrainResult:
+          on_epoch=None, device: str | torch.device | None = "auto") -> TrainResult:
     """Train ``config.arch`` on ``config.data`` and write the run directory ``out``.
 
     Disk: besides the final weights and theta_r, only the last epoch checkpoint is kept (to
@@ -214,6 +215,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     (e.g. those checkpoint-transfer, paper 003 section 3.5, starts from);
     ``keep_checkpoints="all"`` keeps every epoch, ``keep_checkpoints=N`` the last N.
     ``on_epoch(row)`` is called with each epoch's metrics row (e.g. a tracker's logger).
+    ``device``: ``"auto"`` (CUDA when present, the process's GPU under torchrun), ``"cpu"``,
+    ``"cuda[:N]"`` or ``"mps"``.
 
     Example (a two-class set of 24 px images, one epoch; a fraction of a second):
         >>> import tempfile
@@ -248,6 +251,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     out = Path(out)
     keep_last, keep_epochs = parse_keep(keep_checkpoints), {int(e) for e in keep_epochs}
     world = distributed.setup()  # under torchrun: data-parallel, files written by rank 0
+    dev = resolve_device(device)  # a missing GPU fails here, before any data is read
     if (config.remedy is None) != (hook is None or not hook.settings):
         raise ConfigError("a run with a remedy needs its training hook: start it with "
                           "transferscope.remedies.fine_tune (or `transferscope remedies`)")
@@ -294,10 +298,11 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
             "skipped": [s.__dict__ for s in train_set.skipped + val_set.skipped]})
         atomic_write_json(out / "config.json", {
             "config": json.loads(config.model_dump_json()),
+            "preprocessing": model.norm.as_dict(), "builder": model.builder,
             "versions": {"transferscope": __version__, "torch": torch.__version__,
                          "python": platform.python_version()}})
     distributed.barrier()  # rank 0 has written the run's start
-    model.to(world.device)
+    model.to(dev)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = recipe.make_optimizer(model.parameters())
@@ -331,7 +336,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
 
         shuffle = BlockShuffle(config.block_shuffle, seed=config.seed)
         tf_train, tf_val = v2.Compose([tf_train, shuffle]), v2.Compose([tf_val, shuffle])
-    val_loader = DataLoader(val_set.with_transform(tf_val),
+    val_loader = DataLoader(val_set.with_transform(tf_val), pin_memory=dev.type == "cuda",
                             batch_size=recipe.batch_size, num_workers=num_workers,
                             sampler=distributed.shard_indices(len(val_set), recipe.batch_size))
     if len(train_set) < recipe.batch_size:
@@ -355,8 +360,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                         x = x.contiguous(memory_format=torch.channels_last)
                     if hook is not None:
                         x, y = hook.batch(x, y, hook_gen)
-                    features, logits = step(x.to(world.device))
-                    y = y.to(world.device)
+                    features, logits = step(to_device(x, dev))
+                    y = to_device(y, dev)
                     loss = torch.nn.functional.cross_entropy(logits, y)
                     if hook is not None:
                         extra = hook.loss(model, x, y, features, logits, hook_gen)

@@ -36,7 +36,8 @@ class LayerGroup:
     """A named unit for layer-wise analyses (a conv + its norm, a residual block, the head).
 
     ``modules`` are dotted paths inside the :class:`TransferModel`; the group's parameters are
-    all parameters below them, its activation is the output of the last one.
+    all parameters below them (a path may also name a parameter held directly by a module,
+    like a ViT's ``cls_token``), its activation is the output of the last one (a module).
     """
 
     name: str
@@ -47,7 +48,8 @@ class LayerGroup:
         names = []
         for path in self.modules:
             prefix = path + "."
-            names += [n for n, _ in model.named_parameters() if n.startswith(prefix)]
+            names += [n for n, _ in model.named_parameters()
+                      if n.startswith(prefix) or n == path]
         return names
 
     @property
@@ -72,6 +74,9 @@ class TransferModel(nn.Module):
         >>> m(torch.zeros(1, 3, 32, 32)).shape
         torch.Size([1, 2])
     """
+
+    builder: dict | None = None  # how to rebuild it by name (saved with its weights)
+    num_prefix_tokens: int = 0  # token models: class/register/distillation tokens first
 
     def __init__(self, backbone: nn.Module, head: ClassifierHead, *, arch: str,
                  norm: Normalization, groups: list[LayerGroup], default_size: int = 224,
@@ -178,4 +183,7 @@ def compose(backbone_from: TransferModel, head_from: TransferModel) -> TransferM
                          class_names=head_from.class_names)
     if getattr(backbone_from, "feature_mask", None) is not None:
         m_st.register_buffer("feature_mask", backbone_from.feature_mask)
+    if backbone_from.builder is not None:
+        m_st.builder = {**backbone_from.builder, "num_classes": head_from.num_classes}
+    m_st.num_prefix_tokens = backbone_from.num_prefix_tokens
     return m_st

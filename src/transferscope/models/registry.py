@@ -52,21 +52,51 @@ def list_models() -> list[str]:
 
 def get_spec(arch: str) -> ArchSpec:
     if arch not in _REGISTRY:
-        raise ModelError(f"unknown model {arch!r}; known: {', '.join(list_models())} "
-                         "(or wrap your own nn.Module with transferscope.models.wrap_module)")
+        raise ModelError(f"unknown model {arch!r}; known: {', '.join(list_models())}, or "
+                         "timm:<name>, torchvision:<name>, hf:<folder> (`transferscope models`)")
     return _REGISTRY[arch]
 
 
-def to_uniform_keys(state: dict[str, torch.Tensor], native_head: str) -> dict[str, torch.Tensor]:
-    """Map a native checkpoint's keys (``fc.weight``) to transferscope's (``head.fc.weight``)."""
-    if any(k.startswith(("backbone.", "head.")) for k in state):
+def check_model_name(name: str) -> str:
+    """``name`` if it names a model (registered, ``timm:``, ``torchvision:``, ``hf:``), else a
+    one-line :class:`~transferscope.errors.ConfigError` -- call it when parsing settings, so
+    a bad name fails before anything trains.
+
+    Example:
+        >>> check_model_name("timm:resnet18")
+        'timm:resnet18'
+    """
+    from transferscope.errors import ConfigError
+    from transferscope.models.sources import check_external_name, split_name
+
+    source, rest = split_name(name)
+    if source != "registry":
+        check_external_name(name)
+    elif name not in _REGISTRY:
+        hint = ""
+        if "/" in name and name.split("/", 1)[0] in ("timm", "torchvision", "hf"):
+            hint = f" (did you mean {name.replace('/', ':', 1)}?)"
+        raise ConfigError(f"unknown model {name!r}{hint}; use a registered one "
+                          f"({', '.join(list_models())}) or timm:<name>, torchvision:<name>, "
+                          "hf:<folder>")
+    return name
+
+
+def to_uniform_keys(state: dict[str, torch.Tensor], native_head: str,
+                    prefix: str = "backbone.") -> dict[str, torch.Tensor]:
+    """Map a native checkpoint's keys (``fc.weight``) to transferscope's (``head.fc.weight``).
+
+    A state with ``backbone.*`` keys is transferscope's already (a native timm ConvNeXt has
+    ``head.norm.*`` keys of its own, so ``head.*`` alone proves nothing).
+    """
+    if any(k.startswith("backbone.") for k in state):
         return dict(state)
     out = {}
     for k, v in state.items():
         if k.startswith(native_head + "."):
             out["head.fc." + k[len(native_head) + 1:]] = v
         else:
-            out["backbone." + k] = v
+            out[prefix + k] = v
     return out
 
 
@@ -95,24 +125,60 @@ def load_weights(model: TransferModel, state: dict[str, torch.Tensor], *, source
 
 
 def create_model(arch: str, num_classes: int | None = None, *, init: str | os.PathLike = "random",
-                 image_size: int | None = None, class_names: list[str] | None = None
-                 ) -> TransferModel:
-    """Build a registered architecture.
+                 image_size: int | None = None, class_names: list[str] | None = None,
+                 preprocessing=None) -> TransferModel:
+    """Build a registered architecture, or ``timm:<name>``, ``torchvision:<name>``,
+    ``hf:<folder>`` (see :mod:`transferscope.models.sources`).
 
     Args:
-        arch: a name from :func:`list_models`.
+        arch: a name from :func:`list_models`, or ``source:name``.
         num_classes: size of the head; default 1000 (the ImageNet source head).
         init: ``"random"``, ``"imagenet"`` (source weights; the head is kept if
             ``num_classes`` is 1000, else re-initialised) or a path to a ``.safetensors`` /
             ``.pt`` file (loaded with ``weights_only=True``).
-        image_size: input size for architectures whose shape depends on it (baseline CNN).
+        image_size: input size for architectures whose shape depends on it (baseline CNN,
+            ViT).
+        preprocessing: override of the model's own preprocessing: a
+            :class:`~transferscope.data.Normalization` or a dict of its fields (``mean``,
+            ``std``, ``interpolation``, ``crop_pct``).
     """
-    spec = get_spec(arch)
-    n = SOURCE_CLASSES if num_classes is None else int(num_classes)
-    model = spec.build(n, image_size or spec.default_size)
+    from transferscope.models.sources import PRETRAINED, create_external, split_name
+
+    if split_name(arch)[0] != "registry":
+        model = create_external(arch, None if num_classes is None else int(num_classes),
+                                init=init, image_size=image_size)
+        if str(init) not in PRETRAINED and str(init) != "random":
+            init_weights(model, init)
+        model.builder["init"] = str(init)
+    else:
+        spec = get_spec(arch)
+        n = SOURCE_CLASSES if num_classes is None else int(num_classes)
+        model = spec.build(n, image_size or spec.default_size)
+        model.builder = {"source": "registry", "name": arch, "num_classes": n,
+                         "init": str(init), "image_size": image_size or spec.default_size}
+        init_weights(model, init)
     model.class_names = class_names
-    init_weights(model, init)
+    if preprocessing is not None:
+        set_preprocessing(model, preprocessing)
     return model
+
+
+def set_preprocessing(model: TransferModel, preprocessing) -> None:
+    """Override ``model.norm`` (and the builder spec saved with it)."""
+    from transferscope.data.transforms import Normalization
+
+    if isinstance(preprocessing, dict):
+        unknown = set(preprocessing) - {"mean", "std", "interpolation", "crop_pct"}
+        if unknown:
+            raise ModelError(f"preprocessing: unknown keys {sorted(unknown)}; use mean, std, "
+                             "interpolation, crop_pct")
+        try:
+            preprocessing = Normalization.from_dict({**model.norm.as_dict(), **preprocessing})
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"preprocessing: {exc}") from exc
+    model.norm = preprocessing
+    if getattr(model, "builder", None) is not None:
+        model.builder["preprocessing"] = preprocessing.as_dict()
 
 
 def init_weights(model: TransferModel, init: str | os.PathLike) -> None:
@@ -120,11 +186,31 @@ def init_weights(model: TransferModel, init: str | os.PathLike) -> None:
 
     The head is loaded only when its shape fits; otherwise it keeps its current values.
     """
-    spec = get_spec(model.arch)
     n = model.num_classes
     if str(init) == "random":
         return
-    if str(init) == "imagenet":
+    builder = getattr(model, "builder", None) or {}
+    if builder.get("source", "registry") != "registry":
+        if str(init) in ("imagenet", "pretrained"):  # the library's own weights
+            from transferscope.models.sources import create_external
+
+            ref = create_external(model.arch, None, init=init,
+                                  image_size=builder.get("image_size")
+                                  if builder.get("fixed_size") else None)
+            load_weights(model, ref.state_dict(), source=f"pretrained weights of {model.arch}",
+                         include_head=ref.num_classes == n)
+            model.builder["init"] = str(init)
+            return
+        hf = builder["source"] == "hf"  # HF keys live below the HFBackbone's .model
+        state = to_uniform_keys(load_state_dict_file(Path(init)),
+                                builder["head"].removeprefix("model.") if hf else builder["head"],
+                                "backbone.model." if hf else "backbone.")
+        head = state.get("head.fc.weight")
+        load_weights(model, state, source=str(init),
+                     include_head=head is not None and head.shape[0] == n)
+        return
+    spec = get_spec(model.arch)
+    if str(init) in ("imagenet", "pretrained"):
         if spec.imagenet_weights is None:
             raise ModelError(f"no ImageNet weights are known for {model.arch}; use --init "
                              "random or --init PATH")
