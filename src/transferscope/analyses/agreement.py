@@ -10,10 +10,11 @@ from itertools import combinations
 import pandas as pd
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import register_analysis
 from transferscope.analyses._stats import pearson
-from transferscope.analyses.bias import bias_matrix
 from transferscope.analyses.context import AuditContext
-from transferscope.analyses.retained import per_class_recall
+from transferscope.analyses.interference_bias import bias_matrix
+from transferscope.analyses.retained_knowledge import per_class_recall
 
 
 def run(ctx: AuditContext) -> AnalysisResult:
@@ -44,15 +45,12 @@ def run(ctx: AuditContext) -> AnalysisResult:
 
 
 def _scatter(pairs):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._figures import subplots
 
     n = len(pairs)
     cols = min(3, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (set_name, what, a, b, x, y, r) in zip(axes.flat, pairs):
@@ -63,3 +61,7 @@ def _scatter(pairs):
         ax.set_title(f"{what} ({set_name})\nR = {r:.2f}", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+register_analysis("agreement", title="Cross-model agreement", paper="paper 000, Fig. 5, 6",
+                  section="memory", order=3, run=run)

@@ -20,15 +20,20 @@ square of that count, see ``max_features``) or averaged over space to ``C`` feat
 
 from __future__ import annotations
 
+import html
 import itertools
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
+from transferscope.analyses._transfer import batches, transfer_inputs
+from transferscope.analyses.context import AuditContext
 from transferscope.engine.inference import capture
 from transferscope.errors import ConfigError
 
@@ -278,7 +283,7 @@ def cka_all_pairs(model_a: nn.Module, model_b: nn.Module, loader: Iterable,
     return pd.DataFrame(vals, index=list(layers_a), columns=layers_b)
 
 
-def run(models: Mapping[str, nn.Module], loader: Iterable,
+def cka_tables(models: Mapping[str, nn.Module], loader: Iterable,
         pairs: Sequence[tuple[str, str]] | None = None, layers: Sequence[str] | None = None, *,
         pool: str = "flatten", device=None, max_features: int = 4096) -> AnalysisResult:
     """Table 1 / 7: per-module CKA for model pairs, with a heat-map.
@@ -319,13 +324,10 @@ def run(models: Mapping[str, nn.Module], loader: Iterable,
 
 def plot_heatmap(wide: pd.DataFrame, title: str = "linear CKA"):
     """Heat-map with model pairs as rows, layers as columns, values written in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._figures import subplots
 
     vals = wide.to_numpy(float)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * vals.shape[1] + 2), 0.5 * vals.shape[0] + 1.5))
+    fig, ax = subplots(figsize=(max(4.0, 0.7 * vals.shape[1] + 2), 0.5 * vals.shape[0] + 1.5))
     im = ax.imshow(vals, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(vals.shape[1]))
     ax.set_xticklabels(wide.columns, rotation=90, fontsize=7)
@@ -339,3 +341,34 @@ def plot_heatmap(wide: pd.DataFrame, title: str = "linear CKA"):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+class CkaOptions(AnalysisOptions):
+    pool: Literal["avg", "flatten"] = Field("avg", description="per-sample features: spatial "
+                                            "mean per channel, or flattened C*H*W")
+    max_features: int = Field(4096, ge=1, description="flattened features kept per layer")
+
+
+def run(ctx: AuditContext, pool: str = "avg", max_features: int = 4096) -> AnalysisResult:
+    """CKA of P with P-T #1 and of the P-T / RI-T pairs of ``ctx`` (Table 1)."""
+    inp = transfer_inputs(ctx)
+    models = {"P": ctx.source, **inp.models}
+    pairs = [p for p in [("P-T #1", "P")] + inp.pairs if p[0] in models]
+    res = cka_tables(models, batches(ctx), pairs, pool=pool, max_features=max_features)
+    if pool == "avg":
+        res.notes.append("Activations are averaged over space per channel (pool='avg') so "
+                         "every layer fits the streaming accumulator.")
+    return res
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Mean CKA over modules per pair."""
+    mean = result.summary["mean_cka"]
+    parts = [f"{html.escape(k)} {fmt(v)}" for k, v in mean.items()]
+    return Finding("<b>Feature similarity</b> (linear CKA averaged over modules, 1 = same "
+                   "features): " + "; ".join(parts) + ".", dict(mean))
+
+
+register_analysis("cka", title="Feature similarity: linear CKA per module",
+                  paper="paper 003, Table 1, 7", section="what_transferred", order=3,
+                  options=CkaOptions, run=run, finding=finding)

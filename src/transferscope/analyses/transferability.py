@@ -21,6 +21,7 @@ already pair them), while running statistics and other buffers are left out.
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Mapping, Sequence
 
@@ -30,6 +31,8 @@ import torch
 from torch import nn
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import Finding, fmt, register_analysis
+from transferscope.analyses.context import AuditContext
 from transferscope.errors import ModelError
 from transferscope.models.base import LayerGroup, TransferModel
 
@@ -175,7 +178,7 @@ def whole_network_T(table: pd.DataFrame) -> float:
     return float(table.loc[keep, "T"].mean()) if keep.any() else math.nan
 
 
-def run(groups_from: TransferModel, theta_a, theta_r, fine_tuned, scratch,
+def network_transferability(groups_from: TransferModel, theta_a, theta_r, fine_tuned, scratch,
         label: str = "") -> AnalysisResult:
     """T_FB and T_SB per layer and for the whole network (eq. 1-2, Fig. 8).
 
@@ -208,17 +211,32 @@ def run(groups_from: TransferModel, theta_a, theta_r, fine_tuned, scratch,
     return result
 
 
+def transferability_result(per_target: dict[str, AnalysisResult],
+                           table2: pd.DataFrame | None = None,
+                           notes: Sequence[str] = ()) -> AnalysisResult:
+    """One ``transferability`` result from the :func:`network_transferability` result of
+    every target: whole-network T_FB / T_SB per target, all layer rows (and paper 002's
+    Table 2 when given), one line per target in the figure."""
+    layers = pd.concat([r.tables["layers"] for r in per_target.values()], ignore_index=True)
+    tables = {"table2": table2} if table2 is not None else {}
+    result = AnalysisResult(
+        "transferability", {k: {"T_FB": v.summary["T_FB"], "T_SB": v.summary["T_SB"]}
+                            for k, v in per_target.items()},
+        {**tables, "layers": layers}, notes=next(iter(per_target.values())).notes + list(notes))
+    result.figures["layer_T_FB"] = plot_layer_T(
+        {k: layers[(layers["target"] == k) & (layers["variant"] == "T_FB")]
+         for k in per_target})
+    return result
+
+
 def plot_layer_T(tables: dict[str, pd.DataFrame]):
     """One line per table (e.g. per target set): x = layer group, y = T (log scale if spread).
 
     Non-finite T values are not drawn; the dashed line marks T = 1 (a random start).
     """
-    import matplotlib
+    from transferscope.analyses._figures import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * max(map(len, tables.values()), default=0)),
+    fig, ax = subplots(figsize=(max(6.0, 0.25 * max(map(len, tables.values()), default=0)),
                                     3.5))
     longest, values = [], []
     for name, table in tables.items():
@@ -240,3 +258,48 @@ def plot_layer_T(tables: dict[str, pd.DataFrame]):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _pairs(ctx: AuditContext) -> dict[str, str]:
+    """Fine-tuned model -> the from-scratch model of its architecture and seed (they share
+    theta_r), for models with run directories."""
+    e = ctx.entries
+    scratch = [n for n in ctx.with_role("scratch", same_arch=False) if e[n].run_dir]
+    out = {}
+    for ft in ctx.with_role("fine-tuned", same_arch=False):
+        match = [n for n in scratch if e[n].arch == e[ft].arch and e[n].seed == e[ft].seed]
+        if e[ft].run_dir and match:
+            out[ft] = match[0]
+    return out
+
+
+def run(ctx: AuditContext) -> AnalysisResult:
+    """T_FB and T_SB of every fine-tuned model of ``ctx`` with its from-scratch twin (same
+    architecture and seed: the fine-tune's head and the scratch run start from one theta_r)."""
+    from transferscope.engine import load_run
+
+    per = {}
+    for ft, sc in _pairs(ctx).items():
+        theta_a = load_run(ctx.entries[ft].run_dir, "init")
+        theta_r = load_run(ctx.entries[sc].run_dir, "init_random")
+        per[ft] = network_transferability(theta_a, theta_a.state_dict(), theta_r.state_dict(),
+                                          ctx.targets[ft].state_dict(),
+                                          ctx.targets[sc].state_dict(), label=ft)
+    return transferability_result(per)
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Whole-network T_FB and T_SB per target."""
+    s = {k: v for k, v in result.summary.items() if isinstance(v, dict) and "T_FB" in v}
+    if not s:
+        return None
+    parts = [f"{html.escape(k)} T_FB {fmt(v['T_FB'])}, T_SB {fmt(v['T_SB'])}"
+             for k, v in s.items()]
+    return Finding("<b>Transferability</b> (1 = no better than a random start): "
+                   + "; ".join(parts) + ".", {k: v["T_FB"] for k, v in s.items()})
+
+
+register_analysis("transferability", title="Layer-wise transferability T = D(theta_r, theta_B) "
+                  "/ D(theta_A, theta_B)", paper="paper 002, eq. 1-2, Table 2, Fig. 8",
+                  section="transferability", order=1, run=run, finding=finding,
+                  applies=lambda ctx: bool(_pairs(ctx)))

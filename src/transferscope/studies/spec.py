@@ -175,7 +175,7 @@ def parse_study(text: str, source: str = "study") -> StudySpec:
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise ConfigError(f"{source}: key '{loc}': {err['msg']}"
                           f"{' (' + str(err['input'])[:60] + ')' if 'input' in err and err['type'] != 'missing' else ''}"
-                          f"; see DEMO_TOML in transferscope.study or README for the format"
+                          f"; see DEMO_TOML in transferscope.studies.spec or README for the format"
                           ) from exc
     _check_analysis_names(spec, source)
     names = [m.name for m in spec.models]
@@ -190,11 +190,12 @@ def parse_study(text: str, source: str = "study") -> StudySpec:
 
 def _check_analysis_names(spec: StudySpec, source: str) -> None:
     """Unknown analysis names fail here, before any model is trained."""
-    from transferscope.audit import MEMORY_ANALYSES
-    from transferscope.what_transferred import WHAT_ANALYSES
+    from transferscope.analyses import list_analyses
 
-    for key, chosen, known in (("analyses.memory", spec.analyses.memory, MEMORY_ANALYSES),
-                               ("analyses.transfer", spec.analyses.transfer, WHAT_ANALYSES)):
+    for key, chosen, section in (("analyses.memory", spec.analyses.memory, "memory"),
+                                 ("analyses.transfer", spec.analyses.transfer,
+                                  "what_transferred")):
+        known = list_analyses(section, runnable=True)
         unknown = [] if isinstance(chosen, str) else [n for n in chosen if n not in known]
         if unknown:
             raise ConfigError(f"{source}: key '{key}': unknown analyses {unknown}; use 'all', "
@@ -210,23 +211,6 @@ def load_study(path: str | os.PathLike) -> tuple[StudySpec, str]:
     return parse_study(text, str(path)), text
 
 
-def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root):
-    from transferscope.engine import TrainConfig, get_recipe, load_run, train
-    from transferscope.models import load_model
-
-    if m.path is not None:
-        path = Path(m.path)
-        if path.is_dir():
-            return load_run(path)
-        return load_model(path)
-    cfg = TrainConfig(arch=m.arch, init=m.init, data=spec.target.data, seed=m.seed,
-                      train_split=spec.target.train_split, val_split=spec.target.val_split,
-                      recipe=get_recipe(m.recipe, epochs=m.epochs, batch_size=m.batch_size,
-                                        lr=m.lr, image_size=m.image_size or spec.image_size))
-    return train(cfg, out / "runs" / m.name, resume=True, data_root=data_root,
-                 keep_checkpoints=None).model
-
-
 def quick(spec: StudySpec) -> StudySpec:
     """A smoke-test variant: small images, few epochs, a subset of the source images."""
     data = spec.model_dump()
@@ -239,104 +223,3 @@ def quick(spec: StudySpec) -> StudySpec:
         m["epochs"] = 2 if m["arch"] != "baseline_cnn" else 6
         m["image_size"] = 96
     return StudySpec(**data)
-
-
-def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: bool = True):
-    """The :class:`AuditContext` of a study (training missing models when allowed)."""
-    from transferscope._progress import log
-    from transferscope.analyses import AuditContext
-    from transferscope.data import image_folder
-    from transferscope.data.views import load_source_set
-    from transferscope.engine import load_run
-    from transferscope.models import create_model
-
-    target_val = image_folder(spec.target.data, spec.target.val_split, data_root=data_root)
-    sets = {}
-    for entry in spec.source_images.sets:
-        sets[entry] = load_source_set(entry, spec.source_images.views,
-                                      limit=spec.source_images.limit, data_root=data_root)
-    models = {}
-    for m in spec.models:
-        if train_missing:
-            log(f"[bold]model[/bold] {m.name}")
-            models[m.name] = _train_or_load(m, spec, out, data_root)
-        else:
-            run = Path(m.path) if m.path else out / "runs" / m.name
-            if not (run / "model.safetensors").exists() and not run.is_file():
-                raise ConfigError(f"model '{m.name}' has no finished run at {run}; run "
-                                  f"`transferscope audit` on the study first")
-            models[m.name] = load_run(run) if run.is_dir() else _train_or_load(m, spec, out,
-                                                                               data_root)
-    source = create_model(spec.source.arch, init=spec.source.init)
-    extra = {a: create_model(a, init=spec.source.init) for a in
-             {m.arch for m in spec.models if m.init == "imagenet" and m.arch} - {source.arch}}
-    return AuditContext(source, models, target_val, sets, image_size=spec.image_size,
-                        batch_size=spec.batch_size, extra_sources=extra,
-                        precision=spec.precision)
-
-
-def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,
-              data_root=None):
-    """Train/load the models, run the selected analyses, write results and report.html."""
-    from transferscope.audit import MEMORY_ANALYSES, run_memory_audit
-    from transferscope.report import write_report
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if spec_text is not None:
-        (out / "study.toml").write_text(spec_text)
-    ctx = build_context(spec, out, data_root)
-    memory = spec.analyses.memory
-    selected = [] if memory == "none" else list(MEMORY_ANALYSES) if memory == "all" else memory
-    results = run_memory_audit(ctx, out, selected,
-                               composite_params=spec.analyses.composites.model_dump())
-    transfer = spec.analyses.transfer
-    if transfer != "none":
-        from transferscope.what_transferred import WHAT_ANALYSES, run_what_transferred
-
-        chosen = WHAT_ANALYSES if transfer == "all" else transfer
-        opts = spec.analyses.transfer_options
-        run_dirs = {m.name: Path(m.path) if m.path else out / "runs" / m.name
-                    for m in spec.models}
-        results.update(run_what_transferred(
-            ctx, out, {m.name: m.init for m in spec.models if m.path is None}, run_dirs,
-            chosen, lambdas=opts.lambdas, bn_reestimate=opts.bn_reestimate,
-            criticality_images=opts.criticality_images,
-            criticality_modules=opts.criticality_modules))
-    report = write_report(out, results, title=spec.name, spec_text=spec_text)
-    return results, report
-
-
-class Study:
-    """Notebook handle on a study: ``Study.from_toml(path).run("out")``.
-
-    Example:
-        >>> s = Study.from_text(DEMO_TOML)
-        >>> [m.name for m in s.spec.models][:2]
-        ['fine-tuned', 'scratch-cnn']
-    """
-
-    def __init__(self, spec: StudySpec, text: str | None = None):
-        self.spec, self.text = spec, text
-
-    @classmethod
-    def from_toml(cls, path: str | os.PathLike) -> "Study":
-        spec, text = load_study(path)
-        return cls(spec, text)
-
-    @classmethod
-    def from_text(cls, text: str) -> "Study":
-        return cls(parse_study(text), text)
-
-    @classmethod
-    def demo(cls, quick_variant: bool = False) -> "Study":
-        spec = parse_study(DEMO_TOML, "demo study")
-        return cls(quick(spec) if quick_variant else spec, DEMO_TOML)
-
-    def context(self, out: str | os.PathLike, data_root=None):
-        """The :class:`~transferscope.analyses.AuditContext` (trains missing models)."""
-        return build_context(self.spec, Path(out), data_root)
-
-    def run(self, out: str | os.PathLike, data_root=None):
-        """Train, analyse, report; returns ``(results, report_path)``."""
-        return run_study(self.spec, out, spec_text=self.text, data_root=data_root)

@@ -23,7 +23,7 @@ from transferscope._io import atomic_write_json
 from transferscope._progress import log
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses.context import AuditContext
-from transferscope.audit import run_memory_audit
+from transferscope.analyses.remedies import STANDARD, remedies_result, summarise
 from transferscope.data.folder import image_folder, source_images
 from transferscope.data.views import ViewSet
 from transferscope.engine.recipes import get_recipe
@@ -31,12 +31,9 @@ from transferscope.engine.training import TrainConfig, load_run
 from transferscope.errors import ConfigError
 from transferscope.remedies import REMEDIES, fine_tune, make_remedy
 from transferscope.remedies._shared import source_model, split_source_classes
+from transferscope.studies.memory import run_memory_audit
 
-STANDARD = "standard"
 DEFAULT_VARIANTS = (STANDARD, *REMEDIES)
-METRICS = {"clean accuracy": "clean", "composite accuracy (biased against)": "against",
-           "composite accuracy (neutral)": "neutral", "strongly biased classes": "biased",
-           "mean distraction": "distraction", "training seconds": "cost"}
 
 
 def _cost(run_dir: Path) -> float:
@@ -113,45 +110,6 @@ def evaluate_variants(runs: dict[str, dict], target: str, out: Path, *, arch: st
     return pd.DataFrame(rows)
 
 
-def summarise(per_run: pd.DataFrame, max_clean_drop: float = 0.01) -> tuple[pd.DataFrame, dict]:
-    """Mean ± std per variant and the verdict, on differences paired by seed (a remedy and the
-    standard fine-tune of one seed share the head's initialisation and the batch order).
-
-    A remedy counts if its composite accuracy over biased backgrounds rises, on average over
-    seeds, by more than the seed-to-seed spread (std) of that rise, while mean clean accuracy
-    falls by at most ``max_clean_drop``.
-    """
-    agg = per_run.groupby("variant", sort=False)[list(METRICS.values())].agg(["mean", "std"])
-    std_runs = per_run[per_run["variant"] == STANDARD].set_index("seed")
-    rows, verdicts = [], {}
-    for variant in agg.index:
-        row = {"variant": variant, "seeds": int((per_run["variant"] == variant).sum())}
-        for label, col in METRICS.items():
-            m, s = agg.loc[variant, (col, "mean")], agg.loc[variant, (col, "std")]
-            row[label] = f"{m:.3f} ± {0 if np.isnan(s) else s:.3f}" if col != "cost" else \
-                f"{m:.0f} ± {0 if np.isnan(s) else s:.0f}"
-        mine = per_run[per_run["variant"] == variant].set_index("seed")
-        seeds = mine.index.intersection(std_runs.index)
-        if variant != STANDARD and len(seeds):
-            diff = {col: mine.loc[seeds, col].astype(float) - std_runs.loc[seeds, col].astype(float)
-                    for col in ("clean", "against", "biased", "distraction")}
-            d_clean, d_against = float(diff["clean"].mean()), float(diff["against"].mean())
-            spread = float(diff["against"].std()) if len(seeds) > 1 else float("nan")
-            lowers = bool(len(seeds) > 1 and d_against > max(spread, 0.0))
-            keeps = bool(d_clean >= -max_clean_drop)
-            row["Δ clean"] = f"{d_clean:+.3f}"
-            row["Δ against"] = f"{d_against:+.3f} ± {0 if np.isnan(spread) else spread:.3f}"
-            row["Δ strongly biased"] = f"{diff['biased'].mean():+.1f}"
-            row["Δ distraction"] = f"{diff['distraction'].mean():+.3f}"
-            row["counts"] = "yes" if lowers and keeps else "no"
-            verdicts[variant] = {"lowers_interference": lowers, "keeps_clean_accuracy": keeps,
-                                 "delta_clean": d_clean, "delta_against": d_against,
-                                 "delta_against_std": spread, "paired_seeds": len(seeds),
-                                 "counts": lowers and keeps}
-        rows.append(row)
-    return pd.DataFrame(rows), verdicts
-
-
 def run_remedy_study(target: str, out: str | os.PathLike, *, arch: str = "efficientnet_lite0",
                      recipe: str = "paper002", epochs: int = 5, image_size: int = 128,
                      seeds=(0, 1, 2), variants=DEFAULT_VARIANTS, remedy_params: dict | None = None,
@@ -195,48 +153,14 @@ def run_remedy_study(target: str, out: str | os.PathLike, *, arch: str = "effici
     per_run = evaluate_variants(runs, target, out, arch=arch, image_size=image_size,
                                 source=source, views=views, split_seed=split_seed,
                                 composite_params=comp, data_root=data_root)
-    table, verdicts = summarise(per_run)
     settings = {"target": target, "arch": arch, "recipe": recipe, "epochs": epochs,
                 "batch_size": batch_size, "lr": lr,
                 "image_size": image_size, "seeds": list(seeds), "variants": variants,
                 "remedy_params": params, "prune_epochs": prune_epochs,
                 "prune_lr_factor": prune_lr_factor, "source": source, "views": views,
                 "composites": comp}
-    result = AnalysisResult("remedies", {"settings": settings, "verdicts": verdicts},
-                            {"summary": table, "per_run": per_run})
-    result.notes.append(
-        "Mean ± std over seeds. 'against' = accuracy on composites whose background class "
-        "is biased toward another target class; biased = source classes with max B >= 0.8; "
-        "training seconds include, for pruning, the standard fine-tune it starts from. Δ = "
-        "remedy − standard of the same seed, mean (± std) over seeds. A remedy counts if "
-        "'against' rises by more than the std of that rise and clean accuracy falls by at "
-        "most 1 point. Evaluation uses held-out source classes and the "
-        "validation split only.")
-    result.figures["against"] = _figure(per_run)
+    result = remedies_result(per_run, settings)
     result.save(out)
     atomic_write_json(out / "remedies_runs.json",
                       {n: {**r, "run": str(r["run"])} for n, r in runs.items()})
     return result
-
-
-def _figure(per_run: pd.DataFrame):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    order = list(dict.fromkeys(per_run["variant"]))
-    for ax, (col, label) in zip(axes, [("clean", "clean accuracy"),
-                                       ("against", "composites, biased backgrounds"),
-                                       ("distraction", "mean Grad-CAM distraction")]):
-        g = per_run.groupby("variant")[col]
-        ax.bar(range(len(order)), [g.mean()[v] for v in order],
-               yerr=[0 if np.isnan(g.std()[v]) else g.std()[v] for v in order], capsize=3)
-        for i, v in enumerate(order):
-            ys = per_run.loc[per_run["variant"] == v, col]
-            ax.scatter([i] * len(ys), ys, color="k", s=8, zorder=3)
-        ax.set_xticks(range(len(order)), order, rotation=30, ha="right", fontsize=8)
-        ax.set_title(label, fontsize=9)
-    fig.tight_layout()
-    return fig

@@ -12,8 +12,11 @@ import pandas as pd
 import torch
 
 from transferscope._progress import log
-from transferscope.analyses import domain, gradients, regression, transferability
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses.domain import domain_statistics
+from transferscope.analyses.layer_gradients import gradient_profiles
+from transferscope.analyses.transferability import network_transferability, transferability_result
+from transferscope.analyses.transferability_factors import fit_factors
 from transferscope.data import eval_transform, image_folder, source_images
 from transferscope.engine import TrainConfig, get_recipe, load_run, train
 from transferscope.engine.training import select_subset
@@ -46,7 +49,7 @@ def run_transferability(arch: str, targets: list[str], out: str | os.PathLike, *
                         ) -> dict[str, AnalysisResult]:
     """Train what is missing under ``out/runs`` (resumable), analyse, write ``out``."""
     out = Path(out)
-    rows, layer_tables, per_target, grad_runs = [], [], {}, {}
+    rows, per_target, grad_runs = [], {}, {}
     domain_sets = {}
     for target, fraction, classes in _variants(targets, fractions, class_counts, sweep_target):
         label = _label(target, fraction, classes)
@@ -62,10 +65,9 @@ def run_transferability(arch: str, targets: list[str], out: str | os.PathLike, *
         ft, sc = runs["fine-tuned"], runs["scratch"]
         theta_a = load_run(ft.run_dir, "init")
         theta_r = load_run(sc.run_dir, "init_random")
-        res = transferability.run(theta_a, theta_a.state_dict(), theta_r.state_dict(),
+        res = network_transferability(theta_a, theta_a.state_dict(), theta_r.state_dict(),
                                   ft.model.state_dict(), sc.model.state_dict(), label=label)
         per_target[label] = res
-        layer_tables.append(res.tables["layers"])
         train_set, _ = select_subset(image_folder(target, "train", data_root=data_root),
                                      image_folder(target, "val", data_root=data_root),
                                      fraction, classes, seed)
@@ -79,26 +81,19 @@ def run_transferability(arch: str, targets: list[str], out: str | os.PathLike, *
                 batch_size=batch_size, shuffle=False)
             grad_runs[label] = (theta_a, loader)
     src = source_images(source, data_root=data_root)
-    dom = domain.run(domain_sets, src, limit=domain_limit, seed=seed)
+    dom = domain_statistics(domain_sets, src, limit=domain_limit, seed=seed)
     table = pd.DataFrame(rows).merge(dom.tables["domains"][["target", "gap", "width"]],
                                      on="target")
     table = table[["target", "gap", "width", "N", "classes", "acc scratch", "acc fine-tuned",
                    "T_FB", "T_SB"]]
-    layers = pd.concat(layer_tables, ignore_index=True)
-    trans = AnalysisResult(
-        "transferability", {k: {"T_FB": v.summary["T_FB"], "T_SB": v.summary["T_SB"]}
-                            for k, v in per_target.items()},
-        {"table2": table, "layers": layers}, notes=next(iter(per_target.values())).notes + [
-            f"{arch} at {image_size}px, recipe {recipe} with {epochs} epochs, batch "
-            f"{batch_size}, seed {seed}; fine-tune and scratch share theta_r."])
-    trans.figures["layer_T_FB"] = transferability.plot_layer_T(
-        {k: layers[(layers["target"] == k) & (layers["variant"] == "T_FB")]
-         for k in per_target})
+    trans = transferability_result(per_target, table, [
+        f"{arch} at {image_size}px, recipe {recipe} with {epochs} epochs, batch "
+        f"{batch_size}, seed {seed}; fine-tune and scratch share theta_r."])
     found = [trans, dom]
     if len(table) >= 2:
-        found.append(regression.run(table))
+        found.append(fit_factors(table))
     if grad_runs:
-        found.append(gradients.run(grad_runs, max_batches=4))
+        found.append(gradient_profiles(grad_runs, max_batches=4))
     results = {r.name: r for r in found}
     for res in results.values():
         res.save(out)

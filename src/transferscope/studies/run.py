@@ -1,0 +1,148 @@
+"""Running a study: build the :class:`~transferscope.analyses.AuditContext` (training the
+models that are missing, reusing finished runs under ``out/runs``), run the registered
+analyses it selects through the shared cache and write ``out/results``, ``out/figures`` and
+``out/report.html``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from transferscope.analyses.context import ModelEntry
+from transferscope.errors import ConfigError
+from transferscope.studies.spec import (DEMO_TOML, ModelSpec, StudySpec, load_study, parse_study,
+                                       quick)
+
+
+def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root):
+    from transferscope.engine import TrainConfig, get_recipe, load_run, train
+    from transferscope.models import load_model
+
+    if m.path is not None:
+        path = Path(m.path)
+        if path.is_dir():
+            return load_run(path)
+        return load_model(path)
+    cfg = TrainConfig(arch=m.arch, init=m.init, data=spec.target.data, seed=m.seed,
+                      train_split=spec.target.train_split, val_split=spec.target.val_split,
+                      recipe=get_recipe(m.recipe, epochs=m.epochs, batch_size=m.batch_size,
+                                        lr=m.lr, image_size=m.image_size or spec.image_size))
+    return train(cfg, out / "runs" / m.name, resume=True, data_root=data_root,
+                 keep_checkpoints=None).model
+
+
+def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: bool = True):
+    """The :class:`AuditContext` of a study (training missing models when allowed)."""
+    from transferscope._progress import log
+    from transferscope.analyses import AuditContext
+    from transferscope.data import image_folder
+    from transferscope.data.views import load_source_set
+    from transferscope.engine import load_run
+    from transferscope.models import create_model
+
+    target_val = image_folder(spec.target.data, spec.target.val_split, data_root=data_root)
+    sets = {}
+    for entry in spec.source_images.sets:
+        sets[entry] = load_source_set(entry, spec.source_images.views,
+                                      limit=spec.source_images.limit, data_root=data_root)
+    models = {}
+    for m in spec.models:
+        if train_missing:
+            log(f"[bold]model[/bold] {m.name}")
+            models[m.name] = _train_or_load(m, spec, out, data_root)
+        else:
+            run = Path(m.path) if m.path else out / "runs" / m.name
+            if not (run / "model.safetensors").exists() and not run.is_file():
+                raise ConfigError(f"model '{m.name}' has no finished run at {run}; run "
+                                  f"`transferscope audit` on the study first")
+            models[m.name] = load_run(run) if run.is_dir() else _train_or_load(m, spec, out,
+                                                                               data_root)
+    source = create_model(spec.source.arch, init=spec.source.init)
+    extra = {a: create_model(a, init=spec.source.init) for a in
+             {m.arch for m in spec.models if m.init == "imagenet" and m.arch} - {source.arch}}
+    return AuditContext(source, models, target_val, sets, image_size=spec.image_size,
+                        batch_size=spec.batch_size, extra_sources=extra,
+                        precision=spec.precision, entries=model_entries(spec, models, out))
+
+
+def model_entries(spec: StudySpec, models: dict, out: Path) -> dict[str, ModelEntry]:
+    """Role, architecture, init, seed and run directory of every model of the study: models
+    the study trains from ``"imagenet"`` are fine-tuned (P-T), from ``"random"`` from
+    scratch (RI-T); loaded models (``path``) have role ``"other"``."""
+    roles = {"imagenet": "fine-tuned", "random": "scratch"}
+    entries = {}
+    for m in spec.models:
+        trained = m.path is None
+        run_dir = out / "runs" / m.name if trained else Path(m.path)
+        entries[m.name] = ModelEntry(
+            m.name, roles.get(m.init, "other") if trained else "other", models[m.name].arch,
+            init=m.init if trained else None, seed=m.seed if trained else None,
+            run_dir=run_dir if run_dir.is_dir() else None)
+    return entries
+
+
+def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,
+              data_root=None):
+    """Train/load the models, run the selected analyses, write results and report.html."""
+    from transferscope.analyses import list_analyses
+    from transferscope.report import write_report
+    from transferscope.studies.memory import run_memory_audit
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if spec_text is not None:
+        (out / "study.toml").write_text(spec_text)
+    ctx = build_context(spec, out, data_root)
+    memory = spec.analyses.memory
+    selected = ([] if memory == "none" else list_analyses("memory", runnable=True)
+                if memory == "all" else memory)
+    results = run_memory_audit(ctx, out, selected,
+                               composite_params=spec.analyses.composites.model_dump())
+    transfer = spec.analyses.transfer
+    if transfer != "none":
+        from transferscope.studies.what_transferred import (run_what_transferred,
+                                                            transfer_options)
+
+        opts = spec.analyses.transfer_options
+        results.update(run_what_transferred(
+            ctx, out, None if transfer == "all" else transfer, transfer_options(
+                opts.lambdas, opts.bn_reestimate, opts.criticality_images,
+                opts.criticality_modules)))
+    report = write_report(out, results, title=spec.name, spec_text=spec_text)
+    return results, report
+
+
+class Study:
+    """Notebook handle on a study: ``Study.from_toml(path).run("out")``.
+
+    Example:
+        >>> s = Study.from_text(DEMO_TOML)
+        >>> [m.name for m in s.spec.models][:2]
+        ['fine-tuned', 'scratch-cnn']
+    """
+
+    def __init__(self, spec: StudySpec, text: str | None = None):
+        self.spec, self.text = spec, text
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> "Study":
+        spec, text = load_study(path)
+        return cls(spec, text)
+
+    @classmethod
+    def from_text(cls, text: str) -> "Study":
+        return cls(parse_study(text), text)
+
+    @classmethod
+    def demo(cls, quick_variant: bool = False) -> "Study":
+        spec = parse_study(DEMO_TOML, "demo study")
+        return cls(quick(spec) if quick_variant else spec, DEMO_TOML)
+
+    def context(self, out: str | os.PathLike, data_root=None):
+        """The :class:`~transferscope.analyses.AuditContext` (trains missing models)."""
+        return build_context(self.spec, Path(out), data_root)
+
+    def run(self, out: str | os.PathLike, data_root=None):
+        """Train, analyse, report; returns ``(results, report_path)``."""
+        return run_study(self.spec, out, spec_text=self.text, data_root=data_root)
