@@ -36,20 +36,18 @@ from pydantic import Field
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
 from transferscope.analyses._transfer import batches, transfer_inputs
+from transferscope.analyses._weights import state_of as _state
 from transferscope.analyses.context import AuditContext
 from transferscope.engine.batchnorm import BatchNormFolder
 from transferscope.engine.batchnorm import bn_layers as _bn_layers
 from transferscope.engine.batchnorm import bn_train_mode as _bn_train
 from transferscope.engine.batchnorm import reestimate_bn
 from transferscope.engine.batchnorm import split_batch as _split
+from transferscope.engine.modes import eval_mode
 from transferscope.errors import ConfigError, ModelError
 
 StateDict = Mapping[str, torch.Tensor]
 State = StateDict | Callable[[], StateDict]
-
-
-def _state(obj) -> StateDict:
-    return obj.state_dict() if isinstance(obj, nn.Module) else obj
 
 
 def combine(states: Sequence[StateDict], weights: Sequence[float]) -> dict[str, torch.Tensor]:
@@ -132,15 +130,12 @@ def _frame(accs: list, extra: dict | None = None) -> pd.DataFrame:
 def _evaluating(model: nn.Module, channels_last: bool = False):
     """Eval mode without gradients (channels-last weights if asked); mode and memory format
     are restored afterwards."""
-    was = model.training
-    model.eval()
     if channels_last:
         model.to(memory_format=torch.channels_last)
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             yield
     finally:
-        model.train(was)
         if channels_last:
             model.to(memory_format=torch.contiguous_format)
 

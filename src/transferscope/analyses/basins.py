@@ -35,7 +35,9 @@ from pydantic import Field
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
 from transferscope.analyses._transfer import merge, subset, transfer_inputs
-from transferscope.analyses.barriers import _state, combine, evaluate_states
+from transferscope.analyses._weights import seed_of as _seed
+from transferscope.analyses._weights import state_of as _state
+from transferscope.analyses.barriers import combine, evaluate_states
 from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError
 
@@ -77,10 +79,6 @@ def _param_norm(states, weights, names) -> float:
         total += float(sum(w * t for w, t in zip(weights, ts)).square().sum())
         scale += sum(abs(w) * float(t.square().sum()) ** 0.5 for w, t in zip(weights, ts)) ** 2
     return total ** 0.5 if total ** 0.5 > 1e-9 * scale ** 0.5 else 0.0
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
 
 
 def _noisy(states, weights, names, std: float, seed: int):

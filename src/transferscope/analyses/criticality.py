@@ -47,8 +47,9 @@ from pydantic import Field
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
 from transferscope.analyses._transfer import batches, merge, subset, transfer_inputs
-from transferscope.analyses.barriers import _state, combine, evaluate_states
-from transferscope.analyses.basins import _seed
+from transferscope.analyses._weights import seed_of as _seed
+from transferscope.analyses._weights import state_of as _state
+from transferscope.analyses.barriers import combine, evaluate_states
 from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError, ModelError
 

@@ -28,8 +28,8 @@ from torch import nn
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, fmt, register_analysis
 from transferscope.analyses._transfer import transfer_inputs
+from transferscope.analyses._weights import check_state_dicts, parameter_groups
 from transferscope.analyses.context import AuditContext
-from transferscope.analyses.transferability import check_state_dicts, parameter_groups
 from transferscope.errors import ModelError
 from transferscope.models.base import TransferModel
 

@@ -22,8 +22,9 @@ from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
+from transferscope.analyses._weights import parameter_groups
 from transferscope.analyses.context import AuditContext
-from transferscope.analyses.transferability import parameter_groups
+from transferscope.engine.modes import eval_mode
 from transferscope.errors import ConfigError, DataError, ModelError
 from transferscope.models.base import TransferModel
 
@@ -93,14 +94,11 @@ def first_layer_activation(model: TransferModel, x: torch.Tensor) -> torch.Tenso
     module = model.get_submodule(group.output_module)
     store = {}
     handle = module.register_forward_hook(lambda m, i, o: store.__setitem__("out", o.detach()))
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(x.to(next(model.parameters()).device))
     finally:
         handle.remove()
-        model.train(was_training)
     out = store.get("out")
     if not isinstance(out, torch.Tensor) or out.dim() != 4:
         raise ModelError(f"first layer group {group.name!r} of {model.arch} gave no (1, C, h, w) "

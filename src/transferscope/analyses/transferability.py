@@ -32,29 +32,12 @@ from torch import nn
 
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, fmt, register_analysis
+from transferscope.analyses._weights import (ParamGroup, StateDict,  # noqa: F401 (re-exported)
+                                             check_state_dicts, parameter_groups)
+from transferscope.analyses._weights import state_of as _state
 from transferscope.analyses.context import AuditContext
 from transferscope.errors import ModelError
 from transferscope.models.base import LayerGroup, TransferModel
-
-StateDict = Mapping[str, torch.Tensor]
-#: one group as used here: (layer name, parameter names, is_classifier)
-ParamGroup = tuple[str, Sequence[str], bool]
-
-
-def _state(obj) -> StateDict:
-    return obj.state_dict() if isinstance(obj, nn.Module) else obj
-
-
-def parameter_groups(model: TransferModel, include_classifier: bool = True) -> list[ParamGroup]:
-    """``(name, parameter names, is_classifier)`` of every layer group of ``model``, in order.
-
-    Example:
-        >>> from transferscope.models import create_model
-        >>> parameter_groups(create_model("baseline_cnn", 2, image_size=32))[0]
-        ('conv1', ['backbone.conv1.weight', 'backbone.conv1.bias'], False)
-    """
-    return [(g.name, g.parameter_names(model), g.is_classifier)
-            for g in model.layer_groups(include_classifier)]
 
 
 def _resolve(groups, model: nn.Module | None) -> list[ParamGroup]:
@@ -69,28 +52,6 @@ def _resolve(groups, model: nn.Module | None) -> list[ParamGroup]:
             g = (g.name, g.parameter_names(model), g.is_classifier)
         out.append((str(g[0]), list(g[1]), bool(g[2])))
     return out
-
-
-def check_state_dicts(dicts: Mapping[str, StateDict], names: Sequence[str],
-                      layer: str | None = None) -> None:
-    """Raise :class:`ModelError` unless every dict has every name with one common shape.
-
-    ``dicts`` maps a label (``"theta_A"``) to a state dict; the first dict is the reference
-    for shapes. The message names the parameter, its layer and the dict at fault.
-    """
-    where = f" (layer {layer!r})" if layer else ""
-    ref_label, ref = next(iter(dicts.items()))
-    for name in names:
-        for label, sd in dicts.items():
-            if name not in sd:
-                raise ModelError(f"parameter {name!r}{where} is missing from {label}; all state "
-                                 "dicts must come from the same architecture and head size")
-        shape = tuple(ref[name].shape)
-        for label, sd in dicts.items():
-            if tuple(sd[name].shape) != shape:
-                raise ModelError(f"parameter {name!r}{where} has shape {tuple(sd[name].shape)} in "
-                                 f"{label} but {shape} in {ref_label}; give state dicts of the "
-                                 "same architecture and number of classes")
 
 
 def _abs_diff_sum(a: StateDict, b: StateDict, names: Sequence[str]) -> tuple[float, int]:
