@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from transferscope._io import atomic_write_json
 from transferscope._progress import log
@@ -32,8 +33,35 @@ from transferscope.errors import ConfigError
 from transferscope.remedies import REMEDIES, fine_tune, make_remedy
 from transferscope.remedies._shared import source_model, split_source_classes
 from transferscope.studies.memory import run_memory_audit
+from transferscope.studies.spec import build_spec
 
 DEFAULT_VARIANTS = (STANDARD, *REMEDIES)
+
+
+class RemedySpec(BaseModel):
+    """Settings of a remedy study (the CLI's ``remedies`` options or a TOML file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field("hymenoptera", description="target data set (ImageFolder train/val)")
+    arch: str = "efficientnet_lite0"
+    recipe: str = "paper002"
+    epochs: int = Field(5, ge=1)
+    image_size: int = Field(128, ge=8)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    variants: list[str] = Field(default_factory=lambda: list(DEFAULT_VARIANTS), min_length=1,
+                                description="standard and remedies")
+    remedy_params: dict[str, dict] = Field(default_factory=dict, description="settings per "
+                                           "remedy, e.g. {pruning = {fraction = 0.1}}")
+    prune_epochs: int = Field(2, ge=1, description="fine-tuning epochs after pruning")
+    prune_lr_factor: float = Field(0.1, gt=0)
+    source: str = Field("imagenet-samples", description="ImageNet-labelled source images")
+    views: int = Field(2, ge=1, description="views per held-out source image")
+    split_seed: int = 0
+    composites: dict = Field(default_factory=dict, description="evaluation composite plan "
+                             "(style, n_biased, overlays_per_class, repeats, ...)")
+    batch_size: int | None = Field(None, ge=1, description="override the recipe's")
+    lr: float | None = Field(None, gt=0, description="override the recipe's")
 
 
 def _cost(run_dir: Path) -> float:
@@ -45,18 +73,19 @@ def _cost(run_dir: Path) -> float:
         (run_dir / "metrics.json").read_text())))
 
 
-def train_variants(target: str, out: Path, *, arch: str, recipe: str, epochs: int,
-                   image_size: int, seeds, variants, remedy_params: dict, prune_epochs: int,
-                   prune_lr_factor: float, source: str, recipe_overrides: dict | None = None,
+def train_variants(spec: RemedySpec, out: Path, variants: list[str], remedy_params: dict,
                    data_root=None) -> dict[str, dict]:
     """Train every (variant, seed); returns ``{name: {variant, seed, run, cost}}``."""
-    overrides = {k: v for k, v in (recipe_overrides or {}).items() if v is not None}
-    rec = get_recipe(recipe, epochs=epochs, image_size=image_size, **overrides)
+    arch, recipe, image_size, source = spec.arch, spec.recipe, spec.image_size, spec.source
+    overrides = {k: v for k, v in {"batch_size": spec.batch_size, "lr": spec.lr}.items()
+                 if v is not None}
+    rec = get_recipe(recipe, epochs=spec.epochs, image_size=image_size, **overrides)
     runs: dict[str, dict] = {}
-    for seed in seeds:
+    for seed in spec.seeds:
         for variant in variants:
             name, run = f"{variant}-s{seed}", out / "runs" / f"{variant}-s{seed}"
-            config = TrainConfig(arch=arch, init="imagenet", data=target, seed=seed, recipe=rec)
+            config = TrainConfig(arch=arch, init="imagenet", data=spec.target, seed=seed,
+                                 recipe=rec)
             remedy = None
             if variant != STANDARD:
                 remedy = make_remedy(variant, source=source, data_root=data_root,
@@ -68,9 +97,9 @@ def train_variants(target: str, out: Path, *, arch: str, recipe: str, epochs: in
                                       f"'{STANDARD}' in the variants")
                 config = config.model_copy(update={
                     "init": str(std / "model.safetensors"),
-                    "recipe": get_recipe(recipe, **{**overrides, "epochs": prune_epochs,
+                    "recipe": get_recipe(recipe, **{**overrides, "epochs": spec.prune_epochs,
                                                     "image_size": image_size,
-                                                    "lr": rec.lr * prune_lr_factor})})
+                                                    "lr": rec.lr * spec.prune_lr_factor})})
             log(f"[bold]remedy study[/bold] training {name}")
             fine_tune(config, run, remedy, resume=(run / "config.json").exists(),
                       data_root=data_root)
@@ -80,20 +109,20 @@ def train_variants(target: str, out: Path, *, arch: str, recipe: str, epochs: in
     return runs
 
 
-def evaluate_variants(runs: dict[str, dict], target: str, out: Path, *, arch: str,
-                      image_size: int, source: str, views: int, split_seed: int,
+def evaluate_variants(spec: RemedySpec, runs: dict[str, dict], out: Path,
                       composite_params: dict, data_root=None) -> pd.DataFrame:
     """Audit every run on held-out data; one row per run."""
-    _, eval_classes = split_source_classes(1000, split_seed)
-    base = source_images(source, data_root=data_root)
+    _, eval_classes = split_source_classes(1000, spec.split_seed)
+    base = source_images(spec.source, data_root=data_root)
+    views = spec.views
     keep = set(eval_classes)
     held_out = base.subset([i for i, s in enumerate(base.samples) if s.label in keep])
-    ctx = AuditContext(source=source_model(arch),
+    ctx = AuditContext(source=source_model(spec.arch),
                        targets={n: load_run(r["run"]) for n, r in runs.items()},
-                       target_data=image_folder(target, "val", data_root=data_root),
+                       target_data=image_folder(spec.target, "val", data_root=data_root),
                        source_data={"held-out source": ViewSet(held_out, views, seed=0)
                                     if views > 1 else held_out},
-                       image_size=image_size)
+                       image_size=spec.image_size)
     res = run_memory_audit(ctx, out / "audit", ["interference_bias", "composites",
                                                   "distraction"],
                            composite_params=composite_params)
@@ -110,23 +139,27 @@ def evaluate_variants(runs: dict[str, dict], target: str, out: Path, *, arch: st
     return pd.DataFrame(rows)
 
 
-def run_remedy_study(target: str, out: str | os.PathLike, *, arch: str = "efficientnet_lite0",
-                     recipe: str = "paper002", epochs: int = 5, image_size: int = 128,
-                     seeds=(0, 1, 2), variants=DEFAULT_VARIANTS, remedy_params: dict | None = None,
-                     prune_epochs: int = 2, prune_lr_factor: float = 0.1,
-                     source: str = "imagenet-samples", views: int = 2, split_seed: int = 0,
-                     composite_params: dict | None = None, batch_size: int | None = None,
-                     lr: float | None = None, data_root=None) -> AnalysisResult:
-    """Train and audit standard fine-tuning and each remedy; writes ``out/results/remedies*``.
-
-    ``batch_size`` / ``lr`` override the recipe's; ``composite_params`` the evaluation
-    composites (``style`` paper000: overlay 10 % of the image, paper001: 16 %).
+def run_remedy_study(target: str, out: str | os.PathLike, *, data_root=None,
+                     composite_params: dict | None = None, **settings) -> AnalysisResult:
+    """Keyword form of :func:`run`: ``settings`` are :class:`RemedySpec` fields.
 
     Example:
         >>> run_remedy_study("hymenoptera", "remedies", seeds=(0,))  # doctest: +SKIP
     """
+    spec = build_spec(RemedySpec, {"target": target, "composites": composite_params or {},
+                                   **settings}, "remedy study")
+    return run(spec, out, data_root)
+
+
+def run(spec: RemedySpec, out: str | os.PathLike, data_root=None) -> AnalysisResult:
+    """Train and audit standard fine-tuning and each remedy; writes ``out/results/remedies*``.
+
+    ``spec.batch_size`` / ``spec.lr`` override the recipe's; ``spec.composites`` the
+    evaluation composites (``style`` paper000: overlay 10 % of the image, paper001: 16 %).
+    """
     out = Path(out)
-    variants = list(variants)
+    seeds, remedy_params, split_seed = spec.seeds, spec.remedy_params, spec.split_seed
+    variants = list(spec.variants)
     unknown = [v for v in variants if v != STANDARD and v not in REMEDIES]
     if unknown:
         raise ConfigError(f"unknown variants {unknown}; known: {', '.join(DEFAULT_VARIANTS)}")
@@ -141,24 +174,17 @@ def run_remedy_study(target: str, out: str | os.PathLike, *, arch: str = "effici
     for v, p in params.items():
         make_remedy(v, **p)  # unknown settings fail here, before anything trains
     comp = {"style": "paper000", "n_biased": 5, "overlays_per_class": 10, "repeats": 2,
-            **(composite_params or {})}
+            **spec.composites}
     if STANDARD in variants and "reference" not in comp:  # backgrounds biased for standard
         comp["reference"] = [f"{STANDARD}-s{s}" for s in seeds]  # fine-tuning, any seed
-    runs = train_variants(target, out, arch=arch, recipe=recipe, epochs=epochs,
-                          image_size=image_size, seeds=list(seeds), variants=variants,
-                          remedy_params=params, prune_epochs=prune_epochs,
-                          prune_lr_factor=prune_lr_factor, source=source,
-                          recipe_overrides={"batch_size": batch_size, "lr": lr},
-                          data_root=data_root)
-    per_run = evaluate_variants(runs, target, out, arch=arch, image_size=image_size,
-                                source=source, views=views, split_seed=split_seed,
-                                composite_params=comp, data_root=data_root)
-    settings = {"target": target, "arch": arch, "recipe": recipe, "epochs": epochs,
-                "batch_size": batch_size, "lr": lr,
-                "image_size": image_size, "seeds": list(seeds), "variants": variants,
-                "remedy_params": params, "prune_epochs": prune_epochs,
-                "prune_lr_factor": prune_lr_factor, "source": source, "views": views,
-                "composites": comp}
+    runs = train_variants(spec, out, variants, params, data_root)
+    per_run = evaluate_variants(spec, runs, out, comp, data_root)
+    settings = {"target": spec.target, "arch": spec.arch, "recipe": spec.recipe,
+                "epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr,
+                "image_size": spec.image_size, "seeds": list(seeds), "variants": variants,
+                "remedy_params": params, "prune_epochs": spec.prune_epochs,
+                "prune_lr_factor": spec.prune_lr_factor, "source": spec.source,
+                "views": spec.views, "composites": comp}
     result = remedies_result(per_run, settings)
     result.save(out)
     atomic_write_json(out / "remedies_runs.json",

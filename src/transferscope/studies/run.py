@@ -12,7 +12,7 @@ from pathlib import Path
 from transferscope.analyses.context import ModelEntry
 from transferscope.errors import ConfigError
 from transferscope.studies.spec import (DEMO_TOML, ModelSpec, StudySpec, load_study, parse_study,
-                                       quick)
+                                       quick, study_from_dict)
 
 
 def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root):
@@ -146,3 +146,54 @@ class Study:
     def run(self, out: str | os.PathLike, data_root=None):
         """Train, analyse, report; returns ``(results, report_path)``."""
         return run_study(self.spec, out, spec_text=self.text, data_root=data_root)
+
+
+def run(spec: StudySpec, out: str | os.PathLike, data_root=None):
+    """The study kind ``audit``: :func:`run_study` without the TOML text."""
+    return run_study(spec, out, data_root=data_root)
+
+
+def study_kinds() -> dict[str, tuple[type, object]]:
+    """``kind`` of a study file -> (its typed spec, its ``run(spec, out, data_root)``)."""
+    from transferscope.studies import remedies, training_runs, transferability
+
+    return {"audit": (StudySpec, run),
+            "transferability": (transferability.TransferabilitySpec, transferability.run),
+            "block_shuffle": (training_runs.BlockShuffleSpec, training_runs.run),
+            "pretraining_checkpoints": (training_runs.CheckpointSpec, training_runs.run),
+            "remedies": (remedies.RemedySpec, remedies.run)}
+
+
+def load_any(path: str | os.PathLike):
+    """The typed spec of any study file: ``kind = "..."`` at its top selects the study kind
+    (default ``audit``, the :class:`StudySpec` format)."""
+    from transferscope.studies.spec import build_spec, tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file not found: {path}; `transferscope demo --print-spec` "
+                          "prints an example to start from")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax there") from exc
+    kind = data.pop("kind", "audit")
+    kinds = study_kinds()
+    if kind not in kinds:
+        raise ConfigError(f"{path}: key 'kind': unknown study kind {kind!r}; use one of "
+                          f"{', '.join(kinds)}")
+    if kind == "audit":
+        return study_from_dict(data, str(path))
+    cls = kinds[kind][0]
+    return build_spec(cls, {**data, **({"kind": kind} if "kind" in cls.model_fields else {})},
+                      str(path))
+
+
+def run_file(path: str | os.PathLike, out: str | os.PathLike, data_root=None):
+    """Run any study file (see :func:`load_any`) into ``out``."""
+    spec = load_any(path)
+    if isinstance(spec, StudySpec):
+        return run_study(spec, out, spec_text=Path(path).read_text(), data_root=data_root)
+    kind = next(k for k, (cls, _) in study_kinds().items() if type(spec) is cls)
+    return study_kinds()[kind][1](spec, out, data_root)

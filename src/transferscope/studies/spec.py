@@ -168,6 +168,11 @@ def parse_study(text: str, source: str = "study") -> StudySpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc}); fix the syntax there") from exc
+    return study_from_dict(data, source)
+
+
+def study_from_dict(data: dict, source: str = "study") -> StudySpec:
+    """Validate a study's data (parsed TOML); errors name the source, the key and the problem."""
     try:
         spec = StudySpec(**data)
     except ValidationError as exc:
@@ -223,3 +228,26 @@ def quick(spec: StudySpec) -> StudySpec:
         m["epochs"] = 2 if m["arch"] != "baseline_cnn" else 6
         m["image_size"] = 96
     return StudySpec(**data)
+
+
+def build_spec(cls: type[BaseModel], data: dict, source: str = "settings"):
+    """``cls(**data)`` with a validation error as one ConfigError naming the key."""
+    try:
+        return cls(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"{source}: key '{loc}': {err['msg']}; its keys are "
+                          f"{', '.join(cls.model_fields)}") from exc
+
+
+def load_spec_file(path: str | os.PathLike, cls: type[BaseModel]):
+    """A typed study spec (``TransferabilitySpec``, ``RemedySpec``, ...) from a TOML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax there") from exc
+    return build_spec(cls, data, str(path))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
-import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from transferscope._progress import log
 from transferscope.analyses._base import AnalysisResult
@@ -20,6 +21,48 @@ from transferscope.analyses.pretraining_checkpoints import checkpoints_result
 from transferscope.engine import TrainConfig, get_recipe, train
 from transferscope.errors import ConfigError
 from transferscope.report import write_report
+
+
+class _Runs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field("hymenoptera", description="target data set (ImageFolder train/val)")
+    image_size: int = Field(64, ge=8)
+    epochs: int = Field(3, ge=1)
+    recipe: str = "paper002"
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+
+
+class BlockShuffleSpec(_Runs):
+    """Paper 003, section 3.1: P-T vs RI-T on block-shuffled inputs."""
+
+    kind: Literal["block_shuffle"] = "block_shuffle"
+    arch: str = "efficientnet_lite0"
+    block_sizes: list[int | Literal["*"]] = Field(
+        default_factory=lambda: [64, 16, 4, 1, "*"], min_length=1,
+        description="block sizes dividing image_size; '*' mixes channels")
+
+
+class CheckpointSpec(_Runs):
+    """Paper 003, section 3.5: fine-tune from the checkpoints of a pre-training run."""
+
+    kind: Literal["pretraining_checkpoints"] = "pretraining_checkpoints"
+    pretrain_run: str = Field(description="run directory of a pre-training run")
+    checkpoints: list[int] | None = Field(None, description="epochs to start from (default: "
+                                          "all saved)")
+
+
+def run(spec: BlockShuffleSpec | CheckpointSpec, out: str | os.PathLike, data_root=None
+        ) -> AnalysisResult:
+    """Train the runs of ``spec`` that are missing under ``out/runs`` and write the result."""
+    settings = spec.model_dump(exclude={"kind"})
+    if isinstance(spec, BlockShuffleSpec):
+        return run_block_shuffle(settings.pop("arch"), settings.pop("data"),
+                                 settings.pop("block_sizes"), out, **settings,
+                                 data_root=data_root)
+    return run_checkpoint_transfer(settings.pop("pretrain_run"), settings.pop("data"), out,
+                                   **settings, data_root=data_root)
 
 
 def run_block_shuffle(arch: str, data: str, block_sizes: list, out: str | os.PathLike, *,
