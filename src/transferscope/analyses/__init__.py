@@ -5,8 +5,8 @@
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import (AnalysisOptions, Finding, get_analysis,
                                               list_analyses, register_analysis,
-                                              register_section)
+                                              register_section, run_analysis)
 from transferscope.analyses.context import AuditContext, ModelEntry
 
 __all__ = ["AnalysisOptions", "AnalysisResult", "AuditContext", "Finding", "ModelEntry",
-           "get_analysis", "list_analyses", "register_analysis", "register_section"]
+           "get_analysis", "list_analyses", "register_analysis", "register_section", "run_analysis"]

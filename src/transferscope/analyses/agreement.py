@@ -1,16 +1,17 @@
 """Cross-model agreement (paper 000, Fig. 5 and 6): Pearson R of per-class recall of M^st
 between transferred models (e.g. architectures) and of per-class bias between every pair of
 target models, with scatter plots. Uses the same cached forward passes as
-:mod:`.retained` and :mod:`.bias`."""
+:mod:`.retained_knowledge` and :mod:`.interference_bias`."""
 
 from __future__ import annotations
 
+import html
 from itertools import combinations
 
 import pandas as pd
 
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses._registry import register_analysis
+from transferscope.analyses._registry import Finding, first_set, fmt, register_analysis
 from transferscope.analyses._stats import pearson
 from transferscope.analyses.context import AuditContext
 from transferscope.analyses.interference_bias import bias_matrix
@@ -63,5 +64,15 @@ def _scatter(pairs):
     return fig
 
 
+def finding(result: AnalysisResult) -> Finding | None:
+    """Pearson R between models on the first source-image set, per quantity."""
+    first = first_set(result.summary)  # "<quantity>/<A> vs <B>" -> R
+    if not first:
+        return None
+    parts = [f"{html.escape(k.replace('/', ': ', 1))} R = {fmt(v)}" for k, v in first.items()]
+    return Finding("<b>Cross-model agreement</b> over source classes (Pearson R; paper 000: "
+                   "models that share a source agree) - " + "; ".join(parts) + ".", first)
+
+
 register_analysis("agreement", title="Cross-model agreement", paper="paper 000, Fig. 5, 6",
-                  section="memory", order=3, run=run)
+                  section="memory", order=3, run=run, finding=finding)

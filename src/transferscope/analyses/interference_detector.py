@@ -56,7 +56,7 @@ class InterferenceDetector:
 
 def build(ctx: AuditContext, name: str, k: int = 5, v_lo: int = 0,
           p_lo: float | None = None) -> InterferenceDetector:
-    """Detector for target model ``name`` with L found as in :mod:`.lingering`."""
+    """Detector for target model ``name`` with L found as in :mod:`.lingering_features`."""
     p_lo = 10.0 / ctx.source.num_classes if p_lo is None else p_lo
     only = source_only(source_votes(ctx.predict(ctx.source_for(name), ctx.target_data).logits,
                                     k), v_lo)
