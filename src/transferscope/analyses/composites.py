@@ -198,17 +198,19 @@ class CompositesOptions(CompositeOptions):
 
 
 def finding(result: AnalysisResult) -> Finding | None:
-    """Accuracy on clean images vs composites over neutral and biased-against backgrounds."""
+    """Accuracy on clean images vs composites over neutral and biased-against backgrounds
+    (the groups the plan has)."""
     e = html.escape
-    models = {k: v for k, v in result.summary["models"].items()
-              if "against" in v and "neutral" in v}
-    parts = [f"{e(k)} {100 * v['clean']:.0f}% clean, {100 * v['neutral']:.0f}% neutral, "
-             f"{100 * v['against']:.0f}% against" for k, v in models.items()]
+    groups = ("clean", "neutral", "against")
+    models = {k: {g: v[g] for g in groups if v.get(g) is not None}
+              for k, v in result.summary["models"].items()}
+    if not models:
+        return None
+    parts = [f"{e(k)} " + ", ".join(f"{100 * a:.0f}% {g}" for g, a in v.items())
+             for k, v in models.items()]
     return Finding("<b>Composites</b>: accuracy on clean target images, on composites over "
                    "neutral backgrounds, and over backgrounds biased against the pasted class - "
-                   + "; ".join(parts) + ".",
-                   {k: {q: v[q] for q in ("clean", "neutral", "against")}
-                    for k, v in models.items()})
+                   + "; ".join(parts) + ".", models)
 
 
 register_analysis("composites", title="Composite images", paper="paper 000, Fig. 2; paper 001, "

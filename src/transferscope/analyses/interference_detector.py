@@ -125,7 +125,12 @@ def finding(result: AnalysisResult) -> Finding | None:
     rows = [(k, r) for k, v in result.summary.items() for r in v["by_data"]
             if v["lingering_classes"]]
     if not rows:
-        return None
+        if not result.summary:
+            return None
+        return Finding("<b>Interference detector</b> (eq. 5): no lingering classes, so it flags "
+                       "nothing - " + "; ".join(f"{e(k)} 0 lingering classes"
+                                                for k in result.summary) + ".",
+                       {k: 0 for k in result.summary})
     parts = [f"{e(k)} on {e(r['data'])}: AUROC {fmt(r['auroc'])}, {r['flagged']}/"
              f"{r['images']} flagged" for k, r in rows]
     return Finding("<b>Interference detector</b> (eq. 5) predicting the model's mistakes: "

@@ -189,6 +189,8 @@ class _Features(nn.Module):
         super().__init__()
         self.model = model
         self.arch = model.arch
+        self.train(model.training)  # a new module is training: restoring that mode would
+        #                             leave ``model`` in train mode after predict()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)
