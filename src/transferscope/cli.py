@@ -281,7 +281,7 @@ def analyses_cmd(section: Optional[str] = typer.Option(None, help="only this rep
 
     for name in list_analyses(section):
         a = get_analysis(name)
-        typer.echo(f"{name:24s} {a.section:17s} {a.paper:38s} {a.title}"
+        typer.echo(f"{name:24s} {a.section:17s} {a.paper:42s} {a.title}"
                    + (f"  [made by {a.made_by}]" if a.made_by else ""))
 
 

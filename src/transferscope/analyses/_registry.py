@@ -157,6 +157,8 @@ def list_analyses(section: str | None = None, *, runnable: bool = False) -> list
     """Registered names in report order (sections, then ``order``); ``runnable``: only those
     with a ``run(ctx)``."""
     _load_builtin()
+    if section is not None and section not in SECTIONS:
+        raise ConfigError(f"unknown report section {section!r}; use one of {', '.join(SECTIONS)}")
     rank = {k: i for i, k in enumerate(SECTIONS)}
     specs = sorted(_REGISTRY.values(), key=lambda s: (rank[s.section], s.order))
     return [s.name for s in specs if (section is None or s.section == section)
@@ -194,7 +196,7 @@ def run_analysis(name: str, ctx, options: dict | None = None):
 
 
 def finding_of(result) -> Finding | None:
-    """The registered finding of ``result`` (``None`` if it has none or it fails to apply)."""
+    """The registered finding of ``result`` (``None`` if it is not registered or has none)."""
     _load_builtin()
     spec = _REGISTRY.get(result.name)
     if spec is None or spec.finding is None:

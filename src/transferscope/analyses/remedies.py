@@ -129,5 +129,6 @@ def finding(result: AnalysisResult) -> Finding | None:
 
 
 register_analysis("remedies", title="Remedies for lingering memories vs standard fine-tuning",
-                  paper="paper 000, Table 2, Fig. 2; paper 001, eq. 4", section="remedies",
+                  paper="paper 000 and 001 metrics; the remedies go beyond the papers",
+                  section="remedies",
                   finding=finding, made_by="studies.remedies")
