@@ -1,7 +1,7 @@
 """A study: one TOML file naming the source model, target data, source images, the models to
 train or load, and the analyses - validated with messages that name the bad key.
 
-``run_study(spec, out)`` trains what is missing (reusing finished runs under ``out/runs``),
+:func:`transferscope.studies.run.run_study` trains what is missing (reusing finished runs under ``out/runs``),
 runs the analyses through the shared cache and writes ``out/results``, ``out/figures`` and
 ``out/report.html``.
 """
