@@ -1,9 +1,9 @@
 """A study: one TOML file naming the source model, target data, source images, the models to
 train or load, and the analyses - validated with messages that name the bad key.
 
-:func:`transferscope.studies.run.run_study` trains what is missing (reusing finished runs under ``out/runs``),
-runs the analyses through the shared cache and writes ``out/results``, ``out/figures`` and
-``out/report.html``.
+:func:`transferscope.studies.run.run_study` trains what is missing (reusing finished runs
+under ``out/runs``), runs the analyses through the shared cache and writes ``out/results``,
+``out/figures`` and ``out/report.html``.
 """
 
 from __future__ import annotations
