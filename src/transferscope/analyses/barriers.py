@@ -336,8 +336,9 @@ def barrier_height(df: pd.DataFrame, metric: str = "loss",
 
 
 def barrier_paths(model: nn.Module, named_pairs: Mapping[str, tuple], loader: Iterable,
-        lambdas: Sequence[float] | None = None, *, bn_reestimate_loader: Iterable | None = None,
-        batched: bool = True, device=None, channels_last: bool = True) -> AnalysisResult:
+                  lambdas: Sequence[float] | None = None, *,
+                  bn_reestimate_loader: Iterable | None = None, batched: bool = True,
+                  device=None, channels_last: bool = True) -> AnalysisResult:
     """Loss/accuracy along the line of every pair, with barrier heights (Figures 4, 12-18).
 
     ``named_pairs``: label -> ``(theta_0, theta_1)``; ``lambdas`` default to 11 points on

@@ -261,8 +261,9 @@ def cka_all_pairs(model_a: nn.Module, model_b: nn.Module, loader: Iterable,
 
 
 def cka_tables(models: Mapping[str, nn.Module], loader: Iterable,
-        pairs: Sequence[tuple[str, str]] | None = None, layers: Sequence[str] | None = None, *,
-        pool: str = "flatten", device=None, max_features: int = 4096) -> AnalysisResult:
+               pairs: Sequence[tuple[str, str]] | None = None,
+               layers: Sequence[str] | None = None, *, pool: str = "flatten", device=None,
+               max_features: int = 4096) -> AnalysisResult:
     """Table 1 / 7: per-module CKA for model pairs, with a heat-map.
 
     Args:

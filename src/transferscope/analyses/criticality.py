@@ -179,9 +179,10 @@ def criticality_grid(model: nn.Module, init, trained, loader: Iterable, *, modul
     return pd.concat(frames, ignore_index=True)
 
 
-def criticality_scores(model: nn.Module, init, trained, loader: Iterable, *, epsilon: float | None = None,
-        tolerance: float = 0.05, paths: Mapping[str, Sequence] | None = None,
-        **grid_kwargs) -> AnalysisResult:
+def criticality_scores(model: nn.Module, init, trained, loader: Iterable, *,
+                       epsilon: float | None = None, tolerance: float = 0.05,
+                       paths: Mapping[str, Sequence] | None = None,
+                       **grid_kwargs) -> AnalysisResult:
     """Criticality grid, per-module scores and network criticality (Figures 5, 6, 30).
 
     Args:

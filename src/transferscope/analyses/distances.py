@@ -95,8 +95,8 @@ def layer_distances(a, b, groups_from: TransferModel, *,
 
 
 def distance_tables(named_states: Mapping[str, object], groups_from: TransferModel,
-        init: Mapping[str, object] | None = None,
-        pairs: Sequence[tuple[str, str]] | None = None) -> AnalysisResult:
+                    init: Mapping[str, object] | None = None,
+                    pairs: Sequence[tuple[str, str]] | None = None) -> AnalysisResult:
     """Table 2 / Figure 10 (pairwise) and Table 8 / Figure 11 (distance to initialisation).
 
     Args:

@@ -183,8 +183,8 @@ def domain_width(feats) -> float:
 
 
 def domain_statistics(target_sets: dict, source_set, limit: int | None = None, *, seed: int = 0,
-        size: int | None = 128, levels: int = 64,
-        bandwidth: float | None = None) -> AnalysisResult:
+                      size: int | None = 128, levels: int = 64,
+                      bandwidth: float | None = None) -> AnalysisResult:
     """Gap (MMD^2 to the source) and width of every target set, plus its data amount N.
 
     Args:

@@ -19,7 +19,8 @@ from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, regi
 from transferscope.analyses._stats import auroc
 from transferscope.analyses.composites import CompositeOptions
 from transferscope.analyses.context import AuditContext
-from transferscope.analyses.lingering_features import class_mean_prob, lingering, source_only, source_votes
+from transferscope.analyses.lingering_features import (class_mean_prob, lingering, source_only,
+                                                       source_votes)
 from transferscope.models.base import TransferModel
 
 
@@ -139,6 +140,7 @@ def finding(result: AnalysisResult) -> Finding | None:
 
 
 register_analysis("interference_detector", title="Interference detector", paper="paper 001, "
-                  "eq. 5", section="memory", options=DetectorOptions, order=8, run=run, finding=finding)
+                  "eq. 5", section="memory", options=DetectorOptions, order=8, run=run,
+                  finding=finding)
 
 __all__ = ["InterferenceDetector", "build", "evaluate_on", "run"]

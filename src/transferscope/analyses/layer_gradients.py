@@ -153,7 +153,7 @@ def first_layer_ttest(before: TransferModel, after: TransferModel, x: torch.Tens
 
 
 def gradient_profiles(runs: Mapping[str, tuple], *, max_batches: int | None = None,
-        loss_fn: Callable | None = None, ttest: dict | None = None) -> AnalysisResult:
+                      loss_fn: Callable | None = None, ttest: dict | None = None) -> AnalysisResult:
     """Fig. 9 for several target sets: ``runs`` maps a name to ``(model, batches)``.
 
     ``ttest``: an optional :func:`first_layer_ttest` result to report alongside (Fig. 10).

@@ -130,7 +130,7 @@ def accuracy_vs_class_size(preds, labels, num_classes: int, class_sizes=None) ->
 
 
 def mistake_tables(named_preds: Mapping[str, tuple], class_sizes: Sequence[float] | None = None,
-        class_names: Sequence[str] | None = None) -> AnalysisResult:
+                   class_names: Sequence[str] | None = None) -> AnalysisResult:
     """Mistake tables for every pair of models and accuracy vs class size for every model.
 
     Args:

@@ -166,8 +166,8 @@ def count_below(values: torch.Tensor, thresholds: Sequence[float]) -> np.ndarray
 
 
 def spectra_tables(named_models: Mapping[str, nn.Module], input_size, *,
-        thresholds: Sequence[float] | None = None, include_linear: bool = True,
-        device=None) -> AnalysisResult:
+                   thresholds: Sequence[float] | None = None, include_linear: bool = True,
+                   device=None) -> AnalysisResult:
     """Whole-network spectra of several models (e.g. P, P-T, RI-T) with Figures 31 and 33.
 
     Args:

@@ -140,7 +140,7 @@ def whole_network_T(table: pd.DataFrame) -> float:
 
 
 def network_transferability(groups_from: TransferModel, theta_a, theta_r, fine_tuned, scratch,
-        label: str = "") -> AnalysisResult:
+                            label: str = "") -> AnalysisResult:
     """T_FB and T_SB per layer and for the whole network (eq. 1-2, Fig. 8).
 
     Args:
