@@ -19,7 +19,7 @@ import time
 import torch
 
 from transferscope.analyses import AuditContext
-from transferscope.audit import run_memory_audit
+from transferscope.studies.memory import run_memory_audit
 from transferscope.data import image_folder, source_images
 from transferscope.data.views import ViewSet
 from transferscope.engine import ResultCache, load_run

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import write_image
-from transferscope.audit import MEMORY_ANALYSES
+from transferscope.analyses import list_analyses
 from transferscope.cli import main
 from transferscope.engine import TrainConfig, get_recipe, train
 
@@ -41,7 +41,7 @@ def test_audit_memory_cli_writes_every_analysis_and_reruns_from_cache(runs, tmp_
     tiny_split, root = runs
     assert _audit(tiny_split, root, tmp_path / "audit") == 0
     results = tmp_path / "audit" / "results"
-    for name in MEMORY_ANALYSES:
+    for name in list_analyses("memory"):
         assert (results / f"{name}.json").exists(), name
     assert list((tmp_path / "audit" / "figures").glob("*.png"))
     stats = json.loads((tmp_path / "audit" / "run_stats.json").read_text())

@@ -80,7 +80,7 @@ def test_predict_and_gradcam_take_a_device(tmp_path):
 
 
 def test_study_device_is_checked_at_parse_time():
-    from transferscope.study import parse_study
+    from transferscope.studies.spec import parse_study
 
     text = '[target]\ndata = "x"\n[[models]]\nname = "a"\narch = "resnet18"\n'
     assert parse_study(text).device == "auto"

@@ -94,7 +94,7 @@ def test_interrupted_run_holds_the_last_checkpoint_and_resumes(tiny_split, tmp_p
 
 def test_checkpoint_transfer_finds_the_epochs_it_asked_for(tiny_split, tmp_path):
     from transferscope.cli import main
-    from transferscope.transfer_runs import run_checkpoint_transfer
+    from transferscope.studies.training_runs import run_checkpoint_transfer
 
     pre = tmp_path / "pre"
     assert main(["train", "--arch", "baseline_cnn", "--init", "random", "--data",
@@ -120,7 +120,7 @@ def test_study_models_take_keep_checkpoints():
     try:
         from transferscope.studies.spec import DEMO_TOML, parse_study
     except ImportError:
-        from transferscope.study import DEMO_TOML, parse_study
+        from transferscope.studies.spec import DEMO_TOML, parse_study
     text = DEMO_TOML.replace("epochs = 30\n", "epochs = 30\nkeep_checkpoints = KEEP\n")
     spec = parse_study(text.replace("KEEP", '"all"'))
     assert [m.keep_checkpoints for m in spec.models][:2] == [None, "all"]

@@ -58,7 +58,7 @@ def test_every_key_example_parses_to_the_defaults():
     """The generated "every key" study names each key once and, parsed, equals the spec built
     from the required keys alone: the documented defaults are the real ones."""
     from transferscope import studyref
-    from transferscope.study import StudySpec, parse_study
+    from transferscope.studies.spec import StudySpec, parse_study
 
     full = studyref.full_example()
     spec = parse_study(full, "every-key example")

@@ -152,7 +152,7 @@ def test_demo_sets_fetched_into_empty_root(tiny, tmp_path, monkeypatch):
     try:
         from transferscope.studies.spec import DEMO_TOML
     except ImportError:
-        from transferscope.study import DEMO_TOML
+        from transferscope.studies.spec import DEMO_TOML
     demo = tomllib.loads(DEMO_TOML)
     entries = [demo["target"]["data"], *demo["source_images"]["sets"]]
     shared, archives = tiny

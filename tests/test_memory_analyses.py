@@ -11,7 +11,10 @@ import torch
 from torch import nn
 
 from conftest import make_folder, write_image
-from transferscope.analyses import bias, detector, lingering, retained
+from transferscope.analyses import interference_bias as bias
+from transferscope.analyses import interference_detector as detector
+from transferscope.analyses import lingering_features as lingering
+from transferscope.analyses import retained_knowledge as retained
 from transferscope.analyses._stats import auroc
 from transferscope.analyses.context import AuditContext
 from transferscope.data import IMAGENET_NORM, image_folder, source_images

@@ -300,7 +300,7 @@ def test_spectra_say_plainly_when_a_model_has_few_convs():
     from transferscope.analyses import spectra
 
     m = _build("timm:vit_tiny_patch16_224", 32)
-    res = spectra.run({"vit": m}, 32)
+    res = spectra.spectra_tables({"vit": m}, 32)
     assert res.summary["vit"]["num_conv_layers"] == 1
     assert any("few convolutional layers in vit (1)" in n for n in res.notes)
 
@@ -309,7 +309,7 @@ def test_readme_study_example_parses():
     import re
     from pathlib import Path
 
-    from transferscope.study import parse_study
+    from transferscope.studies.spec import parse_study
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     section = readme[readme.index("## Audit your own model"):]

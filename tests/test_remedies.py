@@ -16,7 +16,7 @@ from transferscope.models import create_model
 from transferscope.remedies import REMEDIES, fine_tune, make_remedy
 from transferscope.remedies._shared import BackgroundBank, paste, split_source_classes
 from transferscope.remedies.pruning import selectivity
-from transferscope.remedy_study import STANDARD, summarise
+from transferscope.studies.remedies import STANDARD, summarise
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_remedy_study_end_to_end_on_held_out_halves(tiny_split, source_folder, t
     """Two seeds x (standard, pruning) on tiny data: one row per run,
     paired verdicts, backgrounds from the mean bias of the standard runs, and evaluation
     composites only on source classes that training never saw."""
-    from transferscope.remedy_study import run_remedy_study
+    from transferscope.studies.remedies import run_remedy_study
 
     out = tmp_path / "study"
     res = run_remedy_study(str(tiny_split), out, epochs=1, image_size=32, seeds=(0, 1),
@@ -198,7 +198,7 @@ def test_remedy_study_end_to_end_on_held_out_halves(tiny_split, source_folder, t
 
 def test_unknown_remedy_settings_fail_before_training(tmp_path):
     from transferscope.cli.studies import _remedy_params
-    from transferscope.remedy_study import run_remedy_study
+    from transferscope.studies.remedies import run_remedy_study
 
     with pytest.raises(ConfigError, match="no setting 'fractoin'.*fraction"):
         make_remedy("composite-augmentation", fractoin=0.3)

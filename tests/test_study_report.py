@@ -9,7 +9,7 @@ import pytest
 from conftest import write_image
 from transferscope.cli import main
 from transferscope.errors import ConfigError
-from transferscope.study import DEMO_TOML, parse_study, quick
+from transferscope.studies.spec import DEMO_TOML, parse_study, quick
 
 COLOURS = {"n01440764": (200, 40, 40), "n01443537": (40, 200, 40), "n01484850": (40, 40, 200)}
 
@@ -113,7 +113,8 @@ repeats = 1
 
 def test_missing_data_folder_and_unknown_model_are_one_line(tmp_path, capsys):
     study = tmp_path / "s.toml"
-    study.write_text("[target]\ndata='no-such-set'\n[[models]]\nname='a'\narch='efficientnet_lite0'\n")
+    study.write_text(f"[target]\ndata='no-such-set'\n[source_images]\nsets=['{tmp_path / 'src'}']\n"
+                     "[[models]]\nname='a'\narch='efficientnet_lite0'\n")
     assert main(["audit", str(study), "--out", str(tmp_path / "o"), "--data-root",
                  str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
@@ -133,7 +134,7 @@ def test_cached_analysis_computes_once_and_restores_files(tmp_path):
 
     from transferscope.analyses._base import AnalysisResult
     from transferscope.engine import ResultCache
-    from transferscope.what_transferred import cached_analysis
+    from transferscope.studies.what_transferred import cached_analysis
 
     calls = []
 
@@ -156,7 +157,7 @@ def test_cached_analysis_computes_once_and_restores_files(tmp_path):
 def test_example_study_files_parse():
     from pathlib import Path
 
-    from transferscope.study import load_study
+    from transferscope.studies.spec import load_study
 
     examples = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
     assert examples

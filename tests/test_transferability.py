@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from PIL import Image
 from skimage.feature import graycomatrix, graycoprops
 
-from transferscope.analyses import domain, gradients, regression, transferability as tr
+from transferscope.analyses import domain, transferability as tr
+from transferscope.analyses import layer_gradients as gradients
+from transferscope.analyses import transferability_factors as regression
 from transferscope.data import image_folder
 from transferscope.errors import ConfigError, ModelError
 from transferscope.models import create_model
@@ -103,7 +105,7 @@ def test_layer_groups_objects_and_run(states, tmp_path):
     t1 = tr.layer_transferability(theta_a, theta_b, theta_r, model.layer_groups(), model=model)
     t2 = tr.layer_transferability(theta_a, theta_b, theta_r, model)
     pd.testing.assert_frame_equal(t1, t2)
-    res = tr.run(model, theta_a, theta_r, fine_tuned=theta_b, scratch=theta_r, label="toy")
+    res = tr.network_transferability(model, theta_a, theta_r, fine_tuned=theta_b, scratch=theta_r, label="toy")
     assert res.summary["T_FB"] == pytest.approx(tr.whole_network_T(t2))
     assert res.summary["T_SB"] == 0.0                 # theta_SB == theta_r: D(r, SB) = 0
     assert set(res.tables["layers"]["variant"]) == {"T_FB", "T_SB"}
@@ -170,7 +172,7 @@ def test_dataset_features_and_domain_run(tiny_split, tiny_folder):
     sub = domain.dataset_features(train, limit=5, seed=3)
     assert sub.shape == (5, 22)
     np.testing.assert_array_equal(sub, domain.dataset_features(train, limit=5, seed=3))
-    res = domain.run({"tiny": train, "val": image_folder(tiny_split, "val")},
+    res = domain.domain_statistics({"tiny": train, "val": image_folder(tiny_split, "val")},
                      image_folder(tiny_folder))
     table = res.tables["domains"]
     assert list(table["N"]) == [16, 8] and np.isfinite(table[["gap", "width"]]).all().all()
@@ -190,7 +192,7 @@ def test_regression_recovers_coefficients():
                                [-0.02, -0.14, -0.8, 2.86], atol=1e-9)
     assert fit["r2"] == pytest.approx(1.0) and fit["identifiable"]
     assert regression.fit_log_T(t, standardize=True)["r2"] == pytest.approx(1.0)
-    res = regression.run(t)
+    res = regression.fit_factors(t)
     assert set(res.tables["coefficients"]["variant"]) == {"T_FB", "T_SB"}
     assert res.summary["T_SB"]["coefficients"]["gap"] == pytest.approx(0.3)
     with pytest.raises(ConfigError, match="at least 4"):
@@ -226,7 +228,7 @@ def test_layer_gradients_match_autograd():
             expected[k] += sum(grads[n].abs().sum() for n in ns) / sum(grads[n].numel() for n in ns)
     np.testing.assert_allclose(table["mean_abs_grad"], expected / 2, rtol=1e-5)
     assert (table["batches"] == 2).all()
-    res = gradients.run({"toy": (model, batches)}, max_batches=1)
+    res = gradients.gradient_profiles({"toy": (model, batches)}, max_batches=1)
     assert res.summary["toy"]["batches"] == 1 and "gradients" in res.figures
 
 
@@ -267,7 +269,7 @@ def test_transferability_study_end_to_end(tmp_path):
     """Two tiny targets + a class sweep: runs share theta_r, Table 2 and the report appear."""
     from conftest import make_folder, write_image
     from transferscope.engine import load_run
-    from transferscope.transfer_study import run_transferability
+    from transferscope.studies.transferability import run_transferability
 
     for name, seed in (("a", 1), ("b", 2)):
         make_folder(tmp_path / name / "train", classes=("x", "y", "z"), per_class=4, seed=seed)

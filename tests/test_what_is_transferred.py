@@ -144,7 +144,7 @@ def test_mistake_ratios_match_paper_table3():
 def test_mistakes_run(tmp_path):
     y = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2])
     logits = F.one_hot(torch.tensor([0, 1, 1, 1, 0, 2, 2, 2, 0]), 3).float()
-    res = mistakes.run({"P-T": (logits, y), "RI-T": (y.clone(), y), "P": (torch.zeros(9), y)},
+    res = mistakes.mistake_tables({"P-T": (logits, y), "RI-T": (y.clone(), y), "P": (torch.zeros(9), y)},
                        class_sizes=[10, 20, 40], class_names=["a", "b", "c"])
     assert len(res.tables["pairs"]) == 3 and len(res.tables["per_class"]) == 9
     assert res.summary["models"]["RI-T"]["accuracy"] == 1.0
@@ -152,7 +152,7 @@ def test_mistakes_run(tmp_path):
         np.corrcoef([10, 20, 40], [0.5, 2 / 3, 0.75])[0, 1])
     res.save(tmp_path)
     with pytest.raises(ConfigError, match="labels"):
-        mistakes.run({"a": (y, y), "b": (y, y.flip(0))})
+        mistakes.mistake_tables({"a": (y, y), "b": (y, y.flip(0))})
 
 
 # --------------------------------------------------------------------------- CKA
@@ -196,7 +196,7 @@ def test_cka_known_answers():
 def test_streaming_cka_models(tmp_path):
     a, b = tiny_model(0), tiny_model(1)
     data = tiny_data()
-    res = cka.run({"P-T": a, "P-T copy": tiny_model(0), "RI-T": b}, data,
+    res = cka.cka_tables({"P-T": a, "P-T copy": tiny_model(0), "RI-T": b}, data,
                   layers=["conv", "backbone.2"])
     wide = res.summary["cka"]
     assert wide["P-T & P-T copy"]["conv"] == pytest.approx(1.0)
@@ -223,7 +223,7 @@ def test_distances_hand_made():
     t = distances.layer_distances(a, b, m)
     assert t.set_index("layer")["l2"].to_dict() == {"conv": 3.0, "classifier": 4.0, "total": 5.0}
     assert distances.l2_distance(a, b, ["backbone.0.bias"]) == 3.0
-    res = distances.run({"x": a, "y": b, "z": a}, m, init={"y": a})
+    res = distances.distance_tables({"x": a, "y": b, "z": a}, m, init={"y": a})
     assert res.summary["pairwise_total"] == {"x & y": 5.0, "x & z": 0.0, "y & z": 5.0}
     assert res.summary["to_init_total"] == {"y": 5.0}
     bad = dict(b)
@@ -232,7 +232,7 @@ def test_distances_hand_made():
         distances.layer_distances(a, bad, m)
     del bad["head.fc.weight"]
     with pytest.raises(ModelError, match="head.fc.weight.*missing"):
-        distances.run({"x": a, "bad": bad}, m)
+        distances.distance_tables({"x": a, "bad": bad}, m)
 
 
 # --------------------------------------------------------------------------- barriers
@@ -274,7 +274,7 @@ def test_batched_path_equals_loop(tmp_path):
     folded = barriers.evaluate_path(m0, sd(m0), sd(m1), [0.0], data)  # BatchNorm folded
     assert folded.loc[0, "loss"] == pytest.approx(plain["loss"], abs=1e-6)
     assert torch.equal(m0.state_dict()["backbone.0.weight"], sd(m0)["backbone.0.weight"])
-    res = barriers.run(m0, {"a-b": (m0.state_dict(), m1.state_dict())}, data,
+    res = barriers.barrier_paths(m0, {"a-b": (m0.state_dict(), m1.state_dict())}, data,
                        lambdas=[0, 0.5, 1])
     assert set(res.summary["a-b"]) >= {"loss_barrier", "accuracy_barrier"}
     res.save(tmp_path)
@@ -306,7 +306,7 @@ def test_basins_identical_solutions_zero_spread():
     assert basins.exit_weights(np.array([0.5, 0.5]), np.array([0.5, 0.5])) is None
     c = basins.exit_weights(np.array([0.2, 0.3, 0.5]), np.array([0.3, 0.3, 0.4]))
     assert c.min() == 0.0 and c.sum() == pytest.approx(1.0)
-    res = basins.run(m, {"a": st, "b": sd(train(tiny_model(1), data, 3))}, data,
+    res = basins.hull_basins(m, {"a": st, "b": sd(train(tiny_model(1), data, 3))}, data,
                      num_samples=3, num_pairs=2, deltas=(1.0, 100.0))
     assert res.summary["epsilon"] >= 0 and len(res.tables["by_delta"]) == 2
 
@@ -335,7 +335,7 @@ def test_criticality_grid():
                                          sigmas=sigmas, samples=2, seed=0)
     assert again["error"].equals(grid["error"])  # seeded noise
     mid = barriers.interpolate(sd(init), sd(trained), 0.3)
-    res = criticality.run(trained, sd(init), sd(trained), data, modules=["conv"],
+    res = criticality.criticality_scores(trained, sd(init), sd(trained), data, modules=["conv"],
                           paths={"optimisation": [sd(init), mid, sd(trained)]},
                           alphas=[0.0, 1.0], sigmas=[0.0, 0.2], samples=1)
     sc = res.tables["scores"]
@@ -387,7 +387,7 @@ def test_explicit_matrix_is_the_convolution():
 
 
 def test_model_spectra(tmp_path):
-    res = spectra.run({"tiny": tiny_model(0), "rn18": create_model("resnet18", 3)}, 32,
+    res = spectra.spectra_tables({"tiny": tiny_model(0), "rn18": create_model("resnet18", 3)}, 32,
                       thresholds=[0.1, 1.0, 1e6])
     layers = res.tables["layers"]
     rn = layers[layers["model"] == "rn18"].set_index("layer")
@@ -408,7 +408,7 @@ def test_model_spectra(tmp_path):
 
 def test_block_shuffle_and_checkpoint_runners(tiny_split, tmp_path):
     from transferscope.engine import TrainConfig, get_recipe, train
-    from transferscope.transfer_runs import run_block_shuffle, run_checkpoint_transfer
+    from transferscope.studies.training_runs import run_block_shuffle, run_checkpoint_transfer
 
     res = run_block_shuffle("efficientnet_lite0", str(tiny_split), [32, 8, "*"], tmp_path / "bs",
                             image_size=32, epochs=1, batch_size=8)

@@ -18,42 +18,24 @@ import pandas as pd
 from transferscope import __version__
 from transferscope._io import atomic_write_bytes
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import SECTIONS, finding_of, get_analysis, list_analyses
 
-SECTIONS = [
-    ("Source-domain memory and interference (papers 000 and 001)",
-     ["retained_knowledge", "interference_bias", "agreement", "lingering_features",
-      "composites", "occlusion", "distraction", "interference_detector"]),
-    ("Transferability and domain statistics (paper 002)",
-     ["transferability", "domain", "transferability_factors", "layer_gradients"]),
-    ("What is being transferred (papers 003 and 004)",
-     ["block_shuffle", "mistakes", "cka", "distances", "barriers", "basins", "criticality",
-      "spectra", "pretraining_checkpoints"]),
-]
-TITLES = {
-    "retained_knowledge": "Retained knowledge: source-class recall of M^st (paper 000, Table 1)",
-    "interference_bias": "Interference bias of source classes (paper 000, eq. 1, Table 2)",
-    "agreement": "Cross-model agreement (paper 000, Fig. 5, 6)",
-    "lingering_features": "Source-only and lingering features (paper 001, eq. 1-3)",
-    "composites": "Composite images (paper 000, Fig. 2; paper 001, section 4)",
-    "occlusion": "Occluding the background (paper 001, Fig. 5)",
-    "distraction": "Grad-CAM distraction (paper 001, eq. 4, Fig. 3a)",
-    "interference_detector": "Interference detector (paper 001, eq. 5)",
-    "transferability": "Layer-wise transferability T = D(theta_r, theta_B) / D(theta_A, theta_B) "
-                       "(paper 002, eq. 1-2, Table 2, Fig. 8)",
-    "domain": "Domain gap and width from colour and GLCM texture statistics (paper 002)",
-    "transferability_factors": "Regression of log T on gap, width and log N (paper 002, eq. 3)",
-    "layer_gradients": "Layer-wise gradients at the start of fine-tuning (paper 002, Fig. 9)",
-    "block_shuffle": "Block-shuffled inputs: P-T vs RI-T (paper 003, section 3.1, Fig. 3)",
-    "pretraining_checkpoints": "Fine-tuning from pre-training checkpoints (paper 003, section "
-                               "3.5, Fig. 7)",
-    "mistakes": "Common and uncommon mistakes (paper 003, section 3.2, Tables 3-6, Fig. 8)",
-    "cka": "Feature similarity: linear CKA per module (paper 003, Table 1, 7)",
-    "distances": "Parameter distances, l2 per module (paper 003, Table 2, 8)",
-    "barriers": "Performance barriers on the line between solutions (paper 003, section 3.3)",
-    "basins": "Basins of solutions (paper 003, Definition 3.1)",
-    "criticality": "Module criticality (paper 003, Definition 3.2, Fig. 5, 6)",
-    "spectra": "Conv-layer spectra via the 2-D FFT (paper 004, Appendix C)",
-}
+
+
+def sections(results=None) -> list[tuple[str, list[str]]]:
+    """Report sections in page order, ``(heading, analysis names)``, read from the analysis
+    registry; results of unregistered analyses go to a last "Other results" section."""
+    out = [(heading, list_analyses(key)) for key, heading in SECTIONS.items()]
+    known = {n for _, names in out for n in names}
+    other = sorted(n for n in (results or {}) if n not in known)
+    return out + ([("Other results", other)] if other else [])
+
+
+def title_of(name: str) -> str:
+    """The registered heading of an analysis (its name when it is not registered)."""
+    return get_analysis(name).heading if name in list_analyses() else name
+
+
 MAX_ROWS = 25
 
 CSS = """
@@ -89,99 +71,11 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def _first_set(summary: dict) -> dict[str, dict]:
-    """Entries ``"<set>/<model>"`` of the first source-image set, keyed by model."""
-    sets = list(dict.fromkeys(k.split("/", 1)[0] for k in summary))
-    return {k.split("/", 1)[1]: v for k, v in summary.items() if sets and k.startswith(sets[0] + "/")}
-
-
 def findings(results: dict[str, AnalysisResult]) -> list[str]:
-    """Plain-words sentences drawn from the analyses' summaries (one per analysis)."""
-    e, out = html.escape, []
-    if "retained_knowledge" in results:
-        s = _first_set(results["retained_knowledge"].summary)
-        parts = [f"{e(k.replace(' + source head (M^st)', ''))} {v['classes_recall_ge_50']} of "
-                 f"{v['classes']}" for k, v in s.items() if "M^st" in k]
-        ref = [f"{e(k.replace('source ', '').replace(' (M^s)', ''))} itself: "
-               f"{v['classes_recall_ge_50']}" for k, v in s.items() if "M^s)" in k][:1]
-        if parts:
-            out.append("<b>Retained knowledge</b>: with the source head put back, the fine-tuned "
-                       "backbones still recognise source classes at recall &ge; 50%: "
-                       + "; ".join(parts) + (f" ({ref[0]})." if ref else "."))
-    if "interference_bias" in results:
-        s = _first_set(results["interference_bias"].summary)
-        parts = []
-        for k, v in s.items():
-            toward = ", ".join(f"{n} toward '{e(c)}'" for c, n in v["toward"].items())
-            base = "/".join(f"{100 * r:.0f}%" for r in v.get("base_rate", {}).values())
-            parts.append(f"{e(k)}: {v['strongly_biased']} ({toward}"
-                         + (f"; base rate {base})" if base else ")"))
-        out.append("<b>Interference bias</b>: source classes sending at least 80% of their "
-                   "images to one target class - " + "; ".join(parts) + ".")
-    if "composites" in results:
-        parts = [f"{e(k)} {100 * v['clean']:.0f}% clean, {100 * v['neutral']:.0f}% neutral, "
-                 f"{100 * v['against']:.0f}% against"
-                 for k, v in results["composites"].summary["models"].items()
-                 if "against" in v and "neutral" in v]
-        out.append("<b>Composites</b>: accuracy on clean target images, on composites over "
-                   "neutral backgrounds, and over backgrounds biased against the pasted class - "
-                   + "; ".join(parts) + ".")
-    if "occlusion" in results:
-        parts = [f"{e(k)} {v['fixed']} of {v['wrong']}"
-                 for k, v in results["occlusion"].summary.items() if v["wrong"]]
-        out.append("<b>Occlusion</b>: wrong answers on composites that become right when the "
-                   "background is hidden - " + "; ".join(parts) + ".")
-    if "lingering_features" in results:
-        s = results["lingering_features"].summary
-        parts = [f"{e(k)} {m['lingering']} of {m['evaluated_source_only']}"
-                 + (f" (e.g. {e(', '.join(t['name'] for t in m['top'][:3]))})" if m["top"] else "")
-                 for k, m in s["models"].items()]
-        out.append(f"<b>Lingering features</b> (p_lo = {s['p_lo']:g}): source-only classes "
-                   "the fine-tuned backbone still recognises - " + "; ".join(parts) + ".")
-    if "distraction" in results:
-        parts = [f"{e(k)} {v['mean']:.2f}" for k, v in results["distraction"].summary.items()]
-        out.append("<b>Grad-CAM distraction</b> (mean IoU with the source model's map on the "
-                   "background): " + "; ".join(parts) + ".")
-    if "interference_detector" in results:
-        parts = [f"{e(k)} on {e(r['data'])}: AUROC {_fmt(r['auroc'])}, {r['flagged']}/"
-                 f"{r['images']} flagged"
-                 for k, v in results["interference_detector"].summary.items()
-                 for r in v["by_data"] if v["lingering_classes"]]
-        if parts:
-            out.append("<b>Interference detector</b> (eq. 5) predicting the model's mistakes: "
-                       + "; ".join(parts) + ".")
-    if "transferability" in results:
-        parts = [f"{e(k)} T_FB {_fmt(v['T_FB'])}, T_SB {_fmt(v['T_SB'])}"
-                 for k, v in results["transferability"].summary.items()
-                 if isinstance(v, dict) and "T_FB" in v]
-        if parts:
-            out.append("<b>Transferability</b> (1 = no better than a random start): "
-                       + "; ".join(parts) + ".")
-    if "barriers" in results:
-        parts = [f"{e(k)} loss barrier {_fmt(v['loss_barrier'])}"
-                 for k, v in results["barriers"].summary.items()]
-        out.append("<b>Performance barriers</b> on the line between two solutions: "
-                   + "; ".join(parts) + ".")
-    if "remedies" in results:
-        v = results["remedies"].summary.get("verdicts", {})
-        def spread(r):
-            sd = r.get("delta_against_std")
-            return "" if sd is None or sd != sd else f" ± {100 * sd:.1f}"
-        def verdict(r):
-            sd = r.get("delta_against_std")
-            worse = sd is not None and sd == sd and r["delta_against"] < -sd
-            return "counts" if r["counts"] else "lowers interference but costs clean " \
-                "accuracy" if r.get("lowers_interference") else "raises interference" \
-                if worse else "does not count"
-        parts = [f"{e(k)} {verdict(r)} "
-                 f"(against {100 * r['delta_against']:+.1f}{spread(r)} pts, clean "
-                 f"{100 * r['delta_clean']:+.1f} pts)" for k, r in v.items()]
-        if parts:
-            out.append("<b>Remedies</b> vs standard fine-tuning of the same seed (composite "
-                       "accuracy over biased backgrounds; counts if its rise exceeds the "
-                       "seed-to-seed spread of that rise and clean accuracy drops at most 1 "
-                       "point): " + "; ".join(parts) + ".")
-    return out
+    """Plain-words sentences, one per analysis with a registered finding, in report order."""
+    order = [n for _, names in sections(results) for n in names]
+    found = (finding_of(results[n]) for n in order if n in results)
+    return [f.text for f in found if f is not None]
 
 
 def load_results(out_dir: str | Path) -> dict[str, AnalysisResult]:
@@ -204,14 +98,14 @@ def write_report(out_dir: str | Path, results: dict[str, AnalysisResult], *,
     if found:
         parts.append("<div class='findings'><h2>Findings</h2><ul>" +
                      "".join(f"<li>{f}</li>" for f in found) + "</ul></div>")
-    for section, names in SECTIONS:
+    for section, names in sections(results):
         present = [n for n in names if n in results]
         if not present:
             continue
         parts.append(f"<h2>{html.escape(section)}</h2>")
         for name in present:
             res = results[name]
-            parts.append(f"<h3 id='{name}'>{html.escape(TITLES.get(name, name))}</h3>")
+            parts.append(f"<h3 id='{name}'>{html.escape(title_of(name))}</h3>")
             for note in res.notes:
                 parts.append(f"<p class='note'>{html.escape(note)}</p>")
             for key, df in res.tables.items():

@@ -1,7 +1,7 @@
 """Logging to the experiment trackers people already run: TensorBoard and MLflow (optional
 extras ``transferscope[tensorboard]`` / ``transferscope[mlflow]``).
 
-``--log-to tensorboard|mlflow`` (``log_to=`` in :class:`~transferscope.study.Study.run` and
+``--log-to tensorboard|mlflow`` (``log_to=`` in :class:`~transferscope.studies.run.Study.run` and
 in a study file) logs each model's per-epoch training metrics (``train/<model>/<metric>``,
 step = epoch), every analysis's summary numbers (``<analysis>/<path in its summary>``), its
 figures, and the report as an artifact.

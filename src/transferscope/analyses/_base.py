@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,6 @@ class AnalysisResult:
             path = out_dir / "figures" / f"{self.name}__{key}.png"
             atomic_write_bytes(path, buf.getvalue())
             written["figures"].append(str(path))
-            import matplotlib.pyplot as plt
-
-            plt.close(fig)
+            if "matplotlib.pyplot" in sys.modules:  # a pyplot figure of a user's analysis
+                sys.modules["matplotlib.pyplot"].close(fig)
         return written

@@ -1,19 +1,21 @@
 """Cross-model agreement (paper 000, Fig. 5 and 6): Pearson R of per-class recall of M^st
 between transferred models (e.g. architectures) and of per-class bias between every pair of
 target models, with scatter plots. Uses the same cached forward passes as
-:mod:`.retained` and :mod:`.bias`."""
+:mod:`.retained_knowledge` and :mod:`.interference_bias`."""
 
 from __future__ import annotations
 
+import html
 from itertools import combinations
 
 import pandas as pd
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import Finding, first_set, fmt, register_analysis
 from transferscope.analyses._stats import pearson
-from transferscope.analyses.bias import bias_matrix
 from transferscope.analyses.context import AuditContext
-from transferscope.analyses.retained import per_class_recall
+from transferscope.analyses.interference_bias import bias_matrix
+from transferscope.analyses.retained_knowledge import per_class_recall
 
 
 def run(ctx: AuditContext) -> AnalysisResult:
@@ -44,15 +46,12 @@ def run(ctx: AuditContext) -> AnalysisResult:
 
 
 def _scatter(pairs):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._figures import subplots
 
     n = len(pairs)
     cols = min(3, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (set_name, what, a, b, x, y, r) in zip(axes.flat, pairs):
@@ -63,3 +62,17 @@ def _scatter(pairs):
         ax.set_title(f"{what} ({set_name})\nR = {r:.2f}", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Pearson R between models on the first source-image set, per quantity."""
+    first = first_set(result.summary)  # "<quantity>/<A> vs <B>" -> R
+    if not first:
+        return None
+    parts = [f"{html.escape(k.replace('/', ': ', 1))} R = {fmt(v)}" for k, v in first.items()]
+    return Finding("<b>Cross-model agreement</b> over source classes (Pearson R; paper 000: "
+                   "models that share a source agree) - " + "; ".join(parts) + ".", first)
+
+
+register_analysis("agreement", title="Cross-model agreement", paper="paper 000, Fig. 5, 6",
+                  section="memory", order=3, run=run, finding=finding)

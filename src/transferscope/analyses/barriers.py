@@ -21,6 +21,7 @@ are reused by the basin and criticality analyses.
 
 from __future__ import annotations
 
+import html
 import contextlib
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -30,21 +31,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
+from transferscope.analyses._transfer import batches, transfer_inputs
+from transferscope.analyses._weights import state_of as _state
+from transferscope.analyses.context import AuditContext
 from transferscope.engine.batchnorm import BatchNormFolder
 from transferscope.engine.batchnorm import bn_layers as _bn_layers
 from transferscope.engine.batchnorm import bn_train_mode as _bn_train
 from transferscope.engine.batchnorm import reestimate_bn
 from transferscope.engine.batchnorm import split_batch as _split
+from transferscope.engine.modes import eval_mode
 from transferscope.errors import ConfigError, ModelError
 
 StateDict = Mapping[str, torch.Tensor]
 State = StateDict | Callable[[], StateDict]
-
-
-def _state(obj) -> StateDict:
-    return obj.state_dict() if isinstance(obj, nn.Module) else obj
 
 
 def combine(states: Sequence[StateDict], weights: Sequence[float]) -> dict[str, torch.Tensor]:
@@ -127,15 +130,12 @@ def _frame(accs: list, extra: dict | None = None) -> pd.DataFrame:
 def _evaluating(model: nn.Module, channels_last: bool = False):
     """Eval mode without gradients (channels-last weights if asked); mode and memory format
     are restored afterwards."""
-    was = model.training
-    model.eval()
     if channels_last:
         model.to(memory_format=torch.channels_last)
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             yield
     finally:
-        model.train(was)
         if channels_last:
             model.to(memory_format=torch.contiguous_format)
 
@@ -335,9 +335,10 @@ def barrier_height(df: pd.DataFrame, metric: str = "loss",
     return float(np.max(excess))
 
 
-def run(model: nn.Module, named_pairs: Mapping[str, tuple], loader: Iterable,
-        lambdas: Sequence[float] | None = None, *, bn_reestimate_loader: Iterable | None = None,
-        batched: bool = True, device=None, channels_last: bool = True) -> AnalysisResult:
+def barrier_paths(model: nn.Module, named_pairs: Mapping[str, tuple], loader: Iterable,
+                  lambdas: Sequence[float] | None = None, *,
+                  bn_reestimate_loader: Iterable | None = None, batched: bool = True,
+                  device=None, channels_last: bool = True) -> AnalysisResult:
     """Loss/accuracy along the line of every pair, with barrier heights (Figures 4, 12-18).
 
     ``named_pairs``: label -> ``(theta_0, theta_1)``; ``lambdas`` default to 11 points on
@@ -370,12 +371,9 @@ def run(model: nn.Module, named_pairs: Mapping[str, tuple], loader: Iterable,
 
 def plot_paths(table: pd.DataFrame, metric: str):
     """One curve per pair: ``metric`` against lambda, endpoints marked by dotted lines."""
-    import matplotlib
+    from transferscope.analyses._figures import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = subplots(figsize=(5.5, 3.5))
     for name, part in table.groupby("pair", sort=False):
         ax.plot(part["lambda"], part[metric], marker="o", markersize=3, label=str(name))
     for x in (0, 1):
@@ -385,3 +383,36 @@ def plot_paths(table: pd.DataFrame, metric: str):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+class BarriersOptions(AnalysisOptions):
+    lambdas: list[float] = Field(default_factory=lambda: [-1.0, -0.5, 0.0, 0.25, 0.5, 0.75,
+                                                          1.0, 1.5, 2.0], min_length=1,
+                                 description="points (1 - lambda) theta_0 + lambda theta_1")
+    bn_reestimate: bool = Field(False, description="re-estimate BatchNorm statistics at every "
+                                "point")
+
+
+def run(ctx: AuditContext, lambdas: Sequence[float] = (0.0, 0.5, 1.0),
+        bn_reestimate: bool = False) -> AnalysisResult:
+    """Barriers between the two P-T and the two RI-T models of ``ctx`` (section 3.3)."""
+    inp = transfer_inputs(ctx)
+    named = {f"{a} - {b}": (inp.models[a].state_dict(), inp.models[b].state_dict())
+             for a, b in inp.pairs[:2]}
+    loader = batches(ctx)
+    return barrier_paths(inp.first, named, loader, list(lambdas),
+                         bn_reestimate_loader=loader if bn_reestimate else None)
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Loss barrier of every pair."""
+    s = result.summary
+    parts = [f"{html.escape(k)} loss barrier {fmt(v['loss_barrier'])}" for k, v in s.items()]
+    return Finding("<b>Performance barriers</b> on the line between two solutions: "
+                   + "; ".join(parts) + ".", {k: v["loss_barrier"] for k, v in s.items()})
+
+
+register_analysis("barriers", title="Performance barriers on the line between solutions",
+                  paper="paper 003, section 3.3", section="what_transferred", order=5,
+                  options=BarriersOptions, run=run, finding=finding,
+                  applies=lambda ctx: bool(transfer_inputs(ctx).pairs))

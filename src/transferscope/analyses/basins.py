@@ -23,15 +23,22 @@ same weights. l is the error rate by default, as in the paper's reported basins.
 
 from __future__ import annotations
 
+import html
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses.barriers import _state, combine, evaluate_states
+from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
+from transferscope.analyses._transfer import merge, subset, transfer_inputs
+from transferscope.analyses._weights import seed_of as _seed
+from transferscope.analyses._weights import state_of as _state
+from transferscope.analyses.barriers import combine, evaluate_states
+from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError
 
 # delta is in parameter-norm units, so its scale grows with the model (lite0, 4.6 M parameters:
@@ -72,10 +79,6 @@ def _param_norm(states, weights, names) -> float:
         total += float(sum(w * t for w, t in zip(weights, ts)).square().sum())
         scale += sum(abs(w) * float(t.square().sum()) ** 0.5 for w, t in zip(weights, ts)) ** 2
     return total ** 0.5 if total ** 0.5 > 1e-9 * scale ** 0.5 else 0.0
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
 
 
 def _noisy(states, weights, names, std: float, seed: int):
@@ -167,7 +170,7 @@ def basin_estimates(model: nn.Module, solutions: Sequence, loader: Iterable, *,
             "samples": samples, "vicinity": pd.DataFrame(rows), "by_delta": pd.DataFrame(by_delta)}
 
 
-def run(model: nn.Module, solutions: Mapping[str, object], loader: Iterable, **kwargs
+def hull_basins(model: nn.Module, solutions: Mapping[str, object], loader: Iterable, **kwargs
         ) -> AnalysisResult:
     """Definition 3.1 estimates for the hull of the named solutions (e.g. two P-T runs).
 
@@ -188,13 +191,10 @@ def run(model: nn.Module, solutions: Mapping[str, object], loader: Iterable, **k
 
 
 def _figure(est: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._figures import subplots
 
     t = est["by_delta"]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = subplots(figsize=(5, 3.2))
     if len(t):
         ax.plot(t["delta"], t["cond2_excess"], marker="o", label="noise at exit point (2)")
         ax.plot(t["delta"], t["cond3_excess"], marker="s", label="extrapolation (3)")
@@ -206,3 +206,43 @@ def _figure(est: dict):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+class BasinsOptions(AnalysisOptions):
+    images: int = Field(64, ge=1, description="validation images the estimates use (the same "
+                        "seeded sample as module criticality)")
+    samples: int = Field(8, ge=1, description="Monte-Carlo points of the hull")
+    pairs: int = Field(4, ge=1, description="vicinity pairs per delta")
+    seed: int = 0
+    bn_reestimate: bool = Field(False, description="re-estimate BatchNorm statistics per point")
+
+
+def run(ctx: AuditContext, images: int = 64, samples: int = 8, pairs: int = 4, seed: int = 0,
+        bn_reestimate: bool = False) -> AnalysisResult:
+    """Definition 3.1 for the hull of the two P-T and of the two RI-T models of ``ctx``."""
+    inp = transfer_inputs(ctx)
+    loader = subset(ctx, images, seed)
+    hulls = {kind: {n: inp.models[n].state_dict() for n in (f"{kind} #1", f"{kind} #2")}
+             for kind in ("P-T", "RI-T") if f"{kind} #2" in inp.models}
+    parts = {kind: hull_basins(inp.first, sols, loader, num_samples=samples, num_pairs=pairs,
+                               seed=seed, bn_reestimate_loader=loader if bn_reestimate else None)
+             for kind, sols in hulls.items()}
+    res = merge("basins", parts)
+    res.notes.append(f"Estimated on the same {images} validation images as module criticality.")
+    return res
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Basin size (delta) and base error (epsilon) of each hull."""
+    s = {k: v for k, v in result.summary.items() if isinstance(v, dict) and "delta" in v}
+    parts = [f"{html.escape(k)} delta {fmt(v['delta'])} (epsilon {fmt(v['epsilon'])})"
+             for k, v in s.items()]
+    return Finding("<b>Basins</b> (Definition 3.1; delta = how far one can move from the hull "
+                   "of the solutions before the error rises) - " + "; ".join(parts) + ".",
+                   {k: v["delta"] for k, v in s.items()})
+
+
+register_analysis("basins", title="Basins of solutions", paper="paper 003, Definition 3.1",
+                  section="what_transferred", order=6, options=BasinsOptions, run=run,
+                  finding=finding, applies=lambda ctx: any(
+                      f"{k} #2" in transfer_inputs(ctx).models for k in ("P-T", "RI-T")))

@@ -20,16 +20,23 @@ square of that count, see ``max_features``) or averaged over space to ``C`` feat
 
 from __future__ import annotations
 
+import html
 import itertools
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
+from transferscope.analyses._transfer import batches, transfer_inputs
+from transferscope.analyses.context import AuditContext
 from transferscope.engine.inference import capture
+from transferscope.engine.modes import eval_mode
+from transferscope.models.base import resolve_layers
 from transferscope.errors import ConfigError
 
 POOLS = ("flatten", "avg")
@@ -79,6 +86,10 @@ class LinearCKA:
     """
 
     def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every row (as after construction)."""
         self.n = 0
         self._shift_x = self._shift_y = None
         self.xtx = self.yty = self.ytx = self.sx = self.sy = None
@@ -107,15 +118,33 @@ class LinearCKA:
         self.sy += y.sum(0)
         self.n += x.shape[0]
 
+    def centred(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(Xc^T Xc, Yc^T Yc, Yc^T Xc)`` of all rows seen so far (at least one)."""
+        n = self.n
+        return (self.xtx - torch.outer(self.sx, self.sx) / n,
+                self.yty - torch.outer(self.sy, self.sy) / n,
+                self.ytx - torch.outer(self.sy, self.sx) / n)
+
     def compute(self) -> float:
         """CKA of all rows seen so far (NaN before any update or for constant features)."""
         if self.n == 0:
             return float("nan")
-        n = self.n
-        xtx = self.xtx - torch.outer(self.sx, self.sx) / n
-        yty = self.yty - torch.outer(self.sy, self.sy) / n
-        ytx = self.ytx - torch.outer(self.sy, self.sx) / n
-        return _centred_cka(xtx, yty, ytx)
+        return _centred_cka(*self.centred())
+
+    def compute_blocks(self, sizes_x: Sequence[int], sizes_y: Sequence[int]) -> list[list[float]]:
+        """CKA of every column block of X (widths ``sizes_x``) against every block of Y:
+        ``out[i][j]`` for X's block i and Y's block j (NaN for constant features). With one
+        block each this is :meth:`compute`."""
+        if self.n == 0:
+            return [[float("nan")] * len(sizes_y) for _ in sizes_x]
+        xx, yy, yx = self.centred()
+        bx, by = ([slice(e[i], e[i + 1]) for i in range(len(e) - 1)]
+                  for e in (np.cumsum([0, *sizes_x]), np.cumsum([0, *sizes_y])))
+        nx = [torch.linalg.matrix_norm(xx[b, b]) for b in bx]
+        ny = [torch.linalg.matrix_norm(yy[b, b]) for b in by]
+        return [[float(yx[bj, bi].square().sum() / (nx[i] * ny[j]))
+                 if nx[i] * ny[j] > 0 else float("nan") for j, bj in enumerate(by)]
+                for i, bi in enumerate(bx)]
 
 
 def cka_matrix(acts_a: Mapping[str, torch.Tensor], acts_b: Mapping[str, torch.Tensor]
@@ -128,20 +157,6 @@ def cka_matrix(acts_a: Mapping[str, torch.Tensor], acts_b: Mapping[str, torch.Te
     return pd.DataFrame([[linear_cka(xa, xb) for xb in acts_b.values()]
                          for xa in acts_a.values()],
                         index=list(acts_a), columns=list(acts_b))
-
-
-def _modules(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
-    groups = {g.name: g.output_module for g in model.layer_groups()} \
-        if hasattr(model, "layer_groups") else {}
-    out = {}
-    for name in layers:
-        try:
-            out[name] = model.get_submodule(groups.get(name, name))
-        except AttributeError:
-            raise ConfigError(f"layer {name!r} is neither a layer group "
-                              f"({', '.join(groups) or 'none'}) nor a sub-module path of "
-                              f"{type(model).__name__}") from None
-    return out
 
 
 def streaming_cka(models: Mapping[str, nn.Module], loader: Iterable,
@@ -171,37 +186,30 @@ def streaming_cka(models: Mapping[str, nn.Module], loader: Iterable,
                 raise ConfigError(f"pair ({a!r}, {b!r}) names unknown model {m!r}; "
                                   f"known: {', '.join(models)}")
     used = list(dict.fromkeys(m for pair in pairs for m in pair))
-    mods = {m: _modules(models[m], layers) for m in used}
+    mods = {m: resolve_layers(models[m], layers) for m in used}
     accs = {(pair, layer): LinearCKA() for pair in pairs for layer in layers}
-    modes = {m: models[m].training for m in used}
-    for m in used:
-        models[m].eval()
-    try:
-        with torch.no_grad():
-            for batch in loader:
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                feats = {}
-                for m in used:
-                    with capture(models[m], mods[m], "avg" if pool == "avg" else "none") as st:
-                        models[m](x.to(device) if device is not None else x)
-                    feats[m] = {}
-                    for name, outs in st.items():
-                        if len(outs) != 1:
-                            raise ConfigError(
-                                f"module {name!r} of {m!r} ran {len(outs)} times in one forward "
-                                "pass; pick a module that is called once (a block output)")
-                        f = outs[0].flatten(1)
-                        if f.shape[1] > max_features:
-                            raise ConfigError(
-                                f"layer {name!r} of {m!r} has {f.shape[1]} features per sample "
-                                f"with pool={pool!r}, more than max_features={max_features}; "
-                                "use pool='avg' or raise max_features (memory ~ 8*p^2 bytes)")
-                        feats[m][name] = f
-                for (pair, layer), acc in accs.items():
-                    acc.update(feats[pair[0]][layer], feats[pair[1]][layer])
-    finally:
-        for m in used:
-            models[m].train(modes[m])
+    with eval_mode(*(models[m] for m in used)), torch.no_grad():
+        for batch in loader:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            feats = {}
+            for m in used:
+                with capture(models[m], mods[m], "avg" if pool == "avg" else "none") as st:
+                    models[m](x.to(device) if device is not None else x)
+                feats[m] = {}
+                for name, outs in st.items():
+                    if len(outs) != 1:
+                        raise ConfigError(
+                            f"module {name!r} of {m!r} ran {len(outs)} times in one forward "
+                            "pass; pick a module that is called once (a block output)")
+                    f = outs[0].flatten(1)
+                    if f.shape[1] > max_features:
+                        raise ConfigError(
+                            f"layer {name!r} of {m!r} has {f.shape[1]} features per sample "
+                            f"with pool={pool!r}, more than max_features={max_features}; "
+                            "use pool='avg' or raise max_features (memory ~ 8*p^2 bytes)")
+                    feats[m][name] = f
+            for (pair, layer), acc in accs.items():
+                acc.update(feats[pair[0]][layer], feats[pair[1]][layer])
     return pd.DataFrame([[accs[(pair, layer)].compute() for layer in layers] for pair in pairs],
                         index=[f"{a} & {b}" for a, b in pairs], columns=list(layers))
 
@@ -223,64 +231,39 @@ def cka_all_pairs(model_a: nn.Module, model_b: nn.Module, loader: Iterable,
     if pool not in POOLS:
         raise ConfigError(f"pool must be one of {POOLS}, got {pool!r}")
     layers_b = list(layers_a if layers_b is None else layers_b)
-    mods = [_modules(model_a, layers_a), _modules(model_b, layers_b)]
+    mods = [resolve_layers(model_a, layers_a), resolve_layers(model_b, layers_b)]
     models = [model_a, model_b]
-    modes = [m.training for m in models]
-    n, shift, sizes = 0, None, None
-    try:
-        with torch.no_grad():
-            for batch in loader:
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                x = x.to(device) if device is not None else x
-                feats = []
-                for model, mod in zip(models, mods):
-                    model.eval()
-                    with capture(model, mod, "avg" if pool == "avg" else "none") as st:
-                        model(x)
-                    if any(len(v) != 1 for v in st.values()):
-                        raise ConfigError("a layer ran more than once in one forward pass; "
-                                          "pick modules that are called once (block outputs)")
-                    feats.append([v[0].flatten(1) for v in st.values()])
-                if sizes is None:
-                    sizes = [[f.shape[1] for f in fs] for fs in feats]
-                    if sum(map(sum, sizes)) > max_features:
-                        raise ConfigError(
-                            f"{sum(map(sum, sizes))} features over all layers, more than "
-                            f"max_features={max_features} (memory ~ 8*(P+Q)^2 bytes); use "
-                            "pool='avg', fewer layers or raise max_features")
-                xs = [torch.cat(fs, 1).to(torch.float64) for fs in feats]
-                if shift is None:
-                    shift = [v[0].clone() for v in xs]
-                    acc = {k: xs[0].new_zeros(xs[i].shape[1], xs[j].shape[1])
-                           for k, (i, j) in {"xx": (0, 0), "yy": (1, 1), "yx": (1, 0)}.items()}
-                    sums = [v.new_zeros(v.shape[1]) for v in xs]
-                xs = [v - s for v, s in zip(xs, shift)]
-                acc["xx"] += xs[0].T @ xs[0]
-                acc["yy"] += xs[1].T @ xs[1]
-                acc["yx"] += xs[1].T @ xs[0]
-                for s, v in zip(sums, xs):
-                    s += v.sum(0)
-                n += xs[0].shape[0]
-    finally:
-        for model, mode in zip(models, modes):
-            model.train(mode)
-    if n == 0:
+    acc, sizes = LinearCKA(), None
+    with eval_mode(*models), torch.no_grad():
+        for batch in loader:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            x = x.to(device) if device is not None else x
+            feats = []
+            for model, mod in zip(models, mods):
+                with capture(model, mod, "avg" if pool == "avg" else "none") as st:
+                    model(x)
+                if any(len(v) != 1 for v in st.values()):
+                    raise ConfigError("a layer ran more than once in one forward pass; "
+                                      "pick modules that are called once (block outputs)")
+                feats.append([v[0].flatten(1) for v in st.values()])
+            if sizes is None:
+                sizes = [[f.shape[1] for f in fs] for fs in feats]
+                if sum(map(sum, sizes)) > max_features:
+                    raise ConfigError(
+                        f"{sum(map(sum, sizes))} features over all layers, more than "
+                        f"max_features={max_features} (memory ~ 8*(P+Q)^2 bytes); use "
+                        "pool='avg', fewer layers or raise max_features")
+            acc.update(torch.cat(feats[0], 1), torch.cat(feats[1], 1))
+    if acc.n == 0:
         raise ConfigError("the loader yielded no batches")
-    cen = {k: acc[k] - torch.outer(sums[int(k[0] == "y")], sums[int(k[1] == "y")]) / n
-           for k in acc}
-    edges = [np.cumsum([0] + s) for s in sizes]
-    blocks = [[slice(e[i], e[i + 1]) for i in range(len(e) - 1)] for e in edges]
-    nx = [torch.linalg.matrix_norm(cen["xx"][b, b]) for b in blocks[0]]
-    ny = [torch.linalg.matrix_norm(cen["yy"][b, b]) for b in blocks[1]]
-    vals = [[float(cen["yx"][bj, bi].square().sum() / (nx[i] * ny[j]))
-             if nx[i] * ny[j] > 0 else float("nan") for j, bj in enumerate(blocks[1])]
-            for i, bi in enumerate(blocks[0])]
+    vals = acc.compute_blocks(sizes[0], sizes[1])
     return pd.DataFrame(vals, index=list(layers_a), columns=layers_b)
 
 
-def run(models: Mapping[str, nn.Module], loader: Iterable,
-        pairs: Sequence[tuple[str, str]] | None = None, layers: Sequence[str] | None = None, *,
-        pool: str = "flatten", device=None, max_features: int = 4096) -> AnalysisResult:
+def cka_tables(models: Mapping[str, nn.Module], loader: Iterable,
+               pairs: Sequence[tuple[str, str]] | None = None,
+               layers: Sequence[str] | None = None, *, pool: str = "flatten", device=None,
+               max_features: int = 4096) -> AnalysisResult:
     """Table 1 / 7: per-module CKA for model pairs, with a heat-map.
 
     Args:
@@ -319,13 +302,10 @@ def run(models: Mapping[str, nn.Module], loader: Iterable,
 
 def plot_heatmap(wide: pd.DataFrame, title: str = "linear CKA"):
     """Heat-map with model pairs as rows, layers as columns, values written in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._figures import subplots
 
     vals = wide.to_numpy(float)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * vals.shape[1] + 2), 0.5 * vals.shape[0] + 1.5))
+    fig, ax = subplots(figsize=(max(4.0, 0.7 * vals.shape[1] + 2), 0.5 * vals.shape[0] + 1.5))
     im = ax.imshow(vals, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(vals.shape[1]))
     ax.set_xticklabels(wide.columns, rotation=90, fontsize=7)
@@ -339,3 +319,34 @@ def plot_heatmap(wide: pd.DataFrame, title: str = "linear CKA"):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+class CkaOptions(AnalysisOptions):
+    pool: Literal["avg", "flatten"] = Field("avg", description="per-sample features: spatial "
+                                            "mean per channel, or flattened C*H*W")
+    max_features: int = Field(4096, ge=1, description="flattened features kept per layer")
+
+
+def run(ctx: AuditContext, pool: str = "avg", max_features: int = 4096) -> AnalysisResult:
+    """CKA of P with P-T #1 and of the P-T / RI-T pairs of ``ctx`` (Table 1)."""
+    inp = transfer_inputs(ctx)
+    models = {"P": ctx.source, **inp.models}
+    pairs = [p for p in [("P-T #1", "P")] + inp.pairs if p[0] in models]
+    res = cka_tables(models, batches(ctx), pairs, pool=pool, max_features=max_features)
+    if pool == "avg":
+        res.notes.append("Activations are averaged over space per channel (pool='avg') so "
+                         "every layer fits the streaming accumulator.")
+    return res
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Mean CKA over modules per pair."""
+    mean = result.summary["mean_cka"]
+    parts = [f"{html.escape(k)} {fmt(v)}" for k, v in mean.items()]
+    return Finding("<b>Feature similarity</b> (linear CKA averaged over modules, 1 = same "
+                   "features): " + "; ".join(parts) + ".", dict(mean))
+
+
+register_analysis("cka", title="Feature similarity: linear CKA per module",
+                  paper="paper 003, Table 1, 7", section="what_transferred", order=3,
+                  options=CkaOptions, run=run, finding=finding)

@@ -9,14 +9,18 @@ the background is biased *against* the pasted class.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 import torch
+from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses.bias import bias_matrix, bias_strength
+from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
 from transferscope.analyses.context import AuditContext
+from transferscope.analyses.interference_bias import bias_matrix, bias_strength
 from transferscope.data.composite import PAPER000_SIDE, PAPER001_SIDE, CompositeSet
 from transferscope.errors import ConfigError
 
@@ -154,16 +158,13 @@ def _label(group: str, classes: list[str]) -> str:
 
 def example_grid(comp: CompositeSet, n: int, seed: int = 0):
     """A figure of ``n`` composites with their overlay boxes outlined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._figures import subplots
     from matplotlib.patches import Rectangle
 
     idx = torch.randperm(len(comp), generator=torch.Generator().manual_seed(seed))[:n].tolist()
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, idx):
@@ -175,4 +176,45 @@ def example_grid(comp: CompositeSet, n: int, seed: int = 0):
     return fig
 
 
-__all__ = ["CompositePlan", "choose_backgrounds", "group_of", "plan", "run"]
+class CompositeOptions(AnalysisOptions):
+    """Options of the shared composite plan (:func:`plan`); every analysis whose options
+    derive from this model shares one plan in an audit."""
+
+    style: Literal["paper000", "paper001"] = Field("paper001", description="paper 000's "
+                                                   "centred overlay or paper 001's layout")
+    n_biased: int = Field(3, ge=1, description="background classes per target class")
+    n_neutral: int = Field(4, ge=0, description="neutral background classes")
+    overlays_per_class: int = Field(10, ge=1, description="target images pasted per class")
+    repeats: int = Field(2, ge=1, description="backgrounds per overlay")
+    seed: int = 0
+    source_set: str | None = Field(None, description="source-image set of the backgrounds "
+                                   "(default: the first)")
+    reference: str | list[str] | None = Field(None, description="target model(s) whose bias "
+                                              "chooses the backgrounds (default: the first)")
+
+
+class CompositesOptions(CompositeOptions):
+    examples: int = Field(8, ge=0, description="composites shown in the figure")
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Accuracy on clean images vs composites over neutral and biased-against backgrounds
+    (the groups the plan has)."""
+    e = html.escape
+    groups = ("clean", "neutral", "against")
+    models = {k: {g: v[g] for g in groups if v.get(g) is not None}
+              for k, v in result.summary["models"].items()}
+    if not models:
+        return None
+    parts = [f"{e(k)} " + ", ".join(f"{100 * a:.0f}% {g}" for g, a in v.items())
+             for k, v in models.items()]
+    return Finding("<b>Composites</b>: accuracy on clean target images, on composites over "
+                   "neutral backgrounds, and over backgrounds biased against the pasted class - "
+                   + "; ".join(parts) + ".", models)
+
+
+register_analysis("composites", title="Composite images", paper="paper 000, Fig. 2; paper 001, "
+                  "section 4", section="memory", options=CompositesOptions, order=5, run=run,
+                  finding=finding)
+
+__all__ = ["CompositeOptions", "CompositePlan", "choose_backgrounds", "group_of", "plan", "run"]

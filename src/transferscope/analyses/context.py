@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 from transferscope.data.folder import ImageSet
 from transferscope.engine.cache import ResultCache
@@ -10,6 +12,32 @@ from transferscope.engine.inference import (Predictions, auto_batch_size, check_
                                             default_cache, predict)
 from transferscope.errors import ConfigError, ModelError
 from transferscope.models.base import TransferModel, compose
+
+
+Role = Literal["fine-tuned", "scratch", "other"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the audit knows about one target model.
+
+    Attributes:
+        name: its key in :attr:`AuditContext.targets`.
+        role: ``"fine-tuned"`` (paper 003's P-T: trained from the source's pre-trained
+            weights), ``"scratch"`` (RI-T: from a random init) or ``"other"`` (unknown, e.g.
+            a loaded checkpoint).
+        arch: its architecture name.
+        init: the init it was trained from (``"imagenet"``, ``"random"``, a path) if known.
+        seed: its training seed if known.
+        run_dir: its training run directory (holding ``init.safetensors``) if known.
+    """
+
+    name: str
+    role: Role
+    arch: str
+    init: str | None = None
+    seed: int | None = None
+    run_dir: Path | None = None
 
 
 @dataclass
@@ -25,6 +53,8 @@ class AuditContext:
         image_size: input size for every forward pass.
         extra_sources: source models of other architectures, keyed by ``arch``, so that
             target models of those architectures get an M^st too (cross-architecture rows).
+        entries: role, architecture, init, seed and run directory of each target model;
+            missing ones are filled in with role ``"other"``.
     """
 
     source: TransferModel
@@ -38,10 +68,18 @@ class AuditContext:
     extra_sources: dict[str, TransferModel] = field(default_factory=dict)
     precision: str = "fp32"
     device: str = "auto"  # where forward passes and Grad-CAM run (engine.resolve_device)
+    entries: dict[str, ModelEntry] = field(default_factory=dict)
+    memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         from transferscope.engine.device import check_amp, resolve_device
 
+        unknown = [k for k in self.entries if k not in self.targets]
+        if unknown:
+            raise ConfigError(f"model entries {unknown} name no target model; targets are "
+                              f"{', '.join(self.targets)}")
+        self.entries = {k: self.entries.get(k) or ModelEntry(k, "other", m.arch)
+                        for k, m in self.targets.items()}
         dev = resolve_device(self.device)  # a missing GPU fails here, before any analysis
         if self.batch_size is None:
             self.batch_size = auto_batch_size(self.image_size, dev)
@@ -84,6 +122,17 @@ class AuditContext:
     def m_st(self, name: str) -> TransferModel:
         """Paper 001's M^st: backbone of target model ``name`` + head of its M^s."""
         return compose(self.targets[name], self.source_for(name))
+
+    def with_role(self, role: Role, same_arch: bool = True) -> list[str]:
+        """Target models of ``role`` (by default only those of the source's architecture)."""
+        return [k for k, e in self.entries.items() if e.role == role
+                and (not same_arch or self.targets[k].arch == self.source.arch)]
+
+    def memoize(self, key: str, compute):
+        """``compute()`` once per context (inputs shared by several analyses)."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
     @property
     def target_classes(self) -> list[str]:

@@ -34,6 +34,7 @@ Choices made here (the paper leaves them open):
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Iterable, Mapping, Sequence
 
@@ -41,10 +42,15 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses.barriers import _state, combine, evaluate_states
-from transferscope.analyses.basins import _seed
+from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
+from transferscope.analyses._transfer import batches, merge, subset, transfer_inputs
+from transferscope.analyses._weights import seed_of as _seed
+from transferscope.analyses._weights import state_of as _state
+from transferscope.analyses.barriers import combine, evaluate_states
+from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError, ModelError
 
 NOISE_MODES = ("relative", "frobenius", "absolute")
@@ -173,9 +179,10 @@ def criticality_grid(model: nn.Module, init, trained, loader: Iterable, *, modul
     return pd.concat(frames, ignore_index=True)
 
 
-def run(model: nn.Module, init, trained, loader: Iterable, *, epsilon: float | None = None,
-        tolerance: float = 0.05, paths: Mapping[str, Sequence] | None = None,
-        **grid_kwargs) -> AnalysisResult:
+def criticality_scores(model: nn.Module, init, trained, loader: Iterable, *,
+                       epsilon: float | None = None, tolerance: float = 0.05,
+                       paths: Mapping[str, Sequence] | None = None,
+                       **grid_kwargs) -> AnalysisResult:
     """Criticality grid, per-module scores and network criticality (Figures 5, 6, 30).
 
     Args:
@@ -215,15 +222,12 @@ def run(model: nn.Module, init, trained, loader: Iterable, *, epsilon: float | N
 
 def plot_grids(grid: pd.DataFrame):
     """Figure 6: one heat-map per module, x = alpha (0 = initial value), y = sigma."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._figures import subplots
 
     mods = list(dict.fromkeys(grid["module"]))
     cols = min(4, len(mods))
     rows = math.ceil(len(mods) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
     for ax, mod in zip(axes.flat, mods):
         part = grid[grid["module"] == mod].pivot(index="sigma", columns="alpha", values="error")
         im = ax.imshow(part.to_numpy(float), origin="lower", aspect="auto", vmin=0, vmax=1,
@@ -239,3 +243,48 @@ def plot_grids(grid: pd.DataFrame):
         ax.axis("off")
     fig.colorbar(im, ax=axes, fraction=0.03, label="error")
     return fig
+
+
+class CriticalityOptions(AnalysisOptions):
+    images: int = Field(64, ge=1, description="validation images of the seeded sample")
+    modules: int = Field(6, ge=2, description="modules evaluated, spread over the network "
+                         "(the last always included)")
+    alphas: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0], min_length=1)
+    sigmas: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.25], min_length=1,
+                                description="relative noise; at 0.5 most blocks never meet "
+                                "epsilon")
+    seed: int = 0
+    bn_reestimate: bool = Field(False, description="re-estimate BatchNorm statistics (on the "
+                                "whole validation set) per point")
+
+
+def run(ctx: AuditContext, images: int = 64, modules: int = 6,
+        alphas: Sequence[float] = (0.0, 0.5, 1.0), sigmas: Sequence[float] = (0.0, 0.1, 0.25),
+        seed: int = 0, bn_reestimate: bool = False) -> AnalysisResult:
+    """Module criticality of P-T #1 and RI-T #1 of ``ctx`` (from their initial weights)."""
+    inp = transfer_inputs(ctx)
+    groups = [g.name for g in inp.first.layer_groups()]
+    step = max(1, len(groups) // modules)
+    chosen = groups[::step][:modules - 1] + [groups[-1]]
+    crit = {name: criticality_scores(
+        inp.first, inp.inits[name], inp.models[name].state_dict(), subset(ctx, images, seed),
+        modules=chosen, alphas=tuple(alphas), sigmas=tuple(sigmas), samples=1, seed=seed,
+        bn_reestimate_loader=batches(ctx) if bn_reestimate else None)
+        for name in ("P-T #1", "RI-T #1") if name in inp.models and name in inp.inits}
+    return merge("criticality", crit)
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Network criticality (sum over modules) of each model on the direct path."""
+    s = {k: v["network_criticality/direct"] for k, v in result.summary.items()
+         if isinstance(v, dict) and "network_criticality/direct" in v}
+    parts = [f"{html.escape(k)} {fmt(v)}" for k, v in s.items()]
+    return Finding("<b>Module criticality</b> (Definition 3.2, summed over the evaluated "
+                   "modules; higher = more sensitive to rewinding) - " + "; ".join(parts) + ".",
+                   s)
+
+
+register_analysis("criticality", title="Module criticality", paper="paper 003, Definition "
+                  "3.2, Fig. 5, 6", section="what_transferred", order=7,
+                  options=CriticalityOptions, run=run, finding=finding,
+                  applies=lambda ctx: bool(transfer_inputs(ctx).inits))

@@ -16,6 +16,7 @@ layer groups cover all parameters).
 
 from __future__ import annotations
 
+import html
 import itertools
 import math
 from typing import Mapping, Sequence
@@ -25,7 +26,10 @@ import torch
 from torch import nn
 
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses.transferability import check_state_dicts, parameter_groups
+from transferscope.analyses._registry import Finding, fmt, register_analysis
+from transferscope.analyses._transfer import transfer_inputs
+from transferscope.analyses._weights import check_state_dicts, parameter_groups
+from transferscope.analyses.context import AuditContext
 from transferscope.errors import ModelError
 from transferscope.models.base import TransferModel
 
@@ -90,9 +94,9 @@ def layer_distances(a, b, groups_from: TransferModel, *,
     return pd.DataFrame(rows)
 
 
-def run(named_states: Mapping[str, object], groups_from: TransferModel,
-        init: Mapping[str, object] | None = None,
-        pairs: Sequence[tuple[str, str]] | None = None) -> AnalysisResult:
+def distance_tables(named_states: Mapping[str, object], groups_from: TransferModel,
+                    init: Mapping[str, object] | None = None,
+                    pairs: Sequence[tuple[str, str]] | None = None) -> AnalysisResult:
     """Table 2 / Figure 10 (pairwise) and Table 8 / Figure 11 (distance to initialisation).
 
     Args:
@@ -148,14 +152,11 @@ def _front(df: pd.DataFrame, col: str) -> pd.DataFrame:
 
 def plot_per_module(table: pd.DataFrame, by: str, ylabel: str):
     """Figures 10 / 11: one line per pair (or model), x = layer group, y = l2 distance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._figures import subplots
 
     body = table[table["layer"] != "total"]
     layers = list(dict.fromkeys(body["layer"]))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.3 * len(layers) + 2), 3.5))
+    fig, ax = subplots(figsize=(max(5.0, 0.3 * len(layers) + 2), 3.5))
     for key, part in body.groupby(by, sort=False):
         ax.plot([layers.index(x) for x in part["layer"]], part["l2"], marker="o", markersize=3,
                 label=str(key))
@@ -165,3 +166,25 @@ def plot_per_module(table: pd.DataFrame, by: str, ylabel: str):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def run(ctx: AuditContext) -> AnalysisResult:
+    """l2 distances between the P-T / RI-T models of ``ctx`` and to their initial weights."""
+    inp = transfer_inputs(ctx)
+    return distance_tables({k: m.state_dict() for k, m in inp.models.items()}, inp.first,
+                           init=inp.inits or None, pairs=inp.pairs or None)
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Whole-network distances between pairs and to the initial weights."""
+    s = result.summary
+    parts = [f"{html.escape(k)} {fmt(v)}" for k, v in s["pairwise_total"].items()]
+    parts += [f"{html.escape(k)} to its init {fmt(v)}" for k, v in s["to_init_total"].items()]
+    return Finding("<b>Parameter distances</b> (l2 over the whole network; paper 003: P-T "
+                   "models stay close to each other and to P) - " + "; ".join(parts) + ".",
+                   {**s["pairwise_total"], **s["to_init_total"]})
+
+
+register_analysis("distances", title="Parameter distances, l2 per module",
+                  paper="paper 003, Table 2, 8", section="what_transferred", order=4, run=run,
+                  finding=finding, applies=lambda ctx: len(transfer_inputs(ctx).models) >= 2)

@@ -9,12 +9,16 @@ values mean the target model looks where the source model sees its source class.
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses.composites import plan
+from transferscope.analyses._registry import Finding, register_analysis
+from transferscope.analyses.composites import CompositeOptions, plan
 from transferscope.analyses.context import AuditContext
 from transferscope.engine.attribution import gradcam
 
@@ -87,12 +91,9 @@ def run(ctx: AuditContext, fraction: float = 0.2, **params) -> AnalysisResult:
 
 
 def _scatter(per_class: pd.DataFrame, models: list[str]):
-    import matplotlib
+    from transferscope.analyses._figures import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = subplots(figsize=(4, 4))
     if len(models) >= 2:
         a, b = models[0], models[1]
         ax.scatter(per_class[b], per_class[a], s=14)
@@ -102,3 +103,21 @@ def _scatter(per_class: pd.DataFrame, models: list[str]):
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     return fig
+
+
+class DistractionOptions(CompositeOptions):
+    fraction: float = Field(0.2, gt=0, le=1, description="share of the Grad-CAM map kept as "
+                            "its top region (eq. 4)")
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Mean distraction of every target model."""
+    e = html.escape
+    s = result.summary
+    parts = [f"{e(k)} {v['mean']:.2f}" for k, v in s.items()]
+    return Finding("<b>Grad-CAM distraction</b> (mean IoU with the source model's map on the "
+                   "background): " + "; ".join(parts) + ".", {k: v["mean"] for k, v in s.items()})
+
+
+register_analysis("distraction", title="Grad-CAM distraction", paper="paper 001, eq. 4, Fig. 3a",
+                  section="memory", options=DistractionOptions, order=7, run=run, finding=finding)

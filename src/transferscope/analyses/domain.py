@@ -25,11 +25,17 @@ Choices the paper leaves open, fixed here:
 
 from __future__ import annotations
 
+import html
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from PIL import Image
+from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
+from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError, DataError
 
 ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
@@ -176,9 +182,9 @@ def domain_width(feats) -> float:
     return float(np.linalg.eigvalsh(np.atleast_2d(np.cov(f, rowvar=False)))[-1])
 
 
-def run(target_sets: dict, source_set, limit: int | None = None, *, seed: int = 0,
-        size: int | None = 128, levels: int = 64,
-        bandwidth: float | None = None) -> AnalysisResult:
+def domain_statistics(target_sets: dict, source_set, limit: int | None = None, *, seed: int = 0,
+                      size: int | None = 128, levels: int = 64,
+                      bandwidth: float | None = None) -> AnalysisResult:
     """Gap (MMD^2 to the source) and width of every target set, plus its data amount N.
 
     Args:
@@ -215,12 +221,9 @@ def run(target_sets: dict, source_set, limit: int | None = None, *, seed: int = 
 
 
 def _figure(rows):
-    import matplotlib
+    from transferscope.analyses._figures import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = subplots(figsize=(5, 3.5))
     for r in rows:
         ax.scatter(r["gap"], r["width"], s=20)
         ax.annotate(r["target"], (r["gap"], r["width"]), fontsize=7)
@@ -228,3 +231,39 @@ def _figure(rows):
     ax.set_ylabel("domain width (top eigenvalue)")
     fig.tight_layout()
     return fig
+
+
+class DomainOptions(AnalysisOptions):
+    limit: int | None = Field(300, ge=1, description="images per set in the features (seeded "
+                              "sample)")
+    seed: int = 0
+    size: int | None = Field(128, ge=8, description="short side the images are scaled to")
+    levels: int = Field(64, ge=2, description="grey levels of the GLCM")
+    bandwidth: float | None = Field(None, gt=0, description="MMD kernel width (default: "
+                                    "median heuristic)")
+
+
+def run(ctx: AuditContext, limit: int | None = 300, seed: int = 0, size: int | None = 128,
+        levels: int = 64, bandwidth: float | None = None) -> AnalysisResult:
+    """Gap and width of the context's target data against its first source-image set."""
+    source = next(iter(ctx.source_data.values()))
+    source = getattr(source, "base", source)  # the images, not their augmented views
+    name = Path(str(ctx.target_data.root)).name or "target"
+    return domain_statistics({name: ctx.target_data}, source, limit, seed=seed, size=size,
+                             levels=levels, bandwidth=bandwidth)
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Gap and width of every target set."""
+    s = result.summary
+    parts = [f"{html.escape(k)} gap {fmt(v['gap'])}, width {fmt(v['width'])} (N = {v['N']})"
+             for k, v in s.items()]
+    return Finding("<b>Domain statistics</b> (MMD^2 gap to the source, width = top covariance "
+                   "eigenvalue) - " + "; ".join(parts) + ".",
+                   {k: {"gap": v["gap"], "width": v["width"]} for k, v in s.items()})
+
+
+register_analysis("domain", title="Domain gap and width from colour and GLCM texture "
+                  "statistics", paper="paper 002", section="transferability", order=2,
+                  options=DomainOptions, run=run, finding=finding,
+                  applies=lambda ctx: bool(ctx.source_data))

@@ -29,6 +29,7 @@ model's per-class accuracy to the class size (Pearson R and its p-value).
 
 from __future__ import annotations
 
+import html
 import itertools
 import math
 from typing import Mapping, Sequence
@@ -38,7 +39,10 @@ import pandas as pd
 import torch
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import Finding, fmt, register_analysis
 from transferscope.analyses._stats import per_class_rate
+from transferscope.analyses._transfer import transfer_inputs
+from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError
 
 COLUMNS = ["class", "n", "acc1", "acc2", "both_correct", "g1", "g2", "common", "uncommon",
@@ -125,8 +129,8 @@ def accuracy_vs_class_size(preds, labels, num_classes: int, class_sizes=None) ->
             "classes_used": int(ok.sum()), "overall_accuracy": float((p == y).double().mean())}
 
 
-def run(named_preds: Mapping[str, tuple], class_sizes: Sequence[float] | None = None,
-        class_names: Sequence[str] | None = None) -> AnalysisResult:
+def mistake_tables(named_preds: Mapping[str, tuple], class_sizes: Sequence[float] | None = None,
+                   class_names: Sequence[str] | None = None) -> AnalysisResult:
     """Mistake tables for every pair of models and accuracy vs class size for every model.
 
     Args:
@@ -188,12 +192,9 @@ def run(named_preds: Mapping[str, tuple], class_sizes: Sequence[float] | None = 
 
 def plot_accuracy_vs_size(curves: Mapping[str, dict]):
     """Figure 8: per-class accuracy against class size, one marker colour per model."""
-    import matplotlib
+    from transferscope.analyses._figures import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = subplots(figsize=(5.5, 3.5))
     for name, res in curves.items():
         r = res["pearson_r"]
         ax.scatter(res["sizes"], res["accuracy"], s=10, alpha=0.7,
@@ -203,3 +204,28 @@ def plot_accuracy_vs_size(curves: Mapping[str, dict]):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def run(ctx: AuditContext) -> AnalysisResult:
+    """Mistakes of the P-T and RI-T models of ``ctx`` on its target validation data."""
+    data = ctx.target_data
+    preds = {k: (ctx.predict(m, data).preds, data.targets)
+             for k, m in transfer_inputs(ctx).models.items()}
+    return mistake_tables(preds, class_names=data.classes)
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Mistakes both models of a pair make, and their accuracies."""
+    pairs = result.summary["pairs"]
+    if not pairs:
+        return None
+    parts = [f"{html.escape(k)}: {int(v['common'])} common mistakes "
+             f"(accuracy {fmt(v['acc1'])} / {fmt(v['acc2'])})" for k, v in pairs.items()]
+    return Finding("<b>Mistakes</b> shared by two models (paper 003: P-T models share more "
+                   "of them than RI-T models) - " + "; ".join(parts) + ".",
+                   {k: v["common"] for k, v in pairs.items()})
+
+
+register_analysis("mistakes", title="Common and uncommon mistakes", paper="paper 003, section "
+                  "3.2, Tables 3-6, Fig. 8", section="what_transferred", order=2, run=run,
+                  finding=finding)

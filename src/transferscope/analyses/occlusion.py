@@ -7,11 +7,14 @@ feature - caused the mistake.
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import torch
 
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses.composites import group_of, plan
+from transferscope.analyses._registry import Finding, register_analysis
+from transferscope.analyses.composites import CompositeOptions, group_of, plan
 from transferscope.analyses.context import AuditContext
 
 
@@ -37,3 +40,17 @@ def run(ctx: AuditContext, **params) -> AnalysisResult:
         summary[name] = {"wrong": int((~before).sum()), "fixed": int(fixed.sum()),
                          "broken": int(broken.sum())}
     return AnalysisResult("occlusion", summary, {"fixes": pd.DataFrame(rows)})
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Wrong answers on composites that hiding the background fixes."""
+    e = html.escape
+    s = result.summary
+    parts = [f"{e(k)} {v['fixed']} of {v['wrong']}" for k, v in s.items() if v["wrong"]]
+    return Finding("<b>Occlusion</b>: wrong answers on composites that become right when the "
+                   "background is hidden - " + "; ".join(parts) + ".",
+                   {k: {"fixed": v["fixed"], "wrong": v["wrong"]} for k, v in s.items()})
+
+
+register_analysis("occlusion", title="Occluding the background", paper="paper 001, Fig. 5",
+                  section="memory", options=CompositeOptions, order=6, run=run, finding=finding)

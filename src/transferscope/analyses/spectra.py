@@ -30,6 +30,7 @@ value of the layer's map from the FFT method (for linear layers, of the matrix).
 
 from __future__ import annotations
 
+import html
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -38,6 +39,9 @@ import torch
 from torch import nn
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import Finding, fmt, register_analysis
+from transferscope.analyses._transfer import transfer_inputs
+from transferscope.analyses.context import AuditContext
 from transferscope.engine._hooks import run_hooked
 from transferscope.errors import ConfigError
 
@@ -161,9 +165,9 @@ def count_below(values: torch.Tensor, thresholds: Sequence[float]) -> np.ndarray
     return np.searchsorted(v, np.asarray(thresholds, float), side="left")
 
 
-def run(named_models: Mapping[str, nn.Module], input_size, *,
-        thresholds: Sequence[float] | None = None, include_linear: bool = True,
-        device=None) -> AnalysisResult:
+def spectra_tables(named_models: Mapping[str, nn.Module], input_size, *,
+                   thresholds: Sequence[float] | None = None, include_linear: bool = True,
+                   device=None) -> AnalysisResult:
     """Whole-network spectra of several models (e.g. P, P-T, RI-T) with Figures 31 and 33.
 
     Args:
@@ -212,12 +216,9 @@ def run(named_models: Mapping[str, nn.Module], input_size, *,
 
 def plot_hist(spectra: Mapping[str, torch.Tensor], bins: int = 60):
     """Figure 31: histograms of all singular values of each model (log-scaled counts)."""
-    import matplotlib
+    from transferscope.analyses._figures import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = subplots(figsize=(5.5, 3.5))
     top = max((float(v.max()) for v in spectra.values() if len(v)), default=1.0)
     for name, v in spectra.items():
         ax.hist(v.numpy(), bins=np.linspace(0, top, bins), histtype="step", label=name)
@@ -231,12 +232,9 @@ def plot_hist(spectra: Mapping[str, torch.Tensor], bins: int = 60):
 
 def plot_counts(counts: pd.DataFrame):
     """Figure 33: number of singular values below a threshold against the threshold."""
-    import matplotlib
+    from transferscope.analyses._figures import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = subplots(figsize=(5.5, 3.5))
     for name, part in counts.groupby("model", sort=False):
         ax.plot(part["threshold"], part["count"], label=str(name))
     ax.set_xlabel("threshold")
@@ -244,3 +242,23 @@ def plot_counts(counts: pd.DataFrame):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def run(ctx: AuditContext) -> AnalysisResult:
+    """Spectra of P and of the first P-T and RI-T model of ``ctx`` (Figures 31, 33)."""
+    inp = transfer_inputs(ctx)
+    named = {"P": ctx.source, **{k: v for k, v in inp.models.items() if k.endswith("#1")}}
+    return spectra_tables(named, ctx.image_size)
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Largest singular value of each model's conv layers."""
+    s = result.summary
+    parts = [f"{html.escape(k)} {fmt(v['max_singular_value'])}" for k, v in s.items()]
+    return Finding("<b>Spectra</b> (largest singular value over the conv layers): "
+                   + "; ".join(parts) + ".", {k: v["max_singular_value"] for k, v in s.items()})
+
+
+register_analysis("spectra", title="Conv-layer spectra via the 2-D FFT",
+                  paper="paper 004, Appendix C", section="what_transferred", order=8, run=run,
+                  finding=finding)

@@ -21,6 +21,7 @@ already pair them), while running statistics and other buffers are left out.
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Mapping, Sequence
 
@@ -30,28 +31,13 @@ import torch
 from torch import nn
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import Finding, fmt, register_analysis
+from transferscope.analyses._weights import (ParamGroup, StateDict,  # noqa: F401 (re-exported)
+                                             check_state_dicts, parameter_groups)
+from transferscope.analyses._weights import state_of as _state
+from transferscope.analyses.context import AuditContext
 from transferscope.errors import ModelError
 from transferscope.models.base import LayerGroup, TransferModel
-
-StateDict = Mapping[str, torch.Tensor]
-#: one group as used here: (layer name, parameter names, is_classifier)
-ParamGroup = tuple[str, Sequence[str], bool]
-
-
-def _state(obj) -> StateDict:
-    return obj.state_dict() if isinstance(obj, nn.Module) else obj
-
-
-def parameter_groups(model: TransferModel, include_classifier: bool = True) -> list[ParamGroup]:
-    """``(name, parameter names, is_classifier)`` of every layer group of ``model``, in order.
-
-    Example:
-        >>> from transferscope.models import create_model
-        >>> parameter_groups(create_model("baseline_cnn", 2, image_size=32))[0]
-        ('conv1', ['backbone.conv1.weight', 'backbone.conv1.bias'], False)
-    """
-    return [(g.name, g.parameter_names(model), g.is_classifier)
-            for g in model.layer_groups(include_classifier)]
 
 
 def _resolve(groups, model: nn.Module | None) -> list[ParamGroup]:
@@ -66,28 +52,6 @@ def _resolve(groups, model: nn.Module | None) -> list[ParamGroup]:
             g = (g.name, g.parameter_names(model), g.is_classifier)
         out.append((str(g[0]), list(g[1]), bool(g[2])))
     return out
-
-
-def check_state_dicts(dicts: Mapping[str, StateDict], names: Sequence[str],
-                      layer: str | None = None) -> None:
-    """Raise :class:`ModelError` unless every dict has every name with one common shape.
-
-    ``dicts`` maps a label (``"theta_A"``) to a state dict; the first dict is the reference
-    for shapes. The message names the parameter, its layer and the dict at fault.
-    """
-    where = f" (layer {layer!r})" if layer else ""
-    ref_label, ref = next(iter(dicts.items()))
-    for name in names:
-        for label, sd in dicts.items():
-            if name not in sd:
-                raise ModelError(f"parameter {name!r}{where} is missing from {label}; all state "
-                                 "dicts must come from the same architecture and head size")
-        shape = tuple(ref[name].shape)
-        for label, sd in dicts.items():
-            if tuple(sd[name].shape) != shape:
-                raise ModelError(f"parameter {name!r}{where} has shape {tuple(sd[name].shape)} in "
-                                 f"{label} but {shape} in {ref_label}; give state dicts of the "
-                                 "same architecture and number of classes")
 
 
 def _abs_diff_sum(a: StateDict, b: StateDict, names: Sequence[str]) -> tuple[float, int]:
@@ -175,8 +139,8 @@ def whole_network_T(table: pd.DataFrame) -> float:
     return float(table.loc[keep, "T"].mean()) if keep.any() else math.nan
 
 
-def run(groups_from: TransferModel, theta_a, theta_r, fine_tuned, scratch,
-        label: str = "") -> AnalysisResult:
+def network_transferability(groups_from: TransferModel, theta_a, theta_r, fine_tuned, scratch,
+                            label: str = "") -> AnalysisResult:
     """T_FB and T_SB per layer and for the whole network (eq. 1-2, Fig. 8).
 
     Args:
@@ -208,17 +172,32 @@ def run(groups_from: TransferModel, theta_a, theta_r, fine_tuned, scratch,
     return result
 
 
+def transferability_result(per_target: dict[str, AnalysisResult],
+                           table2: pd.DataFrame | None = None,
+                           notes: Sequence[str] = ()) -> AnalysisResult:
+    """One ``transferability`` result from the :func:`network_transferability` result of
+    every target: whole-network T_FB / T_SB per target, all layer rows (and paper 002's
+    Table 2 when given), one line per target in the figure."""
+    layers = pd.concat([r.tables["layers"] for r in per_target.values()], ignore_index=True)
+    tables = {"table2": table2} if table2 is not None else {}
+    result = AnalysisResult(
+        "transferability", {k: {"T_FB": v.summary["T_FB"], "T_SB": v.summary["T_SB"]}
+                            for k, v in per_target.items()},
+        {**tables, "layers": layers}, notes=next(iter(per_target.values())).notes + list(notes))
+    result.figures["layer_T_FB"] = plot_layer_T(
+        {k: layers[(layers["target"] == k) & (layers["variant"] == "T_FB")]
+         for k in per_target})
+    return result
+
+
 def plot_layer_T(tables: dict[str, pd.DataFrame]):
     """One line per table (e.g. per target set): x = layer group, y = T (log scale if spread).
 
     Non-finite T values are not drawn; the dashed line marks T = 1 (a random start).
     """
-    import matplotlib
+    from transferscope.analyses._figures import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * max(map(len, tables.values()), default=0)),
+    fig, ax = subplots(figsize=(max(6.0, 0.25 * max(map(len, tables.values()), default=0)),
                                     3.5))
     longest, values = [], []
     for name, table in tables.items():
@@ -240,3 +219,48 @@ def plot_layer_T(tables: dict[str, pd.DataFrame]):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _pairs(ctx: AuditContext) -> dict[str, str]:
+    """Fine-tuned model -> the from-scratch model of its architecture and seed (they share
+    theta_r), for models with run directories."""
+    e = ctx.entries
+    scratch = [n for n in ctx.with_role("scratch", same_arch=False) if e[n].run_dir]
+    out = {}
+    for ft in ctx.with_role("fine-tuned", same_arch=False):
+        match = [n for n in scratch if e[n].arch == e[ft].arch and e[n].seed == e[ft].seed]
+        if e[ft].run_dir and match:
+            out[ft] = match[0]
+    return out
+
+
+def run(ctx: AuditContext) -> AnalysisResult:
+    """T_FB and T_SB of every fine-tuned model of ``ctx`` with its from-scratch twin (same
+    architecture and seed: the fine-tune's head and the scratch run start from one theta_r)."""
+    from transferscope.engine import load_run
+
+    per = {}
+    for ft, sc in _pairs(ctx).items():
+        theta_a = load_run(ctx.entries[ft].run_dir, "init")
+        theta_r = load_run(ctx.entries[sc].run_dir, "init_random")
+        per[ft] = network_transferability(theta_a, theta_a.state_dict(), theta_r.state_dict(),
+                                          ctx.targets[ft].state_dict(),
+                                          ctx.targets[sc].state_dict(), label=ft)
+    return transferability_result(per)
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Whole-network T_FB and T_SB per target."""
+    s = {k: v for k, v in result.summary.items() if isinstance(v, dict) and "T_FB" in v}
+    if not s:
+        return None
+    parts = [f"{html.escape(k)} T_FB {fmt(v['T_FB'])}, T_SB {fmt(v['T_SB'])}"
+             for k, v in s.items()]
+    return Finding("<b>Transferability</b> (1 = no better than a random start): "
+                   + "; ".join(parts) + ".", {k: v["T_FB"] for k, v in s.items()})
+
+
+register_analysis("transferability", title="Layer-wise transferability T = D(theta_r, theta_B) "
+                  "/ D(theta_A, theta_B)", paper="paper 002, eq. 1-2, Table 2, Fig. 8",
+                  section="transferability", order=1, run=run, finding=finding,
+                  applies=lambda ctx: bool(_pairs(ctx)))

@@ -152,7 +152,7 @@ def audit_memory(
 ):
     """Source-domain memory and interference audit (papers 000 and 001)."""
     from transferscope.analyses import AuditContext
-    from transferscope.audit import run_memory_audit
+    from transferscope.studies.memory import run_memory_audit
     from transferscope.data import image_folder
     from transferscope.data.views import load_source_set
     from transferscope.engine import resolve_device
@@ -191,7 +191,7 @@ def audit(study: Path = typer.Argument(..., help="study TOML file"),
                                    "report.html)"),
           data_root: Optional[Path] = DataRoot, log_to: Optional[str] = LogTo):
     """Run a study: train what is missing, run every analysis, write the report."""
-    from transferscope.study import load_study, run_study
+    from transferscope.studies.run import load_study, run_study
 
     spec, text = load_study(study)
     _, report = run_study(spec, out, spec_text=text, data_root=data_root, log_to=log_to)
@@ -205,7 +205,7 @@ def demo(out: Path = typer.Option(Path("transferscope-demo"), help="output folde
          print_spec: bool = typer.Option(False, help="print the demo study TOML and exit"),
          data_root: Optional[Path] = DataRoot, log_to: Optional[str] = LogTo):
     """The default study: efficientnet_lite0 (ImageNet) fine-tuned on hymenoptera."""
-    from transferscope.study import DEMO_TOML, parse_study, quick as make_quick, run_study
+    from transferscope.studies.run import DEMO_TOML, parse_study, quick as make_quick, run_study
 
     if print_spec:
         typer.echo(DEMO_TOML)
@@ -230,9 +230,9 @@ def guard(images: list[Path] = typer.Argument(..., help="image files to check"),
     source feature (paper 001, eq. 5)."""
     import torch
 
-    from transferscope.analyses.detector import build
+    from transferscope.analyses.interference_detector import build
     from transferscope.data import eval_transform, load_rgb
-    from transferscope.study import build_context, load_study
+    from transferscope.studies.run import build_context, load_study
 
     spec, _ = load_study(study / "study.toml")
     ctx = build_context(spec, study, data_root, train_missing=False)
@@ -299,6 +299,17 @@ def recipes():
     for r in RECIPES.values():
         typer.echo(f"{r.name:18s} {r.optimizer} lr={r.lr} {r.schedule} epochs={r.epochs} "
                    f"batch={r.batch_size} size={r.image_size}  [{r.source}]")
+
+
+@app.command("analyses")
+def analyses_cmd(section: Optional[str] = typer.Option(None, help="only this report section")):
+    """List the registered analyses: name, report section, paper, title."""
+    from transferscope.analyses import get_analysis, list_analyses
+
+    for name in list_analyses(section):
+        a = get_analysis(name)
+        typer.echo(f"{name:24s} {a.section:17s} {a.paper:42s} {a.title}"
+                   + (f"  [made by {a.made_by}]" if a.made_by else ""))
 
 
 @data_app.command("fetch")

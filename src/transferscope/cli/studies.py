@@ -29,7 +29,7 @@ def transferability_cmd(
     data_root: Optional[Path] = DataRoot,
 ):
     """Paper 002: layer-wise transferability, domain gap/width, regression, gradients."""
-    from transferscope.transfer_study import run_transferability
+    from transferscope.studies.transferability import run_transferability
 
     res = run_transferability(
         arch, targets, out, source=source, image_size=image_size, epochs=epochs, recipe=recipe,
@@ -50,7 +50,7 @@ def block_shuffle_cmd(
     recipe: str = typer.Option("paper002"), seed: int = typer.Option(0),
     data_root: Optional[Path] = DataRoot):
     """Paper 003, section 3.1: P-T vs RI-T on block-shuffled inputs."""
-    from transferscope.transfer_runs import run_block_shuffle
+    from transferscope.studies.training_runs import run_block_shuffle
 
     sizes = [b if b == "*" else int(b) for b in block_sizes.split(",") if b]
     res = run_block_shuffle(arch, data, sizes, out, image_size=image_size, epochs=epochs,
@@ -67,7 +67,7 @@ def checkpoint_transfer_cmd(
     recipe: str = typer.Option("paper002"), seed: int = typer.Option(0),
     data_root: Optional[Path] = DataRoot):
     """Paper 003, section 3.5: fine-tune from several pre-training checkpoints."""
-    from transferscope.transfer_runs import run_checkpoint_transfer
+    from transferscope.studies.training_runs import run_checkpoint_transfer
 
     res = run_checkpoint_transfer(pretrain_run, data, out,
                                   checkpoints=[int(c) for c in checkpoints.split(",") if c] or None,
@@ -99,7 +99,7 @@ def remedies_cmd(
     data_root: Optional[Path] = DataRoot):
     """Remedies for lingering memories: standard fine-tuning vs each remedy, over seeds."""
     from transferscope.report import load_results, write_report
-    from transferscope.remedy_study import run_remedy_study
+    from transferscope.studies.remedies import run_remedy_study
 
     res = run_remedy_study(target, out, arch=arch, recipe=recipe, epochs=epochs,
                            remedy_params=_remedy_params(param),

@@ -7,16 +7,15 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from transferscope.engine.modes import eval_mode
+
 
 def run_hooked(model: nn.Module, x: torch.Tensor, handles: Iterable = ()) -> torch.Tensor:
     """``model(x)`` in eval mode without gradients; the model's mode is restored and the hook
     ``handles`` removed afterwards, whatever happens. Returns the output."""
-    was = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             return model(x)
     finally:
-        model.train(was)
         for h in handles:
             h.remove()

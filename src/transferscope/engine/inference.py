@@ -22,6 +22,7 @@ from transferscope.engine import distributed
 from transferscope.engine.cache import ResultCache
 from transferscope.engine.device import (PRECISIONS, amp_dtype, check_amp,  # noqa: F401
                                          resolve_device, to_device)
+from transferscope.engine.modes import eval_mode
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
 
@@ -63,19 +64,6 @@ class Predictions:
         """Top-k accuracy in [0, 1]."""
         topk = self.logits.topk(k, dim=1).indices
         return (topk == self.labels[:, None]).any(dim=1).float().mean().item()
-
-
-def _resolve_layers(model: TransferModel, layers: Sequence[str]) -> dict[str, nn.Module]:
-    groups = {g.name: g.output_module for g in model.layer_groups()}
-    out = {}
-    for name in layers:
-        path = groups.get(name, name)
-        try:
-            out[name] = model.get_submodule(path)
-        except AttributeError:
-            raise ConfigError(f"layer {name!r} is neither a layer group of {model.arch} "
-                              f"({', '.join(groups)}) nor a sub-module path") from None
-    return out
 
 
 @contextlib.contextmanager
@@ -191,7 +179,7 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
     key = cache.key(kind="predict", weights=model.weights_hash(), data=data.digest,
                     transform=describe_transform(transform), layers=list(layers), pool=pool,
                     **extra)
-    tensors, hit = _cached_forward(key, model, data, transform, _resolve_layers(model, layers),
+    tensors, hit = _cached_forward(key, model, data, transform, model.resolve_layers(layers),
                                    pool, batch_size, num_workers, cache, channels_last,
                                    progress, desc or f"predict {model.arch} on {data.root.name}",
                                    precision, device)
@@ -207,6 +195,8 @@ class _Features(nn.Module):
         super().__init__()
         self.model = model
         self.arch = model.arch
+        self.train(model.training)  # a new module is training: restoring that mode would
+        #                             leave ``model`` in train mode after predict()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)
@@ -214,13 +204,8 @@ class _Features(nn.Module):
 
 def _head(model: TransferModel, features: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Logits ``(N, C)`` from cached features, batch by batch as the full forward runs it."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():  # predict() refuses empty data, so there is a batch
-            return torch.cat([model.forward_head(f).float() for f in features.split(batch_size)])
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():  # predict() refuses empty data: a batch
+        return torch.cat([model.forward_head(f).float() for f in features.split(batch_size)])
 
 
 def _cached_forward(key: str, model: nn.Module, data: ImageSet, transform, modules, pool,

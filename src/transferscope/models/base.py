@@ -57,6 +57,28 @@ class LayerGroup:
         return self.modules[-1]
 
 
+def resolve_layers(model: nn.Module, layers) -> dict[str, nn.Module]:
+    """``{name: module}`` for layer-group names (the group's output module, for models with
+    ``layer_groups``) or sub-module paths of any ``nn.Module``.
+
+    Raises:
+        ConfigError: a name is neither; the message lists the layer groups.
+    """
+    from transferscope.errors import ConfigError
+
+    groups = ({g.name: g.output_module for g in model.layer_groups()}
+              if hasattr(model, "layer_groups") else {})
+    what = getattr(model, "arch", type(model).__name__)
+    out = {}
+    for name in layers:
+        try:
+            out[name] = model.get_submodule(groups.get(name, name))
+        except AttributeError:
+            raise ConfigError(f"layer {name!r} is neither a layer group of {what} "
+                              f"({', '.join(groups) or 'none'}) nor a sub-module path") from None
+    return out
+
+
 class TransferModel(nn.Module):
     """Backbone + classifier head with the uniform transferscope interface.
 
@@ -146,6 +168,10 @@ class TransferModel(nn.Module):
     def layer_groups(self, include_classifier: bool = True) -> list[LayerGroup]:
         """Ordered layer groups, input to output; the classifier head is last."""
         return [g for g in self._groups if include_classifier or not g.is_classifier]
+
+    def resolve_layers(self, layers) -> dict[str, nn.Module]:
+        """Modules by name: a layer-group name (its output module) or a sub-module path."""
+        return resolve_layers(self, layers)
 
     def weights_hash(self) -> str:
         """sha256 of every parameter and buffer (names, shapes, dtypes, values)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from transferscope.analyses.lingering import source_only, source_votes
+from transferscope.analyses.lingering_features import source_only, source_votes
 from transferscope.data.folder import ImageSet, source_images
 from transferscope.data.transforms import Normalization, eval_transform
 from transferscope.engine.inference import predict

@@ -14,18 +14,16 @@ import torch
 
 from transferscope.data.transforms import eval_transform
 from transferscope.data.folder import source_images
+from transferscope.engine.modes import eval_mode
 from transferscope.remedies._base import Remedy
 
 
 def _features(model, data, batch_size: int = 64) -> torch.Tensor:
-    was = model.training
-    model.eval()
     out = []
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for i in range(0, len(data), batch_size):
             x = torch.stack([data[j][0] for j in range(i, min(len(data), i + batch_size))])
             out.append(model.forward_features(x))
-    model.train(was)
     return torch.cat(out)
 
 

@@ -7,15 +7,20 @@ may be distracted. :func:`evaluate` measures how well the flag predicts M^t's mi
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
 from transferscope.analyses._stats import auroc
+from transferscope.analyses.composites import CompositeOptions
 from transferscope.analyses.context import AuditContext
-from transferscope.analyses.lingering import class_mean_prob, lingering, source_only, source_votes
+from transferscope.analyses.lingering_features import (class_mean_prob, lingering, source_only,
+                                                       source_votes)
 from transferscope.models.base import TransferModel
 
 
@@ -52,7 +57,7 @@ class InterferenceDetector:
 
 def build(ctx: AuditContext, name: str, k: int = 5, v_lo: int = 0,
           p_lo: float | None = None) -> InterferenceDetector:
-    """Detector for target model ``name`` with L found as in :mod:`.lingering`."""
+    """Detector for target model ``name`` with L found as in :mod:`.lingering_features`."""
     p_lo = 10.0 / ctx.source.num_classes if p_lo is None else p_lo
     only = source_only(source_votes(ctx.predict(ctx.source_for(name), ctx.target_data).logits,
                                     k), v_lo)
@@ -82,9 +87,15 @@ def evaluate_on(detector: InterferenceDetector, ctx: AuditContext, name: str, da
             float("nan")}
 
 
-def run(ctx: AuditContext, extra_sets: dict | None = None, **params) -> AnalysisResult:
+def run(ctx: AuditContext, extra_sets: dict | None = None, composites: dict | None = None,
+        **params) -> AnalysisResult:
     """Evaluate the detector of every transferred model on the clean target data (and on
-    ``extra_sets``, e.g. composites)."""
+    ``extra_sets``; ``composites``: options of the shared composite plan, whose composites
+    are evaluated too)."""
+    if composites is not None:
+        from transferscope.analyses.composites import plan
+
+        extra_sets = {"composites": plan(ctx, **composites).composites, **(extra_sets or {})}
     rows, summary = [], {}
     for name in ctx.transferred():
         det = build(ctx, name, **params)
@@ -99,5 +110,37 @@ def run(ctx: AuditContext, extra_sets: dict | None = None, **params) -> Analysis
                           notes=["Positives are M^t's wrong predictions; the score is M^st's "
                                  "largest probability over the lingering classes L."])
 
+
+class DetectorOptions(AnalysisOptions):
+    k: int = Field(5, ge=1, description="top-k votes defining source-only classes")
+    v_lo: int = Field(0, ge=0, description="vote threshold of source-only classes")
+    p_lo: float | None = Field(None, ge=0, le=1, description="lingering threshold (default "
+                               "10 / number of source classes)")
+    composites: CompositeOptions | None = Field(None, description="also evaluate on the "
+                                                "composites of this plan")
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """AUROC and flagged images of every detector with lingering classes."""
+    e = html.escape
+    rows = [(k, r) for k, v in result.summary.items() for r in v["by_data"]
+            if v["lingering_classes"]]
+    if not rows:
+        if not result.summary:
+            return None
+        return Finding("<b>Interference detector</b> (eq. 5): no lingering classes, so it flags "
+                       "nothing - " + "; ".join(f"{e(k)} 0 lingering classes"
+                                                for k in result.summary) + ".",
+                       {k: 0 for k in result.summary})
+    parts = [f"{e(k)} on {e(r['data'])}: AUROC {fmt(r['auroc'])}, {r['flagged']}/"
+             f"{r['images']} flagged" for k, r in rows]
+    return Finding("<b>Interference detector</b> (eq. 5) predicting the model's mistakes: "
+                   + "; ".join(parts) + ".",
+                   {f"{k} / {r['data']}": r["auroc"] for k, r in rows})
+
+
+register_analysis("interference_detector", title="Interference detector", paper="paper 001, "
+                  "eq. 5", section="memory", options=DetectorOptions, order=8, run=run,
+                  finding=finding)
 
 __all__ = ["InterferenceDetector", "build", "evaluate_on", "run"]

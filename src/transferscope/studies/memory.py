@@ -10,61 +10,65 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable
 
 from transferscope._io import atomic_write_json
 from transferscope._progress import log
-from transferscope.analyses import (agreement, bias, composites, detector, distraction,
-                                    lingering, occlusion, retained)
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import (get_analysis, list_analyses, run_analysis,
+                                              validate_options)
+from transferscope.analyses.composites import CompositeOptions
 from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError
 
-MEMORY_ANALYSES: dict[str, Callable[..., AnalysisResult]] = {
-    "retained_knowledge": retained.run,
-    "interference_bias": bias.run,
-    "agreement": agreement.run,
-    "lingering_features": lingering.run,
-    "composites": composites.run,
-    "occlusion": occlusion.run,
-    "distraction": distraction.run,
-    "interference_detector": detector.run,
-}
-COMPOSITE_USERS = ("composites", "occlusion", "distraction")
 RUN_STATS = "run_stats.json"  # volatile: seconds per analysis and cache hits of the last run
+
+
+def composite_users(names: list[str]) -> list[str]:
+    """The analyses among ``names`` whose options are a composite plan's (they share it)."""
+    return [n for n in names if issubclass(get_analysis(n).options, CompositeOptions)]
+
+
+def audit_options(names: list[str], params: dict[str, dict] | None = None,
+                  composite_params: dict | None = None) -> dict[str, dict]:
+    """Validated options of every analysis in ``names``: ``params[name]``, plus the shared
+    composite plan's settings for the analyses that use composites (the detector then also
+    evaluates on those composites)."""
+    params = {k: dict(v) for k, v in (params or {}).items()}
+    comp = dict(composite_params or {})
+    users = composite_users(names)
+    for name in users:
+        params.setdefault(name, {}).update(comp)
+    if "interference_detector" in names and users:
+        params.setdefault("interference_detector", {})["composites"] = comp
+    return {n: validate_options(n, params.get(n)).model_dump() for n in names}
 
 
 def run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str] | None = None,
                      params: dict[str, dict] | None = None,
                      composite_params: dict | None = None) -> dict[str, AnalysisResult]:
-    """Run the selected analyses (default: all), write ``out_dir/results`` and ``figures``.
+    """Run the selected registered analyses (default: the memory section), write
+    ``out_dir/results`` and ``figures``.
 
     Everything under ``results/`` depends only on the inputs (models, data, settings): the
     same audit run twice writes byte-identical JSON and CSV there. What varies from run to run
     (seconds per analysis, cache hits and misses) goes to ``out_dir/run_stats.json``.
     ``results/index.json`` lists the models, data digests and every skipped input file.
 
-    ``params[name]`` are keyword arguments of that analysis; ``composite_params`` (style,
+    ``params[name]`` are that analysis' options; ``composite_params`` (style,
     overlays_per_class, repeats, seed, ...) are shared by every analysis that uses composites.
     """
-    names = list(MEMORY_ANALYSES) if analyses is None else list(analyses)
-    unknown = [n for n in names if n not in MEMORY_ANALYSES]
+    names = list_analyses("memory") if analyses is None else list(analyses)
+    runnable = list_analyses(runnable=True)
+    unknown = [n for n in names if n not in runnable]
     if unknown:
-        raise ConfigError(f"unknown analyses {unknown}; known: {', '.join(MEMORY_ANALYSES)}")
-    params = {k: dict(v) for k, v in (params or {}).items()}
-    comp = dict(composite_params or {})
-    for name in COMPOSITE_USERS:
-        params.setdefault(name, {}).update(comp)
-    if "interference_detector" in names and any(n in names for n in COMPOSITE_USERS):
-        plan = composites.plan(ctx, **comp)
-        params.setdefault("interference_detector", {})["extra_sets"] = {
-            "composites": plan.composites}
+        raise ConfigError(f"unknown analyses {unknown}; known: {', '.join(runnable)}")
+    options = audit_options(names, params, composite_params)  # all fail before any runs
     out_dir = Path(out_dir)
     results, timings, before = {}, {}, ctx.cache.stats()
     for name in names:
         log(f"[bold]analysis[/bold] {name}")
         t0 = time.perf_counter()
-        results[name] = MEMORY_ANALYSES[name](ctx, **params.get(name, {}))
+        results[name] = run_analysis(name, ctx, options[name])
         results[name].save(out_dir)
         timings[name] = round(time.perf_counter() - t0, 3)
     atomic_write_json(out_dir / RUN_STATS, {

@@ -11,15 +11,20 @@ Fig. 9 and Fig. 10).
 
 from __future__ import annotations
 
+import html
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses.transferability import parameter_groups
+from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
+from transferscope.analyses._weights import parameter_groups
+from transferscope.analyses.context import AuditContext
+from transferscope.engine.modes import eval_mode
 from transferscope.errors import ConfigError, DataError, ModelError
 from transferscope.models.base import TransferModel
 
@@ -89,14 +94,11 @@ def first_layer_activation(model: TransferModel, x: torch.Tensor) -> torch.Tenso
     module = model.get_submodule(group.output_module)
     store = {}
     handle = module.register_forward_hook(lambda m, i, o: store.__setitem__("out", o.detach()))
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(x.to(next(model.parameters()).device))
     finally:
         handle.remove()
-        model.train(was_training)
     out = store.get("out")
     if not isinstance(out, torch.Tensor) or out.dim() != 4:
         raise ModelError(f"first layer group {group.name!r} of {model.arch} gave no (1, C, h, w) "
@@ -150,8 +152,8 @@ def first_layer_ttest(before: TransferModel, after: TransferModel, x: torch.Tens
             "layer": before.layer_groups()[0].name, "identical": identical}
 
 
-def run(runs: Mapping[str, tuple], *, max_batches: int | None = None,
-        loss_fn: Callable | None = None, ttest: dict | None = None) -> AnalysisResult:
+def gradient_profiles(runs: Mapping[str, tuple], *, max_batches: int | None = None,
+                      loss_fn: Callable | None = None, ttest: dict | None = None) -> AnalysisResult:
     """Fig. 9 for several target sets: ``runs`` maps a name to ``(model, batches)``.
 
     ``ttest``: an optional :func:`first_layer_ttest` result to report alongside (Fig. 10).
@@ -180,13 +182,10 @@ def run(runs: Mapping[str, tuple], *, max_batches: int | None = None,
 
 
 def _figure(tables):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._figures import subplots
 
     longest = max(tables.values(), key=len)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(longest)), 3.5))
+    fig, ax = subplots(figsize=(max(6.0, 0.25 * len(longest)), 3.5))
     for name, t in tables.items():
         ax.plot(t["index"], t["mean_abs_grad"], marker="o", markersize=3, label=name)
     ax.set_yscale("log")
@@ -197,3 +196,41 @@ def _figure(tables):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+class GradientOptions(AnalysisOptions):
+    max_batches: int | None = Field(4, ge=1, description="batches averaged per model")
+
+
+def run(ctx: AuditContext, max_batches: int | None = 4) -> AnalysisResult:
+    """Fig. 9 at the start of fine-tuning: gradients of every fine-tuned model's initial
+    weights (theta_A, from its run directory) on the context's target data."""
+    from transferscope.data import eval_transform
+    from transferscope.engine import load_run
+
+    runs = {}
+    for name in ctx.with_role("fine-tuned", same_arch=False):
+        if ctx.entries[name].run_dir is None:
+            continue
+        theta_a = load_run(ctx.entries[name].run_dir, "init")
+        runs[name] = (theta_a, torch.utils.data.DataLoader(
+            ctx.target_data.with_transform(eval_transform(theta_a.norm, ctx.image_size)),
+            batch_size=ctx.batch_size, shuffle=False))
+    return gradient_profiles(runs, max_batches=max_batches)
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Where the gradients are largest and smallest at the start of fine-tuning."""
+    s = {k: v for k, v in result.summary.items() if isinstance(v, dict) and "argmax_layer" in v}
+    parts = [f"{html.escape(k)} largest in {html.escape(v['argmax_layer'])}, smallest (below "
+             f"the classifier) in {html.escape(str(v['argmin_non_classifier']))}"
+             for k, v in s.items()]
+    return Finding("<b>Layer-wise gradients</b> at the start of fine-tuning (paper 002, Fig. 9) - "
+                   + "; ".join(parts) + ".", {k: v["argmax_layer"] for k, v in s.items()})
+
+
+register_analysis("layer_gradients", title="Layer-wise gradients at the start of fine-tuning",
+                  paper="paper 002, Fig. 9", section="transferability", order=4,
+                  options=GradientOptions, run=run, finding=finding,
+                  applies=lambda ctx: any(ctx.entries[n].run_dir for n in
+                                          ctx.with_role("fine-tuned", same_arch=False)))

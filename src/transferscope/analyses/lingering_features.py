@@ -9,10 +9,14 @@
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import torch
+from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
 from transferscope.analyses._stats import per_class_rate
 from transferscope.analyses.context import AuditContext
 
@@ -88,3 +92,28 @@ def _pooled_mean_prob(ctx: AuditContext, model, label: str) -> torch.Tensor:
         probs.append(pred.probs)
         labels.append(pred.labels)
     return class_mean_prob(torch.cat(probs), torch.cat(labels))
+
+
+class LingeringOptions(AnalysisOptions):
+    k: int = Field(5, ge=1, description="top-k M^s predictions counted as votes (eq. 1)")
+    v_lo: int = Field(0, ge=0, description="a class is source-only with at most this many "
+                      "votes (eq. 2)")
+    p_lo: float | None = Field(None, ge=0, le=1, description="mean-probability threshold of "
+                               "eq. 3 (default: 10 / number of source classes)")
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Lingering source-only classes per transferred model."""
+    e = html.escape
+    s = result.summary
+    parts = [f"{e(k)} {m['lingering']} of {m['evaluated_source_only']}"
+             + (f" (e.g. {e(', '.join(t['name'] for t in m['top'][:3]))})" if m["top"] else "")
+             for k, m in s["models"].items()]
+    return Finding(f"<b>Lingering features</b> (p_lo = {s['p_lo']:g}): source-only classes "
+                   "the fine-tuned backbone still recognises - " + "; ".join(parts) + ".",
+                   {k: m["lingering"] for k, m in s["models"].items()})
+
+
+register_analysis("lingering_features", title="Source-only and lingering features",
+                  paper="paper 001, eq. 1-3", section="memory", options=LingeringOptions,
+                  order=4, run=run, finding=finding)

@@ -6,10 +6,13 @@ source class on labelled source images; M^s itself is the reference.
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import torch
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import Finding, first_set, register_analysis
 from transferscope.analyses._stats import per_class_rate
 from transferscope.analyses.context import AuditContext
 
@@ -76,12 +79,9 @@ def run(ctx: AuditContext) -> AnalysisResult:
 
 
 def _figure(per_class):
-    import matplotlib
+    from transferscope.analyses._figures import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = subplots(figsize=(6, 3.5))
     for (set_name, model_name), rec in per_class.items():
         vals = rec[~rec.isnan()].numpy() * 100
         ax.hist(vals, bins=[0, 50, 60, 70, 80, 90, 100], histtype="step", linewidth=1.5,
@@ -90,3 +90,23 @@ def _figure(per_class):
     ax.set_ylabel("source classes")
     ax.legend(fontsize=7)
     return fig
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """How many source classes each M^st still recognises at recall >= 50%."""
+    e = html.escape
+    s = first_set(result.summary)
+    parts = [f"{e(k.replace(' + source head (M^st)', ''))} {v['classes_recall_ge_50']} of "
+             f"{v['classes']}" for k, v in s.items() if "M^st" in k]
+    ref = [f"{e(k.replace('source ', '').replace(' (M^s)', ''))} itself: "
+           f"{v['classes_recall_ge_50']}" for k, v in s.items() if "M^s)" in k][:1]
+    if not parts:
+        return None
+    return Finding("<b>Retained knowledge</b>: with the source head put back, the fine-tuned "
+                   "backbones still recognise source classes at recall &ge; 50%: "
+                   + "; ".join(parts) + (f" ({ref[0]})." if ref else "."),
+                   {k: v["classes_recall_ge_50"] for k, v in s.items()})
+
+
+register_analysis("retained_knowledge", title="Retained knowledge: source-class recall of M^st",
+                  paper="paper 000, Table 1", section="memory", order=1, run=run, finding=finding)

@@ -10,14 +10,19 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from transferscope._progress import log
-from transferscope.analyses import domain, gradients, regression, transferability
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses.domain import domain_statistics
+from transferscope.analyses.layer_gradients import gradient_profiles
+from transferscope.analyses.transferability import network_transferability, transferability_result
+from transferscope.analyses.transferability_factors import fit_factors
 from transferscope.data import eval_transform, image_folder, source_images
 from transferscope.engine import TrainConfig, get_recipe, load_run, train
 from transferscope.engine.training import select_subset
 from transferscope.report import write_report
+from transferscope.studies.spec import build_spec
 
 
 def _variants(targets, fractions, class_counts, sweep_target):
@@ -37,16 +42,45 @@ def _label(target, fraction, classes):
     return name
 
 
+class TransferabilitySpec(BaseModel):
+    """Settings of a paper-002 study (the CLI's ``transferability`` options or a TOML file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str = "efficientnet_lite0"
+    targets: list[str] = Field(min_length=1, description="target data sets (ImageFolder with "
+                               "train/val)")
+    source: str = Field("imagenet-samples", description="source images for the domain gap")
+    image_size: int = Field(128, ge=8)
+    epochs: int = Field(5, ge=1)
+    recipe: str = "paper002"
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+    fractions: list[float] = Field(default_factory=list, description="data-amount sweep, "
+                                   "e.g. [0.25, 0.5]")
+    class_counts: list[int] = Field(default_factory=list, description="width sweep (number "
+                                    "of classes)")
+    sweep_target: str | None = Field(None, description="set for the sweeps (default: first)")
+    domain_limit: int | None = Field(300, ge=1, description="images per set in the domain "
+                                     "features")
+
+
 def run_transferability(arch: str, targets: list[str], out: str | os.PathLike, *,
-                        source: str = "imagenet-samples", image_size: int = 128,
-                        epochs: int = 5, recipe: str = "paper002", batch_size: int = 32,
-                        seed: int = 0, fractions: tuple[float, ...] = (),
-                        class_counts: tuple[int, ...] = (), sweep_target: str | None = None,
-                        domain_limit: int | None = 300, data_root=None
-                        ) -> dict[str, AnalysisResult]:
+                        data_root=None, **settings) -> dict[str, AnalysisResult]:
+    """Keyword form of :func:`run`: ``settings`` are :class:`TransferabilitySpec` fields."""
+    spec = build_spec(TransferabilitySpec, {"arch": arch, "targets": list(targets),
+                                            **settings}, "transferability study")
+    return run(spec, out, data_root)
+
+
+def run(spec: TransferabilitySpec, out: str | os.PathLike, data_root=None
+        ) -> dict[str, AnalysisResult]:
     """Train what is missing under ``out/runs`` (resumable), analyse, write ``out``."""
     out = Path(out)
-    rows, layer_tables, per_target, grad_runs = [], [], {}, {}
+    arch, targets, image_size, epochs = spec.arch, spec.targets, spec.image_size, spec.epochs
+    recipe, batch_size, seed = spec.recipe, spec.batch_size, spec.seed
+    fractions, class_counts, sweep_target = spec.fractions, spec.class_counts, spec.sweep_target
+    rows, per_target, grad_runs = [], {}, {}
     domain_sets = {}
     for target, fraction, classes in _variants(targets, fractions, class_counts, sweep_target):
         label = _label(target, fraction, classes)
@@ -62,10 +96,9 @@ def run_transferability(arch: str, targets: list[str], out: str | os.PathLike, *
         ft, sc = runs["fine-tuned"], runs["scratch"]
         theta_a = load_run(ft.run_dir, "init")
         theta_r = load_run(sc.run_dir, "init_random")
-        res = transferability.run(theta_a, theta_a.state_dict(), theta_r.state_dict(),
+        res = network_transferability(theta_a, theta_a.state_dict(), theta_r.state_dict(),
                                   ft.model.state_dict(), sc.model.state_dict(), label=label)
         per_target[label] = res
-        layer_tables.append(res.tables["layers"])
         train_set, _ = select_subset(image_folder(target, "train", data_root=data_root),
                                      image_folder(target, "val", data_root=data_root),
                                      fraction, classes, seed)
@@ -78,27 +111,20 @@ def run_transferability(arch: str, targets: list[str], out: str | os.PathLike, *
                 train_set.with_transform(eval_transform(theta_a.norm, image_size)),
                 batch_size=batch_size, shuffle=False)
             grad_runs[label] = (theta_a, loader)
-    src = source_images(source, data_root=data_root)
-    dom = domain.run(domain_sets, src, limit=domain_limit, seed=seed)
+    src = source_images(spec.source, data_root=data_root)
+    dom = domain_statistics(domain_sets, src, limit=spec.domain_limit, seed=seed)
     table = pd.DataFrame(rows).merge(dom.tables["domains"][["target", "gap", "width"]],
                                      on="target")
     table = table[["target", "gap", "width", "N", "classes", "acc scratch", "acc fine-tuned",
                    "T_FB", "T_SB"]]
-    layers = pd.concat(layer_tables, ignore_index=True)
-    trans = AnalysisResult(
-        "transferability", {k: {"T_FB": v.summary["T_FB"], "T_SB": v.summary["T_SB"]}
-                            for k, v in per_target.items()},
-        {"table2": table, "layers": layers}, notes=next(iter(per_target.values())).notes + [
-            f"{arch} at {image_size}px, recipe {recipe} with {epochs} epochs, batch "
-            f"{batch_size}, seed {seed}; fine-tune and scratch share theta_r."])
-    trans.figures["layer_T_FB"] = transferability.plot_layer_T(
-        {k: layers[(layers["target"] == k) & (layers["variant"] == "T_FB")]
-         for k in per_target})
+    trans = transferability_result(per_target, table, [
+        f"{arch} at {image_size}px, recipe {recipe} with {epochs} epochs, batch "
+        f"{batch_size}, seed {seed}; fine-tune and scratch share theta_r."])
     found = [trans, dom]
     if len(table) >= 2:
-        found.append(regression.run(table))
+        found.append(fit_factors(table))
     if grad_runs:
-        found.append(gradients.run(grad_runs, max_batches=4))
+        found.append(gradient_profiles(grad_runs, max_batches=4))
     results = {r.name: r for r in found}
     for res in results.values():
         res.save(out)

@@ -1,9 +1,9 @@
 """A study: one TOML file naming the source model, target data, source images, the models to
 train or load, and the analyses - validated with messages that name the bad key.
 
-``run_study(spec, out)`` trains what is missing (reusing finished runs under ``out/runs``),
-runs the analyses through the shared cache and writes ``out/results``, ``out/figures`` and
-``out/report.html``.
+:func:`transferscope.studies.run.run_study` trains what is missing (reusing finished runs
+under ``out/runs``), runs the analyses through the shared cache and writes ``out/results``,
+``out/figures`` and ``out/report.html``.
 """
 
 from __future__ import annotations
@@ -205,8 +205,8 @@ class StudySpec(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="forward passes of the analyses: fp32, or bfloat16 / float16 (GPU) "
         "autocast")
-    device: str = Field("auto", description="auto (CUDA when present) | cpu | cuda | cuda:N | "
-                        "mps: where training, forward passes and Grad-CAM run")
+    device: str = Field("auto", description="where training, forward passes and Grad-CAM run: auto "
+                        "(CUDA when present), cpu, cuda, cuda:N or mps")
     source: SourceSpec = Field(default_factory=SourceSpec, description="the source model")
     target: TargetSpec = Field(description="the target data set")
     source_images: SourceImagesSpec = Field(default_factory=SourceImagesSpec,
@@ -224,6 +224,11 @@ def parse_study(text: str, source: str = "study") -> StudySpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc}); fix the syntax there") from exc
+    return study_from_dict(data, source)
+
+
+def study_from_dict(data: dict, source: str = "study") -> StudySpec:
+    """Validate a study's data (parsed TOML); errors name the source, the key and the problem."""
     try:
         spec = StudySpec(**data)
     except ValidationError as exc:
@@ -231,7 +236,7 @@ def parse_study(text: str, source: str = "study") -> StudySpec:
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise ConfigError(f"{source}: key '{loc}': {err['msg']}"
                           f"{' (' + str(err['input'])[:60] + ')' if 'input' in err and err['type'] != 'missing' else ''}"
-                          f"; see DEMO_TOML in transferscope.study or README for the format"
+                          f"; see DEMO_TOML in transferscope.studies.spec or README for the format"
                           ) from exc
     _check_analysis_names(spec, source)
     names = [m.name for m in spec.models]
@@ -266,11 +271,12 @@ def _check_model_names(spec: StudySpec, source: str) -> None:
 
 def _check_analysis_names(spec: StudySpec, source: str) -> None:
     """Unknown analysis names fail here, before any model is trained."""
-    from transferscope.audit import MEMORY_ANALYSES
-    from transferscope.what_transferred import WHAT_ANALYSES
+    from transferscope.analyses import list_analyses
 
-    for key, chosen, known in (("analyses.memory", spec.analyses.memory, MEMORY_ANALYSES),
-                               ("analyses.transfer", spec.analyses.transfer, WHAT_ANALYSES)):
+    for key, chosen, section in (("analyses.memory", spec.analyses.memory, "memory"),
+                                 ("analyses.transfer", spec.analyses.transfer,
+                                  "what_transferred")):
+        known = list_analyses(section, runnable=True)
         unknown = [] if isinstance(chosen, str) else [n for n in chosen if n not in known]
         if unknown:
             raise ConfigError(f"{source}: key '{key}': unknown analyses {unknown}; use 'all', "
@@ -284,25 +290,6 @@ def load_study(path: str | os.PathLike) -> tuple[StudySpec, str]:
                           "prints an example to start from")
     text = path.read_text()
     return parse_study(text, str(path)), text
-
-
-def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root, tracker=None):
-    from transferscope.engine import TrainConfig, get_recipe, load_run, train
-    from transferscope.models import load_model
-
-    if m.path is not None:
-        path = Path(m.path)
-        if path.is_dir():
-            return load_run(path)
-        return load_model(path)
-    cfg = TrainConfig(arch=m.arch, init=m.init, data=spec.target.data, seed=m.seed,
-                      train_split=spec.target.train_split, val_split=spec.target.val_split,
-                      recipe=get_recipe(m.recipe, epochs=m.epochs, batch_size=m.batch_size,
-                                        lr=m.lr, image_size=m.image_size or spec.image_size))
-    return train(cfg, out / "runs" / m.name, resume=True, data_root=data_root,
-                 keep_checkpoints=m.keep_checkpoints,
-                 on_epoch=tracker.epoch_logger(m.name) if tracker else None,
-                 device=spec.device).model
 
 
 def quick(spec: StudySpec) -> StudySpec:
@@ -319,127 +306,24 @@ def quick(spec: StudySpec) -> StudySpec:
     return StudySpec(**data)
 
 
-def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: bool = True,
-                  tracker=None):
-    """The :class:`AuditContext` of a study (training missing models when allowed)."""
-    from transferscope._progress import log
-    from transferscope.analyses import AuditContext
-    from transferscope.data import image_folder
-    from transferscope.data.views import load_source_set
-    from transferscope.engine import load_run
-    from transferscope.models import create_model
-
-    target_val = image_folder(spec.target.data, spec.target.val_split, data_root=data_root)
-    sets = {}
-    for entry in spec.source_images.sets:
-        sets[entry] = load_source_set(entry, spec.source_images.views,
-                                      limit=spec.source_images.limit, data_root=data_root)
-    models = {}
-    for m in spec.models:
-        if train_missing:
-            log(f"[bold]model[/bold] {m.name}")
-            models[m.name] = _train_or_load(m, spec, out, data_root, tracker)
-        else:
-            run = Path(m.path) if m.path else out / "runs" / m.name
-            if not (run / "model.safetensors").exists() and not run.is_file():
-                raise ConfigError(f"model '{m.name}' has no finished run at {run}; run "
-                                  f"`transferscope audit` on the study first")
-            models[m.name] = load_run(run) if run.is_dir() else _train_or_load(m, spec, out,
-                                                                               data_root)
-    source = create_model(spec.source.arch, init=spec.source.init,  # a ViT at the study's size
-                          image_size=spec.image_size if ":" in spec.source.arch else None)
-    extra = {a: create_model(a, init=spec.source.init,
-                             image_size=spec.image_size if ":" in a else None) for a in
-             {m.arch for m in spec.models if m.init == "imagenet" and m.arch} - {source.arch}}
-    return AuditContext(source, models, target_val, sets, image_size=spec.image_size,
-                        batch_size=spec.batch_size, extra_sources=extra,
-                        precision=spec.precision, device=spec.device)
-
-
-def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,
-              data_root=None, log_to: str | None = None):
-    """Train/load the models, run the selected analyses, write results and report.html;
-    ``log_to`` (or the spec's) also logs to TensorBoard or MLflow. Known data sets missing
-    from the data root are downloaded first (fresh machine; offline: one line per set)."""
-    from transferscope.data.fetch import ensure_sets
-    from transferscope.trackers import open_tracker
-
-    ensure_sets([spec.target.data, *spec.source_images.sets], data_root)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tracker = open_tracker(log_to or spec.log_to, out, spec.name)
+def build_spec(cls: type[BaseModel], data: dict, source: str = "settings"):
+    """``cls(**data)`` with a validation error as one ConfigError naming the key."""
     try:
-        if tracker:
-            tracker.log_params(spec.model_dump())
-        results, report = _run_study(spec, out, spec_text, data_root, tracker)
-        if tracker:
-            tracker.log_results(out, results, report)
-    finally:
-        if tracker:
-            tracker.close()
-    return results, report
+        return cls(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"{source}: key '{loc}': {err['msg']}; its keys are "
+                          f"{', '.join(cls.model_fields)}") from exc
 
 
-def _run_study(spec: StudySpec, out: Path, spec_text, data_root, tracker):
-    from transferscope.audit import MEMORY_ANALYSES, run_memory_audit
-    from transferscope.report import write_report
-
-    if spec_text is not None:
-        (out / "study.toml").write_text(spec_text)
-    ctx = build_context(spec, out, data_root, tracker=tracker)
-    memory = spec.analyses.memory
-    selected = [] if memory == "none" else list(MEMORY_ANALYSES) if memory == "all" else memory
-    results = run_memory_audit(ctx, out, selected,
-                               composite_params=spec.analyses.composites.model_dump())
-    transfer = spec.analyses.transfer
-    if transfer != "none":
-        from transferscope.what_transferred import WHAT_ANALYSES, run_what_transferred
-
-        chosen = WHAT_ANALYSES if transfer == "all" else transfer
-        opts = spec.analyses.transfer_options
-        run_dirs = {m.name: Path(m.path) if m.path else out / "runs" / m.name
-                    for m in spec.models}
-        results.update(run_what_transferred(
-            ctx, out, {m.name: m.init for m in spec.models if m.path is None}, run_dirs,
-            chosen, lambdas=opts.lambdas, bn_reestimate=opts.bn_reestimate,
-            criticality_images=opts.criticality_images,
-            criticality_modules=opts.criticality_modules))
-    report = write_report(out, results, title=spec.name, spec_text=spec_text)
-    return results, report
-
-
-class Study:
-    """Notebook handle on a study: ``Study.from_toml(path).run("out")``.
-
-    Example:
-        >>> s = Study.from_text(DEMO_TOML)
-        >>> [m.name for m in s.spec.models][:2]
-        ['fine-tuned', 'scratch-cnn']
-    """
-
-    def __init__(self, spec: StudySpec, text: str | None = None):
-        self.spec, self.text = spec, text
-
-    @classmethod
-    def from_toml(cls, path: str | os.PathLike) -> "Study":
-        spec, text = load_study(path)
-        return cls(spec, text)
-
-    @classmethod
-    def from_text(cls, text: str) -> "Study":
-        return cls(parse_study(text), text)
-
-    @classmethod
-    def demo(cls, quick_variant: bool = False) -> "Study":
-        spec = parse_study(DEMO_TOML, "demo study")
-        return cls(quick(spec) if quick_variant else spec, DEMO_TOML)
-
-    def context(self, out: str | os.PathLike, data_root=None):
-        """The :class:`~transferscope.analyses.AuditContext` (trains missing models)."""
-        return build_context(self.spec, Path(out), data_root)
-
-    def run(self, out: str | os.PathLike, data_root=None, log_to: str | None = None):
-        """Train, analyse, report (``log_to="tensorboard"|"mlflow"`` also logs there);
-        returns ``(results, report_path)``."""
-        return run_study(self.spec, out, spec_text=self.text, data_root=data_root,
-                         log_to=log_to)
+def load_spec_file(path: str | os.PathLike, cls: type[BaseModel]):
+    """A typed study spec (``TransferabilitySpec``, ``RemedySpec``, ...) from a TOML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax there") from exc
+    return build_spec(cls, data, str(path))

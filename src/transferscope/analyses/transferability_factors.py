@@ -10,10 +10,13 @@ and fit quality, or pass ``standardize=True`` to fit per-standard-deviation coef
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import Finding, fmt, register_analysis
 from transferscope.errors import ConfigError
 
 FACTORS = ("gap", "width", "log_N")
@@ -73,7 +76,7 @@ def fit_log_T(table: pd.DataFrame, target_col: str = "T_FB", *,
             "identifiable": int(rank) == len(COEFFICIENTS), "standardized": standardize}
 
 
-def run(rows: pd.DataFrame, *, standardize: bool = False) -> AnalysisResult:
+def fit_factors(rows: pd.DataFrame, *, standardize: bool = False) -> AnalysisResult:
     """Fit eq. 3 for ``T_FB`` and, when the column is there, ``T_SB``.
 
     ``rows``: one row per target task with ``gap``, ``width``, ``N``, ``T_FB`` [, ``T_SB``]
@@ -107,12 +110,9 @@ def run(rows: pd.DataFrame, *, standardize: bool = False) -> AnalysisResult:
 
 
 def _figure(fits, names):
-    import matplotlib
+    from transferscope.analyses._figures import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(fits), figsize=(3.6 * len(fits), 3.4), squeeze=False)
+    fig, axes = subplots(1, len(fits), figsize=(3.6 * len(fits), 3.4), squeeze=False)
     for ax, f in zip(axes.flat, fits):
         ax.scatter(f["fitted"], f["measured"], s=18)
         for label, x, y in zip(f["rows"], f["fitted"], f["measured"]):
@@ -125,3 +125,18 @@ def _figure(fits, names):
         ax.set_title(f"r^2 = {f['r2']:.2f} (n = {f['n']})", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Fit quality and coefficients of eq. 3 per variant."""
+    s = result.summary
+    parts = [f"{html.escape(k)}: R^2 {fmt(v['r2'])} over {v['n']} targets ("
+             + ", ".join(f"{html.escape(c)} {fmt(b)}" for c, b in v["coefficients"].items())
+             + ")" + ("" if v["identifiable"] else ", not identifiable") for k, v in s.items()]
+    return Finding("<b>Transferability factors</b> (eq. 3, log T on gap, width and log N) - "
+                   + "; ".join(parts) + ".", {k: v["r2"] for k, v in s.items()})
+
+
+register_analysis("transferability_factors", title="Regression of log T on gap, width and log N",
+                  paper="paper 002, eq. 3", section="transferability", order=3,
+                  finding=finding, made_by="studies.transferability")

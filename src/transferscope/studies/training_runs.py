@@ -10,19 +10,59 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
-import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from transferscope._progress import log
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses.block_shuffle import block_shuffle_result, optimisation_speed
+from transferscope.analyses.pretraining_checkpoints import checkpoints_result
 from transferscope.engine import TrainConfig, get_recipe, train
 from transferscope.errors import ConfigError
 from transferscope.report import write_report
 
 
-def optimisation_speed(metrics: list[dict]) -> float:
-    """Mean training accuracy over all epochs (paper 003, Fig. 3 right)."""
-    return sum(m["train_acc"] for m in metrics) / len(metrics)
+class _Runs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field("hymenoptera", description="target data set (ImageFolder train/val)")
+    image_size: int = Field(64, ge=8)
+    epochs: int = Field(3, ge=1)
+    recipe: str = "paper002"
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+
+
+class BlockShuffleSpec(_Runs):
+    """Paper 003, section 3.1: P-T vs RI-T on block-shuffled inputs."""
+
+    kind: Literal["block_shuffle"] = "block_shuffle"
+    arch: str = "efficientnet_lite0"
+    block_sizes: list[int | Literal["*"]] = Field(
+        default_factory=lambda: [64, 16, 4, 1, "*"], min_length=1,
+        description="block sizes dividing image_size; '*' mixes channels")
+
+
+class CheckpointSpec(_Runs):
+    """Paper 003, section 3.5: fine-tune from the checkpoints of a pre-training run."""
+
+    kind: Literal["pretraining_checkpoints"] = "pretraining_checkpoints"
+    pretrain_run: str = Field(description="run directory of a pre-training run")
+    checkpoints: list[int] | None = Field(None, description="epochs to start from (default: "
+                                          "all saved)")
+
+
+def run(spec: BlockShuffleSpec | CheckpointSpec, out: str | os.PathLike, data_root=None
+        ) -> AnalysisResult:
+    """Train the runs of ``spec`` that are missing under ``out/runs`` and write the result."""
+    settings = spec.model_dump(exclude={"kind"})
+    if isinstance(spec, BlockShuffleSpec):
+        return run_block_shuffle(settings.pop("arch"), settings.pop("data"),
+                                 settings.pop("block_sizes"), out, **settings,
+                                 data_root=data_root)
+    return run_checkpoint_transfer(settings.pop("pretrain_run"), settings.pop("data"), out,
+                                   **settings, data_root=data_root)
 
 
 def run_block_shuffle(arch: str, data: str, block_sizes: list, out: str | os.PathLike, *,
@@ -48,13 +88,8 @@ def run_block_shuffle(arch: str, data: str, block_sizes: list, out: str | os.Pat
                      "relative drop %": 100 * (a_pt - a_rit) / a_pt if a_pt else float("nan"),
                      "speed P-T": optimisation_speed(res["P-T"].metrics),
                      "speed RI-T": optimisation_speed(res["RI-T"].metrics)})
-    table = pd.DataFrame(rows)
-    result = AnalysisResult("block_shuffle", {r["block size"]: r for r in rows},
-                            {"accuracy": table}, notes=[
-        f"{arch} on {data} at {image_size}px, {epochs} epochs ({recipe}); one fixed block "
-        "permutation per block size (seeded), applied to training and validation images; "
-        "speed = mean training accuracy over the epochs."])
-    result.figures["accuracy"] = _bars(table)
+    result = block_shuffle_result(rows, f"{arch} on {data} at {image_size}px, {epochs} "
+                                  f"epochs ({recipe})")
     result.save(out)
     write_report(out, {"block_shuffle": result}, title=f"block shuffling: {arch} on {data}")
     return result
@@ -97,32 +132,8 @@ def run_checkpoint_transfer(pretrain_run: str | os.PathLike, data: str,
                      float("nan"),
                      "final accuracy": res.final_val_accuracy,
                      "optimisation speed": optimisation_speed(res.metrics)})
-    table = pd.DataFrame(rows)
-    result = AnalysisResult("pretraining_checkpoints", {str(r["pre-training epoch"]): r
-                                                        for r in rows}, {"checkpoints": table},
-                            notes=[f"pre-training run {pre}; epoch 0 = its random init."])
+    result = checkpoints_result(rows, f"pre-training run {pre}")
     result.save(out)
     write_report(out, {"pretraining_checkpoints": result},
                  title=f"fine-tuning from pre-training checkpoints of {pre.name}")
     return result
-
-
-def _bars(table: pd.DataFrame):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    x = range(len(table))
-    for ax, (a, b, title) in zip(axes, (("accuracy P-T", "accuracy RI-T", "final accuracy"),
-                                        ("speed P-T", "speed RI-T", "optimisation speed"))):
-        ax.bar([i - 0.2 for i in x], table[a], width=0.4, alpha=0.5, label="P-T")
-        ax.bar([i + 0.2 for i in x], table[b], width=0.4, label="RI-T")
-        ax.set_xticks(list(x))
-        ax.set_xticklabels(table["block size"])
-        ax.set_xlabel("block size")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig

@@ -13,10 +13,14 @@ classes push toward different targets.
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
+from pydantic import Field
 import torch
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import AnalysisOptions, Finding, first_set, register_analysis
 from transferscope.analyses.context import AuditContext
 
 #: Table 2 bins of B_a in percent: [0,20[, [20,40[, [40,60[, [60,80[, [80,100].
@@ -117,12 +121,9 @@ def run(ctx: AuditContext, top: int = 10) -> AnalysisResult:
 
 
 def _figure(mats, classes):
-    import matplotlib
+    from transferscope.analyses._figures import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = subplots(figsize=(6, 3.5))
     for (set_name, model_name), mat in mats.items():
         vals = mat[:, 0][~mat[:, 0].isnan()].numpy() * 100
         ax.hist(vals, bins=[0, 20, 40, 60, 80, 100], histtype="step", linewidth=1.5,
@@ -131,3 +132,27 @@ def _figure(mats, classes):
     ax.set_ylabel("source classes")
     ax.legend(fontsize=7)
     return fig
+
+
+class BiasOptions(AnalysisOptions):
+    top: int = Field(10, ge=1, description="most biased source classes listed per model")
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Strongly biased source classes per model, with the target class they go to."""
+    e = html.escape
+    s = first_set(result.summary)
+    parts = []
+    for k, v in s.items():
+        toward = ", ".join(f"{n} toward '{e(c)}'" for c, n in v["toward"].items())
+        base = "/".join(f"{100 * r:.0f}%" for r in v.get("base_rate", {}).values())
+        parts.append(f"{e(k)}: {v['strongly_biased']} ({toward}"
+                     + (f"; base rate {base})" if base else ")"))
+    return Finding("<b>Interference bias</b>: source classes sending at least 80% of their "
+                   "images to one target class - " + "; ".join(parts) + ".",
+                   {k: v["strongly_biased"] for k, v in s.items()})
+
+
+register_analysis("interference_bias", title="Interference bias of source classes",
+                  paper="paper 000, eq. 1, Table 2", section="memory", options=BiasOptions,
+                  order=2, run=run, finding=finding)

@@ -1,0 +1,226 @@
+"""Analysis registry: one registration per analysis, read by the runners, report, study
+validation and the ``transferscope analyses`` command.
+
+An analysis module ``transferscope/analyses/<name>.py`` registers itself once::
+
+    class BiasOptions(AnalysisOptions):
+        top: int = Field(10, ge=1, description="classes listed per model")
+
+    @register_analysis("interference_bias", title="Interference bias of source classes",
+                       paper="paper 000, eq. 1, Table 2", section="memory",
+                       options=BiasOptions, finding=finding)
+    def run(ctx: AuditContext, top: int = 10) -> AnalysisResult: ...
+
+The name is the module name and the :class:`AnalysisResult` name. ``run`` takes the
+:class:`~transferscope.analyses.context.AuditContext` and the options as keyword arguments;
+``finding(result) -> Finding | None`` writes the report's one plain-words sentence. Results
+made by a study that trains its own models (block shuffling, remedies, ...) register
+``run=None`` and name the study in ``made_by``.
+
+Example:
+    >>> from transferscope.analyses import get_analysis, list_analyses
+    >>> "interference_bias" in list_analyses("memory")
+    True
+    >>> get_analysis("interference_bias").paper
+    'paper 000, eq. 1, Table 2'
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import Field
+
+from transferscope.errors import ConfigError
+
+
+class AnalysisOptions(BaseModel):
+    """Base of every analysis' options model: unknown options are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoOptions(AnalysisOptions):
+    """An analysis without options."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One report sentence (HTML; names from data already escaped) and the numbers behind it."""
+
+    text: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """Everything the runners, report and CLI know about one analysis."""
+
+    name: str
+    title: str
+    paper: str
+    section: str
+    options: type[AnalysisOptions]
+    run: Callable[..., Any] | None
+    finding: Callable[[Any], Finding | None] | None
+    order: float
+    made_by: str | None = None
+    applies: Callable[[Any], bool] | None = None
+
+    def applicable(self, ctx) -> bool:
+        """Whether ``run(ctx)`` has what it needs (e.g. two P-T models for a barrier)."""
+        return self.run is not None and (self.applies is None or bool(self.applies(ctx)))
+
+    @property
+    def heading(self) -> str:
+        """Report heading: the title with its paper reference."""
+        return f"{self.title} ({self.paper})"
+
+
+# Report sections in page order: key -> heading.
+SECTIONS: dict[str, str] = {
+    "memory": "Source-domain memory and interference (papers 000 and 001)",
+    "transferability": "Transferability and domain statistics (paper 002)",
+    "what_transferred": "What is being transferred (papers 003 and 004)",
+    "remedies": "Remedies for lingering memories",
+}
+_REGISTRY: dict[str, AnalysisSpec] = {}
+_LOADED = False
+
+
+def register_section(key: str, heading: str) -> None:
+    """Add a report section (appended after the built-in ones)."""
+    SECTIONS.setdefault(key, heading)
+
+
+def register_analysis(name: str, *, title: str, paper: str, section: str,
+                      options: type[AnalysisOptions] | None = None,
+                      run: Callable[..., Any] | None = None,
+                      finding: Callable[[Any], Finding | None] | None = None,
+                      order: float | None = None, made_by: str | None = None,
+                      applies: Callable[[Any], bool] | None = None):
+    """Register an analysis; use as a decorator of ``run`` or call it with ``run=``.
+
+    Args:
+        name: the module name and the result name (``results/<name>.json``).
+        title, paper: the report heading is ``f"{title} ({paper})"``.
+        section: a key of :data:`SECTIONS`.
+        options: a pydantic model (subclass of :class:`AnalysisOptions`) of ``run``'s keyword
+            arguments; validated before ``run`` is called.
+        finding: ``finding(result) -> Finding | None``, the report's sentence.
+        order: position within the section (default: registration order).
+        made_by: for results without ``run(ctx)``: the study that makes them.
+        applies: ``applies(ctx) -> bool``; runners skip the analysis where it is false.
+    """
+    if section not in SECTIONS:
+        raise ConfigError(f"analysis {name!r}: unknown report section {section!r}; use one of "
+                          f"{', '.join(SECTIONS)} or register_section() first")
+    opts = options or NoOptions
+    if not (isinstance(opts, type) and issubclass(opts, BaseModel)):
+        raise ConfigError(f"analysis {name!r}: options must be a pydantic model class")
+
+    def deco(fn):
+        _REGISTRY[name] = AnalysisSpec(name, title, paper, section, opts, fn, finding,
+                                       float(1000 + len(_REGISTRY) if order is None else order),
+                                       made_by, applies)
+        return fn
+
+    if run is not None or made_by is not None:
+        deco(run)
+        return run
+    return deco
+
+
+def unregister_analysis(name: str) -> None:
+    """Remove a registration (tests register toy analyses)."""
+    _REGISTRY.pop(name, None)
+
+
+def _load_builtin() -> None:
+    """Import every module of :mod:`transferscope.analyses` (each registers itself)."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    import transferscope.analyses as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if not mod.name.startswith("_") and mod.name != "context":
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+
+
+def list_analyses(section: str | None = None, *, runnable: bool = False) -> list[str]:
+    """Registered names in report order (sections, then ``order``); ``runnable``: only those
+    with a ``run(ctx)``."""
+    _load_builtin()
+    if section is not None and section not in SECTIONS:
+        raise ConfigError(f"unknown report section {section!r}; use one of {', '.join(SECTIONS)}")
+    rank = {k: i for i, k in enumerate(SECTIONS)}
+    specs = sorted(_REGISTRY.values(), key=lambda s: (rank[s.section], s.order))
+    return [s.name for s in specs if (section is None or s.section == section)
+            and (not runnable or s.run is not None)]
+
+
+def get_analysis(name: str) -> AnalysisSpec:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown analysis {name!r}; known: {', '.join(list_analyses())} "
+                          "(`transferscope analyses` lists them)")
+    return _REGISTRY[name]
+
+
+def validate_options(name: str, options: dict | None = None) -> AnalysisOptions:
+    """The options model of ``name`` built from ``options``; errors name the option."""
+    spec = get_analysis(name)
+    try:
+        return spec.options(**(options or {}))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(options)"
+        raise ConfigError(f"analysis {name!r}: option '{loc}': {err['msg']}; its options are "
+                          f"{', '.join(spec.options.model_fields) or 'none'}") from exc
+
+
+def run_analysis(name: str, ctx, options: dict | None = None):
+    """Validate ``options`` and run analysis ``name`` on ``ctx``."""
+    spec = get_analysis(name)
+    if spec.run is None:
+        raise ConfigError(f"analysis {name!r} is made by {spec.made_by}, not from an audit "
+                          "context; run that study instead")
+    opts = validate_options(name, options)
+    return spec.run(ctx, **opts.model_dump())
+
+
+def finding_of(result) -> Finding | None:
+    """The registered finding of ``result`` (``None`` if it is not registered or has none)."""
+    _load_builtin()
+    spec = _REGISTRY.get(result.name)
+    if spec is None or spec.finding is None:
+        return None
+    return spec.finding(result)
+
+
+def fmt(v: Any) -> str:
+    """A number as the report writes it (3 decimals below 10, else 1; NaN/None empty)."""
+    import html
+
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if v != v else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return html.escape(str(v))
+
+
+def first_set(summary: dict) -> dict[str, dict]:
+    """Entries ``"<set>/<model>"`` of the first source-image set, keyed by model.
+
+    >>> first_set({"a/m1": 1, "a/m2": 2, "b/m1": 3})
+    {'m1': 1, 'm2': 2}
+    """
+    sets = list(dict.fromkeys(k.split("/", 1)[0] for k in summary))
+    return {k.split("/", 1)[1]: v for k, v in summary.items()
+            if sets and k.startswith(sets[0] + "/")}

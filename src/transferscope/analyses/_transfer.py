@@ -1,0 +1,106 @@
+"""Inputs shared by the what-is-transferred analyses (papers 003/004), built once per context.
+
+The models are the target models of the source architecture with role ``"fine-tuned"``
+(labelled ``P-T #1``, ``P-T #2``, ...) and ``"scratch"`` (``RI-T #1``, ...); their initial
+weights come from their run directories. Validation batches are decoded once and shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from transferscope._io import tensors_sha256
+from transferscope.analyses.context import AuditContext
+from transferscope.data import eval_transform
+from transferscope.errors import ConfigError
+from transferscope.models.base import TransferModel
+
+PAIRS = (("P-T #1", "P-T #2"), ("RI-T #1", "RI-T #2"), ("P-T #1", "RI-T #1"),
+         ("P-T #2", "RI-T #2"))
+
+
+@dataclass
+class TransferInputs:
+    """P-T / RI-T models by label, their initial states, the pairs to compare."""
+
+    models: dict[str, TransferModel]
+    inits: dict[str, dict[str, torch.Tensor]]
+    pairs: list[tuple[str, str]]
+
+    @property
+    def first(self) -> TransferModel:
+        """The model whose layer groups name the modules (all share one architecture)."""
+        return next(iter(self.models.values()))
+
+
+def transfer_inputs(ctx: AuditContext) -> TransferInputs:
+    """The P-T and RI-T models of ``ctx`` (ConfigError when there are none)."""
+
+    def build() -> TransferInputs:
+        from transferscope.engine import load_run
+
+        pt, rit = ctx.with_role("fine-tuned"), ctx.with_role("scratch")
+        if not pt and not rit:
+            raise ConfigError("papers 003/004 need models of the source architecture trained "
+                              "from 'imagenet' (P-T) or 'random' (RI-T) init")
+        label = {**{n: f"P-T #{i + 1}" for i, n in enumerate(pt)},
+                 **{n: f"RI-T #{i + 1}" for i, n in enumerate(rit)}}
+        models = {label[n]: ctx.targets[n] for n in pt + rit}
+        inits = {label[n]: load_run(ctx.entries[n].run_dir, "init").state_dict()
+                 for n in pt + rit if ctx.entries[n].run_dir is not None}
+        pairs = [p for p in PAIRS if p[0] in models and p[1] in models]
+        return TransferInputs(models, inits, pairs)
+
+    return ctx.memoize("transfer_inputs", build)
+
+
+def cache_key(ctx: AuditContext) -> dict:
+    """Everything the what-is-transferred results depend on besides their options."""
+    inp = transfer_inputs(ctx)
+    return {"models": {k: m.weights_hash() for k, m in inp.models.items()},
+            "source": ctx.source.weights_hash(), "data": ctx.target_data.digest,
+            "size": ctx.image_size,
+            "batch": ctx.batch_size,  # BatchNorm re-estimation averages per-batch statistics
+            "inits": {k: tensors_sha256(v) for k, v in inp.inits.items()}}
+
+
+def batches(ctx: AuditContext) -> list:
+    """The target validation set as decoded ``(x, y)`` batches, once per context."""
+    return ctx.memoize("batches", lambda: list(torch.utils.data.DataLoader(
+        ctx.target_data.with_transform(eval_transform(ctx.source.norm, ctx.image_size)),
+        batch_size=ctx.batch_size)))
+
+
+def subset(ctx: AuditContext, images: int, seed: int) -> list:
+    """A seeded sample of ``images`` validation images across classes (the set is sorted by
+    class), as decoded batches, once per context."""
+    data = ctx.target_data
+
+    def build():
+        pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+        return list(torch.utils.data.DataLoader(
+            data.subset(sorted(pick[:images].tolist())).with_transform(
+                eval_transform(ctx.source.norm, ctx.image_size)), batch_size=ctx.batch_size))
+
+    return ctx.memoize(f"subset/{images}/{seed}", build)
+
+
+def merge(name: str, parts: dict):
+    """One result from per-model results (tables get a ``model`` column)."""
+    import pandas as pd
+
+    from transferscope.analyses._base import AnalysisResult
+
+    tables: dict[str, list] = {}
+    for model, res in parts.items():
+        for key, df in res.tables.items():
+            tables.setdefault(key, []).append(df.assign(model=model))
+    merged = AnalysisResult(name, {m: r.summary for m, r in parts.items()},
+                            {k: pd.concat(v, ignore_index=True) for k, v in tables.items()})
+    for model, res in parts.items():
+        merged.figures.update({f"{k}_{model.replace(' ', '').replace('#', '')}": f
+                               for k, f in res.figures.items()})
+        merged.notes += [f"{model}: {n}" for n in res.notes]
+    return merged

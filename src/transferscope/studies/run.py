@@ -1,0 +1,227 @@
+"""Running a study: build the :class:`~transferscope.analyses.AuditContext` (training the
+models that are missing, reusing finished runs under ``out/runs``), run the registered
+analyses it selects through the shared cache and write ``out/results``, ``out/figures`` and
+``out/report.html``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from transferscope.analyses.context import ModelEntry
+from transferscope.errors import ConfigError
+from transferscope.studies.spec import (DEMO_TOML, ModelSpec, StudySpec, load_study, parse_study,
+                                       quick, study_from_dict)
+
+
+def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root, tracker=None):
+    from transferscope.engine import TrainConfig, get_recipe, load_run, train
+    from transferscope.models import load_model
+
+    if m.path is not None:
+        path = Path(m.path)
+        if path.is_dir():
+            return load_run(path)
+        return load_model(path)
+    cfg = TrainConfig(arch=m.arch, init=m.init, data=spec.target.data, seed=m.seed,
+                      train_split=spec.target.train_split, val_split=spec.target.val_split,
+                      recipe=get_recipe(m.recipe, epochs=m.epochs, batch_size=m.batch_size,
+                                        lr=m.lr, image_size=m.image_size or spec.image_size))
+    return train(cfg, out / "runs" / m.name, resume=True, data_root=data_root,
+                 keep_checkpoints=m.keep_checkpoints,
+                 on_epoch=tracker.epoch_logger(m.name) if tracker else None,
+                 device=spec.device).model
+
+
+def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: bool = True,
+                  tracker=None):
+    """The :class:`AuditContext` of a study (training missing models when allowed)."""
+    from transferscope._progress import log
+    from transferscope.analyses import AuditContext
+    from transferscope.data import image_folder
+    from transferscope.data.views import load_source_set
+    from transferscope.engine import load_run
+    from transferscope.models import create_model
+
+    target_val = image_folder(spec.target.data, spec.target.val_split, data_root=data_root)
+    sets = {}
+    for entry in spec.source_images.sets:
+        sets[entry] = load_source_set(entry, spec.source_images.views,
+                                      limit=spec.source_images.limit, data_root=data_root)
+    models = {}
+    for m in spec.models:
+        if train_missing:
+            log(f"[bold]model[/bold] {m.name}")
+            models[m.name] = _train_or_load(m, spec, out, data_root, tracker)
+        else:
+            run = Path(m.path) if m.path else out / "runs" / m.name
+            if not (run / "model.safetensors").exists() and not run.is_file():
+                raise ConfigError(f"model '{m.name}' has no finished run at {run}; run "
+                                  f"`transferscope audit` on the study first")
+            models[m.name] = load_run(run) if run.is_dir() else _train_or_load(m, spec, out,
+                                                                               data_root)
+    source = create_model(spec.source.arch, init=spec.source.init,  # a ViT at the study's size
+                          image_size=spec.image_size if ":" in spec.source.arch else None)
+    extra = {a: create_model(a, init=spec.source.init,
+                             image_size=spec.image_size if ":" in a else None) for a in
+             {m.arch for m in spec.models if m.init == "imagenet" and m.arch} - {source.arch}}
+    return AuditContext(source, models, target_val, sets, image_size=spec.image_size,
+                        batch_size=spec.batch_size, extra_sources=extra,
+                        precision=spec.precision, device=spec.device,
+                        entries=model_entries(spec, models, out))
+
+
+def model_entries(spec: StudySpec, models: dict, out: Path) -> dict[str, ModelEntry]:
+    """Role, architecture, init, seed and run directory of every model of the study: models
+    the study trains from ``"imagenet"`` are fine-tuned (P-T), from ``"random"`` from
+    scratch (RI-T); loaded models (``path``) have role ``"other"``."""
+    roles = {"imagenet": "fine-tuned", "random": "scratch"}
+    entries = {}
+    for m in spec.models:
+        trained = m.path is None
+        run_dir = out / "runs" / m.name if trained else Path(m.path)
+        entries[m.name] = ModelEntry(
+            m.name, roles.get(m.init, "other") if trained else "other", models[m.name].arch,
+            init=m.init if trained else None, seed=m.seed if trained else None,
+            run_dir=run_dir if run_dir.is_dir() else None)
+    return entries
+
+
+def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,
+              data_root=None, log_to: str | None = None):
+    """Train/load the models, run the selected analyses, write results and report.html;
+    ``log_to`` (or the spec's) also logs to TensorBoard or MLflow. Known data sets missing
+    from the data root are downloaded first (fresh machine; offline: one line per set)."""
+    from transferscope.data.fetch import ensure_sets
+    from transferscope.trackers import open_tracker
+
+    ensure_sets([spec.target.data, *spec.source_images.sets], data_root)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tracker = open_tracker(log_to or spec.log_to, out, spec.name)
+    try:
+        if tracker:
+            tracker.log_params(spec.model_dump())
+        results, report = _run_study(spec, out, spec_text, data_root, tracker)
+        if tracker:
+            tracker.log_results(out, results, report)
+    finally:
+        if tracker:
+            tracker.close()
+    return results, report
+
+
+def _run_study(spec: StudySpec, out: Path, spec_text, data_root, tracker):
+    from transferscope.analyses import list_analyses
+    from transferscope.report import write_report
+    from transferscope.studies.memory import run_memory_audit
+
+    if spec_text is not None:
+        (out / "study.toml").write_text(spec_text)
+    ctx = build_context(spec, out, data_root, tracker=tracker)
+    memory = spec.analyses.memory
+    selected = ([] if memory == "none" else list_analyses("memory", runnable=True)
+                if memory == "all" else memory)
+    results = run_memory_audit(ctx, out, selected,
+                               composite_params=spec.analyses.composites.model_dump())
+    transfer = spec.analyses.transfer
+    if transfer != "none":
+        from transferscope.studies.what_transferred import (run_what_transferred,
+                                                            transfer_options)
+
+        opts = spec.analyses.transfer_options
+        results.update(run_what_transferred(
+            ctx, out, None if transfer == "all" else transfer, transfer_options(
+                opts.lambdas, opts.bn_reestimate, opts.criticality_images,
+                opts.criticality_modules)))
+    report = write_report(out, results, title=spec.name, spec_text=spec_text)
+    return results, report
+
+
+class Study:
+    """Notebook handle on a study: ``Study.from_toml(path).run("out")``.
+
+    Example:
+        >>> s = Study.from_text(DEMO_TOML)
+        >>> [m.name for m in s.spec.models][:2]
+        ['fine-tuned', 'scratch-cnn']
+    """
+
+    def __init__(self, spec: StudySpec, text: str | None = None):
+        self.spec, self.text = spec, text
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> "Study":
+        spec, text = load_study(path)
+        return cls(spec, text)
+
+    @classmethod
+    def from_text(cls, text: str) -> "Study":
+        return cls(parse_study(text), text)
+
+    @classmethod
+    def demo(cls, quick_variant: bool = False) -> "Study":
+        spec = parse_study(DEMO_TOML, "demo study")
+        return cls(quick(spec) if quick_variant else spec, DEMO_TOML)
+
+    def context(self, out: str | os.PathLike, data_root=None):
+        """The :class:`~transferscope.analyses.AuditContext` (trains missing models)."""
+        return build_context(self.spec, Path(out), data_root)
+
+    def run(self, out: str | os.PathLike, data_root=None, log_to: str | None = None):
+        """Train, analyse, report (``log_to="tensorboard"|"mlflow"`` also logs there);
+        returns ``(results, report_path)``."""
+        return run_study(self.spec, out, spec_text=self.text, data_root=data_root,
+                         log_to=log_to)
+
+
+def run(spec: StudySpec, out: str | os.PathLike, data_root=None):
+    """The study kind ``audit``: :func:`run_study` without the TOML text."""
+    return run_study(spec, out, data_root=data_root)
+
+
+def study_kinds() -> dict[str, tuple[type, object]]:
+    """``kind`` of a study file -> (its typed spec, its ``run(spec, out, data_root)``)."""
+    from transferscope.studies import remedies, training_runs, transferability
+
+    return {"audit": (StudySpec, run),
+            "transferability": (transferability.TransferabilitySpec, transferability.run),
+            "block_shuffle": (training_runs.BlockShuffleSpec, training_runs.run),
+            "pretraining_checkpoints": (training_runs.CheckpointSpec, training_runs.run),
+            "remedies": (remedies.RemedySpec, remedies.run)}
+
+
+def load_any(path: str | os.PathLike):
+    """The typed spec of any study file: ``kind = "..."`` at its top selects the study kind
+    (default ``audit``, the :class:`StudySpec` format)."""
+    from transferscope.studies.spec import build_spec, tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file not found: {path}; `transferscope demo --print-spec` "
+                          "prints an example to start from")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax there") from exc
+    kind = data.pop("kind", "audit")
+    kinds = study_kinds()
+    if kind not in kinds:
+        raise ConfigError(f"{path}: key 'kind': unknown study kind {kind!r}; use one of "
+                          f"{', '.join(kinds)}")
+    if kind == "audit":
+        return study_from_dict(data, str(path))
+    cls = kinds[kind][0]
+    return build_spec(cls, {**data, **({"kind": kind} if "kind" in cls.model_fields else {})},
+                      str(path))
+
+
+def run_file(path: str | os.PathLike, out: str | os.PathLike, data_root=None):
+    """Run any study file (see :func:`load_any`) into ``out``."""
+    spec = load_any(path)
+    if isinstance(spec, StudySpec):
+        return run_study(spec, out, spec_text=Path(path).read_text(), data_root=data_root)
+    kind = next(k for k, (cls, _) in study_kinds().items() if type(spec) is cls)
+    return study_kinds()[kind][1](spec, out, data_root)

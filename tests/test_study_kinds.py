@@ -1,0 +1,62 @@
+"""Every study kind has a typed spec that a TOML file and the keyword (CLI) form both build."""
+
+from __future__ import annotations
+
+import pytest
+
+from transferscope.errors import ConfigError
+from transferscope.studies.remedies import RemedySpec
+from transferscope.studies.run import load_any, study_kinds
+from transferscope.studies.spec import DEMO_TOML, StudySpec, build_spec
+from transferscope.studies.training_runs import BlockShuffleSpec, CheckpointSpec
+from transferscope.studies.transferability import TransferabilitySpec
+
+
+@pytest.mark.parametrize("text, cls, expect", [
+    ('kind = "transferability"\ntargets = ["a", "b"]\nfractions = [0.5]\n',
+     TransferabilitySpec, {"targets": ["a", "b"], "fractions": [0.5], "epochs": 5}),
+    ('kind = "block_shuffle"\nblock_sizes = [8, "*"]\nimage_size = 32\n', BlockShuffleSpec,
+     {"block_sizes": [8, "*"], "image_size": 32}),
+    ('kind = "pretraining_checkpoints"\npretrain_run = "runs/pre"\ncheckpoints = [0, 2]\n',
+     CheckpointSpec, {"pretrain_run": "runs/pre", "checkpoints": [0, 2]}),
+    ('kind = "remedies"\ntarget = "t"\nseeds = [0, 1]\n[remedy_params.pruning]\nfraction = 0.1\n',
+     RemedySpec, {"seeds": [0, 1], "remedy_params": {"pruning": {"fraction": 0.1}}}),
+])
+def test_study_file_of_every_kind(tmp_path, text, cls, expect):
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    spec = load_any(path)
+    assert type(spec) is cls
+    assert {k: getattr(spec, k) for k in expect} == expect
+    cli = build_spec(cls, {k: v for k, v in spec.model_dump().items()})  # the keyword form
+    assert cli == spec
+
+
+def test_audit_is_the_default_kind_and_kinds_are_checked(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text(DEMO_TOML)
+    assert isinstance(load_any(path), StudySpec)
+    path.write_text('kind = "audit"\n' + DEMO_TOML)
+    assert load_any(path).models[0].name == "fine-tuned"
+    path.write_text('kind = "nope"\n')
+    with pytest.raises(ConfigError, match="unknown study kind 'nope'.*transferability"):
+        load_any(path)
+    path.write_text('kind = "transferability"\ntargets = ["a"]\nepohcs = 3\n')
+    with pytest.raises(ConfigError, match="key 'epohcs'.*epochs"):
+        load_any(path)
+    path.write_text('kind = "block_shuffle"\nblock_sizes = []\n')
+    with pytest.raises(ConfigError, match="block_sizes"):
+        load_any(path)
+    assert set(study_kinds()) == {"audit", "transferability", "block_shuffle",
+                                  "pretraining_checkpoints", "remedies"}
+
+
+def test_keyword_forms_validate_before_training(tmp_path):
+    from transferscope.studies.remedies import run_remedy_study
+    from transferscope.studies.transferability import run_transferability
+
+    with pytest.raises(ConfigError, match="key 'epochs'"):
+        run_transferability("efficientnet_lite0", ["a"], tmp_path, epochs=0)
+    with pytest.raises(ConfigError, match="key 'seeds'"):
+        run_remedy_study("t", tmp_path, seeds=[])
+    assert not any(tmp_path.iterdir())
