@@ -275,3 +275,15 @@ def test_offline_demo_names_each_missing_set(tmp_path, capsys, monkeypatch):
         assert line.startswith(f"  {name}: ") and " MB from http://127.0.0.1:9/" in line
     assert "--data-root" in lines[-1]
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_missing_unknown_set_fails_before_any_download(tmp_path, monkeypatch):
+    monkeypatch.setenv(fetch_mod.MIRROR_ENV, "http://127.0.0.1:9")
+    calls = []
+    monkeypatch.setattr(fetch_mod, "fetch", lambda *a, **k: calls.append(a))
+    with pytest.raises(DataError, match="data folder not found: 'my-set/val'"):
+        ensure_sets(["imagenet-samples", "my-set/val"], tmp_path)
+    assert calls == []
+    (tmp_path / "my-set" / "val").mkdir(parents=True)
+    assert ensure_sets(["imagenet-samples", "my-set/val", str(tmp_path)], tmp_path) == [
+        "imagenet-samples"] and len(calls) == 1
