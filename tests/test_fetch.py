@@ -32,7 +32,8 @@ PICK = {
                     "val/ants/10308379_1b6c72e180.jpg", "val/bees/1032546534_06907fe3b3.jpg"],
     "imagenet-samples": ["n01440764_tench.JPEG", "n01443537_goldfish.JPEG",
                          "n02102040_English_springer.JPEG"],
-    "imagenette": ["train/n01440764/n01440764_10095.jpg", "val/n01440764/ILSVRC2012_val_00021740.jpg",
+    "imagenette": ["train/n01440764/n01440764_10095.jpg",
+                   "val/n01440764/ILSVRC2012_val_00021740.jpg",
                    "val/n02102040/ILSVRC2012_val_00016582.jpg"],
 }
 

@@ -127,7 +127,8 @@ def fetch(name: str, data_root: str | os.PathLike | None = None, *, timeout: flo
                                  any(c not in "0123456789abcdef" for c in expected)):
         raise DataError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits)")
     entries = read_manifest(Path(manifest) if manifest else spec.manifest)
-    part = root / ".downloads" / f"{spec.filename}.{hashlib.sha1(url.encode()).hexdigest()[:8]}.part"
+    tag = hashlib.sha1(url.encode()).hexdigest()[:8]  # another URL: another partial file
+    part = root / ".downloads" / f"{spec.filename}.{tag}.part"
     try:
         download(url, part, desc=f"{name} ({spec.size})", timeout=timeout, retries=retries,
                  progress=progress)
