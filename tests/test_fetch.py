@@ -170,6 +170,7 @@ def test_demo_sets_fetched_into_empty_root(tiny, tmp_path, monkeypatch):
         assert record["archive_sha256"] == hashlib.sha256(
             archives[fetch_mod.KNOWN_REMOTE[name].filename]).hexdigest()
     assert record["left_out"] == 2  # imagenette: the csv and the image outside the subset
+    assert record["counts"] == {"train/n01440764": 1, "val/n01440764": 1, "val/n02102040": 1}
     assert not (root / "hymenoptera" / "train" / "ants" / "imageNotFound.gif").exists()
     assert (root / "imagenette/val/n01440764/ILSVRC2012_val_00021740.JPEG").read_bytes() == \
         (shared / "imagenette/val/n01440764/ILSVRC2012_val_00021740.jpg").read_bytes()

@@ -150,7 +150,8 @@ def fetch(name: str, data_root: str | os.PathLike | None = None, *, timeout: flo
         done = unpack(part, entries, staged, url)
         atomic_write_json(staged / "DOWNLOAD.json", {
             "url": url, "archive_sha256": digest, "archive_sha256_pinned": expected is not None,
-            "files": done.files, "left_out": done.left_out,
+            "files": done.files, "counts": dict(sorted(done.counts.items())),
+            "left_out": done.left_out,
             "files_matching_manifest": done.matching, "verification": done.verification})
         if dest.is_dir():
             dest.rmdir()  # empty (checked above)
