@@ -98,7 +98,8 @@ def test_checkpoint_transfer_finds_the_epochs_it_asked_for(tiny_split, tmp_path)
 
     pre = tmp_path / "pre"
     assert main(["train", "--arch", "baseline_cnn", "--init", "random", "--data",
-                 str(tiny_split), "--out", str(pre), "--recipe", "paper000-scratch", "--epochs", "3",
+                 str(tiny_split), "--out", str(pre), "--recipe", "paper000-scratch",
+                 "--epochs", "3",
                  "--image-size", "32", "--batch-size", "8", "--keep-epochs", "1"]) == 0
     assert _files(pre) - BASE == {"checkpoints/epoch_0001.safetensors",
                                   "checkpoints/epoch_0003.safetensors"}

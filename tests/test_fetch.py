@@ -32,7 +32,8 @@ PICK = {
                     "val/ants/10308379_1b6c72e180.jpg", "val/bees/1032546534_06907fe3b3.jpg"],
     "imagenet-samples": ["n01440764_tench.JPEG", "n01443537_goldfish.JPEG",
                          "n02102040_English_springer.JPEG"],
-    "imagenette": ["train/n01440764/n01440764_10095.jpg", "val/n01440764/ILSVRC2012_val_00021740.jpg",
+    "imagenette": ["train/n01440764/n01440764_10095.jpg",
+                   "val/n01440764/ILSVRC2012_val_00021740.jpg",
                    "val/n02102040/ILSVRC2012_val_00016582.jpg"],
 }
 
@@ -169,6 +170,7 @@ def test_demo_sets_fetched_into_empty_root(tiny, tmp_path, monkeypatch):
         assert record["archive_sha256"] == hashlib.sha256(
             archives[fetch_mod.KNOWN_REMOTE[name].filename]).hexdigest()
     assert record["left_out"] == 2  # imagenette: the csv and the image outside the subset
+    assert record["counts"] == {"train/n01440764": 1, "val/n01440764": 1, "val/n02102040": 1}
     assert not (root / "hymenoptera" / "train" / "ants" / "imageNotFound.gif").exists()
     assert (root / "imagenette/val/n01440764/ILSVRC2012_val_00021740.JPEG").read_bytes() == \
         (shared / "imagenette/val/n01440764/ILSVRC2012_val_00021740.jpg").read_bytes()
@@ -275,3 +277,15 @@ def test_offline_demo_names_each_missing_set(tmp_path, capsys, monkeypatch):
         assert line.startswith(f"  {name}: ") and " MB from http://127.0.0.1:9/" in line
     assert "--data-root" in lines[-1]
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_missing_unknown_set_fails_before_any_download(tmp_path, monkeypatch):
+    monkeypatch.setenv(fetch_mod.MIRROR_ENV, "http://127.0.0.1:9")
+    calls = []
+    monkeypatch.setattr(fetch_mod, "fetch", lambda *a, **k: calls.append(a))
+    with pytest.raises(DataError, match="data folder not found: 'my-set/val'"):
+        ensure_sets(["imagenet-samples", "my-set/val"], tmp_path)
+    assert calls == []
+    (tmp_path / "my-set" / "val").mkdir(parents=True)
+    assert ensure_sets(["imagenet-samples", "my-set/val", str(tmp_path)], tmp_path) == [
+        "imagenet-samples"] and len(calls) == 1

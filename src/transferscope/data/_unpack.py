@@ -58,6 +58,7 @@ class Unpacked:
     matching: int = 0  # files whose sha256 equals the manifest's
     differing: list[str] = field(default_factory=list)
     left_out: int = 0  # archive files not in the manifest
+    counts: dict[str, int] = field(default_factory=dict)  # folder -> files written
 
     @property
     def verification(self) -> str:
@@ -127,6 +128,8 @@ def unpack(archive: Path, manifest: dict[str, tuple[str, str]], dest: Path,
                 h.update(chunk)
                 fh.write(chunk)
         done.files += 1
+        folder = posixpath.dirname(rel) or "."
+        done.counts[folder] = done.counts.get(folder, 0) + 1
         if h.hexdigest() == manifest[rel_key][0]:
             done.matching += 1
         else:

@@ -127,7 +127,8 @@ def fetch(name: str, data_root: str | os.PathLike | None = None, *, timeout: flo
                                  any(c not in "0123456789abcdef" for c in expected)):
         raise DataError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits)")
     entries = read_manifest(Path(manifest) if manifest else spec.manifest)
-    part = root / ".downloads" / f"{spec.filename}.{hashlib.sha1(url.encode()).hexdigest()[:8]}.part"
+    tag = hashlib.sha1(url.encode()).hexdigest()[:8]  # another URL: another partial file
+    part = root / ".downloads" / f"{spec.filename}.{tag}.part"
     try:
         download(url, part, desc=f"{name} ({spec.size})", timeout=timeout, retries=retries,
                  progress=progress)
@@ -149,7 +150,8 @@ def fetch(name: str, data_root: str | os.PathLike | None = None, *, timeout: flo
         done = unpack(part, entries, staged, url)
         atomic_write_json(staged / "DOWNLOAD.json", {
             "url": url, "archive_sha256": digest, "archive_sha256_pinned": expected is not None,
-            "files": done.files, "left_out": done.left_out,
+            "files": done.files, "counts": dict(sorted(done.counts.items())),
+            "left_out": done.left_out,
             "files_matching_manifest": done.matching, "verification": done.verification})
         if dest.is_dir():
             dest.rmdir()  # empty (checked above)
@@ -165,22 +167,27 @@ def ensure_sets(entries, data_root: str | os.PathLike | None = None, *,
     """Download the known sets among ``entries`` (``"hymenoptera"``, ``"imagenette/val"``,
     paths ...) that are missing from the data root; returns the names fetched.
 
-    Entries that are existing paths, or not known sets, are left to the data loaders (which
-    report them). Sets that cannot be downloaded are reported together:
+    Other entries must exist: a missing one fails first, before anything is downloaded.
+    Sets that cannot be downloaded are reported together:
 
     Raises:
-        DataError: one line per unreachable set (name, size, URL) and the ``--data-root``
-            remedy; other failures (checksum, archive) as :func:`fetch` raises them.
+        DataError: a missing entry that is no known set (as the data loaders word it); one
+            line per unreachable set (name, size, URL) and the ``--data-root`` remedy; other
+            failures (checksum, archive) as :func:`fetch` raises them.
     """
+    from transferscope.data.folder import resolve_folder
+
     root = config.data_root(data_root)
     wanted = []
     for entry in entries:
         entry = str(entry)
-        if Path(entry).expanduser().is_absolute() or Path(entry).exists():
-            continue
         name = entry.split("/")[0]
-        if name in KNOWN_REMOTE and name not in wanted and not _present(root / name):
-            wanted.append(name)
+        if name in KNOWN_REMOTE and not Path(entry).expanduser().is_absolute() and \
+                not Path(entry).exists():
+            if name not in wanted and not _present(root / name):
+                wanted.append(name)
+        else:
+            resolve_folder(entry, None, data_root)  # raises "data folder not found: ..."
     fetched, offline = [], []
     for name in wanted:
         try:
