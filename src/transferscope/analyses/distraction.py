@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._stats import ci_fields
 from transferscope.analyses.composites import plan
 from transferscope.analyses.context import AuditContext
 from transferscope.engine.attribution import gradcam
@@ -27,19 +28,55 @@ def box_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
     return ~(inside_y[:, :, None] & inside_x[:, None, :])
 
 
-def top_fraction(maps: torch.Tensor, keep: torch.Tensor, fraction: float = 0.2) -> torch.Tensor:
-    """Per map, the kept pixels at or above the ``1 - fraction`` quantile of the kept values.
+def _kept_count(keep: torch.Tensor, fraction: float) -> torch.Tensor:
+    """``ceil(fraction * n)`` per map, robust to float rounding (0.2 * 25 is 5, not 6)."""
+    n = keep.flatten(1).sum(1).double()
+    return torch.ceil(torch.round(n * fraction * 1e9) / 1e9).long()
+
+
+def top_fraction(maps: torch.Tensor, keep: torch.Tensor, fraction: float = 0.2,
+                 tie_seed: int | None = None) -> torch.Tensor:
+    """Per map, exactly ``ceil(fraction * n)`` of its ``n`` kept pixels: the highest values.
+
+    Pixels are ranked by value (descending); equal values are ordered by flat pixel index
+    (``tie_seed=None``) or by a seeded random permutation per map (``tie_seed`` an int), so
+    the result is deterministic either way. A percentile threshold (``>= P80``) is not used:
+    when most kept values are 0 (common after Grad-CAM's ReLU) it keeps them all.
 
     ``maps (N, H, W)``, ``keep (N, H, W)`` bool -> ``(N, H, W)`` bool.
+
+    Example:
+        >>> m = torch.tensor([[[0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]]])
+        >>> top_fraction(m, torch.ones(1, 2, 5, dtype=torch.bool), 0.2).int().tolist()
+        [[[1, 0, 0, 0, 0], [0, 0, 0, 0, 1]]]
     """
-    out = torch.zeros_like(keep)
-    for i in range(len(maps)):
-        vals = maps[i][keep[i]]
-        if vals.numel() == 0:
-            continue
-        thr = torch.quantile(vals.double(), 1 - fraction).to(maps.dtype)
-        out[i] = keep[i] & (maps[i] >= thr)
-    return out
+    n_maps = maps.shape[0]
+    vals = maps.detach().flatten(1).double().masked_fill(~keep.flatten(1), float("-inf"))
+    hw = vals.shape[1]
+    if tie_seed is None:
+        order = torch.arange(hw).expand(n_maps, hw)
+    else:
+        g = torch.Generator().manual_seed(int(tie_seed))
+        order = torch.stack([torch.randperm(hw, generator=g) for _ in range(n_maps)]) \
+            if n_maps else torch.zeros(0, hw, dtype=torch.long)
+    by_value = torch.sort(vals.gather(1, order), dim=1, descending=True, stable=True).indices
+    ranked = order.gather(1, by_value)  # pixel indices, best first
+    take = torch.arange(hw)[None, :] < _kept_count(keep, fraction)[:, None]
+    out = torch.zeros(n_maps, hw, dtype=torch.bool)
+    out.scatter_(1, ranked, take)
+    return out.view_as(keep) & keep
+
+
+def has_signal(maps: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``(N,)``: the kept part of each map is not constant (all-zero maps carry no signal).
+
+    ``maps (N, H, W)``, ``keep (N, H, W)`` bool.
+    """
+    vals = maps.detach().flatten(1).double()
+    k = keep.flatten(1)
+    hi = vals.masked_fill(~k, float("-inf")).max(1).values
+    lo = vals.masked_fill(~k, float("inf")).min(1).values
+    return k.any(1) & (hi > lo)
 
 
 def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -49,39 +86,73 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
 
 
+def _upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(maps[:, None], size=(size, size), mode="bilinear",
+                         align_corners=False)[:, 0]
+
+
 def distraction(cam_target: torch.Tensor, cam_source: torch.Tensor, boxes: torch.Tensor,
-                size: int, fraction: float = 0.2) -> torch.Tensor:
-    """Eq. 4 for a batch: layer-resolution maps are upsampled (bilinear) to ``size`` first."""
-    up = lambda m: F.interpolate(m[:, None], size=(size, size), mode="bilinear",
-                                 align_corners=False)[:, 0]
+                size: int, fraction: float = 0.2, tie_seed: int = 0) -> torch.Tensor:
+    """Eq. 4 for a batch: ``(N, h, w)`` layer-resolution maps -> ``(N,)`` IoU in [0, 1].
+
+    Maps are upsampled (bilinear) to ``size`` first; the top ``fraction`` of each map's
+    background pixels is chosen by :func:`top_fraction`, with ties broken by independent
+    seeded permutations for the two sides (``tie_seed`` and ``tie_seed + 1``), so tied pixels
+    overlap only by chance. NaN where either map has no signal on the background
+    (:func:`has_signal`): such a pair has no "top 20 %" to compare and is reported, not scored.
+    """
     keep = box_mask(boxes, size)
-    return iou(top_fraction(up(cam_target), keep, fraction),
-               top_fraction(up(cam_source), keep, fraction))
+    t, s = _upsample(cam_target, size), _upsample(cam_source, size)
+    out = iou(top_fraction(t, keep, fraction, tie_seed),
+              top_fraction(s, keep, fraction, tie_seed + 1))
+    return torch.where(has_signal(t, keep) & has_signal(s, keep), out,
+                       torch.full_like(out, float("nan")))
+
+
+def signal_counts(cams: torch.Tensor, boxes: torch.Tensor, size: int) -> int:
+    """How many of the ``(N, h, w)`` maps carry no signal on the background."""
+    return int((~has_signal(_upsample(cams, size), box_mask(boxes, size))).sum())
 
 
 def run(ctx: AuditContext, fraction: float = 0.2, **params) -> AnalysisResult:
     """Mean distraction per background source class for every target model."""
+    seed = int(params.get("seed", 0))
     p = plan(ctx, **params)
     comp = p.composites
     cam_kw = dict(image_size=ctx.image_size, batch_size=ctx.batch_size, cache=ctx.cache,
                   progress=ctx.progress)
     src_cam = gradcam(ctx.source, comp, comp.background_labels, **cam_kw)  # main M^s
     frame = pd.DataFrame({"background": comp.background_labels.tolist()})
+    src_silent = signal_counts(src_cam, comp.boxes, comp.size)
+    summary = {}
     for name, model in ctx.targets.items():
         cam = gradcam(model, comp, "pred", **cam_kw)
         frame[name] = distraction(cam, src_cam, comp.boxes, comp.size, fraction).numpy()
+        scored = frame[name].dropna().to_numpy()
+        summary[name] = {"mean": float(scored.mean()) if len(scored) else float("nan"),
+                         **ci_fields("mean", scored, seed=seed), "composites": len(comp),
+                         "no_signal_target_maps": signal_counts(cam, comp.boxes, comp.size),
+                         "no_signal_source_maps": src_silent,
+                         "not_scored": int(len(comp) - len(scored))}
     names = comp.backgrounds.classes
-    per_class = frame.groupby("background").mean().reset_index()
+    per_class = frame.groupby("background").mean().reset_index()  # means of scored pairs
+    scored_n = frame.groupby("background").count().reset_index()
+    for name in ctx.targets:
+        per_class[f"scored {name}"] = scored_n[name].to_numpy()
     per_class.insert(1, "background name", [names[c] for c in per_class["background"]])
-    summary = {name: {"mean": float(frame[name].mean()),
-                      "classes_more_distracted_than": {
-                          other: int((per_class[name] > per_class[other]).sum())
-                          for other in ctx.targets if other != name}}
-               for name in ctx.targets}
+    for name in ctx.targets:
+        summary[name]["classes_more_distracted_than"] = {
+            other: int((per_class[name] > per_class[other]).sum())
+            for other in ctx.targets if other != name}
     result = AnalysisResult("distraction", summary, {"per_class": per_class})
     result.figures["scatter"] = _scatter(per_class, list(ctx.targets))
-    result.notes.append(f"Top {fraction:.0%} of background pixels of each Grad-CAM map; "
+    result.notes.append(f"Top {fraction:.0%} of background pixels of each Grad-CAM map "
+                        "(exactly ceil(20 %) by rank; tied values broken by seeded permutations, "
+                        "independently per side); "
                         f"{len(comp)} composites over {per_class.shape[0]} source classes.")
+    result.notes.append("Pairs where either map is constant on the background (no signal, e.g. "
+                        "all zero after Grad-CAM's ReLU) are not scored; their counts are in "
+                        "the summary. Intervals: 95 % percentile bootstrap over composites.")
     return result
 
 
