@@ -71,3 +71,57 @@ def test_sparse_maps_score_near_chance_not_one():
     assert d < 0.3
     same = distraction(a, a.clone(), box, size).item()
     assert same < 0.3 and same == distraction(a, a.clone(), box, size).item()
+
+
+# ------------------------------------------------------- 2. extrapolation with BatchNorm
+def _bn_net(seed: int, var: float):
+    from torch import nn
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        net[1].running_var.fill_(var)
+        net[1].running_mean.uniform_(-0.1, 0.1)
+    return net
+
+
+def _batches(n=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 2, (8,), generator=g))
+            for _ in range(n)]
+
+
+def test_extrapolated_batchnorm_models_give_finite_losses():
+    from transferscope.analyses import barriers
+
+    a, b = _bn_net(0, 0.1), _bn_net(1, 1.0)  # linear running_var at lambda=-1: 0.2 - 1 < 0
+    loader = _batches()
+    for batched in (True, False):
+        fn = barriers.evaluate_path_batched if batched else barriers.evaluate_path
+        df = fn(a, a.state_dict(), b.state_dict(), [-1.0, 0.0, 1.0, 2.0], loader)
+        assert np.isfinite(df["loss"]).all(), df  # NaN on 7593999
+        # BatchNorm present: statistics re-estimated at every lambda by default
+        ref = fn(a, a.state_dict(), b.state_dict(), [-1.0, 0.0, 1.0, 2.0], loader,
+                 bn_reestimate_loader=loader)
+        assert np.allclose(df["loss"], ref["loss"], rtol=1e-5)
+    # without re-estimation the combined variance still never goes negative
+    st = barriers.combine([a.state_dict(), b.state_dict()], [2.0, -1.0])
+    assert (st["1.running_var"] > 0).all()
+    off = barriers.evaluate_path_batched(a, a.state_dict(), b.state_dict(), [-1.0, 2.0], loader,
+                                         bn_reestimate=False)
+    assert np.isfinite(off["loss"]).all()
+
+
+def test_non_finite_logits_raise_instead_of_being_scored():
+    from transferscope.analyses import barriers, basins
+    from transferscope.errors import ModelError
+
+    a = _bn_net(0, 1.0)
+    bad = {k: v.clone() for k, v in a.state_dict().items()}
+    bad["5.weight"][0, 0] = float("nan")
+    with pytest.raises(ModelError, match="not finite"):
+        barriers.evaluate_states(a, [a.state_dict(), bad], _batches(), bn_reestimate=False)
+    with pytest.raises(ModelError, match="not finite"):
+        basins.basin_estimates(a, [a.state_dict(), bad], _batches(1), num_samples=2,
+                               num_pairs=1, deltas=(1.0,))

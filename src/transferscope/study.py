@@ -136,7 +136,9 @@ class TransferSpec(_Strict):
 
     lambdas: list[float] = Field(default_factory=lambda: [-1.0, -0.5, 0.0, 0.25, 0.5, 0.75,
                                                           1.0, 1.5, 2.0])
-    bn_reestimate: bool = False
+    bn_reestimate: bool | None = Field(None, description="re-estimate BatchNorm statistics at "
+                                       "every weight-space point; default: when the model "
+                                       "has BatchNorm")
     criticality_images: int = Field(64, ge=1)
     criticality_modules: int = Field(6, ge=2)
 

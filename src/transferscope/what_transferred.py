@@ -43,10 +43,15 @@ def roles(ctx: AuditContext, inits: dict[str, str]) -> tuple[list[str], list[str
 
 def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, str],
                          run_dirs: dict[str, Path], analyses=WHAT_ANALYSES, *,
-                         lambdas=tuple(np.linspace(-1, 2, 13)), bn_reestimate: bool = False,
+                         lambdas=tuple(np.linspace(-1, 2, 13)),
+                         bn_reestimate: bool | None = None,
                          criticality_images: int = 64, criticality_modules: int = 6,
                          seed: int = 0) -> dict[str, AnalysisResult]:
-    """Run the selected analyses and save them under ``out``; returns the results."""
+    """Run the selected analyses and save them under ``out``; returns the results.
+
+    ``bn_reestimate=None`` re-estimates BatchNorm statistics at every weight-space point
+    whenever the models have BatchNorm (extrapolated running variances are meaningless).
+    """
     pt, rit = roles(ctx, inits)
     if not pt and not rit:
         raise ConfigError("papers 003/004 need models of the source architecture trained "
@@ -57,6 +62,10 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
     data = ctx.target_data
     size = ctx.image_size
     first = next(iter(models.values()))
+    if bn_reestimate is None:
+        from transferscope.engine.batchnorm import bn_layers
+
+        bn_reestimate = bool(bn_layers(first))
     inits_state = {label[n]: load_run(run_dirs[n], "init").state_dict() for n in pt + rit
                    if n in run_dirs}
     pairs = [p for p in [("P-T #1", "P-T #2"), ("RI-T #1", "RI-T #2"), ("P-T #1", "RI-T #1"),
@@ -98,7 +107,7 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
         named = {f"{a} - {b}": (models[a].state_dict(), models[b].state_dict())
                  for a, b in pairs[:2]}
         return barriers.run(first, named, batches(), list(lambdas),
-                            bn_reestimate_loader=reest())
+                            bn_reestimate_loader=reest(), bn_reestimate=bn_reestimate)
 
     @functools.cache
     def subset():  # a seeded sample across classes (the data set is sorted by class)
@@ -112,7 +121,8 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
                  for kind in ("P-T", "RI-T") if f"{kind} #2" in models}
         parts = {kind: basins.run(first, sols, subset(), num_samples=BASIN_SAMPLES,
                                   num_pairs=BASIN_PAIRS, seed=seed,
-                                  bn_reestimate_loader=subset() if bn_reestimate else None)
+                                  bn_reestimate_loader=subset() if bn_reestimate else None,
+                                  bn_reestimate=bn_reestimate)
                  for kind, sols in hulls.items()}
         res = _merge("basins", parts)
         res.notes.append(f"Estimated on the same {criticality_images} validation images as "
@@ -126,7 +136,8 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
         crit = {name: criticality.run(first, inits_state[name], models[name].state_dict(),
                                       subset(), modules=chosen, alphas=CRITICALITY_ALPHAS,
                                       sigmas=CRITICALITY_SIGMAS, samples=1, seed=seed,
-                                      bn_reestimate_loader=reest())
+                                      bn_reestimate_loader=reest(),
+                                      bn_reestimate=bn_reestimate)
                 for name in ("P-T #1", "RI-T #1") if name in models and name in inits_state}
         return _merge("criticality", crit)
 

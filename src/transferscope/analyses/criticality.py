@@ -108,7 +108,7 @@ def criticality_grid(model: nn.Module, init, trained, loader: Iterable, *, modul
                      sigmas: Sequence[float] = (0.0, 0.1, 0.2, 0.4, 0.7, 1.0),
                      samples: int = 3, seed: int = 0, noise: str = "relative",
                      path: Sequence | None = None, bn_reestimate_loader=None,
-                     device=None) -> pd.DataFrame:
+                     device=None, bn_reestimate: bool | None = None) -> pd.DataFrame:
     """The alpha x sigma error grid of every module.
 
     Args:
@@ -161,7 +161,7 @@ def criticality_grid(model: nn.Module, init, trained, loader: Iterable, *, modul
                     fns.append(build)
                     meta.append((float(alpha), float(sigma), dist2))
         res = evaluate_states(model, fns, loader, bn_reestimate_loader=bn_reestimate_loader,
-                              device=device)
+                              device=device, bn_reestimate=bn_reestimate)
         df = pd.DataFrame(meta, columns=["alpha", "sigma", "distance_sq"])
         df[["error", "loss"]] = res[["error", "loss"]].to_numpy()
         agg = df.groupby(["alpha", "sigma"], sort=False).agg(
@@ -187,7 +187,8 @@ def run(model: nn.Module, init, trained, loader: Iterable, *, epsilon: float | N
             seed, noise, bn_reestimate_loader, device).
     """
     base = evaluate_states(model, [_state(trained)], loader, device=grid_kwargs.get("device"),
-                           bn_reestimate_loader=grid_kwargs.get("bn_reestimate_loader"))
+                           bn_reestimate_loader=grid_kwargs.get("bn_reestimate_loader"),
+                           bn_reestimate=grid_kwargs.get("bn_reestimate"))
     base_error = float(base["error"].iloc[0])
     eps = base_error + tolerance if epsilon is None else float(epsilon)
     grids, scores, summary = [], [], {"epsilon": eps, "trained_error": base_error}
