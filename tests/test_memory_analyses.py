@@ -58,7 +58,7 @@ def test_per_class_recall_and_bins():
                                     torch.tensor([0, 0, 1, 1, 2, 2]), 4)
     assert rec[:3].tolist() == [0.5, 1.0, 1.0] and math.isnan(rec[3])
     r = torch.tensor([0.0, 0.5, 0.50001, 0.6, 0.69, 0.7, 0.8, 0.9, 1.0, float("nan")])
-    assert retained.recall_bins(r) == [2, 1, 2, 1, 1, 2]
+    assert retained.recall_bins(r) == [1, 2, 2, 1, 1, 2]  # 0.5 is in [50,60[
 
 
 def test_bias_matrix_bins_and_strength():

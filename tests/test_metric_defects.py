@@ -125,3 +125,34 @@ def test_non_finite_logits_raise_instead_of_being_scored():
     with pytest.raises(ModelError, match="not finite"):
         basins.basin_estimates(a, [a.state_dict(), bad], _batches(1), num_samples=2,
                                num_pairs=1, deltas=(1.0,))
+
+
+# ------------------------------------------------------------------ 5. Table 1 recall bins
+def test_recall_bins_put_exactly_one_half_into_50_60():
+    from transferscope.analyses import retained
+
+    assert retained.RECALL_BINS[:2] == ["<50", "[50,60["]
+    rec = torch.tensor([0.5, 0.4999, 0.6, 1.0, 0.0], dtype=torch.float64)
+    bins = retained.recall_bins(rec)
+    assert dict(zip(retained.RECALL_BINS, bins)) == {
+        "<50": 2, "[50,60[": 1, "[60,70[": 1, "[70,80[": 0, "[80,90[": 0, "[90,100]": 1}
+    assert retained.recall_bins(rec.float()) == bins  # float32 recalls bin the same way
+    # the paper's count of classes with recall >= 50 % is All minus the first bin
+    assert sum(bins[1:]) == int((rec >= 0.5).sum()) == 3
+
+
+def test_recall_intervals_bracket_the_counts():
+    from transferscope.analyses import retained
+
+    rec = torch.tensor([0.0, 0.2, 0.5, 0.55, 0.6, 0.9, 1.0, 1.0, 0.45, 0.7] * 5,
+                       dtype=torch.float64)
+    out = retained.recall_intervals(rec)
+    bins = dict(zip(retained.RECALL_BINS, retained.recall_bins(rec)))
+    assert out["n"] == 50
+    lo, hi = out["mean_recall_ci95"]
+    assert lo <= float(rec.mean()) <= hi
+    for b, (lo, hi) in out["bins_ci95"].items():
+        assert lo <= bins[b] <= hi
+    lo, hi = out["classes_recall_ge_50_ci95"]
+    assert lo <= sum(list(bins.values())[1:]) <= hi and hi - lo > 0
+    assert out == retained.recall_intervals(rec)  # seeded
