@@ -156,3 +156,27 @@ def test_recall_intervals_bracket_the_counts():
     lo, hi = out["classes_recall_ge_50_ci95"]
     assert lo <= sum(list(bins.values())[1:]) <= hi and hi - lo > 0
     assert out == retained.recall_intervals(rec)  # seeded
+
+
+# ------------------------------------------------------------------ 4. block shuffle
+def test_block_shuffled_training_is_deterministic_without_crops_or_flips():
+    from PIL import Image
+
+    from transferscope.engine import training
+    from transferscope.models.base import Normalization
+
+    norm = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    tf_train, tf_val = training.training_transforms(norm, 32, augment=True, block_shuffle=4,
+                                                    seed=3)
+    torch.manual_seed(0)
+    first = tf_train(img)
+    assert all(torch.equal(first, tf_train(img)) for _ in range(5))  # no random crop/flip
+    assert torch.equal(first, tf_val(img))  # the same permutation as validation
+    plain = training.training_transforms(norm, 32, augment=False)[1](img)
+    assert not torch.equal(first, plain)  # the shuffle is applied
+    assert torch.equal(first.flatten().sort().values, plain.flatten().sort().values)
+    # without block shuffling the recipe's augmentation is kept
+    aug = training.training_transforms(norm, 32, augment=True)[0]
+    assert any(not torch.equal(aug(img), aug(img)) for _ in range(5))
