@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import pandas as pd
 import torch
 
 from transferscope.analyses import _stats
@@ -180,3 +181,85 @@ def test_block_shuffled_training_is_deterministic_without_crops_or_flips():
     # without block shuffling the recipe's augmentation is kept
     aug = training.training_transforms(norm, 32, augment=True)[0]
     assert any(not torch.equal(aug(img), aug(img)) for _ in range(5))
+
+
+# ------------------------------------------------------------------ 3. detector (eq. 5)
+@pytest.fixture
+def colour_audit(tmp_path):
+    """test_memory_analyses' hand-built audit plus a training split whose images are green
+    (so v(c) on it makes classes 0 and 2 source-only, while the red/blue validation images
+    would make class 1 source-only)."""
+    from conftest import make_folder, write_image
+    from test_memory_analyses import BLUE, GREEN, RED, WNIDS, colour_model
+
+    from transferscope.analyses.context import AuditContext
+    from transferscope.data import image_folder, source_images
+    from transferscope.engine import ResultCache
+
+    src_dir = tmp_path / "source"
+    for wnid, rgb in zip(WNIDS, (RED, GREEN, BLUE)):
+        for i in range(3):
+            write_image(src_dir / f"{wnid}_{i}.JPEG", rgb)
+    make_folder(tmp_path / "target", per_class=4)
+    for c in ("ants", "bees"):
+        for i in range(4):
+            write_image(tmp_path / "train" / c / f"{c}_{i}.jpg", (40, 200 - 5 * i, 40))
+    source = colour_model(1000, 10 * torch.eye(3), bias_value=-100.0)
+    tuned = colour_model(2, 10 * torch.tensor([[1.0, 0, 0], [0, 1, 1]]))
+    return AuditContext(source, {"fine-tuned": tuned}, image_folder(tmp_path / "target"),
+                        {"samples": source_images(src_dir)}, image_size=16,
+                        cache=ResultCache(tmp_path / "cache"),
+                        target_train_data=image_folder(tmp_path / "train"))
+
+
+def test_detector_counts_votes_on_the_training_split(colour_audit):
+    from transferscope.analyses import detector
+
+    det = detector.build(colour_audit, "fine-tuned", k=1)
+    assert det.classes.tolist() == [0, 2]  # 7593999 counted v(c) on validation: [1]
+    val = detector.build(colour_audit, "fine-tuned", k=1, votes_data=colour_audit.target_data)
+    assert val.classes.tolist() == [1]
+
+
+def test_detector_with_empty_lingering_set_is_nan_with_a_reason():
+    from transferscope.analyses import detector
+
+    empty = detector.InterferenceDetector(None, torch.tensor([], dtype=torch.long), 0.01)
+    scores = empty.score_logits(torch.randn(4, 10))
+    assert scores.isnan().all()  # 7593999: zeros, scored as AUROC 0.5
+    sep = detector.separation(scores.numpy(), scores.numpy(), 0.01)
+    assert math.isnan(sep["auroc"]) and "L is empty" in sep["reason"] and not sep["separates"]
+    assert detector.verdict(sep).startswith("cannot be scored")
+
+
+def test_detector_separation_known_answers_and_interval():
+    from transferscope.analyses import detector
+
+    rng = np.random.default_rng(0)
+    clean, comp = rng.uniform(0, 0.4, 60), rng.uniform(0.3, 1.0, 40)
+    sep = detector.separation(clean, comp, 0.35, seed=1, n_boot=300)
+    pairs = np.mean([(a > b) + 0.5 * (a == b) for a in comp for b in clean])
+    assert sep["auroc"] == pytest.approx(pairs)
+    lo, hi = sep["auroc_ci95"]
+    assert lo < sep["auroc"] < hi and lo > 0.5 and sep["separates"]
+    assert sep["youden_j"] == pytest.approx((comp > 0.35).mean() - (clean > 0.35).mean())
+    same = detector.separation(clean[:40], clean[20:], 0.35, seed=1, n_boot=300)
+    assert same["auroc_ci95"][0] < 0.5 < same["auroc_ci95"][1] and not same["separates"]
+    assert "does not separate" in detector.verdict(same)
+    assert sep == detector.separation(clean, comp, 0.35, seed=1, n_boot=300)
+
+
+def test_detector_run_reports_paper_and_calibrated_settings(colour_audit):
+    from transferscope.analyses import detector
+
+    res = detector.run(colour_audit, k=1, n_boot=200)
+    entry = res.summary["fine-tuned"]
+    assert entry["held_out"] and set(entry["settings"]) == {"paper", "calibrated"}
+    assert entry["verdict"] in ("separates", "does not separate")
+    assert "setting" in entry["verdict_text"] and entry["calibration_grid"]
+    cal = entry["settings"]["calibrated"]
+    grid = pd.DataFrame(entry["calibration_grid"])
+    best = grid.loc[grid["youden_j"].idxmax()]
+    assert (cal["k"], cal["p_lo"]) == (int(best["k"]), pytest.approx(best["p_lo"]))
+    assert {"auroc", "auroc_ci95", "n_clean", "n_composites"} <= set(cal)
+    assert set(res.tables["separation"]["setting"]) == {"paper", "calibrated"}

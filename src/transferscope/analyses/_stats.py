@@ -41,7 +41,7 @@ def pearson(x, y) -> tuple[float, int]:
 
 
 def bootstrap_ci(values_or_fn, n: int | None = None, *, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+                 level: float = 0.95, strata=None) -> tuple[float, float]:
     """Seeded percentile-bootstrap interval of a statistic over independent units (images or
     classes).
 
@@ -52,7 +52,9 @@ def bootstrap_ci(values_or_fn, n: int | None = None, *, n_boot: int = 1000, seed
     draws ``n`` units with replacement from ``numpy.random.default_rng(seed)``, so the result
     is a pure function of the inputs and ``seed``. Resamples whose statistic is not finite
     (e.g. an AUROC of a resample without positives) are left out; ``(nan, nan)`` when there
-    are no units or no finite resample.
+    are no units or no finite resample. ``strata`` (an ``(n,)`` array of group labels, with a
+    function only) resamples within each group, keeping the group sizes (e.g. clean images
+    and composites of an AUROC).
 
     Hand-written rather than ``scipy.stats.bootstrap``: one index resampling has to drive
     arbitrary paired statistics that may be undefined on a resample, and the plain percentile
@@ -78,7 +80,12 @@ def bootstrap_ci(values_or_fn, n: int | None = None, *, n_boot: int = 1000, seed
             raise ValueError("bootstrap_ci with a function needs n, the number of units")
         if n == 0:
             return float("nan"), float("nan")
-        idx = rng.integers(0, n, size=(n_boot, n))
+        if strata is None:
+            idx = rng.integers(0, n, size=(n_boot, n))
+        else:
+            groups = [np.flatnonzero(np.asarray(strata) == g) for g in np.unique(strata)]
+            idx = np.concatenate([g[rng.integers(0, g.size, size=(n_boot, g.size))]
+                                  for g in groups], axis=1)
         stats = np.array([float(values_or_fn(row)) for row in idx])
     else:
         vals = np.asarray(values_or_fn, dtype=float).ravel()

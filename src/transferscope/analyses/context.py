@@ -37,6 +37,7 @@ class AuditContext:
     progress: bool | None = None
     extra_sources: dict[str, TransferModel] = field(default_factory=dict)
     precision: str = "fp32"
+    target_train_data: ImageSet | None = None  # D^t's training split: v(c) of the detector
 
     def __post_init__(self) -> None:
         if self.batch_size is None:
