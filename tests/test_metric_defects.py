@@ -263,3 +263,22 @@ def test_detector_run_reports_paper_and_calibrated_settings(colour_audit):
     assert (cal["k"], cal["p_lo"]) == (int(best["k"]), pytest.approx(best["p_lo"]))
     assert {"auroc", "auroc_ci95", "n_clean", "n_composites"} <= set(cal)
     assert set(res.tables["separation"]["setting"]) == {"paper", "calibrated"}
+
+
+# ------------------------------------------------------- 6. distraction protocol (paper 001)
+def test_distraction_composites_come_from_the_lingering_set(colour_audit):
+    from transferscope.analyses import distraction
+
+    comp, info = distraction.lingering_composites(colour_audit, per_class=6, seed=3, k=1)
+    assert info["lingering_classes"] == 2 and info["classes_used"] == 2
+    assert set(comp.background_labels.tolist()) == {0, 2}  # L of the training split
+    per_class = torch.bincount(comp.background_labels, minlength=3)
+    assert per_class[0] == per_class[2] == 6 and per_class[1] == 0  # 3 images x 2 overlays
+    again, _ = distraction.lingering_composites(colour_audit, per_class=6, seed=3, k=1)
+    assert torch.equal(again.items, comp.items) and torch.equal(again.boxes, comp.boxes)
+    other, _ = distraction.lingering_composites(colour_audit, per_class=6, seed=4, k=1)
+    assert not torch.equal(other.boxes, comp.boxes)
+    few, info = distraction.lingering_composites(colour_audit, per_class=6, max_classes=1, k=1)
+    assert info["classes_used"] == 1 and len(set(few.background_labels.tolist())) == 1
+    with pytest.raises(Exception, match="protocol"):
+        distraction.run(colour_audit, protocol="nope")

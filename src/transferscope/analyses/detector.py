@@ -38,7 +38,7 @@ from transferscope.analyses.lingering import class_mean_prob, lingering, source_
 from transferscope.models.base import TransferModel
 
 PAPER_K, PAPER_V_LO = 5, 0
-P_LO_FACTORS = (1.0, 0.5, 2.0, 5.0, 20.0)  # calibration grid: multiples of 1 / S (chance)
+P_LO_FACTORS = (10.0, 1.0, 2.0, 5.0, 20.0, 50.0)  # calibration grid, x chance (1 / S); paper: 10
 K_GRID = (5, 1, 3, 10)
 
 

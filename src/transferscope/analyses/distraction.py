@@ -3,11 +3,17 @@
 ``distraction(x, M) = IoU(P80(A_b(x, M, c_t)), P80(A_b(x, M^s, c_s)))``: the Grad-CAM map of
 a target model for its predicted target class and that of the source model for the
 background's source class, both restricted to the background (outside the pasted box); P80
-keeps the pixels at or above the 80th percentile of each restricted map (the top 20%). High
-values mean the target model looks where the source model sees its source class.
+keeps exactly the top 20 % of each restricted map's pixels by rank (:func:`top_fraction`).
+High values mean the target model looks where the source model sees its source class.
+
+Composites follow paper 001 by default: backgrounds are source images of the lingering
+classes L with random target overlays (:func:`lingering_composites`); the plan chosen by
+eq. 1 bias (:mod:`.composites`) stays available as ``protocol="bias"``.
 """
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 import torch
@@ -17,7 +23,9 @@ from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._stats import ci_fields
 from transferscope.analyses.composites import plan
 from transferscope.analyses.context import AuditContext
+from transferscope.data.composite import CompositeSet
 from transferscope.engine.attribution import gradcam
+from transferscope.errors import ConfigError
 
 
 def box_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -114,11 +122,73 @@ def signal_counts(cams: torch.Tensor, boxes: torch.Tensor, size: int) -> int:
     return int((~has_signal(_upsample(cams, size), box_mask(boxes, size))).sum())
 
 
-def run(ctx: AuditContext, fraction: float = 0.2, **params) -> AnalysisResult:
-    """Mean distraction per background source class for every target model."""
+def lingering_composites(ctx: AuditContext, name: str | None = None, *, per_class: int = 10,
+                         max_classes: int = 20, style: str = "paper001", seed: int = 0,
+                         source_set: str | None = None, k: int = 5, v_lo: int = 0,
+                         p_lo: float | None = None) -> tuple[CompositeSet | None, dict]:
+    """Paper 001's composites: source images of the lingering classes L of model ``name``
+    (default: the first transferred model, M^t) with seeded random target overlays.
+
+    About ``per_class`` composites per class (the paper uses ~100; the default 10 keeps
+    Grad-CAM affordable on a CPU): every background image of a class in L gets the same
+    ``ceil(per_class / images per class)`` random validation images pasted once each. At most
+    ``max_classes`` classes of L are used - those M^st recognises best (highest mean p_c).
+    L comes from :func:`~transferscope.analyses.detector.build` (v(c) over the training split
+    when the context has one). Returns ``(None, info)`` when L is empty or absent from the
+    source images.
+    """
+    from transferscope.analyses.composites import STYLES
+    from transferscope.analyses.detector import _source_probs, build
+    from transferscope.analyses.lingering import class_mean_prob
+
+    transferred = list(ctx.transferred())
+    if not transferred:
+        return None, {"reason": "no target model has a source model of its architecture"}
+    name = name or transferred[0]
+    det = build(ctx, name, k=k, v_lo=v_lo, p_lo=p_lo)
+    data = ctx.source_data[source_set or next(iter(ctx.source_data))]
+    backgrounds = getattr(data, "base", data)
+    present = set(backgrounds.targets.tolist())
+    mean_p = class_mean_prob(*_source_probs(ctx, det.m_st))
+    classes = [c for c in det.classes.tolist() if c in present]
+    classes = sorted(classes, key=lambda c: (-float(mean_p[c]), c))[:max_classes]
+    info = {"model": name, "lingering_classes": len(det.classes), "classes_used": len(classes),
+            "p_lo": det.p_lo, "k": k}
+    if not classes:
+        info["reason"] = "L is empty" if not len(det.classes) else \
+            "no source image of a lingering class"
+        return None, info
+    bg_ids = [i for i, smp in enumerate(backgrounds.samples) if smp.label in set(classes)]
+    per_bg = min(sum(1 for i in bg_ids if backgrounds.samples[i].label == c) for c in classes)
+    n_ov = min(len(ctx.target_data), max(1, math.ceil(per_class / per_bg)))
+    ov = torch.randperm(len(ctx.target_data), generator=torch.Generator().manual_seed(seed))
+    comp = CompositeSet(backgrounds, ctx.target_data, bg_ids, sorted(ov[:n_ov].tolist()),
+                        ctx.image_size, STYLES[style], 1, seed)
+    return comp, info
+
+
+def run(ctx: AuditContext, fraction: float = 0.2, protocol: str = "lingering",
+        per_class: int = 10, max_classes: int = 20, **params) -> AnalysisResult:
+    """Mean distraction per background source class for every target model.
+
+    ``protocol="lingering"`` (default, paper 001): backgrounds from the lingering set L with
+    random overlays (:func:`lingering_composites`); ``"bias"``: the composites plan chosen by
+    eq. 1 bias (:func:`~transferscope.analyses.composites.plan`, also the fallback when L is
+    empty). ``params`` are the shared composite settings (style, seed, ...).
+    """
+    if protocol not in ("lingering", "bias"):
+        raise ConfigError(f"distraction protocol must be 'lingering' or 'bias', got "
+                          f"{protocol!r}")
     seed = int(params.get("seed", 0))
-    p = plan(ctx, **params)
-    comp = p.composites
+    comp, info = None, {}
+    if protocol == "lingering":
+        comp, info = lingering_composites(
+            ctx, per_class=per_class, max_classes=max_classes,
+            style=params.get("style", "paper001"), seed=seed,
+            source_set=params.get("source_set"))
+    used = "lingering" if comp is not None else "bias"
+    if comp is None:
+        comp = plan(ctx, **params).composites
     cam_kw = dict(image_size=ctx.image_size, batch_size=ctx.batch_size, cache=ctx.cache,
                   progress=ctx.progress)
     src_cam = gradcam(ctx.source, comp, comp.background_labels, **cam_kw)  # main M^s
@@ -144,7 +214,16 @@ def run(ctx: AuditContext, fraction: float = 0.2, **params) -> AnalysisResult:
         summary[name]["classes_more_distracted_than"] = {
             other: int((per_class[name] > per_class[other]).sum())
             for other in ctx.targets if other != name}
+    for name in ctx.targets:
+        summary[name]["protocol"] = used
     result = AnalysisResult("distraction", summary, {"per_class": per_class})
+    result.notes.append(
+        f"Backgrounds: source images of {info['classes_used']} lingering classes of "
+        f"{info['model']} (L has {info['lingering_classes']}; p_lo {info['p_lo']:g}, k "
+        f"{info['k']}) with random target overlays, as in paper 001." if used == "lingering"
+        else "Backgrounds chosen by eq. 1 bias (composites plan)" +
+        (f" because the lingering protocol could not run: {info['reason']}."
+         if info.get("reason") else "."))
     result.figures["scatter"] = _scatter(per_class, list(ctx.targets))
     result.notes.append(f"Top {fraction:.0%} of background pixels of each Grad-CAM map "
                         "(exactly ceil(20 %) by rank; tied values broken by seeded permutations, "
