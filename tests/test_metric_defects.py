@@ -282,3 +282,32 @@ def test_distraction_composites_come_from_the_lingering_set(colour_audit):
     assert info["classes_used"] == 1 and len(set(few.background_labels.tolist())) == 1
     with pytest.raises(Exception, match="protocol"):
         distraction.run(colour_audit, protocol="nope")
+
+
+# ------------------------------------------------------------------ 7. domain gap bandwidth
+def test_domain_gaps_of_several_targets_share_one_bandwidth(tmp_path):
+    from conftest import make_folder
+
+    from transferscope.analyses import domain
+    from transferscope.data import image_folder
+
+    near = image_folder(make_folder(tmp_path / "near", per_class=4, seed=1))
+    far = image_folder(make_folder(tmp_path / "far", classes=("x", "y", "z"), per_class=3,
+                                   seed=2, size=(24, 48)))
+    src = image_folder(make_folder(tmp_path / "src", classes=("a", "b", "c"), per_class=4,
+                                   seed=3))
+    res = domain.run({"near": near, "far": far}, src, size=32, levels=16)
+    h = {k: v["bandwidth"] for k, v in res.summary.items()}
+    assert h["near"] == h["far"]  # 7593999: a median heuristic per target
+    s = domain.dataset_features(src, size=32, levels=16)
+    zs = {k: domain.standardize(domain.dataset_features(d, size=32, levels=16), s)[0]
+          for k, d in (("near", near), ("far", far))}
+    sz = domain.standardize(s, s)[1]
+    pooled = domain.median_bandwidth(np.concatenate([zs["near"], zs["far"]]), sz)
+    assert h["near"] == pytest.approx(pooled)
+    for k in zs:  # each gap is the MMD^2 at the shared bandwidth
+        assert res.summary[k]["gap"] == pytest.approx(domain.mmd(zs[k], sz, pooled))
+    # with one bandwidth, moving a target further from the source raises its gap
+    x = np.random.default_rng(0).normal(size=(30, 3))
+    g, _ = domain.pooled_gaps({"a": x + 0.3, "b": x + 1.0, "c": x + 3.0}, x)
+    assert g["a"] < g["b"] < g["c"]
