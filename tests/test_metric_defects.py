@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import doctest
 import math
 
@@ -311,3 +312,78 @@ def test_domain_gaps_of_several_targets_share_one_bandwidth(tmp_path):
     x = np.random.default_rng(0).normal(size=(30, 3))
     g, _ = domain.pooled_gaps({"a": x + 0.3, "b": x + 1.0, "c": x + 3.0}, x)
     assert g["a"] < g["b"] < g["c"]
+
+
+# ------------------------------------------------------------------ 8. module criticality
+def _crit_setup():
+    from torch import nn
+
+    torch.manual_seed(0)
+    init = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 3))
+    trained = copy.deepcopy(init)
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(24) % 3
+    x = torch.randn(24, 3, 6, 6, generator=g) * 0.5
+    x[torch.arange(24), y] += 1.5
+    opt = torch.optim.SGD(trained.parameters(), lr=0.3)
+    for _ in range(60):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(trained(x), y).backward()
+        opt.step()
+    return init.eval(), trained.eval(), [(x[:12], y[:12]), (x[12:], y[12:])]
+
+
+def test_criticality_uses_the_loss_and_matches_a_direct_computation():
+    from transferscope.analyses import criticality
+    from transferscope.analyses.basins import _seed
+
+    init, trained, data = _crit_setup()
+    mods = {"conv": ["0.weight", "0.bias"], "fc": ["4.weight", "4.bias"]}
+    alphas, sigmas, draws = [0.0, 0.5, 1.0], [0.0, 0.1, 0.3], 3
+    res = criticality.run(trained, init.state_dict(), trained.state_dict(), data, modules=mods,
+                          alphas=alphas, sigmas=sigmas, samples=draws, seed=5, tolerance=0.1)
+    assert res.summary["metric"] == "loss"  # Definition 3.2: L_S, not the 0-1 error
+    x = torch.cat([b[0] for b in data])
+    y = torch.cat([b[1] for b in data])
+    tf, t0 = trained.state_dict(), init.state_dict()
+    with torch.no_grad():
+        base = float(torch.nn.functional.cross_entropy(trained(x), y))
+        eps = base + 0.1
+        assert res.summary["epsilon"] == pytest.approx(eps)
+        for mi, (mod, names) in enumerate(mods.items()):
+            d2 = sum(float((tf[n].double() - t0[n].double()).square().sum()) for n in names)
+            best = math.inf
+            for ai, a in enumerate(alphas):
+                for si, s in enumerate(sigmas):
+                    losses = []
+                    for draw in range(draws if s > 0 else 1):
+                        st = dict(tf)
+                        g = torch.Generator().manual_seed(_seed(5, mi, ai, si, draw))
+                        for n in names:
+                            t = ((1 - a) * t0[n].double() + a * tf[n].double())
+                            if s > 0:
+                                sc = float(tf[n].double().norm()) / math.sqrt(tf[n].numel())
+                                t = t + s * sc * torch.randn(t.shape, generator=g,
+                                                             dtype=torch.float64)
+                            st[n] = t.float()
+                        out = torch.func.functional_call(trained, st, (x,))
+                        losses.append(float(torch.nn.functional.cross_entropy(
+                            out.double(), y)))
+                    if s > 0 and np.mean(losses) <= eps + 1e-12:
+                        best = min(best, a * a * d2 / (s * s))
+            got = res.summary["criticality"][f"direct/{mod}"]
+            assert got == pytest.approx(best, rel=1e-6), mod
+    # on the loss the score moves with epsilon instead of jumping between a few values
+    grid = res.tables["grid"]
+    part = grid[grid["module"] == "conv"]
+    tols = np.linspace(0.0, 1.0, 21)
+    scores = {criticality.criticality_score(part, base + t) for t in tols}
+    assert len(scores) >= 3
+
+
+def test_what_transferred_criticality_grid_is_finer_with_several_draws():
+    from transferscope import what_transferred as wt
+
+    assert len(wt.CRITICALITY_ALPHAS) >= 5 and len(wt.CRITICALITY_SIGMAS) >= 5
+    assert wt.CRITICALITY_DRAWS >= 3

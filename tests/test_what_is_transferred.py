@@ -331,8 +331,8 @@ def test_criticality_grid():
     d = at.loc[("conv", 1.0, 0.0), "distance_sq"]
     assert at.loc[("conv", 0.5, 0.0), "distance_sq"] == pytest.approx(0.25 * d)
     part = grid[grid["module"] == "conv"]
-    assert criticality.criticality_score(part, 1.0) == 0.0  # alpha = 0 is feasible
-    assert criticality.criticality_score(part, -1.0) == math.inf
+    assert criticality.criticality_score(part, 1.0, "error") == 0.0  # alpha = 0 feasible
+    assert criticality.criticality_score(part, -1.0, "error") == math.inf
     again = criticality.criticality_grid(trained, sd(init), sd(trained), data, alphas=alphas,
                                          sigmas=sigmas, samples=2, seed=0)
     assert again["error"].equals(grid["error"])  # seeded noise

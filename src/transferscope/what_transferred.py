@@ -29,8 +29,9 @@ from transferscope.errors import ConfigError
 WHAT_ANALYSES = ("mistakes", "cka", "distances", "barriers", "basins", "criticality",
                  "spectra")
 BASIN_SAMPLES, BASIN_PAIRS = 8, 4  # Monte-Carlo points of the hull; vicinity pairs per delta
-CRITICALITY_ALPHAS = (0.0, 0.5, 1.0)
-CRITICALITY_SIGMAS = (0.0, 0.1, 0.25)  # relative noise; at 0.5 most blocks never meet epsilon
+CRITICALITY_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+CRITICALITY_SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.35)  # relative noise; at 0.5 most blocks fail
+CRITICALITY_DRAWS = 3  # noise draws averaged per grid point (Definition 3.2's expectation)
 
 
 def roles(ctx: AuditContext, inits: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -76,7 +77,9 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
            "inits": {k: tensors_sha256(v) for k, v in inits_state.items()}, "seed": seed,
            "lambdas": list(map(float, lambdas)), "bn": bn_reestimate,
            "criticality": [criticality_images, criticality_modules, CRITICALITY_ALPHAS,
-                           CRITICALITY_SIGMAS],
+                           CRITICALITY_SIGMAS, CRITICALITY_DRAWS, "loss on train",
+                           getattr(ctx, "target_train_data", None) is not None and
+                           ctx.target_train_data.digest],
            "basins": [BASIN_SAMPLES, BASIN_PAIRS, list(basins.DEFAULT_DELTAS)]}
 
     @functools.cache
@@ -116,6 +119,16 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
             data.subset(sorted(pick[:criticality_images].tolist())).with_transform(
                 eval_transform(ctx.source.norm, size)), batch_size=ctx.batch_size))
 
+    @functools.cache
+    def train_subset():  # Definition 3.2 uses the training loss: training images if known
+        train = getattr(ctx, "target_train_data", None)
+        if train is None:
+            return subset()
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        return list(torch.utils.data.DataLoader(
+            train.subset(sorted(pick[:criticality_images].tolist())).with_transform(
+                eval_transform(ctx.source.norm, size)), batch_size=ctx.batch_size))
+
     def do_basins():
         hulls = {kind: {n: models[n].state_dict() for n in (f"{kind} #1", f"{kind} #2")}
                  for kind in ("P-T", "RI-T") if f"{kind} #2" in models}
@@ -125,8 +138,7 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
                                   bn_reestimate=bn_reestimate)
                  for kind, sols in hulls.items()}
         res = _merge("basins", parts)
-        res.notes.append(f"Estimated on the same {criticality_images} validation images as "
-                         "module criticality.")
+        res.notes.append(f"Estimated on {criticality_images} seeded validation images.")
         return res
 
     def do_criticality():
@@ -134,10 +146,11 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
         step = max(1, len(groups) // criticality_modules)
         chosen = groups[::step][:criticality_modules - 1] + [groups[-1]]
         crit = {name: criticality.run(first, inits_state[name], models[name].state_dict(),
-                                      subset(), modules=chosen, alphas=CRITICALITY_ALPHAS,
-                                      sigmas=CRITICALITY_SIGMAS, samples=1, seed=seed,
-                                      bn_reestimate_loader=reest(),
-                                      bn_reestimate=bn_reestimate)
+                                      train_subset(), modules=chosen,
+                                      alphas=CRITICALITY_ALPHAS, sigmas=CRITICALITY_SIGMAS,
+                                      samples=CRITICALITY_DRAWS, seed=seed, metric="loss",
+                                      bn_reestimate_loader=train_subset() if bn_reestimate
+                                      else None, bn_reestimate=bn_reestimate)
                 for name in ("P-T #1", "RI-T #1") if name in models and name in inits_state}
         return _merge("criticality", crit)
 

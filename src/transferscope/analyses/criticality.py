@@ -4,13 +4,14 @@ Figure 30).
 One module i (a :class:`~transferscope.models.LayerGroup`) is moved while every other module
 keeps its trained value theta^F. Along the path from its initial value theta_i^0 to its
 trained value, at position alpha in [0, 1], Gaussian noise u of level sigma is added, and the
-error of the whole network is measured (averaged over noise draws). A module whose error
+loss of the whole network is measured (averaged over noise draws; Definition 3.2 uses the
+training loss L_S, so evaluate on training images; the 0-1 error is kept alongside). A module whose error
 stays low far back along the path and under large noise lies in a wide valley (not
 critical); a module that needs alpha near 1 and tolerates little noise is critical.
 
 Definition 3.2 condenses the alpha x sigma error grid into
 
-    mu_i = min over (alpha, sigma) with E_u[error] <= epsilon  of
+    mu_i = min over (alpha, sigma) with E_u[L_S] <= epsilon  of
            alpha^2 ||theta_i^F - theta_i^0||_F^2 / sigma^2
 
 and the network criticality is the sum over modules. The paper's extensions are supported:
@@ -94,9 +95,10 @@ def path_point(checkpoints: Sequence[Mapping[str, torch.Tensor]], names: Sequenc
     return point, dist2
 
 
-def criticality_score(grid: pd.DataFrame, epsilon: float) -> float:
-    """Definition 3.2 from one module's grid (columns ``sigma, error, distance_sq``)."""
-    ok = (grid["sigma"] > 0) & (grid["error"] <= epsilon + 1e-12)
+def criticality_score(grid: pd.DataFrame, epsilon: float, metric: str = "loss") -> float:
+    """Definition 3.2 from one module's grid (columns ``sigma, distance_sq`` and ``metric``:
+    ``"loss"``, the mean cross-entropy as in the definition, or ``"error"``)."""
+    ok = (grid["sigma"] > 0) & (grid[metric] <= epsilon + 1e-12)
     if not ok.any():
         return math.inf
     g = grid[ok]
@@ -175,12 +177,14 @@ def criticality_grid(model: nn.Module, init, trained, loader: Iterable, *, modul
 
 def run(model: nn.Module, init, trained, loader: Iterable, *, epsilon: float | None = None,
         tolerance: float = 0.05, paths: Mapping[str, Sequence] | None = None,
-        **grid_kwargs) -> AnalysisResult:
+        metric: str = "loss", **grid_kwargs) -> AnalysisResult:
     """Criticality grid, per-module scores and network criticality (Figures 5, 6, 30).
 
     Args:
-        epsilon: error threshold of Definition 3.2; default: the error of ``trained`` plus
-            ``tolerance``.
+        epsilon: threshold of Definition 3.2 on ``metric``; default: the value of
+            ``trained`` plus ``tolerance``.
+        metric: ``"loss"`` (default: the definition's L_S; pass training images as
+            ``loader``) or ``"error"`` (0-1 error, coarse on few images).
         paths: optional ``{label: checkpoints}`` evaluated in addition to the direct line
             (label ``"direct"``).
         grid_kwargs: passed to :func:`criticality_grid` (modules, alphas, sigmas, samples,
@@ -189,16 +193,21 @@ def run(model: nn.Module, init, trained, loader: Iterable, *, epsilon: float | N
     base = evaluate_states(model, [_state(trained)], loader, device=grid_kwargs.get("device"),
                            bn_reestimate_loader=grid_kwargs.get("bn_reestimate_loader"),
                            bn_reestimate=grid_kwargs.get("bn_reestimate"))
+    if metric not in ("loss", "error"):
+        raise ConfigError(f"criticality metric must be 'loss' or 'error', got {metric!r}")
     base_error = float(base["error"].iloc[0])
-    eps = base_error + tolerance if epsilon is None else float(epsilon)
-    grids, scores, summary = [], [], {"epsilon": eps, "trained_error": base_error}
+    base_value = float(base[metric].iloc[0])
+    eps = base_value + tolerance if epsilon is None else float(epsilon)
+    grids, scores, summary = [], [], {"epsilon": eps, "metric": metric,
+                                      "trained_error": base_error,
+                                      "trained_loss": float(base["loss"].iloc[0])}
     for label, path in {"direct": None, **(paths or {})}.items():
         grid = criticality_grid(model, init, trained, loader, path=path, **grid_kwargs)
         grids.append(grid.assign(path=label))
         for mod, part in grid.groupby("module", sort=False):
             rewind = part[(part["alpha"] == 0) & (part["sigma"] == 0)]["error"]
             scores.append({"path": label, "module": mod,
-                           "criticality": criticality_score(part, eps),
+                           "criticality": criticality_score(part, eps, metric),
                            "rewind_error": float(rewind.iloc[0]) if len(rewind) else math.nan})
         summary[f"network_criticality/{label}"] = float(sum(
             s["criticality"] for s in scores if s["path"] == label))
@@ -210,7 +219,8 @@ def run(model: nn.Module, init, trained, loader: Iterable, *, epsilon: float | N
         result.figures[f"grid_{label}"] = plot_grids(part)
     result.notes.append(f"Noise mode {grid_kwargs.get('noise', 'relative')!r}; score = min "
                         "alpha^2 ||dtheta||^2 / sigma^2 over grid points with sigma > 0 and "
-                        f"mean error <= {eps:.4f} (inf if none).")
+                        f"mean {metric} <= {eps:.4f} (inf if none); "
+                        f"{grid_kwargs.get('samples', 3)} noise draws per point.")
     return result
 
 
