@@ -387,3 +387,30 @@ def test_what_transferred_criticality_grid_is_finer_with_several_draws():
 
     assert len(wt.CRITICALITY_ALPHAS) >= 5 and len(wt.CRITICALITY_SIGMAS) >= 5
     assert wt.CRITICALITY_DRAWS >= 3
+
+
+# ------------------------------------------------------------------ 9. intervals
+def test_composite_and_occlusion_intervals_bracket_their_estimates():
+    from transferscope.analyses.composites import accuracy_intervals
+    from transferscope.analyses.occlusion import fix_intervals
+
+    rng = np.random.default_rng(0)
+    kind = np.array(["neutral"] * 60 + ["against"] * 40 + ["agrees"] * 20)
+    hits = np.concatenate([rng.random(60) < 0.8, rng.random(40) < 0.4, rng.random(20) < 0.9])
+    r = accuracy_intervals(rng.random(50) < 0.9, hits, kind, seed=2, n_boot=500)
+    drop = hits[:60].mean() - hits[60:100].mean()
+    lo, hi = r["drop_against_vs_neutral_ci95"]
+    assert lo < drop < hi and lo > 0  # a clear drop
+    assert r["n_against"] == 40 and r["n_neutral"] == 60 and r["n_composites"] == 120
+    lo, hi = r["against_ci95"]
+    assert lo < hits[60:100].mean() < hi
+    clean = np.random.default_rng(5).random(50) < 0.9
+    assert accuracy_intervals(clean, hits, kind, seed=2, n_boot=200) == \
+        accuracy_intervals(clean, hits, kind, seed=2, n_boot=200)  # seeded
+    before = torch.tensor(rng.random(80) < 0.6)
+    after = before | torch.tensor(rng.random(80) < 0.5)
+    f = fix_intervals(before, after, seed=1)
+    fixed = int((~before & after).sum())
+    assert f["fixed_ci95"][0] <= fixed <= f["fixed_ci95"][1] and f["n"] == 80
+    assert f["share_fixed"] == pytest.approx(fixed / int((~before).sum()))
+    assert f == fix_intervals(before, after, seed=1)
