@@ -414,3 +414,30 @@ def test_composite_and_occlusion_intervals_bracket_their_estimates():
     assert f["fixed_ci95"][0] <= fixed <= f["fixed_ci95"][1] and f["n"] == 80
     assert f["share_fixed"] == pytest.approx(fixed / int((~before).sum()))
     assert f == fix_intervals(before, after, seed=1)
+
+
+def test_cka_intervals_over_images():
+    from torch import nn
+
+    from transferscope.analyses import cka
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 6, generator=g), torch.randn(40, 5, generator=g)
+    y[:, :3] += x[:, :3]
+    feats = {("a", "l"): x, ("b", "l"): y}
+    r = cka.cka_intervals(feats, [("a", "b")], ["l"], n_boot=300, seed=1)
+    point = cka.linear_cka(x, y)
+    assert cka._gram_cka((x @ x.T).double().numpy(), (y @ y.T).double().numpy(),
+                         np.arange(40)) == pytest.approx(point)
+    lo, hi = r["cka_ci95"]["a & b"]["l"]
+    assert lo < point < hi and r["n"] == 40
+    assert r == cka.cka_intervals(feats, [("a", "b")], ["l"], n_boot=300, seed=1)
+    torch.manual_seed(0)
+    m1 = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    m2 = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    batches = [torch.randn(10, 3, 8, 8, generator=g) for _ in range(3)]
+    res = cka.run({"A": m1, "B": m2}, batches, layers=["0", "2"], pool="avg", n_boot=100)
+    for layer in ("0", "2"):
+        lo, hi = res.summary["cka_ci95"]["A & B"][layer]
+        assert lo <= res.summary["cka"]["A & B"][layer] <= hi
+    assert res.summary["n"] == 30
