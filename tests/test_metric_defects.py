@@ -441,3 +441,29 @@ def test_cka_intervals_over_images():
         lo, hi = res.summary["cka_ci95"]["A & B"][layer]
         assert lo <= res.summary["cka"]["A & B"][layer] <= hi
     assert res.summary["n"] == 30
+
+
+# ------------------------------------------------------------------ 10. l2 with P (Table 2)
+def test_distances_to_the_pretrained_model_skip_its_other_head():
+    from test_what_is_transferred import sd, tiny_model
+
+    from transferscope.analyses import distances
+    from transferscope.errors import ModelError
+
+    p, pt, rit = tiny_model(0, classes=5), tiny_model(1, classes=3), tiny_model(2, classes=3)
+    states = {"P-T #1": sd(pt), "RI-T #1": sd(rit), "P": sd(p)}
+    with pytest.raises(ModelError):  # the heads differ: refused unless asked to skip them
+        distances.run(states, pt, pairs=[("P-T #1", "P")])
+    res = distances.run(states, pt, pairs=[("P-T #1", "RI-T #1"), ("P-T #1", "P"),
+                                           ("RI-T #1", "P")], head_mismatch="skip")
+    body = [n for n, _ in pt.named_parameters() if not n.startswith("head.")]
+    for name, other in (("P-T #1", pt), ("RI-T #1", rit)):
+        direct = math.sqrt(sum(float((dict(other.named_parameters())[n].double() -
+                                      dict(p.named_parameters())[n].double()).square().sum())
+                               for n in body))
+        assert res.summary["pairwise_total"][f"{name} & P"] == pytest.approx(direct)
+    t = res.tables["pairwise"]
+    head = t[(t["pair"] == "P-T #1 & P") & t["is_classifier"]]
+    assert head["l2"].isna().all()
+    same_head = t[(t["pair"] == "P-T #1 & RI-T #1") & t["is_classifier"]]
+    assert same_head["l2"].notna().all()  # equal shapes still count

@@ -102,9 +102,12 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, inits: dict[str, st
                          "every layer fits the streaming accumulator.")
         return res
 
-    def do_distances():
-        return distances.run({k: m.state_dict() for k, m in models.items()}, first,
-                             init=inits_state or None, pairs=pairs or None)
+    def do_distances():  # paper 003 Table 2: 2 P-T, 2 RI-T, P-T & P, RI-T & P
+        with_p = [(k, "P") for k in models if k.endswith("#1")]
+        states = {**{k: m.state_dict() for k, m in models.items()},
+                  "P": ctx.source.state_dict()}
+        return distances.run(states, first, init=inits_state or None,
+                             pairs=(pairs or []) + with_p, head_mismatch="skip")
 
     def do_barriers():
         named = {f"{a} - {b}": (models[a].state_dict(), models[b].state_dict())
