@@ -458,8 +458,7 @@ def test_distances_to_the_pretrained_model_skip_its_other_head():
                                            ("RI-T #1", "P")], head_mismatch="skip")
     body = [n for n, _ in pt.named_parameters() if not n.startswith("head.")]
     for name, other in (("P-T #1", pt), ("RI-T #1", rit)):
-        direct = math.sqrt(sum(float((dict(other.named_parameters())[n].double() -
-                                      dict(p.named_parameters())[n].double()).square().sum())
+        direct = math.sqrt(sum(float((sd(other)[n].double() - sd(p)[n].double()).square().sum())
                                for n in body))
         assert res.summary["pairwise_total"][f"{name} & P"] == pytest.approx(direct)
     t = res.tables["pairwise"]

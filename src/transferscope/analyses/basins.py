@@ -19,7 +19,8 @@ weight to reach zero fixes t. For each delta of a grid both expectations are est
 Monte-Carlo, and the reported delta is the smallest grid value meeting both (NaN if none).
 Noise is added to parameters only (n = their number); BatchNorm buffers are combined with the
 same weights, and re-estimated at every point by default whenever the model has BatchNorm
-(see :func:`~transferscope.analyses.barriers.bn_loader`). l is the error rate by default, as in the paper's reported basins.
+(see :func:`~transferscope.analyses.barriers.bn_loader`). l is the error rate by default, as
+in the paper's reported basins.
 """
 
 from __future__ import annotations

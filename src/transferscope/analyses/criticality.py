@@ -5,11 +5,12 @@ One module i (a :class:`~transferscope.models.LayerGroup`) is moved while every 
 keeps its trained value theta^F. Along the path from its initial value theta_i^0 to its
 trained value, at position alpha in [0, 1], Gaussian noise u of level sigma is added, and the
 loss of the whole network is measured (averaged over noise draws; Definition 3.2 uses the
-training loss L_S, so evaluate on training images; the 0-1 error is kept alongside). A module whose error
-stays low far back along the path and under large noise lies in a wide valley (not
-critical); a module that needs alpha near 1 and tolerates little noise is critical.
+training loss L_S, so evaluate on training images; the 0-1 error is kept alongside). A
+module whose loss stays low far back along the path and under large noise lies in a wide
+valley (not critical); a module that needs alpha near 1 and tolerates little noise is
+critical.
 
-Definition 3.2 condenses the alpha x sigma error grid into
+Definition 3.2 condenses the alpha x sigma loss grid into
 
     mu_i = min over (alpha, sigma) with E_u[L_S] <= epsilon  of
            alpha^2 ||theta_i^F - theta_i^0||_F^2 / sigma^2

@@ -18,13 +18,12 @@ Protocol (held out):
   half; clean images of the other half vs composites made from them; the setting with the
   largest true-minus-false flag rate wins, ties to the earlier grid entry).
 * An empty L gives NaN scores and a ``reason`` (never a silent AUROC of 0.5); the summary
-  says in words whether the detector separates clean images from composites (the lower end
-  of the AUROC interval above 0.5) or not.
+  says in words whether the detector (at the calibrated setting when there is one) separates
+  clean images from composites (the lower end of the AUROC interval above 0.5) or not.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -265,10 +264,11 @@ def run(ctx: AuditContext, extra_sets: dict | None = None, *, k: int = PAPER_K,
                 entry.update(lingering_classes=len(det.classes), p_lo=det.p_lo, k=st["k"],
                              by_data=[r for r in rows if r["model"] == name and
                                       r["setting"] == "paper"])
-        best = max(entry["settings"].values(), key=lambda r: -1 if math.isnan(r["auroc"])
-                   else r["auroc_ci95"][0])
-        entry["separates"] = bool(best["separates"])
-        entry["verdict"] = ("separates" if best["separates"] else "does not separate")
+        # the verdict is that of the calibrated setting (chosen on training data only), not
+        # the better of the two on the evaluation data
+        main = entry["settings"].get("calibrated", entry["settings"]["paper"])
+        entry["separates"] = bool(main["separates"])
+        entry["verdict"] = ("separates" if main["separates"] else "does not separate")
         entry["verdict_text"] = "; ".join(f"{lab} setting (p_lo {r['p_lo']:.3g}, k {r['k']}): "
                                           f"{r['verdict']}"
                                           for lab, r in entry["settings"].items())
