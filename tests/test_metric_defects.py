@@ -15,8 +15,14 @@ from transferscope.analyses import _stats
 from transferscope.analyses.distraction import distraction, has_signal, top_fraction
 
 
-def test_stats_doctests_pass():
-    assert doctest.testmod(_stats).failed == 0
+@pytest.mark.parametrize("module", ["_stats", "distraction", "detector", "retained", "domain",
+                                    "composites", "occlusion", "cka", "barriers"])
+def test_doctests_of_the_metric_modules_pass(module):
+    import importlib
+
+    mod = importlib.import_module(f"transferscope.analyses.{module}")
+    res = doctest.testmod(mod)
+    assert res.failed == 0 and res.attempted > 0
 
 
 def test_bootstrap_ci_is_seeded_and_covers_the_mean():

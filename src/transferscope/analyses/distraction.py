@@ -167,6 +167,21 @@ def lingering_composites(ctx: AuditContext, name: str | None = None, *, per_clas
     return comp, info
 
 
+def paired_difference(a, b, seed: int = 0) -> dict:
+    """Mean of ``a - b`` over composites scored for both models, with its bootstrap 95 %
+    interval and n (the pairs share composites, so they are resampled together).
+
+    Example:
+        >>> paired_difference([0.5, 0.25, float("nan")], [0.25, 0.0, 0.5])
+        {'mean': 0.25, 'mean_ci95': [0.25, 0.25], 'n': 2}
+    """
+    import numpy as np
+
+    d = np.asarray(a, float) - np.asarray(b, float)
+    d = d[np.isfinite(d)]
+    return {"mean": float(d.mean()) if d.size else float("nan"), **ci_fields("mean", d, seed=seed)}
+
+
 def run(ctx: AuditContext, fraction: float = 0.2, protocol: str = "lingering",
         per_class: int = 10, max_classes: int = 20, **params) -> AnalysisResult:
     """Mean distraction per background source class for every target model.
@@ -214,6 +229,8 @@ def run(ctx: AuditContext, fraction: float = 0.2, protocol: str = "lingering",
         summary[name]["classes_more_distracted_than"] = {
             other: int((per_class[name] > per_class[other]).sum())
             for other in ctx.targets if other != name}
+        summary[name]["minus"] = {other: paired_difference(frame[name], frame[other], seed)
+                                  for other in ctx.targets if other != name}
     for name in ctx.targets:
         summary[name]["protocol"] = used
     result = AnalysisResult("distraction", summary, {"per_class": per_class})
