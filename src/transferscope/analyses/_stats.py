@@ -41,7 +41,8 @@ def pearson(x, y) -> tuple[float, int]:
 
 
 def bootstrap_ci(values_or_fn, n: int | None = None, *, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95, strata=None) -> tuple[float, float]:
+                 level: float = 0.95, strata=None,
+                 bias_correct: bool = False) -> tuple[float, float]:
     """Seeded percentile-bootstrap interval of a statistic over independent units (images or
     classes).
 
@@ -54,7 +55,10 @@ def bootstrap_ci(values_or_fn, n: int | None = None, *, n_boot: int = 1000, seed
     (e.g. an AUROC of a resample without positives) are left out; ``(nan, nan)`` when there
     are no units or no finite resample. ``strata`` (an ``(n,)`` array of group labels, with a
     function only) resamples within each group, keeping the group sizes (e.g. clean images
-    and composites of an AUROC).
+    and composites of an AUROC). ``bias_correct`` (with a function) shifts the interval by the
+    bootstrap estimate of the statistic's bias, ``mean(resampled) - fn(all units)``: for
+    statistics that resampling with replacement itself moves (repeated images raise a
+    linear CKA), the plain percentile interval can miss the estimate altogether.
 
     Hand-written rather than ``scipy.stats.bootstrap``: one index resampling has to drive
     arbitrary paired statistics that may be undefined on a resample, and the plain percentile
@@ -97,6 +101,9 @@ def bootstrap_ci(values_or_fn, n: int | None = None, *, n_boot: int = 1000, seed
         return float("nan"), float("nan")
     a = (1 - level) / 2
     lo, hi = np.quantile(stats, [a, 1 - a])
+    if bias_correct and callable(values_or_fn):
+        shift = float(stats.mean()) - float(values_or_fn(np.arange(n)))
+        lo, hi = lo - shift, hi - shift
     return float(lo), float(hi)
 
 
