@@ -479,3 +479,12 @@ def test_distances_to_the_pretrained_model_skip_its_other_head():
     assert head["l2"].isna().all()
     same_head = t[(t["pair"] == "P-T #1 & RI-T #1") & t["is_classifier"]]
     assert same_head["l2"].notna().all()  # equal shapes still count
+
+
+def test_lingering_features_count_votes_on_the_training_split(colour_audit):
+    from transferscope.analyses import lingering
+
+    res = lingering.run(colour_audit, k=1)
+    t = res.tables["per_class"]
+    assert t["lingering (fine-tuned)"].tolist()[:3] == [True, False, True]  # same L as detector
+    assert res.summary["target_images"] == 8 and "training" in res.notes[0]
