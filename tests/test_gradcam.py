@@ -70,11 +70,13 @@ def test_box_mask_top_fraction_and_iou_known_answers():
 def test_distraction_ignores_the_overlay_box():
     size = 8
     src = torch.zeros(1, size, size)
-    src[0, :, :2] = 1.0  # the source model looks at the left edge
+    # the source model looks at the left edge (distinct values: the top 20 % of the 55
+    # background pixels, 11, are well defined without tie-breaking)
+    src[0, :, :2] = 1.0 + torch.arange(16.0).reshape(8, 2)
     tgt_same = src.clone()
     tgt_same[0, 3:6, 3:6] = 9.0  # strongest inside the box: must not matter
     tgt_other = torch.zeros(1, size, size)
-    tgt_other[0, :, -2:] = 1.0
+    tgt_other[0, :, -2:] = 1.0 + torch.arange(16.0).reshape(8, 2)
     box = torch.tensor([[3, 3, 6, 6]])
     assert distraction(tgt_same, src, box, size).item() == pytest.approx(1.0)
     assert distraction(tgt_other, src, box, size).item() == pytest.approx(0.0)

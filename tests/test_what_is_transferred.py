@@ -269,9 +269,11 @@ def test_batched_path_equals_loop(tmp_path):
                                               bn)
         assert np.allclose(loop[["loss", "accuracy"]], fast[["loss", "accuracy"]], atol=1e-6)
     plain = barriers.evaluate(m0, data)
-    no_bn = barriers.evaluate_path(m0, sd(m0), sd(m1), [0.0], data, fold_bn=False)
+    no_bn = barriers.evaluate_path(m0, sd(m0), sd(m1), [0.0], data, fold_bn=False,
+                                   bn_reestimate=False)  # the model's own statistics
     assert no_bn.loc[0, "loss"] == pytest.approx(plain["loss"], abs=1e-12)
-    folded = barriers.evaluate_path(m0, sd(m0), sd(m1), [0.0], data)  # BatchNorm folded
+    folded = barriers.evaluate_path(m0, sd(m0), sd(m1), [0.0], data,  # BatchNorm folded
+                                    bn_reestimate=False)
     assert folded.loc[0, "loss"] == pytest.approx(plain["loss"], abs=1e-6)
     assert torch.equal(m0.state_dict()["backbone.0.weight"], sd(m0)["backbone.0.weight"])
     res = barriers.barrier_paths(m0, {"a-b": (m0.state_dict(), m1.state_dict())}, data,
@@ -295,7 +297,7 @@ def test_basins_identical_solutions_zero_spread():
     m = train(tiny_model(0), data, 3)
     st = sd(m)
     est = basins.basin_estimates(m, [st, sd(m), sd(m)], data, num_samples=4, num_pairs=2,
-                                 deltas=(0.1, 10.0), metric="loss")
+                                 deltas=(0.1, 10.0), metric="loss", bn_reestimate=False)
     vals = est["samples"]["loss"]
     assert est["epsilon"] == 0.0 and vals.nunique() == 1
     # evaluated with BatchNorm folded into the convolutions: equal up to float rounding
@@ -329,8 +331,8 @@ def test_criticality_grid():
     d = at.loc[("conv", 1.0, 0.0), "distance_sq"]
     assert at.loc[("conv", 0.5, 0.0), "distance_sq"] == pytest.approx(0.25 * d)
     part = grid[grid["module"] == "conv"]
-    assert criticality.criticality_score(part, 1.0) == 0.0  # alpha = 0 is feasible
-    assert criticality.criticality_score(part, -1.0) == math.inf
+    assert criticality.criticality_score(part, 1.0, "error") == 0.0  # alpha = 0 feasible
+    assert criticality.criticality_score(part, -1.0, "error") == math.inf
     again = criticality.criticality_grid(trained, sd(init), sd(trained), data, alphas=alphas,
                                          sigmas=sigmas, samples=2, seed=0)
     assert again["error"].equals(grid["error"])  # seeded noise

@@ -63,7 +63,9 @@ def cache_key(ctx: AuditContext) -> dict:
             "source": ctx.source.weights_hash(), "data": ctx.target_data.digest,
             "size": ctx.image_size,
             "batch": ctx.batch_size,  # BatchNorm re-estimation averages per-batch statistics
-            "inits": {k: tensors_sha256(v) for k, v in inp.inits.items()}}
+            "inits": {k: tensors_sha256(v) for k, v in inp.inits.items()},
+            "train": ctx.target_train_data.digest if ctx.target_train_data is not None
+            else None}
 
 
 def batches(ctx: AuditContext) -> list:
@@ -85,6 +87,22 @@ def subset(ctx: AuditContext, images: int, seed: int) -> list:
                 eval_transform(ctx.source.norm, ctx.image_size)), batch_size=ctx.batch_size))
 
     return ctx.memoize(f"subset/{images}/{seed}", build)
+
+
+def train_subset(ctx: AuditContext, images: int, seed: int) -> list:
+    """Like :func:`subset` on the target *training* split when the context has it (Definition
+    3.2 of paper 003 uses the training loss), else on the validation split."""
+    train = ctx.target_train_data
+    if train is None:
+        return subset(ctx, images, seed)
+
+    def build():
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        return list(torch.utils.data.DataLoader(
+            train.subset(sorted(pick[:images].tolist())).with_transform(
+                eval_transform(ctx.source.norm, ctx.image_size)), batch_size=ctx.batch_size))
+
+    return ctx.memoize(f"train_subset/{images}/{seed}", build)
 
 
 def merge(name: str, parts: dict):

@@ -7,11 +7,15 @@ Two solutions in one flat basin show no barrier: the loss along the line stays a
 the straight line between the endpoint losses. The *barrier height* is the largest excess of
 the loss over that straight line on [0, 1] (for accuracy, the largest drop below it).
 
-Floating tensors are combined linearly; integer buffers (``num_batches_tracked``) come from
-the endpoint with the largest weight. BatchNorm statistics of a combined network can be
-re-estimated at every point (reset, then a cumulative average over one pass of a
-re-estimation loader with only the BatchNorm layers in train mode; the paper's ResNet-50
-uses Fixup and has no BatchNorm).
+Floating tensors are combined linearly, except BatchNorm ``running_var`` under weights
+outside the simplex (extrapolation), which is combined geometrically (``prod var_i^w_i``) so
+that it never goes negative; integer buffers (``num_batches_tracked``) come from the endpoint
+with the largest weight. Whenever the model has BatchNorm, its statistics are re-estimated at
+every point by default (reset, then a cumulative average over one pass of the re-estimation
+loader - the evaluation loader unless another is given - with only the BatchNorm layers in
+train mode; ``bn_reestimate=False`` turns this off; the paper's ResNet-50 uses Fixup and has
+no BatchNorm). Non-finite logits raise :class:`~transferscope.errors.ModelError` naming the
+point and how many there were, instead of being scored.
 
 :func:`evaluate_path` loads each point into the model and runs the loader;
 :func:`evaluate_path_batched` reads each data batch once and evaluates every point on it with
@@ -53,8 +57,10 @@ State = StateDict | Callable[[], StateDict]
 def combine(states: Sequence[StateDict], weights: Sequence[float]) -> dict[str, torch.Tensor]:
     """``sum_i w_i * theta_i`` for floating tensors; integer/bool tensors from the argmax weight.
 
-    Weights need not be convex (extrapolation uses negative ones). A one-hot weight vector
-    returns exact copies of that state. Sums are taken in float64 and cast back.
+    Weights need not be convex (extrapolation uses negative ones); BatchNorm ``running_var``
+    tensors are then combined as ``exp(sum_i w_i log var_i)``, which stays positive where the
+    linear combination can turn negative. A one-hot weight vector returns exact copies of
+    that state. Sums are taken in float64 and cast back.
 
     Raises:
         ModelError: the states differ in keys or shapes (naming the tensor).
@@ -63,6 +69,9 @@ def combine(states: Sequence[StateDict], weights: Sequence[float]) -> dict[str, 
         >>> a, b = {"w": torch.tensor([0.0, 2.0])}, {"w": torch.tensor([4.0, 2.0])}
         >>> combine([a, b], [0.75, 0.25])["w"].tolist()
         [1.0, 2.0]
+        >>> v = [{"bn.running_var": torch.tensor([0.5])}, {"bn.running_var": torch.tensor([2.0])}]
+        >>> combine(v, [2.0, -1.0])["bn.running_var"].tolist()  # linear: -1.0
+        [0.125]
     """
     states = [_state(s) for s in states]
     w = [float(x) for x in weights]
@@ -77,6 +86,7 @@ def combine(states: Sequence[StateDict], weights: Sequence[float]) -> dict[str, 
                              "architecture and head size")
     top = int(np.argmax(w))
     one_hot = w[top] == 1.0 and all(x == 0.0 for i, x in enumerate(w) if i != top)
+    convex = all(x >= 0.0 for x in w)
     out = {}
     for key, t0 in ref.items():
         for i, s in enumerate(states):
@@ -87,11 +97,13 @@ def combine(states: Sequence[StateDict], weights: Sequence[float]) -> dict[str, 
         if one_hot or not t0.is_floating_point():
             out[key] = states[top][key].detach().clone()
             continue
+        geometric = not convex and key.rpartition(".")[2] == "running_var"
         acc = torch.zeros(t0.shape, dtype=torch.float64, device=t0.device)
         for wi, s in zip(w, states):
             if wi != 0.0:
-                acc += wi * s[key].detach().to(t0.device, torch.float64)
-        out[key] = acc.to(t0.dtype)
+                t = s[key].detach().to(t0.device, torch.float64)
+                acc += wi * (t.clamp(min=1e-12).log() if geometric else t)
+        out[key] = (acc.exp() if geometric else acc).to(t0.dtype)
     return out
 
 
@@ -105,9 +117,15 @@ def interpolate(theta0: StateDict, theta1: StateDict, lam: float) -> dict[str, t
 
 
 # --------------------------------------------------------------------------- evaluation
-def _score(logits: torch.Tensor, y: torch.Tensor | None, acc: list) -> None:
+def _score(logits: torch.Tensor, y: torch.Tensor | None, acc: list, where: str = "") -> None:
     if y is None:
         raise ConfigError("the evaluation loader must yield (images, labels) batches")
+    bad = int((~torch.isfinite(logits)).sum())
+    if bad:
+        raise ModelError(f"{where or 'the model'}: {bad} of {logits.numel()} logits are not "
+                         "finite (NaN/inf), so loss and accuracy are undefined; check the "
+                         "weights (e.g. BatchNorm statistics of an extrapolated model: keep "
+                         "bn_reestimate on)")
     acc[0] += float(F.cross_entropy(logits.double(), y, reduction="sum"))
     acc[1] += int((logits.argmax(dim=1) == y).sum())
     acc[2] += int(y.numel())
@@ -148,15 +166,30 @@ def _nhwc(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 def _run_loader(model: nn.Module, loader: Iterable, device, channels_last: bool = False,
-                state: dict | None = None) -> list:
+                state: dict | None = None, where: str = "") -> list:
     acc = [0.0, 0, 0]
     with _evaluating(model, channels_last):
         for batch in loader:
             x, y = _split(batch, device)
             x = _nhwc(x, channels_last)
             out = model(x) if state is None else functional_call(model, state, (x,))
-            _score(out.float(), y, acc)
+            _score(out.float(), y, acc, where)
     return acc
+
+
+def bn_loader(model: nn.Module, loader: Iterable, bn_reestimate_loader: Iterable | None,
+              bn_reestimate: bool | None) -> Iterable | None:
+    """The loader to re-estimate BatchNorm statistics with, or None.
+
+    ``bn_reestimate=None`` (default): re-estimate whenever ``model`` has BatchNorm layers with
+    running statistics, on ``bn_reestimate_loader`` or else on ``loader`` (which must then be
+    re-iterable, e.g. a list of batches or a DataLoader). ``True``: always; ``False``: never.
+    """
+    if bn_reestimate is False:
+        return None
+    if bn_reestimate is None and not _bn_layers(model):
+        return None
+    return loader if bn_reestimate_loader is None else bn_reestimate_loader
 
 
 def _folder(model: nn.Module, loader: Iterable, device) -> BatchNormFolder | None:
@@ -178,11 +211,13 @@ def evaluate(model: nn.Module, loader: Iterable, device=None,
 
 def evaluate_path(model: nn.Module, theta0, theta1, lambdas: Sequence[float], loader: Iterable,
                   bn_reestimate_loader: Iterable | None = None, device=None,
-                  channels_last: bool = False, fold_bn: bool = True) -> pd.DataFrame:
+                  channels_last: bool = False, fold_bn: bool = True,
+                  bn_reestimate: bool | None = None) -> pd.DataFrame:
     """Loss and accuracy along theta_lambda, one full pass over ``loader`` per lambda.
 
     Each point is loaded into ``model`` (restored afterwards); with ``bn_reestimate_loader``
-    the BatchNorm statistics are re-estimated at each point first. ``channels_last`` runs
+    the BatchNorm statistics are re-estimated at each point first (by default on ``loader``
+    whenever the model has BatchNorm, see :func:`bn_loader`). ``channels_last`` runs
     NHWC (faster on CPU, float rounding differs from NCHW at ~1e-7); ``fold_bn`` evaluates
     with BatchNorm folded into the convolutions, exactly as :func:`evaluate_states` does.
 
@@ -193,6 +228,7 @@ def evaluate_path(model: nn.Module, theta0, theta1, lambdas: Sequence[float], lo
         return {k: v.detach().clone() for k, v in _state(obj).items()}
 
     saved, t0, t1 = snapshot(model), snapshot(theta0), snapshot(theta1)
+    bn_reestimate_loader = bn_loader(model, loader, bn_reestimate_loader, bn_reestimate)
     folder = _folder(model, loader, device) if fold_bn else None
     accs = []
     try:
@@ -200,11 +236,13 @@ def evaluate_path(model: nn.Module, theta0, theta1, lambdas: Sequence[float], lo
             model.load_state_dict(interpolate(t0, t1, lam))
             if bn_reestimate_loader is not None:
                 reestimate_bn(model, bn_reestimate_loader, device, channels_last)
+            where = f"lambda = {float(lam):g}"
             if folder is None:
-                accs.append(_run_loader(model, loader, device, channels_last))
+                accs.append(_run_loader(model, loader, device, channels_last, where=where))
             else:
                 accs.append(_run_loader(folder.model, loader, device, channels_last,
-                                        _folded(folder, model.state_dict(), channels_last)))
+                                        _folded(folder, model.state_dict(), channels_last),
+                                        where))
     finally:
         model.load_state_dict(saved)
     return _frame(accs, {"lambda": [float(x) for x in lambdas]})
@@ -213,7 +251,7 @@ def evaluate_path(model: nn.Module, theta0, theta1, lambdas: Sequence[float], lo
 def evaluate_states(model: nn.Module, states: Sequence[State], loader: Iterable, *,
                     bn_reestimate_loader: Iterable | None = None, device=None,
                     precompute: bool = True, channels_last: bool = False,
-                    fold_bn: bool = True) -> pd.DataFrame:
+                    fold_bn: bool = True, bn_reestimate: bool | None = None) -> pd.DataFrame:
     """Evaluate many weight settings of one architecture, reading each data batch once.
 
     A ``loader`` that is a list or tuple of batches (already decoded) is run states outer,
@@ -229,6 +267,8 @@ def evaluate_states(model: nn.Module, states: Sequence[State], loader: Iterable,
             rebuilds callables on every batch (slower, constant memory).
         bn_reestimate_loader: re-estimate BatchNorm statistics per state first (one pass
             over this loader, batch outer, state inner).
+        bn_reestimate: None (default) re-estimates whenever the model has BatchNorm, on
+            ``bn_reestimate_loader`` or else ``loader``; False never (see :func:`bn_loader`).
         channels_last: NHWC images and conv weights (same numbers as :func:`evaluate_path`
             with the same flag; faster on CPU).
         fold_bn: fold each BatchNorm into the convolution before it, per state, after any
@@ -237,7 +277,12 @@ def evaluate_states(model: nn.Module, states: Sequence[State], loader: Iterable,
 
     Returns:
         Columns ``point, loss, accuracy, error, n`` in the order of ``states``.
+
+    Raises:
+        ModelError: a state gives non-finite logits (named, with their count).
     """
+    bn_reestimate_loader = bn_loader(model, loader, bn_reestimate_loader, bn_reestimate)
+
     def build(fn):
         st = dict(_state(fn() if callable(fn) else fn))
         return {k: _nhwc(v.to(device) if device is not None else v, channels_last)
@@ -289,25 +334,28 @@ def evaluate_states(model: nn.Module, states: Sequence[State], loader: Iterable,
             for i in range(len(fns)):
                 st = final(i)
                 for x, y in xs:
-                    _score(functional_call(net, st, (x,)).float(), y, accs[i])
+                    _score(functional_call(net, st, (x,)).float(), y, accs[i], f"state {i}")
         else:  # batches outer: each batch is decoded once for all states
             for batch in loader:
                 x, y = _split(batch, device)
                 x = _nhwc(x, channels_last)
                 for i in range(len(fns)):
-                    _score(functional_call(net, final(i), (x,)).float(), y, accs[i])
+                    _score(functional_call(net, final(i), (x,)).float(), y, accs[i],
+                           f"state {i}")
     return _frame(accs)
 
 
 def evaluate_path_batched(model: nn.Module, theta0, theta1, lambdas: Sequence[float],
                           loader: Iterable, bn_reestimate_loader: Iterable | None = None,
                           device=None, precompute: bool = True,
-                          channels_last: bool = False, fold_bn: bool = True) -> pd.DataFrame:
+                          channels_last: bool = False, fold_bn: bool = True,
+                          bn_reestimate: bool | None = None) -> pd.DataFrame:
     """:func:`evaluate_path` with data outer, lambda inner (each batch decoded once)."""
     t0, t1 = _state(theta0), _state(theta1)
     df = evaluate_states(model, [lambda lam=lam: interpolate(t0, t1, lam) for lam in lambdas],
                          loader, bn_reestimate_loader=bn_reestimate_loader, device=device,
-                         precompute=precompute, channels_last=channels_last, fold_bn=fold_bn)
+                         precompute=precompute, channels_last=channels_last, fold_bn=fold_bn,
+                         bn_reestimate=bn_reestimate)
     df.insert(0, "lambda", [float(x) for x in lambdas])
     return df
 
@@ -338,19 +386,23 @@ def barrier_height(df: pd.DataFrame, metric: str = "loss",
 def barrier_paths(model: nn.Module, named_pairs: Mapping[str, tuple], loader: Iterable,
                   lambdas: Sequence[float] | None = None, *,
                   bn_reestimate_loader: Iterable | None = None, batched: bool = True,
-                  device=None, channels_last: bool = True) -> AnalysisResult:
+                  device=None, channels_last: bool = True,
+                  bn_reestimate: bool | None = None) -> AnalysisResult:
     """Loss/accuracy along the line of every pair, with barrier heights (Figures 4, 12-18).
 
     ``named_pairs``: label -> ``(theta_0, theta_1)``; ``lambdas`` default to 11 points on
     [0, 1] (``np.linspace(-1, 2, 31)`` extrapolates). ``model``'s weights are left unchanged.
     ``channels_last`` (default) runs NHWC: faster on CPU, rounding differs at ~1e-7.
+    BatchNorm statistics are re-estimated at every point whenever the model has BatchNorm,
+    on ``bn_reestimate_loader`` or ``loader`` (``bn_reestimate=False`` turns it off).
     """
+    reest = bn_loader(model, loader, bn_reestimate_loader, bn_reestimate)
     lambdas = list(np.linspace(0, 1, 11) if lambdas is None else lambdas)
     frames, summary = [], {}
     fn = evaluate_path_batched if batched else evaluate_path
     for name, (t0, t1) in named_pairs.items():
-        df = fn(model, t0, t1, lambdas, loader, bn_reestimate_loader, device,
-                channels_last=channels_last)
+        df = fn(model, t0, t1, lambdas, loader, reest, device,
+                channels_last=channels_last, bn_reestimate=reest is not None)
         frames.append(df.assign(pair=name))
         has_ends = any(np.isclose(lambdas, 0)) and any(np.isclose(lambdas, 1))
         summary[name] = {
@@ -365,7 +417,7 @@ def barrier_paths(model: nn.Module, named_pairs: Mapping[str, tuple], loader: It
     result.notes.append("Barrier height: max over lambda in [0,1] of the loss above (accuracy "
                         "below) the straight line between the endpoint values." +
                         (" BatchNorm statistics re-estimated at every point."
-                         if bn_reestimate_loader is not None else ""))
+                         if reest is not None else ""))
     return result
 
 
@@ -389,19 +441,21 @@ class BarriersOptions(AnalysisOptions):
     lambdas: list[float] = Field(default_factory=lambda: [-1.0, -0.5, 0.0, 0.25, 0.5, 0.75,
                                                           1.0, 1.5, 2.0], min_length=1,
                                  description="points (1 - lambda) theta_0 + lambda theta_1")
-    bn_reestimate: bool = Field(False, description="re-estimate BatchNorm statistics at every "
-                                "point")
+    bn_reestimate: bool | None = Field(None, description="re-estimate BatchNorm statistics at every "
+                                       "weight-space point; default (unset): whenever the "
+                                       "model has BatchNorm (extrapolated running variances "
+                                       "are meaningless)")
 
 
 def run(ctx: AuditContext, lambdas: Sequence[float] = (0.0, 0.5, 1.0),
-        bn_reestimate: bool = False) -> AnalysisResult:
+        bn_reestimate: bool | None = None) -> AnalysisResult:
     """Barriers between the two P-T and the two RI-T models of ``ctx`` (section 3.3)."""
     inp = transfer_inputs(ctx)
     named = {f"{a} - {b}": (inp.models[a].state_dict(), inp.models[b].state_dict())
              for a, b in inp.pairs[:2]}
     loader = batches(ctx)
-    return barrier_paths(inp.first, named, loader, list(lambdas),
-                         bn_reestimate_loader=loader if bn_reestimate else None)
+    return barrier_paths(inp.first, named, loader, list(lambdas), bn_reestimate_loader=loader,
+                         bn_reestimate=bn_reestimate)
 
 
 def finding(result: AnalysisResult) -> Finding | None:

@@ -18,7 +18,9 @@ conditions 2-3, the exit point f is found in weight space: along a + t (b - a) t
 weight to reach zero fixes t. For each delta of a grid both expectations are estimated by
 Monte-Carlo, and the reported delta is the smallest grid value meeting both (NaN if none).
 Noise is added to parameters only (n = their number); BatchNorm buffers are combined with the
-same weights. l is the error rate by default, as in the paper's reported basins.
+same weights, and re-estimated at every point by default whenever the model has BatchNorm
+(see :func:`~transferscope.analyses.barriers.bn_loader`). l is the error rate by default, as
+in the paper's reported basins.
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ def basin_estimates(model: nn.Module, solutions: Sequence, loader: Iterable, *,
                     num_samples: int = 16, num_pairs: int = 8,
                     deltas: Sequence[float] = DEFAULT_DELTAS, metric: str = "error",
                     seed: int = 0, param_names: Sequence[str] | None = None,
-                    bn_reestimate_loader: Iterable | None = None, device=None) -> dict:
+                    bn_reestimate_loader: Iterable | None = None, device=None,
+                    bn_reestimate: bool | None = None) -> dict:
     """Monte-Carlo estimates of mu, epsilon and delta of Definition 3.1 for hull(solutions).
 
     Args:
@@ -124,7 +127,8 @@ def basin_estimates(model: nn.Module, solutions: Sequence, loader: Iterable, *,
     n_params = sum(states[0][n].numel() for n in names)
     k = len(states)
     weights = hull_weights(k, num_samples, seed)
-    kw = dict(bn_reestimate_loader=bn_reestimate_loader, device=device)
+    kw = dict(bn_reestimate_loader=bn_reestimate_loader, device=device,
+              bn_reestimate=bn_reestimate)
     res = evaluate_states(model, [lambda w=w: combine(states, w) for w in weights], loader, **kw)
     values = res[metric].to_numpy(float)
     mu = float(values.mean())
@@ -158,7 +162,9 @@ def basin_estimates(model: nn.Module, solutions: Sequence, loader: Iterable, *,
 
         def mean_excess(cond):
             part = ex[ex["condition"] == cond] if len(ex) else ex
-            return float(sign * part["excess"].mean()) if len(part) else float("nan")
+            # skipna=False: a NaN value must not vanish from the mean (evaluate_states raises
+            # on non-finite logits, so none is expected)
+            return float(sign * part["excess"].mean(skipna=False)) if len(part) else float("nan")
 
         e2, e3 = mean_excess(2), mean_excess(3)
         ok = bool(e2 >= 2 * eps and e3 >= 2 * eps)
@@ -214,21 +220,25 @@ class BasinsOptions(AnalysisOptions):
     samples: int = Field(8, ge=1, description="Monte-Carlo points of the hull")
     pairs: int = Field(4, ge=1, description="vicinity pairs per delta")
     seed: int = 0
-    bn_reestimate: bool = Field(False, description="re-estimate BatchNorm statistics per point")
+    bn_reestimate: bool | None = Field(None, description="re-estimate BatchNorm statistics at every "
+                                       "weight-space point; default (unset): whenever the "
+                                       "model has BatchNorm (extrapolated running variances "
+                                       "are meaningless)")
 
 
 def run(ctx: AuditContext, images: int = 64, samples: int = 8, pairs: int = 4, seed: int = 0,
-        bn_reestimate: bool = False) -> AnalysisResult:
+        bn_reestimate: bool | None = None) -> AnalysisResult:
     """Definition 3.1 for the hull of the two P-T and of the two RI-T models of ``ctx``."""
     inp = transfer_inputs(ctx)
     loader = subset(ctx, images, seed)
     hulls = {kind: {n: inp.models[n].state_dict() for n in (f"{kind} #1", f"{kind} #2")}
              for kind in ("P-T", "RI-T") if f"{kind} #2" in inp.models}
     parts = {kind: hull_basins(inp.first, sols, loader, num_samples=samples, num_pairs=pairs,
-                               seed=seed, bn_reestimate_loader=loader if bn_reestimate else None)
+                               seed=seed, bn_reestimate_loader=loader,
+                               bn_reestimate=bn_reestimate)
              for kind, sols in hulls.items()}
     res = merge("basins", parts)
-    res.notes.append(f"Estimated on the same {images} validation images as module criticality.")
+    res.notes.append(f"Estimated on {images} seeded validation images.")
     return res
 
 

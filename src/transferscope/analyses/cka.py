@@ -162,13 +162,16 @@ def cka_matrix(acts_a: Mapping[str, torch.Tensor], acts_b: Mapping[str, torch.Te
 def streaming_cka(models: Mapping[str, nn.Module], loader: Iterable,
                   pairs: Sequence[tuple[str, str]], layers: Sequence[str], *,
                   pool: str = "flatten", device: str | torch.device | None = None,
-                  max_features: int = 4096) -> pd.DataFrame:
+                  max_features: int = 4096, store: dict | None = None) -> pd.DataFrame:
     """Per-layer CKA of model pairs, accumulated over the batches of ``loader``.
 
     Every model runs once per batch (in eval mode, without gradients); each layer's output is
     recorded with :func:`~transferscope.engine.inference.capture`, turned into per-sample
     features (``pool``) and fed to one :class:`LinearCKA` per
     (pair, layer), then dropped. ``loader`` yields images or ``(images, labels)``.
+
+    ``store`` (a dict), when given, collects each (model, layer)'s per-sample features as a
+    list of float64 CPU batches, for :func:`cka_intervals`.
 
     Returns:
         One row per pair (``"A & B"``), one column per layer.
@@ -208,10 +211,74 @@ def streaming_cka(models: Mapping[str, nn.Module], loader: Iterable,
                             f"with pool={pool!r}, more than max_features={max_features}; "
                             "use pool='avg' or raise max_features (memory ~ 8*p^2 bytes)")
                     feats[m][name] = f
+                    if store is not None:
+                        store.setdefault((m, name), []).append(
+                            f.detach().to("cpu", torch.float64))
             for (pair, layer), acc in accs.items():
                 acc.update(feats[pair[0]][layer], feats[pair[1]][layer])
     return pd.DataFrame([[accs[(pair, layer)].compute() for layer in layers] for pair in pairs],
                         index=[f"{a} & {b}" for a, b in pairs], columns=list(layers))
+
+
+def _gram_cka(k: np.ndarray, l: np.ndarray, idx: np.ndarray) -> float:
+    """Linear CKA of the rows ``idx`` (repeats allowed) from Gram matrices ``X X^T``."""
+    def centre(g):
+        g = g[np.ix_(idx, idx)]
+        return g - g.mean(0)[None, :] - g.mean(1)[:, None] + g.mean()
+    kc, lc = centre(k), centre(l)
+    den = np.sqrt((kc * kc).sum() * (lc * lc).sum())
+    return float((kc * lc).sum() / den) if den > 0 else float("nan")
+
+
+def _clip01(pair) -> list[float]:
+    return [float(min(max(v, 0.0), 1.0)) if v == v else v for v in pair]
+
+
+def cka_intervals(features: Mapping[tuple[str, str], torch.Tensor],
+                  pairs: Sequence[tuple[str, str]], layers: Sequence[str], *,
+                  n_boot: int = 200, seed: int = 0, max_images: int = 2000) -> dict:
+    """Seeded percentile-bootstrap 95 % intervals of CKA over images.
+
+    ``features[(model, layer)]`` is ``(n, p)`` per-sample features (the same n images for all).
+    Images are resampled with replacement (one resampling shared by every pair and layer,
+    through the seed); CKA of a resample is computed from the ``n x n`` Gram matrices, which
+    equals the feature-space CKA of the repeated rows. Repeated rows raise the plug-in linear
+    CKA (measured on the quick demo: every resample of 153 images above the estimate), so the
+    percentile interval is shifted by the bootstrap bias estimate (``bias_correct``) and
+    clipped to [0, 1]. Returns ``{"cka_ci95": {pair: {layer:
+    [lo, hi]}}, "mean_cka_ci95": {pair: [lo, hi]}, "n": n}``; empty intervals (NaN) when
+    ``n > max_images`` (Gram matrices would be too large).
+
+    Example:
+        >>> x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
+        >>> r = cka_intervals({("a", "l"): x, ("b", "l"): 2 * x}, [("a", "b")], ["l"])
+        >>> [round(v, 6) for v in r["cka_ci95"]["a & b"]["l"]], r["n"]
+        ([1.0, 1.0], 30)
+    """
+    from transferscope.analyses._stats import bootstrap_ci
+
+    n = len(next(iter(features.values()))) if features else 0
+    nan = [float("nan"), float("nan")]
+    out = {"cka_ci95": {}, "mean_cka_ci95": {}, "n": int(n)}
+    if n == 0 or n > max_images:
+        out["cka_ci95"] = {f"{a} & {b}": {la: nan for la in layers} for a, b in pairs}
+        out["mean_cka_ci95"] = {f"{a} & {b}": nan for a, b in pairs}
+        return out
+    gram = {}
+    for key, f in features.items():
+        x = torch.as_tensor(f).flatten(1).double().numpy()
+        gram[key] = x @ x.T
+    for a, b in pairs:
+        per = {la: (gram[(a, la)], gram[(b, la)]) for la in layers}
+        name = f"{a} & {b}"
+        out["cka_ci95"][name] = {
+            la: _clip01(bootstrap_ci(lambda i, g=g: _gram_cka(g[0], g[1], i), n,
+                                     n_boot=n_boot, seed=seed, bias_correct=True))
+            for la, g in per.items()}
+        out["mean_cka_ci95"][name] = _clip01(bootstrap_ci(
+            lambda i: float(np.nanmean([_gram_cka(k, l, i) for k, l in per.values()])), n,
+            n_boot=n_boot, seed=seed, bias_correct=True))
+    return out
 
 
 def cka_all_pairs(model_a: nn.Module, model_b: nn.Module, loader: Iterable,
@@ -263,7 +330,7 @@ def cka_all_pairs(model_a: nn.Module, model_b: nn.Module, loader: Iterable,
 def cka_tables(models: Mapping[str, nn.Module], loader: Iterable,
                pairs: Sequence[tuple[str, str]] | None = None,
                layers: Sequence[str] | None = None, *, pool: str = "flatten", device=None,
-               max_features: int = 4096) -> AnalysisResult:
+               max_features: int = 4096, n_boot: int = 200, seed: int = 0) -> AnalysisResult:
     """Table 1 / 7: per-module CKA for model pairs, with a heat-map.
 
     Args:
@@ -273,6 +340,8 @@ def cka_tables(models: Mapping[str, nn.Module], loader: Iterable,
         layers: layer-group names or module paths (default: every non-classifier layer group
             of the first model).
         pool, device, max_features: see :func:`streaming_cka`.
+        n_boot, seed: bootstrap over images for the 95 % intervals (:func:`cka_intervals`;
+            computed with ``pool="avg"``; ``n_boot=0`` skips them).
     """
     names = list(models)
     pairs = [tuple(p) for p in (pairs or itertools.combinations(names, 2))]
@@ -283,8 +352,11 @@ def cka_tables(models: Mapping[str, nn.Module], loader: Iterable,
         if not hasattr(first, "layer_groups"):
             raise ConfigError("give layers= (module paths) for models without layer groups")
         layers = [g.name for g in first.layer_groups(include_classifier=False)]
+    # per-sample features are kept for the bootstrap only when pooled (small): flattened
+    # C*H*W features of every image would not fit in memory on real data
+    store: dict | None = {} if n_boot > 0 and pool == "avg" else None
     wide = streaming_cka(models, loader, pairs, list(layers), pool=pool, device=device,
-                         max_features=max_features)
+                         max_features=max_features, store=store)
     long = wide.reset_index(names="pair").melt(id_vars="pair", var_name="layer",
                                                value_name="CKA")
     summary = {"pool": pool, "layers": list(layers),
@@ -293,6 +365,10 @@ def cka_tables(models: Mapping[str, nn.Module], loader: Iterable,
                "mean_cka": {pair: float(np.nanmean(row.to_numpy(float)))
                             if np.isfinite(row.to_numpy(float)).any() else float("nan")
                             for pair, row in wide.iterrows()}}
+    if store:
+        feats = {k: torch.cat(v) for k, v in store.items()}
+        summary.update(cka_intervals(feats, pairs, list(layers), n_boot=n_boot, seed=seed))
+        store.clear()
     result = AnalysisResult("cka", summary, {"cka": long})
     result.figures["cka_heatmap"] = plot_heatmap(wide)
     result.notes.append(f"Linear CKA accumulated over mini-batches in float64; features per "

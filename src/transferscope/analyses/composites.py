@@ -19,6 +19,7 @@ from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
+from transferscope.analyses._stats import bootstrap_ci
 from transferscope.analyses.context import AuditContext
 from transferscope.analyses.interference_bias import bias_matrix, bias_strength
 from transferscope.data.composite import PAPER000_SIDE, PAPER001_SIDE, CompositeSet
@@ -112,8 +113,45 @@ def group_of(plan_: CompositePlan, classes: list[str]) -> list[str]:
     return out
 
 
+def accuracy_intervals(clean_hits, hits, kind, seed: int = 0, n_boot: int = 1000) -> dict:
+    """95 % bootstrap intervals (over images / composites) of clean accuracy, accuracy on all
+    composites, per background group, and of the drop neutral - against (groups resampled
+    separately). ``clean_hits (N,)``, ``hits (M,)`` booleans, ``kind (M,)`` group names.
+
+    Example:
+        >>> r = accuracy_intervals([1, 1], [1, 0, 1, 0], ["neutral", "neutral", "against",
+        ...                                               "against"])
+        >>> r["clean_ci95"], r["n_clean"], r["n_composites"], r["n_against"]
+        ([1.0, 1.0], 2, 4, 2)
+    """
+    import numpy as np
+
+    clean_hits = np.asarray(clean_hits, float)
+    hits, kind = np.asarray(hits, float), np.asarray(kind)
+    out = {"clean_ci95": list(bootstrap_ci(clean_hits, seed=seed, n_boot=n_boot)),
+           "n_clean": int(clean_hits.size),
+           "all_composites_ci95": list(bootstrap_ci(hits, seed=seed, n_boot=n_boot)),
+           "n_composites": int(hits.size)}
+    for k in ("agrees", "neutral", "against"):
+        sel = hits[kind == k]
+        out[f"{k}_ci95"] = list(bootstrap_ci(sel, seed=seed, n_boot=n_boot))
+        out[f"n_{k}"] = int(sel.size)
+    both = (kind == "neutral") | (kind == "against")
+    h, g = hits[both], kind[both]
+    if (g == "neutral").any() and (g == "against").any():
+        def drop(i):
+            return h[i][g[i] == "neutral"].mean() - h[i][g[i] == "against"].mean()
+        out["drop_against_vs_neutral_ci95"] = list(bootstrap_ci(
+            drop, h.size, seed=seed, n_boot=n_boot, strata=g))
+    else:
+        out["drop_against_vs_neutral_ci95"] = [float("nan"), float("nan")]
+    return out
+
+
 def run(ctx: AuditContext, examples: int = 8, **params) -> AnalysisResult:
-    """Accuracy of every target model on composites, per background group and class."""
+    """Accuracy of every target model on composites, per background group and class, with
+    95 % bootstrap intervals (:func:`accuracy_intervals`)."""
+    seed = int(params.get("seed", 0))
     p = plan(ctx, **params)
     comp, classes = p.composites, ctx.target_classes
     kind = group_of(p, classes)
@@ -131,10 +169,14 @@ def run(ctx: AuditContext, examples: int = 8, **params) -> AnalysisResult:
                      "all composites": float(frame[model_name].mean()),
                      **{f"background {k}": acc.get(k, float("nan"))
                         for k in ("agrees", "neutral", "against")}})
+        clean_hits = (ctx.predict(model, ctx.target_data).preds ==
+                      ctx.target_data.targets).numpy()
         summary["models"][model_name] = {"clean": clean, **{k: float(v) for k, v in acc.items()},
                                          "drop_against_vs_neutral":
                                          acc.get("neutral", float("nan")) -
-                                         acc.get("against", float("nan"))}
+                                         acc.get("against", float("nan")),
+                                         **accuracy_intervals(clean_hits, frame[model_name],
+                                                              frame["kind"], seed)}
     for (bg, pasted), grp in frame.groupby(["background", "pasted"]):
         per_bg.append({"background class": int(bg), "background name": names[bg],
                        "group": _label(p.groups[bg], classes),

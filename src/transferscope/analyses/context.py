@@ -70,6 +70,7 @@ class AuditContext:
     device: str = "auto"  # where forward passes and Grad-CAM run (engine.resolve_device)
     entries: dict[str, ModelEntry] = field(default_factory=dict)
     memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    target_train_data: ImageSet | None = None  # D^t's training split: v(c) of the detector
 
     def __post_init__(self) -> None:
         from transferscope.engine.device import check_amp, resolve_device

@@ -4,13 +4,15 @@ Figure 30).
 One module i (a :class:`~transferscope.models.LayerGroup`) is moved while every other module
 keeps its trained value theta^F. Along the path from its initial value theta_i^0 to its
 trained value, at position alpha in [0, 1], Gaussian noise u of level sigma is added, and the
-error of the whole network is measured (averaged over noise draws). A module whose error
-stays low far back along the path and under large noise lies in a wide valley (not
-critical); a module that needs alpha near 1 and tolerates little noise is critical.
+loss of the whole network is measured (averaged over noise draws; Definition 3.2 uses the
+training loss L_S, so evaluate on training images; the 0-1 error is kept alongside). A
+module whose loss stays low far back along the path and under large noise lies in a wide
+valley (not critical); a module that needs alpha near 1 and tolerates little noise is
+critical.
 
-Definition 3.2 condenses the alpha x sigma error grid into
+Definition 3.2 condenses the alpha x sigma loss grid into
 
-    mu_i = min over (alpha, sigma) with E_u[error] <= epsilon  of
+    mu_i = min over (alpha, sigma) with E_u[L_S] <= epsilon  of
            alpha^2 ||theta_i^F - theta_i^0||_F^2 / sigma^2
 
 and the network criticality is the sum over modules. The paper's extensions are supported:
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,7 +48,7 @@ from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
-from transferscope.analyses._transfer import batches, merge, subset, transfer_inputs
+from transferscope.analyses._transfer import merge, train_subset, transfer_inputs
 from transferscope.analyses._weights import seed_of as _seed
 from transferscope.analyses._weights import state_of as _state
 from transferscope.analyses.barriers import combine, evaluate_states
@@ -100,9 +102,10 @@ def path_point(checkpoints: Sequence[Mapping[str, torch.Tensor]], names: Sequenc
     return point, dist2
 
 
-def criticality_score(grid: pd.DataFrame, epsilon: float) -> float:
-    """Definition 3.2 from one module's grid (columns ``sigma, error, distance_sq``)."""
-    ok = (grid["sigma"] > 0) & (grid["error"] <= epsilon + 1e-12)
+def criticality_score(grid: pd.DataFrame, epsilon: float, metric: str = "loss") -> float:
+    """Definition 3.2 from one module's grid (columns ``sigma, distance_sq`` and ``metric``:
+    ``"loss"``, the mean cross-entropy as in the definition, or ``"error"``)."""
+    ok = (grid["sigma"] > 0) & (grid[metric] <= epsilon + 1e-12)
     if not ok.any():
         return math.inf
     g = grid[ok]
@@ -114,7 +117,7 @@ def criticality_grid(model: nn.Module, init, trained, loader: Iterable, *, modul
                      sigmas: Sequence[float] = (0.0, 0.1, 0.2, 0.4, 0.7, 1.0),
                      samples: int = 3, seed: int = 0, noise: str = "relative",
                      path: Sequence | None = None, bn_reestimate_loader=None,
-                     device=None) -> pd.DataFrame:
+                     device=None, bn_reestimate: bool | None = None) -> pd.DataFrame:
     """The alpha x sigma error grid of every module.
 
     Args:
@@ -167,7 +170,7 @@ def criticality_grid(model: nn.Module, init, trained, loader: Iterable, *, modul
                     fns.append(build)
                     meta.append((float(alpha), float(sigma), dist2))
         res = evaluate_states(model, fns, loader, bn_reestimate_loader=bn_reestimate_loader,
-                              device=device)
+                              device=device, bn_reestimate=bn_reestimate)
         df = pd.DataFrame(meta, columns=["alpha", "sigma", "distance_sq"])
         df[["error", "loss"]] = res[["error", "loss"]].to_numpy()
         agg = df.groupby(["alpha", "sigma"], sort=False).agg(
@@ -181,30 +184,38 @@ def criticality_grid(model: nn.Module, init, trained, loader: Iterable, *, modul
 
 def criticality_scores(model: nn.Module, init, trained, loader: Iterable, *,
                        epsilon: float | None = None, tolerance: float = 0.05,
-                       paths: Mapping[str, Sequence] | None = None,
+                       paths: Mapping[str, Sequence] | None = None, metric: str = "loss",
                        **grid_kwargs) -> AnalysisResult:
     """Criticality grid, per-module scores and network criticality (Figures 5, 6, 30).
 
     Args:
-        epsilon: error threshold of Definition 3.2; default: the error of ``trained`` plus
-            ``tolerance``.
+        epsilon: threshold of Definition 3.2 on ``metric``; default: the value of
+            ``trained`` plus ``tolerance``.
+        metric: ``"loss"`` (default: the definition's L_S; pass training images as
+            ``loader``) or ``"error"`` (0-1 error, coarse on few images).
         paths: optional ``{label: checkpoints}`` evaluated in addition to the direct line
             (label ``"direct"``).
         grid_kwargs: passed to :func:`criticality_grid` (modules, alphas, sigmas, samples,
             seed, noise, bn_reestimate_loader, device).
     """
     base = evaluate_states(model, [_state(trained)], loader, device=grid_kwargs.get("device"),
-                           bn_reestimate_loader=grid_kwargs.get("bn_reestimate_loader"))
+                           bn_reestimate_loader=grid_kwargs.get("bn_reestimate_loader"),
+                           bn_reestimate=grid_kwargs.get("bn_reestimate"))
+    if metric not in ("loss", "error"):
+        raise ConfigError(f"criticality metric must be 'loss' or 'error', got {metric!r}")
     base_error = float(base["error"].iloc[0])
-    eps = base_error + tolerance if epsilon is None else float(epsilon)
-    grids, scores, summary = [], [], {"epsilon": eps, "trained_error": base_error}
+    base_value = float(base[metric].iloc[0])
+    eps = base_value + tolerance if epsilon is None else float(epsilon)
+    grids, scores, summary = [], [], {"epsilon": eps, "metric": metric,
+                                      "trained_error": base_error,
+                                      "trained_loss": float(base["loss"].iloc[0])}
     for label, path in {"direct": None, **(paths or {})}.items():
         grid = criticality_grid(model, init, trained, loader, path=path, **grid_kwargs)
         grids.append(grid.assign(path=label))
         for mod, part in grid.groupby("module", sort=False):
             rewind = part[(part["alpha"] == 0) & (part["sigma"] == 0)]["error"]
             scores.append({"path": label, "module": mod,
-                           "criticality": criticality_score(part, eps),
+                           "criticality": criticality_score(part, eps, metric),
                            "rewind_error": float(rewind.iloc[0]) if len(rewind) else math.nan})
         summary[f"network_criticality/{label}"] = float(sum(
             s["criticality"] for s in scores if s["path"] == label))
@@ -216,7 +227,8 @@ def criticality_scores(model: nn.Module, init, trained, loader: Iterable, *,
         result.figures[f"grid_{label}"] = plot_grids(part)
     result.notes.append(f"Noise mode {grid_kwargs.get('noise', 'relative')!r}; score = min "
                         "alpha^2 ||dtheta||^2 / sigma^2 over grid points with sigma > 0 and "
-                        f"mean error <= {eps:.4f} (inf if none).")
+                        f"mean {metric} <= {eps:.4f} (inf if none); "
+                        f"{grid_kwargs.get('samples', 3)} noise draws per point.")
     return result
 
 
@@ -249,27 +261,38 @@ class CriticalityOptions(AnalysisOptions):
     images: int = Field(64, ge=1, description="validation images of the seeded sample")
     modules: int = Field(6, ge=2, description="modules evaluated, spread over the network "
                          "(the last always included)")
-    alphas: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0], min_length=1)
-    sigmas: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.25], min_length=1,
-                                description="relative noise; at 0.5 most blocks never meet "
-                                "epsilon")
+    alphas: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
+                                min_length=1)
+    sigmas: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.35],
+                                min_length=1, description="relative noise; at 0.5 most blocks "
+                                "never meet epsilon")
+    draws: int = Field(3, ge=1, description="noise draws averaged per grid point (Definition "
+                       "3.2's expectation)")
+    metric: Literal["loss", "error"] = Field("loss", description="Definition 3.2 uses the "
+                                             "training loss; 'error' is the 0-1 error")
     seed: int = 0
-    bn_reestimate: bool = Field(False, description="re-estimate BatchNorm statistics (on the "
-                                "whole validation set) per point")
+    bn_reestimate: bool | None = Field(None, description="re-estimate BatchNorm statistics at every "
+                                       "weight-space point; default (unset): whenever the "
+                                       "model has BatchNorm (extrapolated running variances "
+                                       "are meaningless)")
 
 
 def run(ctx: AuditContext, images: int = 64, modules: int = 6,
-        alphas: Sequence[float] = (0.0, 0.5, 1.0), sigmas: Sequence[float] = (0.0, 0.1, 0.25),
-        seed: int = 0, bn_reestimate: bool = False) -> AnalysisResult:
-    """Module criticality of P-T #1 and RI-T #1 of ``ctx`` (from their initial weights)."""
+        alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        sigmas: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.35), draws: int = 3,
+        metric: str = "loss", seed: int = 0, bn_reestimate: bool | None = None) -> AnalysisResult:
+    """Module criticality of P-T #1 and RI-T #1 of ``ctx`` (from their initial weights), on
+    ``images`` seeded training images (Definition 3.2 uses the training loss; the validation
+    split stands in when the context has no training split)."""
     inp = transfer_inputs(ctx)
     groups = [g.name for g in inp.first.layer_groups()]
     step = max(1, len(groups) // modules)
     chosen = groups[::step][:modules - 1] + [groups[-1]]
+    loader = train_subset(ctx, images, seed)
     crit = {name: criticality_scores(
-        inp.first, inp.inits[name], inp.models[name].state_dict(), subset(ctx, images, seed),
-        modules=chosen, alphas=tuple(alphas), sigmas=tuple(sigmas), samples=1, seed=seed,
-        bn_reestimate_loader=batches(ctx) if bn_reestimate else None)
+        inp.first, inp.inits[name], inp.models[name].state_dict(), loader,
+        modules=chosen, alphas=tuple(alphas), sigmas=tuple(sigmas), samples=draws, seed=seed,
+        metric=metric, bn_reestimate_loader=loader, bn_reestimate=bn_reestimate)
         for name in ("P-T #1", "RI-T #1") if name in inp.models and name in inp.inits}
     return merge("criticality", crit)
 

@@ -67,27 +67,38 @@ def l2_distance(a: StateDict, b: StateDict, names: Sequence[str], *,
 
 
 def layer_distances(a, b, groups_from: TransferModel, *,
-                    labels: tuple[str, str] = ("a", "b")) -> pd.DataFrame:
+                    labels: tuple[str, str] = ("a", "b"),
+                    head_mismatch: str = "raise") -> pd.DataFrame:
     """Per-layer-group and total l2 distance between two parameter sets.
 
     Args:
         a, b: state dicts (or modules) with the uniform ``backbone.*`` / ``head.*`` keys.
         groups_from: a model of the architecture: its layer groups and parameter names.
         labels: how ``a`` and ``b`` are named in error messages.
+        head_mismatch: ``"raise"`` (default) or ``"skip"``: classifier groups whose shapes
+            differ (P's source head against a target model's head, Table 2's "P-T & P")
+            get l2 NaN and are left out of the total.
 
     Returns:
         Rows ``layer, l2, n_params, is_classifier``, one per group in order, then ``"total"``
-        (all parameters of ``groups_from``, ``is_classifier`` False).
+        (all parameters of ``groups_from`` - less a skipped head - ``is_classifier`` False).
     """
+    if head_mismatch not in ("raise", "skip"):
+        raise ModelError(f"head_mismatch must be 'raise' or 'skip', got {head_mismatch!r}")
     sa, sb = _state(a), _state(b)
     dicts = {labels[0]: sa, labels[1]: sb}
-    rows = []
+    rows, skipped = [], set()
     for name, params, is_cls in parameter_groups(groups_from):
+        if is_cls and head_mismatch == "skip" and any(
+                p in sa and p in sb and sa[p].shape != sb[p].shape for p in params):
+            skipped.update(params)
+            rows.append({"layer": name, "l2": math.nan, "n_params": 0, "is_classifier": True})
+            continue
         check_state_dicts(dicts, params, layer=name)
         n = sum(sa[p].numel() for p in params)
         rows.append({"layer": name, "l2": math.sqrt(squared_l2(sa, sb, params)) if n else
                      math.nan, "n_params": n, "is_classifier": is_cls})
-    every = [n for n, _ in groups_from.named_parameters()]
+    every = [n for n, _ in groups_from.named_parameters() if n not in skipped]
     check_state_dicts(dicts, every)
     rows.append({"layer": "total", "l2": math.sqrt(squared_l2(sa, sb, every)),
                  "n_params": sum(sa[p].numel() for p in every), "is_classifier": False})
@@ -96,7 +107,8 @@ def layer_distances(a, b, groups_from: TransferModel, *,
 
 def distance_tables(named_states: Mapping[str, object], groups_from: TransferModel,
                     init: Mapping[str, object] | None = None,
-                    pairs: Sequence[tuple[str, str]] | None = None) -> AnalysisResult:
+                    pairs: Sequence[tuple[str, str]] | None = None,
+                    head_mismatch: str = "raise") -> AnalysisResult:
     """Table 2 / Figure 10 (pairwise) and Table 8 / Figure 11 (distance to initialisation).
 
     Args:
@@ -104,7 +116,10 @@ def distance_tables(named_states: Mapping[str, object], groups_from: TransferMod
         groups_from: a model of the architecture, for layer groups and parameter names.
         init: model name -> the state that model started from (e.g. ``{"P-T #1": P,
             "RI-T #1": RI}``); names must appear in ``named_states``.
-        pairs: which pairs to compare (default: every pair).
+        pairs: which pairs to compare (default: every pair), e.g. Table 2's "2 P-T",
+            "2 RI-T", "P-T & P" and "RI-T & P".
+        head_mismatch: ``"skip"`` compares models with different heads (P against a target
+            model) on every other parameter (see :func:`layer_distances`).
 
     Raises:
         ModelError: a parameter is missing or has another shape, naming it and its layer.
@@ -118,7 +133,8 @@ def distance_tables(named_states: Mapping[str, object], groups_from: TransferMod
                                  f"states ({', '.join(names)})")
     rows, summary = [], {"pairwise_total": {}, "to_init_total": {}}
     for a, b in pairs:
-        t = layer_distances(named_states[a], named_states[b], groups_from, labels=(a, b))
+        t = layer_distances(named_states[a], named_states[b], groups_from, labels=(a, b),
+                            head_mismatch=head_mismatch)
         rows.append(t.assign(pair=f"{a} & {b}"))
         summary["pairwise_total"][f"{a} & {b}"] = float(t["l2"].iloc[-1])
     init_rows = []
@@ -142,7 +158,9 @@ def distance_tables(named_states: Mapping[str, object], groups_from: TransferMod
         result.figures["to_init_per_module"] = plot_per_module(
             tables["to_init"], "model", "l2 distance to initialisation")
     result.notes.append("l2 over parameters only (BatchNorm running statistics and other "
-                        "buffers excluded); 'total' covers every parameter of the model.")
+                        "buffers excluded); 'total' covers every parameter of the model" +
+                        (", except a classifier head whose shape differs between the two "
+                         "models (pairs with P)." if head_mismatch == "skip" else "."))
     return result
 
 
@@ -169,10 +187,13 @@ def plot_per_module(table: pd.DataFrame, by: str, ylabel: str):
 
 
 def run(ctx: AuditContext) -> AnalysisResult:
-    """l2 distances between the P-T / RI-T models of ``ctx`` and to their initial weights."""
+    """l2 distances between the P-T / RI-T models of ``ctx``, to the source P (paper 003,
+    Table 2: P-T & P, RI-T & P) and to their initial weights."""
     inp = transfer_inputs(ctx)
-    return distance_tables({k: m.state_dict() for k, m in inp.models.items()}, inp.first,
-                           init=inp.inits or None, pairs=inp.pairs or None)
+    with_p = [(k, "P") for k in inp.models if k.endswith("#1")]
+    states = {**{k: m.state_dict() for k, m in inp.models.items()}, "P": ctx.source.state_dict()}
+    return distance_tables(states, inp.first, init=inp.inits or None,
+                           pairs=list(inp.pairs) + with_p, head_mismatch="skip")
 
 
 def finding(result: AnalysisResult) -> Finding | None:

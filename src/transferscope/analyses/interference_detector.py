@@ -2,7 +2,24 @@
 
 ``flag(x)`` is true when M^st gives any lingering class in L a probability above ``p_lo``:
 the input shows a source-only feature the fine-tuned model still reacts to, so M^t's answer
-may be distracted. :func:`evaluate` measures how well the flag predicts M^t's mistakes.
+may be distracted.
+
+Protocol (held out):
+
+* v(c) (eq. 1) counts the *training* split of the target data (the fine-tuning data, as in
+  the paper), so F (eq. 2) and L (eq. 3) never see the images the detector is scored on;
+  without a training split in the context the validation split is used and the result is
+  marked ``held_out: false``.
+* The detector is scored on held-out clean validation images (negatives) against composites
+  that paste validation images on source backgrounds (positives): AUROC of the score with a
+  seeded bootstrap 95 % interval over images, and the flag rates at ``p_lo``.
+* Two settings: the paper's defaults (k = 5, v_lo = 0, p_lo = 10x chance = 0.01 for 1000
+  classes) and a (p_lo, k) calibrated on a held-out half of the training split (v(c) on one
+  half; clean images of the other half vs composites made from them; the setting with the
+  largest true-minus-false flag rate wins, ties to the earlier grid entry).
+* An empty L gives NaN scores and a ``reason`` (never a silent AUROC of 0.5); the summary
+  says in words whether the detector (at the calibrated setting when there is one) separates
+  clean images from composites (the lower end of the AUROC interval above 0.5) or not.
 """
 
 from __future__ import annotations
@@ -10,18 +27,23 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
-from transferscope.analyses._stats import auroc
+from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
+from transferscope.analyses._stats import auroc, bootstrap_ci
 from transferscope.analyses.composites import CompositeOptions
 from transferscope.analyses.context import AuditContext
 from transferscope.analyses.lingering_features import (class_mean_prob, lingering, source_only,
                                                        source_votes)
 from transferscope.models.base import TransferModel
+
+PAPER_K, PAPER_V_LO = 5, 0
+P_LO_FACTORS = (10.0, 1.0, 2.0, 5.0, 20.0, 50.0)  # calibration grid, x chance (1 / S); paper: 10
+K_GRID = (5, 1, 3, 10)
 
 
 @dataclass
@@ -39,10 +61,9 @@ class InterferenceDetector:
     p_lo: float
 
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """``(N, S)`` M^st logits -> ``(N,)`` max probability over L (0 if L is empty)."""
-        if len(self.classes) == 0:
-            return torch.zeros(len(logits))
-        return logits.softmax(1)[:, self.classes].max(1).values
+        """``(N, S)`` M^st logits -> ``(N,)`` max probability over L (NaN if L is empty:
+        there is nothing to detect)."""
+        return interference_scores(logits, self.classes)
 
     @torch.inference_mode()
     def score(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,24 +72,99 @@ class InterferenceDetector:
         return self.score_logits(self.m_st(x))
 
     def flag(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` booleans: eq. 5, score > p_lo."""
+        """``(N,)`` booleans: eq. 5, score > p_lo (False where L is empty)."""
         return self.score(x) > self.p_lo
 
 
-def build(ctx: AuditContext, name: str, k: int = 5, v_lo: int = 0,
-          p_lo: float | None = None) -> InterferenceDetector:
-    """Detector for target model ``name`` with L found as in :mod:`.lingering_features`."""
+def interference_scores(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """``(N, S)`` logits -> ``(N,)`` max softmax probability over ``classes``; NaN if empty.
+
+    Example:
+        >>> interference_scores(torch.zeros(2, 4), torch.tensor([1, 3])).tolist()
+        [0.25, 0.25]
+        >>> interference_scores(torch.zeros(2, 4), torch.tensor([], dtype=torch.long)).isnan().all()
+        tensor(True)
+    """
+    if len(classes) == 0:
+        return torch.full((len(logits),), float("nan"))
+    return logits.softmax(1)[:, classes].max(1).values
+
+
+def lingering_set(votes_logits: torch.Tensor, st_probs: torch.Tensor, st_labels: torch.Tensor,
+                  k: int, v_lo: int, p_lo: float) -> torch.Tensor:
+    """L (eq. 1-3) as class indices: ``votes_logits (N, S)`` of M^s on the target training
+    images, ``st_probs (M, S)`` / ``st_labels (M,)`` of M^st on labelled source images."""
+    only = source_only(source_votes(votes_logits, k), v_lo)
+    return torch.nonzero(lingering(class_mean_prob(st_probs, st_labels), only, p_lo)).flatten()
+
+
+def separation(clean: np.ndarray, composites: np.ndarray, p_lo: float, *, seed: int = 0,
+               n_boot: int = 1000) -> dict:
+    """How well scores separate clean images (negatives) from composites (positives).
+
+    Returns AUROC with its bootstrap interval (resampling clean images and composites
+    separately), the flag rates ``score > p_lo`` of both, their difference (Youden's J), the
+    counts, and a ``reason`` when the scores are undefined (L empty).
+
+    Example:
+        >>> r = separation(np.array([0.1, 0.2, 0.3]), np.array([0.5, 0.6, 0.7]), 0.4)
+        >>> r["auroc"], r["flag_rate_composites"], r["flag_rate_clean"], r["separates"]
+        (1.0, 1.0, 0.0, True)
+    """
+    clean, composites = np.asarray(clean, float), np.asarray(composites, float)
+    out = {"n_clean": int(clean.size), "n_composites": int(composites.size), "p_lo": p_lo}
+    if clean.size == 0 or composites.size == 0 or np.isnan(clean).all():
+        out.update(auroc=float("nan"), auroc_ci95=[float("nan")] * 2, flag_rate_clean=float("nan"),
+                   flag_rate_composites=float("nan"), youden_j=float("nan"), separates=False,
+                   reason="no lingering class (L is empty) at this setting: nothing to detect"
+                   if clean.size and np.isnan(clean).all() else "no images to score")
+        return out
+    scores = np.concatenate([clean, composites])
+    pos = np.concatenate([np.zeros(clean.size, bool), np.ones(composites.size, bool)])
+    a = auroc(scores, pos)
+    lo, hi = bootstrap_ci(lambda i: auroc(scores[i], pos[i]), len(scores), n_boot=n_boot,
+                          seed=seed, strata=pos)
+    fc, fp = float((clean > p_lo).mean()), float((composites > p_lo).mean())
+    out.update(auroc=a, auroc_ci95=[lo, hi], flag_rate_clean=fc, flag_rate_composites=fp,
+               youden_j=fp - fc, separates=bool(lo > 0.5), reason="")
+    return out
+
+
+def verdict(sep: dict) -> str:
+    """One plain sentence from :func:`separation`'s result."""
+    if sep.get("reason"):
+        return f"cannot be scored: {sep['reason']}"
+    lo, hi = sep["auroc_ci95"]
+    words = "separates" if sep["separates"] else "does not separate"
+    return (f"{words} clean images from composites (AUROC {sep['auroc']:.2f}, 95 % CI "
+            f"[{lo:.2f}, {hi:.2f}]; flags {100 * sep['flag_rate_composites']:.0f}% of "
+            f"composites and {100 * sep['flag_rate_clean']:.0f}% of clean images)")
+
+
+def build(ctx: AuditContext, name: str, k: int = PAPER_K, v_lo: int = PAPER_V_LO,
+          p_lo: float | None = None, votes_data=None) -> InterferenceDetector:
+    """Detector for target model ``name``: v(c) over ``votes_data`` (default: the training
+    split ``ctx.target_train_data`` when present, else ``ctx.target_data``)."""
     p_lo = 10.0 / ctx.source.num_classes if p_lo is None else p_lo
-    only = source_only(source_votes(ctx.predict(ctx.source_for(name), ctx.target_data).logits,
-                                    k), v_lo)
+    data = votes_data if votes_data is not None else _train_split(ctx)
     m_st = ctx.m_st(name)
+    probs, labels = _source_probs(ctx, m_st)
+    votes = ctx.predict(ctx.source_for(name), data).logits
+    return InterferenceDetector(m_st, lingering_set(votes, probs, labels, k, v_lo, p_lo), p_lo)
+
+
+def _train_split(ctx: AuditContext):
+    return ctx.target_train_data if getattr(ctx, "target_train_data", None) is not None \
+        else ctx.target_data
+
+
+def _source_probs(ctx: AuditContext, m_st) -> tuple[torch.Tensor, torch.Tensor]:
     probs, labels = [], []
     for data in ctx.source_data.values():
         pred = ctx.predict(m_st, data)
         probs.append(pred.probs)
         labels.append(pred.labels)
-    mask = lingering(class_mean_prob(torch.cat(probs), torch.cat(labels)), only, p_lo)
-    return InterferenceDetector(m_st, torch.nonzero(mask).flatten(), p_lo)
+    return torch.cat(probs), torch.cat(labels)
 
 
 def evaluate_on(detector: InterferenceDetector, ctx: AuditContext, name: str, data,
@@ -79,7 +175,8 @@ def evaluate_on(detector: InterferenceDetector, ctx: AuditContext, name: str, da
     flags = scores > detector.p_lo
     tp = int((flags & wrong).sum())
     return {"data": label, "images": len(wrong), "mistakes": int(wrong.sum()),
-            "flagged": int(flags.sum()), "auroc": auroc(scores, wrong),
+            "flagged": int(flags.sum()),
+            "auroc": auroc(scores, wrong) if len(detector.classes) else float("nan"),
             "precision": tp / flags.sum() if flags.sum() else float("nan"),
             "recall": tp / wrong.sum() if wrong.sum() else float("nan"),
             "error rate flagged": float(wrong[flags].mean()) if flags.any() else float("nan"),
@@ -87,60 +184,151 @@ def evaluate_on(detector: InterferenceDetector, ctx: AuditContext, name: str, da
             float("nan")}
 
 
-def run(ctx: AuditContext, extra_sets: dict | None = None, composites: dict | None = None,
-        **params) -> AnalysisResult:
-    """Evaluate the detector of every transferred model on the clean target data (and on
-    ``extra_sets``; ``composites``: options of the shared composite plan, whose composites
-    are evaluated too)."""
-    if composites is not None:
-        from transferscope.analyses.composites import plan
+def calibrate(ctx: AuditContext, name: str, composites, *, v_lo: int = PAPER_V_LO,
+              seed: int = 0, overlays: int = 20) -> tuple[dict, pd.DataFrame]:
+    """(p_lo, k) from a held-out half of the training split.
 
+    v(c) uses half A; clean images of half B and composites pasting up to ``overlays`` half-B
+    images on the backgrounds of ``composites`` are scored for every (p_lo, k) of the grid
+    (p_lo = factor / S for ``P_LO_FACTORS``, k in ``K_GRID``). The best Youden's J wins.
+    Returns the chosen ``{"p_lo", "k"}`` and the grid table.
+    """
+    from transferscope.data.composite import CompositeSet
+
+    train = _train_split(ctx)
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+    half_a, half_b = train.subset(sorted(perm[::2])), train.subset(sorted(perm[1::2]))
+    pick = sorted(torch.randperm(len(half_b), generator=torch.Generator().manual_seed(seed + 1))
+                  [:overlays].tolist())
+    calib = CompositeSet(composites.backgrounds, half_b, list(composites.background_ids), pick,
+                         composites.size, composites.side_fraction, 1, composites.seed + 1)
+    m_st = ctx.m_st(name)
+    probs, labels = _source_probs(ctx, m_st)
+    votes = ctx.predict(ctx.source_for(name), half_a).logits
+    clean_logits = ctx.predict(m_st, half_b).logits
+    comp_logits = ctx.predict(m_st, calib).logits
+    s = ctx.source.num_classes
+    rows = []
+    for k in K_GRID:
+        if k > s:
+            continue
+        for f in P_LO_FACTORS:
+            p = f / s
+            cls = lingering_set(votes, probs, labels, k, v_lo, p)
+            c, q = interference_scores(clean_logits, cls), interference_scores(comp_logits, cls)
+            fc = float((c > p).double().mean()) if len(cls) else float("nan")
+            fp = float((q > p).double().mean()) if len(cls) else float("nan")
+            rows.append({"k": k, "p_lo": p, "lingering classes": len(cls),
+                         "flag rate clean (half B)": fc, "flag rate composites (half B)": fp,
+                         "youden_j": fp - fc})
+    grid = pd.DataFrame(rows)
+    ok = grid[grid["youden_j"].notna()]
+    best = ok.loc[ok["youden_j"].idxmax()] if len(ok) else grid.iloc[0]
+    return {"p_lo": float(best["p_lo"]), "k": int(best["k"])}, grid
+
+
+def run(ctx: AuditContext, extra_sets: dict | None = None, composites: dict | None = None, *,
+        k: int = PAPER_K, v_lo: int = PAPER_V_LO, p_lo: float | None = None, seed: int = 0,
+        n_boot: int = 1000, calibrate_setting: bool = True) -> AnalysisResult:
+    """Score every transferred model's detector at the paper's setting and at a calibrated
+    one: clean validation images vs composites, and M^t's mistakes on every data set
+    (``composites``: options of the shared composite plan, whose composites are scored)."""
+    from transferscope.analyses.composites import plan
+    from transferscope.data.composite import CompositeSet
+
+    if composites is not None:
         extra_sets = {"composites": plan(ctx, **composites).composites, **(extra_sets or {})}
-    rows, summary = [], {}
+
+    sets = {"target (clean)": ctx.target_data, **(extra_sets or {})}
+    comps = [d for d in sets.values() if isinstance(d, CompositeSet)]
+    if not comps:
+        comps = [plan(ctx).composites]
+        sets["composites"] = comps[0]
+    comp = comps[0]
+    held_out = getattr(ctx, "target_train_data", None) is not None
+    rows, sep_rows, summary = [], [], {}
     for name in ctx.transferred():
-        det = build(ctx, name, **params)
-        sets = {"target (clean)": ctx.target_data, **(extra_sets or {})}
-        for label, data in sets.items():
-            row = {"model": name, "lingering classes": len(det.classes),
-                   **evaluate_on(det, ctx, name, data, label)}
-            rows.append(row)
-        summary[name] = {"lingering_classes": len(det.classes), "p_lo": det.p_lo,
-                         "by_data": [r for r in rows if r["model"] == name]}
-    return AnalysisResult("interference_detector", summary, {"evaluation": pd.DataFrame(rows)},
-                          notes=["Positives are M^t's wrong predictions; the score is M^st's "
-                                 "largest probability over the lingering classes L."])
+        settings = {"paper": {"p_lo": 10.0 / ctx.source.num_classes if p_lo is None else p_lo,
+                              "k": k}}
+        if calibrate_setting and len(_train_split(ctx)) >= 4:
+            settings["calibrated"], grid = calibrate(ctx, name, comp, v_lo=v_lo, seed=seed)
+            rows_grid = grid.assign(model=name)
+        else:
+            rows_grid = None
+        entry = {"held_out": held_out, "settings": {}}
+        for label, st in settings.items():
+            det = build(ctx, name, k=st["k"], v_lo=v_lo, p_lo=st["p_lo"])
+            clean = det.score_logits(ctx.predict(det.m_st, ctx.target_data).logits).numpy()
+            pos = det.score_logits(ctx.predict(det.m_st, comp).logits).numpy()
+            sep = separation(clean, pos, det.p_lo, seed=seed, n_boot=n_boot)
+            sep.update(k=st["k"], lingering_classes=len(det.classes), verdict=verdict(sep))
+            entry["settings"][label] = sep
+            sep_rows.append({"model": name, "setting": label, **{
+                kk: v for kk, v in sep.items() if kk != "auroc_ci95"},
+                "auroc lo": sep["auroc_ci95"][0], "auroc hi": sep["auroc_ci95"][1]})
+            for dlabel, data in sets.items():
+                rows.append({"model": name, "setting": label, "lingering classes":
+                             len(det.classes), **evaluate_on(det, ctx, name, data, dlabel)})
+            if label == "paper":
+                entry.update(lingering_classes=len(det.classes), p_lo=det.p_lo, k=st["k"],
+                             by_data=[r for r in rows if r["model"] == name and
+                                      r["setting"] == "paper"])
+        # the verdict is that of the calibrated setting (chosen on training data only), not
+        # the better of the two on the evaluation data
+        main = entry["settings"].get("calibrated", entry["settings"]["paper"])
+        entry["separates"] = bool(main["separates"])
+        entry["verdict"] = ("separates" if main["separates"] else "does not separate")
+        entry["verdict_text"] = "; ".join(f"{lab} setting (p_lo {r['p_lo']:.3g}, k {r['k']}): "
+                                          f"{r['verdict']}"
+                                          for lab, r in entry["settings"].items())
+        if rows_grid is not None:
+            entry["calibration_grid"] = rows_grid.drop(columns="model").to_dict("records")
+        summary[name] = entry
+    notes = ["Separation: clean validation images (negatives) vs composites (positives); "
+             "AUROC of M^st's largest probability over L with a 95 % bootstrap interval; "
+             "'separates' when the interval's lower end is above 0.5.",
+             "v(c) over the target training split (the fine-tuning data); calibration on a "
+             "held-out half of it." if held_out else
+             "No training split in the context: v(c) was counted on the validation images the "
+             "detector is scored on, so the clean score is NOT held out.",
+             "The 'evaluation' table scores the flag for M^t's wrong predictions on each set."]
+    return AnalysisResult("interference_detector", summary,
+                          {"evaluation": pd.DataFrame(rows), "separation": pd.DataFrame(sep_rows)},
+                          notes=notes)
 
 
 class DetectorOptions(AnalysisOptions):
-    k: int = Field(5, ge=1, description="top-k votes defining source-only classes")
-    v_lo: int = Field(0, ge=0, description="vote threshold of source-only classes")
+    k: int = Field(PAPER_K, ge=1, description="top-k votes defining source-only classes")
+    v_lo: int = Field(PAPER_V_LO, ge=0, description="vote threshold of source-only classes")
     p_lo: float | None = Field(None, ge=0, le=1, description="lingering threshold (default "
                                "10 / number of source classes)")
+    seed: int = Field(0, description="seed of the calibration split and the bootstrap")
+    n_boot: int = Field(1000, ge=10, description="bootstrap resamples of the AUROC interval")
+    calibrate_setting: bool = Field(True, description="also score a (p_lo, k) calibrated on a "
+                                    "held-out half of the training split")
     composites: CompositeOptions | None = Field(None, description="also evaluate on the "
                                                 "composites of this plan")
 
 
 def finding(result: AnalysisResult) -> Finding | None:
-    """AUROC and flagged images of every detector with lingering classes."""
+    """Whether each detector separates clean images from composites, in words, with its AUROC
+    interval (at the paper's and at the calibrated setting)."""
     e = html.escape
-    rows = [(k, r) for k, v in result.summary.items() for r in v["by_data"]
-            if v["lingering_classes"]]
-    if not rows:
-        if not result.summary:
-            return None
-        return Finding("<b>Interference detector</b> (eq. 5): no lingering classes, so it flags "
-                       "nothing - " + "; ".join(f"{e(k)} 0 lingering classes"
-                                                for k in result.summary) + ".",
-                       {k: 0 for k in result.summary})
-    parts = [f"{e(k)} on {e(r['data'])}: AUROC {fmt(r['auroc'])}, {r['flagged']}/"
-             f"{r['images']} flagged" for k, r in rows]
-    return Finding("<b>Interference detector</b> (eq. 5) predicting the model's mistakes: "
-                   + "; ".join(parts) + ".",
-                   {f"{k} / {r['data']}": r["auroc"] for k, r in rows})
+    if not result.summary:
+        return None
+    parts, numbers = [], {}
+    for name, v in result.summary.items():
+        parts.append(f"{e(name)} {e(v['verdict'])} them - {e(v['verdict_text'])}")
+        for label, r in v["settings"].items():
+            numbers[f"{name} / {label} AUROC"] = r["auroc"]
+            numbers[f"{name} / {label} AUROC ci95"] = r["auroc_ci95"]
+    return Finding("<b>Interference detector</b> (paper 001, eq. 5) on held-out clean images "
+                   "vs composites: " + "; ".join(parts) + ".", numbers)
 
 
 register_analysis("interference_detector", title="Interference detector", paper="paper 001, "
                   "eq. 5", section="memory", options=DetectorOptions, order=8, run=run,
                   finding=finding)
 
-__all__ = ["InterferenceDetector", "build", "evaluate_on", "run"]
+__all__ = ["InterferenceDetector", "build", "calibrate", "evaluate_on", "interference_scores",
+           "lingering_set", "run", "separation", "verdict"]

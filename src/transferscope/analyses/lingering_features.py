@@ -55,11 +55,15 @@ def run(ctx: AuditContext, k: int = 5, v_lo: int = 0, p_lo: float | None = None
     p_lo = 10.0 / s if p_lo is None else float(p_lo)
     names = next(iter(ctx.source_data.values())).classes
     table = pd.DataFrame({"class": range(s), "class name": names})
-    summary = {"k": k, "v_lo": v_lo, "p_lo": p_lo, "target_images": len(ctx.target_data),
+    # v(c) over the fine-tuning data (the training split) when the context has it, as in the
+    # paper and as the detector and the distraction composites use it
+    votes_data = getattr(ctx, "target_train_data", None)
+    votes_data = ctx.target_data if votes_data is None else votes_data
+    summary = {"k": k, "v_lo": v_lo, "p_lo": p_lo, "target_images": len(votes_data),
                "source_only": {}, "models": {}}
     only_by_arch = {}
     for arch, source in ctx.sources.items():
-        votes = source_votes(ctx.predict(source, ctx.target_data,
+        votes = source_votes(ctx.predict(source, votes_data,
                                          desc=f"votes: M^s {arch} on target").logits, k)
         only_by_arch[arch] = source_only(votes, v_lo)
         table[f"v(c) {arch}"] = votes.tolist()
@@ -79,7 +83,8 @@ def run(ctx: AuditContext, k: int = 5, v_lo: int = 0, p_lo: float | None = None
             "top": [{"class": int(c), "name": names[c], "mean_p": float(mean_p[c])}
                     for c in order[: min(10, int(linger.sum()))].tolist()]}
     result = AnalysisResult("lingering_features", summary, {"per_class": table})
-    result.notes.append(f"v(c) counts target images ({len(ctx.target_data)}) whose top-{k} "
+    split = "validation" if votes_data is ctx.target_data else "training"
+    result.notes.append(f"v(c) counts target {split} images ({len(votes_data)}) whose top-{k} "
                         f"M^s predictions include c; p_lo = {p_lo:g}.")
     return result
 

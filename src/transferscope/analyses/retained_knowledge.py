@@ -13,11 +13,12 @@ import torch
 
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, first_set, register_analysis
-from transferscope.analyses._stats import per_class_rate
+from transferscope.analyses._stats import bootstrap_ci, ci_fields, per_class_rate
 from transferscope.analyses.context import AuditContext
 
-#: Paper 000 Table 1 bins (recall in percent); exactly 50 counts as "<=50".
-RECALL_BINS = ["<=50", "]50,60[", "[60,70[", "[70,80[", "[80,90[", "[90,100]"]
+#: Paper 000 Table 1 bins (recall in percent): "<50", then half-open [50,60[ ... and [90,100]
+#: (a recall of exactly 50 % counts toward "recall >= 50 %", as in the paper's 1000 - 495).
+RECALL_BINS = ["<50", "[50,60[", "[60,70[", "[70,80[", "[80,90[", "[90,100]"]
 
 #: Paper 000 Table 1 (ImageNet validation set, 50 images per class).
 PAPER_TABLE1 = {"RN-18 (ImageNet), paper 000": [495, 185, 164, 100, 49, 7],
@@ -35,10 +36,32 @@ def per_class_recall(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
 
 
 def recall_bins(recall: torch.Tensor) -> list[int]:
-    """Counts of classes per Table-1 bin; classes with NaN recall are not counted."""
-    pct = recall[~recall.isnan()] * 100
-    index = (pct > 50).long() * (1 + sum((pct >= edge).long() for edge in (60, 70, 80, 90)))
+    """Counts of classes per Table-1 bin; classes with NaN recall are not counted.
+
+    Percentages are rounded to 4 decimals first, so 0.7 * 100 or a float32 0.7 land on
+    their edge. ``sum(bins[1:])`` is the number of classes with recall >= 50 %.
+
+    Example:
+        >>> recall_bins(torch.tensor([0.5, 0.4999, 0.6, 1.0, 0.0]))
+        [2, 1, 1, 0, 0, 1]
+    """
+    pct = torch.round(recall[~recall.isnan()].double() * 100, decimals=4)
+    index = (pct >= 50).long() * (1 + sum((pct >= edge).long() for edge in (60, 70, 80, 90)))
     return torch.bincount(index, minlength=len(RECALL_BINS)).tolist()
+
+
+def recall_intervals(recall: torch.Tensor, seed: int = 0) -> dict:
+    """95 % bootstrap intervals over classes (NaN recalls left out): ``mean_recall_ci95``,
+    ``classes_recall_ge_50_ci95``, ``bins_ci95`` (per bin) and ``n`` (classes)."""
+    rec = recall[~recall.isnan()].double()
+    bins_of = lambda i: recall_bins(rec[torch.as_tensor(i)])  # noqa: E731
+    out = ci_fields("mean_recall", rec.numpy(), seed=seed)
+    lo_hi = {b: bootstrap_ci(lambda i, j=j: bins_of(i)[j], len(rec), seed=seed, n_boot=400)
+             for j, b in enumerate(RECALL_BINS)}
+    out["bins_ci95"] = {b: list(v) for b, v in lo_hi.items()}
+    out["classes_recall_ge_50_ci95"] = list(bootstrap_ci(lambda i: sum(bins_of(i)[1:]),
+                                                         len(rec), seed=seed, n_boot=400))
+    return out
 
 
 def run(ctx: AuditContext) -> AnalysisResult:
@@ -58,8 +81,8 @@ def run(ctx: AuditContext) -> AnalysisResult:
             per_class[(set_name, model_name)] = rec
             summary[f"{set_name}/{model_name}"] = {
                 "classes": sum(bins), "mean_recall": float(rec[labels_present].mean()),
-                "classes_recall_ge_50": int((rec[labels_present] >= 0.5).sum()),
-                "bins": dict(zip(RECALL_BINS, bins))}
+                "classes_recall_ge_50": sum(bins[1:]),  # the same rounding as the bins
+                "bins": dict(zip(RECALL_BINS, bins)), **recall_intervals(rec)}
     for name, counts in PAPER_TABLE1.items():
         rows.append({"source images": "ImageNet val (paper)", "model": name,
                      **dict(zip(RECALL_BINS, counts)), "All": 1000,

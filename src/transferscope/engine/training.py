@@ -153,6 +153,24 @@ def select_subset(train_set, val_set, fraction: float = 1.0, max_classes: int | 
     return restrict(train_set, fraction), restrict(val_set, 1.0)
 
 
+def training_transforms(norm, size: int, augment: bool, block_shuffle=None, seed: int = 0):
+    """``(train, val)`` transforms of a run.
+
+    With ``block_shuffle`` (paper 003, section 3.1) both are the deterministic resize/crop
+    followed by the same seeded block permutation: the paper trains on shuffled images without
+    random crops or flips (footnote 3), so ``augment`` is ignored there.
+    """
+    tf_val = eval_transform(norm, size)
+    if block_shuffle is None:
+        return (train_transform(norm, size) if augment else tf_val), tf_val
+    from torchvision.transforms import v2
+
+    from transferscope.data.shuffle import BlockShuffle
+
+    shuffle = BlockShuffle(block_shuffle, seed=seed)
+    return v2.Compose([tf_val, shuffle]), v2.Compose([eval_transform(norm, size), shuffle])
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
@@ -326,16 +344,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
 
     recalibrate = config.recalibrates_bn(model)
     size = recipe.image_size
-    tf_train = train_transform(model.norm, size) if recipe.augment else \
-        eval_transform(model.norm, size)
-    tf_val = eval_transform(model.norm, size)
-    if config.block_shuffle is not None:  # paper 003, section 3.1: same permutation for all
-        from torchvision.transforms import v2
-
-        from transferscope.data.shuffle import BlockShuffle
-
-        shuffle = BlockShuffle(config.block_shuffle, seed=config.seed)
-        tf_train, tf_val = v2.Compose([tf_train, shuffle]), v2.Compose([tf_val, shuffle])
+    tf_train, tf_val = training_transforms(model.norm, size, recipe.augment,
+                                           config.block_shuffle, config.seed)
     val_loader = DataLoader(val_set.with_transform(tf_val), pin_memory=dev.type == "cuda",
                             batch_size=recipe.batch_size, num_workers=num_workers,
                             sampler=distributed.shard_indices(len(val_set), recipe.batch_size))

@@ -69,7 +69,19 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
     return AuditContext(source, models, target_val, sets, image_size=spec.image_size,
                         batch_size=spec.batch_size, extra_sources=extra,
                         precision=spec.precision, device=spec.device,
-                        entries=model_entries(spec, models, out))
+                        entries=model_entries(spec, models, out),
+                        target_train_data=_train_split_or_none(spec, data_root))
+
+
+def _train_split_or_none(spec: StudySpec, data_root=None):
+    """The target training split (the detector's v(c) counts it), or None if it is absent."""
+    from transferscope.data import image_folder
+    from transferscope.errors import DataError
+
+    try:
+        return image_folder(spec.target.data, spec.target.train_split, data_root=data_root)
+    except (DataError, ConfigError, OSError):
+        return None
 
 
 def model_entries(spec: StudySpec, models: dict, out: Path) -> dict[str, ModelEntry]:

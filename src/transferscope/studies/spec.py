@@ -170,8 +170,10 @@ class TransferSpec(_Strict):
                                  description="performance barriers: points lambda on the line "
                                  "(1 - lambda) theta_0 + lambda theta_1 between two solutions "
                                  "(outside [0, 1]: extrapolation)")
-    bn_reestimate: bool = Field(False, description="re-estimate BatchNorm statistics on the "
-                                "validation images at every combined or perturbed point")
+    bn_reestimate: bool | None = Field(None, description="re-estimate BatchNorm statistics on "
+                                       "the validation images at every combined or perturbed "
+                                       "point; default (unset): whenever the model has "
+                                       "BatchNorm")
     criticality_images: int = Field(64, ge=1, description="validation images for module "
                                     "criticality and the basins")
     criticality_modules: int = Field(6, ge=2, description="layer groups tested for "

@@ -21,7 +21,7 @@ from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError
 
 
-def transfer_options(lambdas=None, bn_reestimate: bool = False, criticality_images: int = 64,
+def transfer_options(lambdas=None, bn_reestimate: bool | None = None, criticality_images: int = 64,
                      criticality_modules: int = 6, seed: int = 0) -> dict[str, dict]:
     """Options of the what-is-transferred analyses from a study's ``transfer_options``."""
     shared = {"bn_reestimate": bn_reestimate}
