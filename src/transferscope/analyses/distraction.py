@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._thumbs import cam_gallery
 from transferscope.analyses.composites import plan
 from transferscope.analyses.context import AuditContext
 from transferscope.engine.attribution import gradcam
@@ -67,8 +68,9 @@ def run(ctx: AuditContext, fraction: float = 0.2, **params) -> AnalysisResult:
                   progress=ctx.progress)
     src_cam = gradcam(ctx.source, comp, comp.background_labels, **cam_kw)  # main M^s
     frame = pd.DataFrame({"background": comp.background_labels.tolist()})
+    cams = {}
     for name, model in ctx.targets.items():
-        cam = gradcam(model, comp, "pred", **cam_kw)
+        cams[name] = cam = gradcam(model, comp, "pred", **cam_kw)
         frame[name] = distraction(cam, src_cam, comp.boxes, comp.size, fraction).numpy()
     names = comp.backgrounds.classes
     per_class = frame.groupby("background").mean().reset_index()
@@ -80,6 +82,9 @@ def run(ctx: AuditContext, fraction: float = 0.2, **params) -> AnalysisResult:
                for name in ctx.targets}
     result = AnalysisResult("distraction", summary, {"per_class": per_class})
     result.figures["scatter"] = _scatter(per_class, list(ctx.targets))
+    gallery, result.images = cam_gallery(comp, src_cam, cams, {n: frame[n].to_numpy()
+                                                               for n in cams}, ctx.target_classes)
+    result.tables["gallery"] = pd.DataFrame(gallery)  # report drill-down: maps side by side
     result.notes.append(f"Top {fraction:.0%} of background pixels of each Grad-CAM map; "
                         f"{len(comp)} composites over {per_class.shape[0]} source classes.")
     return result

@@ -1,0 +1,465 @@
+/* transferscope report: tables from embedded JSON (sort, filter, pages, CSV), bar charts,
+   per-class drill-downs. No network access; data reaches the DOM through textContent only. */
+(function () {
+  "use strict";
+  var NS = "http://www.w3.org/2000/svg";
+  var COLLATOR = new Intl.Collator(undefined, {numeric: true, sensitivity: "base"});
+  var MODEL_COLS = ["model", "model A", "model B"];
+  var TARGET_COLOURS = ["#9ecae1", "#fdae6b", "#a1d99b", "#bcbddc", "#fdd0a2", "#c7e9c0",
+                        "#dadaeb", "#fee6ce", "#c6dbef", "#d9d9d9"];
+
+  function el(tag, props) {
+    var e = document.createElement(tag);
+    for (var k in props || {}) {
+      var v = props[k];
+      if (v === null || v === undefined) continue;
+      if (k === "text") e.textContent = v;
+      else if (k === "class") e.className = v;
+      else if (k.slice(0, 2) === "on") e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v);
+    }
+    for (var i = 2; i < arguments.length; i++) {
+      if (arguments[i] !== null && arguments[i] !== undefined) e.append(arguments[i]);
+    }
+    return e;
+  }
+  function svg(tag, attrs, text) {
+    var e = document.createElementNS(NS, tag);
+    for (var k in attrs) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function readJSON(id) { return JSON.parse(document.getElementById(id).textContent); }
+  var META = readJSON("ts-meta");
+  var IMAGES = null;
+  function imageSrc(analysis, key) {
+    if (!IMAGES) IMAGES = readJSON("ts-images");
+    var b = IMAGES[analysis + ":" + key];
+    return b ? "data:image/jpeg;base64," + b : null;
+  }
+  function fmt(v, kind) {
+    if (v === null || v === undefined) return "";
+    if (kind === "bool") return v ? "yes" : "no";
+    if (typeof v === "number") {
+      if (!isFinite(v)) return "";
+      if (kind === "int") return String(v);
+      return Math.abs(v) < 10 ? v.toFixed(3) : v.toFixed(1);
+    }
+    return String(v);
+  }
+  function pct(v) { return v === null || v === undefined ? "n/a" : (100 * v).toFixed(0) + "%"; }
+  function modelKey(n) {
+    n = String(n);
+    var suffix = " + source head (M^st)";
+    if (n.slice(-suffix.length) === suffix) return n.slice(0, -suffix.length);
+    return /\(M\^s\)$/.test(n) ? "source" : n;
+  }
+  function shortModel(n) {
+    var k = modelKey(n);
+    return k === "source" ? "source (M^s)" : k === String(n) ? k : k + " (M^st)";
+  }
+  function colour(n) { return META.colours[modelKey(n)] || null; }
+  function swatch(c) { return el("span", {class: "sw", style: "background:" + (c || "#bbb")}); }
+
+  /* ---------------------------------------------------------------- tables */
+  var TABLES = [];
+  function Table(host, d) {
+    var self = this;
+    this.host = host; this.d = d; this.sort = null; this.dir = 1; this.q = ""; this.sel = {};
+    this.page = 0; this.size = 25;
+    this.num = d.kinds.map(function (k) { return k !== "str"; });
+    this.text = d.rows.map(function (r) {
+      return r.map(function (v, i) { return fmt(v, d.kinds[i]); }).join("\u0001").toLowerCase();
+    });
+    this.modelCols = d.columns.map(function (c, i) { return MODEL_COLS.indexOf(c) >= 0 ? i : -1; })
+      .filter(function (i) { return i >= 0; });
+    var ctl = el("div", {class: "ctl"});
+    this.search = el("input", {type: "search", placeholder: "filter: class name, wnid, any text",
+                               "aria-label": "filter " + d.key});
+    this.search.addEventListener("input", function () {
+      self.q = self.search.value.trim().toLowerCase(); self.page = 0; self.update();
+    });
+    ctl.append(this.search);
+    d.columns.forEach(function (c, i) {
+      if (d.kinds[i] !== "str" || i === d.classCol) return;
+      var seen = {}, vals = [];
+      d.rows.forEach(function (r) { if (r[i] !== null && !seen[r[i]]) { seen[r[i]] = 1; vals.push(r[i]); } });
+      if (vals.length < 2 || vals.length > 12 || vals.length === d.rows.length) return;
+      var s = el("select", {"aria-label": c}, el("option", {value: "", text: c + ": all"}));
+      vals.forEach(function (v) { s.append(el("option", {value: v, text: v})); });
+      s.addEventListener("change", function () {
+        if (s.value === "") delete self.sel[i]; else self.sel[i] = s.value;
+        self.page = 0; self.update();
+      });
+      ctl.append(s);
+    });
+    this.count = el("span", {class: "count"});
+    this.prev = el("button", {type: "button", text: "\u2039 prev"});
+    this.prev.addEventListener("click", function () { self.page--; self.render(); });
+    this.next = el("button", {type: "button", text: "next \u203a"});
+    this.next.addEventListener("click", function () { self.page++; self.render(); });
+    this.pageLab = el("span", {class: "count"});
+    var size = el("select", {"aria-label": "rows per page"});
+    [25, 100, 500, 5000].forEach(function (n) { size.append(el("option", {value: n, text: n + " / page"})); });
+    size.addEventListener("change", function () { self.size = +size.value; self.page = 0; self.render(); });
+    var csv = el("button", {type: "button", class: "csv", text: "CSV \u2193",
+                            title: "download the filtered rows in the order shown"});
+    csv.addEventListener("click", function () { self.download(); });
+    ctl.append(this.count, this.prev, this.pageLab, this.next, size, csv);
+    var head = el("tr");
+    this.ths = d.columns.map(function (c, i) {
+      var th = el("th", {class: self.num[i] ? null : "s", scope: "col", tabindex: "0",
+                         "aria-sort": "none", title: "sort by " + c, text: c});
+      th.addEventListener("click", function () { self.sortBy(i); });
+      th.addEventListener("keydown", function (e) { if (e.key === "Enter") self.sortBy(i); });
+      head.append(th);
+      return th;
+    });
+    this.tbody = el("tbody");
+    function open(e) {
+      var tr = e.target.closest("tr.clickable");
+      if (tr && (e.type === "click" || e.key === "Enter")) openClass(+tr.dataset.cls);
+    }
+    this.tbody.addEventListener("click", open);
+    this.tbody.addEventListener("keydown", open);
+    host.append(ctl, el("div", {class: "wrap"}, el("table", null, el("thead", null, head), this.tbody)));
+    this.update();
+  }
+  Table.prototype.sortBy = function (i) {
+    if (this.sort === i) this.dir = -this.dir; else { this.sort = i; this.dir = 1; }
+    var dir = this.dir;
+    this.ths.forEach(function (th, j) {
+      th.setAttribute("aria-sort", j === i ? (dir > 0 ? "ascending" : "descending") : "none");
+    });
+    this.update();
+  };
+  Table.prototype.update = function () {
+    var rows = this.d.rows, terms = this.q ? this.q.split(/\s+/) : [], sel = this.sel, text = this.text;
+    var keys = Object.keys(sel), idx = [];
+    for (var r = 0; r < rows.length; r++) {
+      var ok = keys.every(function (i) { return String(rows[r][i]) === sel[i]; }) &&
+        terms.every(function (w) { return text[r].indexOf(w) >= 0; });
+      if (ok) idx.push(r);
+    }
+    if (this.sort !== null) {
+      var i = this.sort, dir = this.dir, num = this.num[i];
+      idx.sort(function (a, b) {
+        var x = rows[a][i], y = rows[b][i];
+        if (x === null || y === null) return x === null ? (y === null ? a - b : 1) : -1;
+        var c = num ? x - y : COLLATOR.compare(String(x), String(y));
+        return c ? dir * c : a - b;
+      });
+    }
+    this.view = idx;
+    this.render();
+  };
+  Table.prototype.render = function () {
+    var self = this, d = this.d, n = this.view.length, pages = Math.max(1, Math.ceil(n / this.size));
+    this.page = Math.min(Math.max(this.page, 0), pages - 1);
+    var start = this.page * this.size, frag = document.createDocumentFragment();
+    this.view.slice(start, start + this.size).forEach(function (r) {
+      var row = d.rows[r], tr = el("tr");
+      row.forEach(function (v, i) {
+        var td = el("td", {class: self.num[i] ? null : "s"});
+        if (self.modelCols.indexOf(i) >= 0 && v !== null) td.append(swatch(colour(v)));
+        td.append(fmt(v, d.kinds[i]));
+        tr.append(td);
+      });
+      if (d.classCol >= 0 && row[d.classCol] !== null) {
+        tr.className = "clickable"; tr.tabIndex = 0; tr.title = "open this source class";
+        tr.dataset.cls = row[d.classCol];
+      }
+      frag.append(tr);
+    });
+    this.tbody.replaceChildren(frag);
+    this.count.textContent = n === d.rows.length ? n + " rows" : n + " of " + d.rows.length + " rows";
+    this.pageLab.textContent = "page " + (this.page + 1) + " / " + pages;
+    this.prev.disabled = this.page === 0;
+    this.next.disabled = this.page >= pages - 1;
+  };
+  function csvCell(v) {
+    if (v === null || v === undefined) return "";
+    var s = String(v);
+    return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+  }
+  Table.prototype.download = function () {
+    var d = this.d, lines = [d.columns.map(csvCell).join(",")];
+    this.view.forEach(function (r) { lines.push(d.rows[r].map(csvCell).join(",")); });
+    var url = URL.createObjectURL(new Blob([lines.join("\r\n") + "\r\n"], {type: "text/csv;charset=utf-8"}));
+    var a = el("a", {href: url, download: d.file});
+    document.body.append(a); a.click(); a.remove();
+    setTimeout(function () { URL.revokeObjectURL(url); }, 60000);
+  };
+
+  /* ---------------------------------------------------------------- charts */
+  function chart(d, host) {
+    var c = d.chart, cols = d.columns, ti = cols.indexOf(c.total), mi = cols.indexOf("model");
+    var labels = ["model", "source images"].map(function (x) { return cols.indexOf(x); })
+      .filter(function (i) { return i >= 0; });
+    var ci = c.categories.map(function (x) { return cols.indexOf(x); });
+    var seen = {}, grey = 0;
+    var series = d.rows.filter(function (r) { return r[ti]; }).map(function (r) {
+      var model = mi >= 0 ? r[mi] : "", col = colour(model), op = 1;
+      if (!col) { col = ["#9a9a9a", "#c4c4c4", "#777", "#dadada"][grey++ % 4]; }
+      else if (seen[modelKey(model)]) op = 0.5;
+      seen[modelKey(model)] = 1;
+      return {name: labels.map(function (i) { return r[i]; }).join(" \u00b7 "), colour: col, op: op,
+              vals: ci.map(function (i) { return 100 * (r[i] || 0) / r[ti]; })};
+    });
+    if (!series.length) return;
+    var W = 720, H = 270, L = 48, R = 10, T = 12, B = 64, pw = W - L - R, ph = H - T - B;
+    var max = 0;
+    series.forEach(function (s) { s.vals.forEach(function (v) { max = Math.max(max, v); }); });
+    var ymax = Math.max(10, Math.ceil(max / 10) * 10);
+    var g = svg("svg", {class: "chart", viewBox: "0 0 " + W + " " + H, role: "img",
+                        "aria-label": c.y + " by " + c.x});
+    for (var k = 0; k <= 5; k++) {
+      var y = T + ph - ph * k / 5;
+      g.append(svg("line", {x1: L, x2: W - R, y1: y, y2: y, stroke: "#e4e8f0"}));
+      g.append(svg("text", {x: L - 5, y: y + 4, "text-anchor": "end"}, (ymax * k / 5).toFixed(0)));
+    }
+    var gw = pw / ci.length, bw = gw * 0.82 / series.length;
+    c.categories.forEach(function (cat, j) {
+      var x0 = L + gw * j + gw * 0.09;
+      series.forEach(function (s, n) {
+        var h = ph * s.vals[j] / ymax;
+        var rect = svg("rect", {x: x0 + n * bw, y: T + ph - h, width: Math.max(bw - 1, 1), height: h,
+                                fill: s.colour, "fill-opacity": s.op});
+        rect.append(svg("title", {}, s.name + " | " + cat + ": " + s.vals[j].toFixed(1) + "%"));
+        g.append(rect);
+      });
+      g.append(svg("text", {x: L + gw * (j + 0.5), y: T + ph + 15, "text-anchor": "middle"}, cat));
+    });
+    g.append(svg("text", {x: L + pw / 2, y: H - 22, "text-anchor": "middle"}, c.x));
+    g.append(svg("text", {x: 12, y: T + ph / 2, "text-anchor": "middle",
+                          transform: "rotate(-90 12 " + (T + ph / 2) + ")"}, c.y));
+    var legend = el("div", {class: "legend"});
+    series.forEach(function (s) {
+      var sw = swatch(s.colour); sw.style.opacity = s.op;
+      legend.append(el("span", null, sw, s.name));
+    });
+    host.append(el("div", {class: "figure"}, g, legend));
+  }
+
+  /* ---------------------------------------------------------------- drill-down */
+  var drill = document.getElementById("drill");
+  function table(analysis, key) {
+    return TABLES.filter(function (t) { return t.d.analysis === analysis && t.d.key === key; })[0];
+  }
+  function asObjects(cols, rows) {
+    return rows.map(function (r) {
+      var o = {}; cols.forEach(function (c, i) { o[c] = r[i]; }); return o;
+    });
+  }
+  function rowsOf(t, c) {
+    return t ? t.d.rows.filter(function (r) { return r[t.d.classCol] === c; }) : [];
+  }
+  function galleryRows(name, col, c) {
+    var g = META.galleries[name];
+    if (!g) return [];
+    var i = g.columns.indexOf(col);
+    return asObjects(g.columns, g.rows.filter(function (r) { return r[i] === c; }));
+  }
+  function classInfo(c) {
+    var info = {name: "source class " + c, wnid: ""};
+    TABLES.some(function (t) {
+      if (t.d.classCol < 0 || t.d.nameCol < 0) return false;
+      var r = rowsOf(t, c)[0];
+      if (r) { info.name = String(r[t.d.nameCol]); info.wnid = r[t.d.wnidCol] || ""; }
+      return !!r;
+    });
+    return info;
+  }
+  function bar(label, col, segments, text) {
+    var track = el("span", {class: "track"});
+    segments.forEach(function (s) {
+      var f = el("span", {class: "fill", title: s.title || null,
+                          style: "width:" + (100 * (s.v || 0)).toFixed(1) + "%;background:" + s.colour});
+      track.append(f);
+    });
+    return el("div", {class: "bar"}, el("span", {class: "lab", title: label}, swatch(col), label),
+              track, el("span", {class: "val", text: text}));
+  }
+  function bySet(rows, fn, box) {
+    var sets = {};
+    rows.forEach(function (r) { (sets[r["source images"]] = sets[r["source images"]] || []).push(r); });
+    Object.keys(sets).forEach(function (s) {
+      if (Object.keys(sets).length > 1) box.append(el("p", {class: "note", text: "source images: " + s}));
+      sets[s].forEach(function (r) { box.append(fn(r)); });
+    });
+  }
+  function thumb(src, caption) {
+    var fig = el("figure", null, src ? el("img", {src: src, alt: caption}) : el("span", {text: "(no image)"}));
+    fig.append(el("figcaption", {text: caption}));
+    return fig;
+  }
+  function openClass(c) {
+    var info = classInfo(c), box = document.createDocumentFragment(), used = [];
+    var close = el("button", {class: "close", type: "button", "aria-label": "close", text: "\u00d7"});
+    close.addEventListener("click", closeClass);
+    box.append(close, el("h2", {text: info.name + (info.wnid ? " (" + info.wnid + ")" : "")}),
+               el("p", {class: "note", text: "source class " + c + " \u00b7 Esc closes"}));
+    var strips = galleryRows("retained_knowledge", "class", c);
+    if (strips.length) {
+      box.append(el("h4", {text: "Image and views"}));
+      strips.forEach(function (s) {
+        box.append(el("div", {class: "strip"}, el("img", {src: imageSrc("retained_knowledge", s.image),
+          alt: info.name + " views"})), el("p", {class: "note",
+          text: s["source images"] + ": " + s.images + " image(s) \u00d7 " + s.views + " view(s) = " +
+                s.samples + " samples"}));
+        if (s.samples <= META.fewSamples) {
+          box.append(el("p", {class: "note resolution", text: "This class's recall and bias take only " +
+            (s.samples + 1) + " values (steps of " + (100 / s.samples).toFixed(0) + "%). " + META.remedy}));
+        }
+      });
+    }
+    var rt = table("retained_knowledge", "per_class"), rec = rowsOf(rt, c);
+    if (rec.length) {
+      used.push(rt);
+      box.append(el("h4", {text: "Recall of this class per model"}));
+      bySet(asObjects(rt.d.columns, rec), function (r) {
+        return bar(shortModel(r.model), colour(r.model), [{v: r.recall, colour: colour(r.model) || "#999"}],
+                   pct(r.recall));
+      }, box);
+    }
+    var bt = table("interference_bias", "per_class"), bia = rowsOf(bt, c);
+    if (bia.length) {
+      used.push(bt);
+      var bcols = bt.d.columns.filter(function (x) { return x.slice(0, 2) === "B["; });
+      box.append(el("h4", {text: "Where its images land: bias B toward each target class (eq. 1)"}));
+      var legend = el("div", {class: "legend"});
+      bcols.forEach(function (b, j) {
+        legend.append(el("span", null, swatch(TARGET_COLOURS[j % 10]), b.slice(2, -1)));
+      });
+      box.append(legend);
+      bySet(asObjects(bt.d.columns, bia), function (r) {
+        return bar(r.model, colour(r.model), bcols.map(function (b, j) {
+          return {v: r[b], colour: TARGET_COLOURS[j % 10], title: b + " = " + pct(r[b])};
+        }), pct(r[bcols[0]]));
+      }, box);
+    }
+    var comps = galleryRows("composites", "background class", c);
+    if (comps.length) {
+      var models = META.galleries.composites.columns.filter(function (x) {
+        return ["background class", "composite", "pasted class", "image"].indexOf(x) < 0;
+      });
+      box.append(el("h4", {text: "Composites on this background, with each model's prediction"}));
+      var th = el("div", {class: "thumbs"});
+      comps.forEach(function (r) {
+        var fig = thumb(imageSrc("composites", r.image), "pasted: " + r["pasted class"]);
+        models.forEach(function (m) {
+          var ok = r[m] === r["pasted class"];
+          fig.lastChild.append(el("br"), swatch(colour(m)),
+            el("span", {class: ok ? "ok" : "bad", text: m + ": " + r[m] + (ok ? " \u2713" : " \u2717")}));
+        });
+        th.append(fig);
+      });
+      box.append(th);
+    }
+    var cams = galleryRows("distraction", "background", c);
+    if (cams.length) {
+      box.append(el("h4", {text: "Grad-CAM: source model (background class) vs each target model (its prediction)"}));
+      cams.forEach(function (r) {
+        var th = el("div", {class: "thumbs"});
+        th.append(thumb(imageSrc("distraction", r.image), "composite, pasted: " + r["pasted class"]));
+        th.append(thumb(imageSrc("distraction", r["cam source"]), "source model (M^s), its map of the background's class"));
+        Object.keys(r).filter(function (k) { return k.slice(0, 4) === "cam " && k !== "cam source"; })
+          .forEach(function (k) {
+            var m = k.slice(4), f = thumb(imageSrc("distraction", r[k]), m + ": distraction " +
+              fmt(r["distraction " + m], "float"));
+            f.lastChild.prepend(swatch(colour(m)));
+            th.append(f);
+          });
+        box.append(th);
+      });
+      box.append(el("p", {class: "note", text: "Distraction: IoU of the top 20% background pixels of the two maps (paper 001, eq. 4)."}));
+    }
+    TABLES.forEach(function (t) {
+      if (t.d.classCol < 0 || used.indexOf(t) >= 0) return;
+      var rows = rowsOf(t, c);
+      if (!rows.length) return;
+      box.append(el("h4", {text: t.d.analysis + " / " + t.d.key}));
+      var head = el("tr"), body = el("tbody");
+      if (rows.length === 1) {  // one row: column | value, top to bottom
+        t.d.columns.forEach(function (x, i) {
+          body.append(el("tr", null, el("th", {class: "s", text: x}),
+                         el("td", {class: t.num[i] ? null : "s", text: fmt(rows[0][i], t.d.kinds[i])})));
+        });
+        box.append(el("table", {class: "kv"}, body));
+        return;
+      }
+      t.d.columns.forEach(function (x, i) { head.append(el("th", {class: t.num[i] ? null : "s", text: x})); });
+      rows.slice(0, 20).forEach(function (r) {
+        var tr = el("tr");
+        r.forEach(function (v, i) { tr.append(el("td", {class: t.num[i] ? null : "s", text: fmt(v, t.d.kinds[i])})); });
+        body.append(tr);
+      });
+      if (rows.length > 20) box.append(el("p", {class: "note", text: "first 20 of " + rows.length + " rows"}));
+      box.append(el("div", {class: "wrap"}, el("table", null, el("thead", null, head), body)));
+    });
+    drill.replaceChildren(box);
+    drill.hidden = false;
+    drill.dataset.cls = c;
+    drill.scrollTop = 0;
+    if (history.replaceState) history.replaceState(null, "", "#class-" + c);
+  }
+  function closeClass() {
+    drill.hidden = true;
+    if (history.replaceState) history.replaceState(null, "", location.pathname + location.search);
+  }
+
+  /* ---------------------------------------------------------------- page */
+  function classFinder() {
+    var seen = {}, list = el("datalist", {id: "ts-classes"});
+    TABLES.forEach(function (t) {
+      if (t.d.classCol < 0 || t.d.nameCol < 0) return;
+      t.d.rows.forEach(function (r) {
+        var c = r[t.d.classCol];
+        if (c === null || seen[c] !== undefined) return;
+        var label = r[t.d.nameCol] + " (" + r[t.d.wnidCol] + ")";
+        seen[c] = label;
+        list.append(el("option", {value: label}));
+      });
+    });
+    var keys = Object.keys(seen);
+    if (!keys.length) return null;
+    var input = el("input", {type: "search", list: "ts-classes", placeholder: "open a source class (" +
+                             keys.length + ")", "aria-label": "open a source class"});
+    input.addEventListener("change", function () {
+      var v = input.value.trim().toLowerCase();
+      var hit = keys.filter(function (k) { return seen[k].toLowerCase() === v; })[0] ||
+                keys.filter(function (k) { return seen[k].toLowerCase().indexOf(v) >= 0; })[0];
+      if (v && hit !== undefined) openClass(+hit);
+    });
+    return el("span", null, input, list);
+  }
+  function toc() {
+    var nav = el("nav", {class: "toc"});
+    Array.prototype.forEach.call(document.querySelectorAll("h2"), function (h, i) {
+      if (!h.id && !h.closest("#drill")) h.id = "section-" + i;
+      if (h.id) nav.append(el("a", {href: "#" + h.id, text: h.textContent}));
+    });
+    var finder = classFinder();
+    if (finder) nav.append(finder);
+    var h1 = document.querySelector("h1");
+    if (h1) h1.after(nav);
+  }
+  Array.prototype.forEach.call(document.querySelectorAll(".ts-table"), function (host) {
+    var d = readJSON(host.dataset.src);
+    if (d.chart) chart(d, host);
+    TABLES.push(new Table(host, d));
+  });
+  Array.prototype.forEach.call(document.querySelectorAll("a.evidence"), function (a) {
+    if (!document.getElementById(a.getAttribute("href").slice(1))) a.remove();
+  });
+  toc();
+  document.addEventListener("keydown", function (e) { if (e.key === "Escape" && !drill.hidden) closeClass(); });
+  var m = /^#class-(\d+)$/.exec(location.hash);
+  if (m) openClass(+m[1]);
+  window.transferscope = {openClass: openClass, closeClass: closeClass, tables: TABLES};
+  window.addEventListener("load", function () {
+    var imgs = Array.prototype.slice.call(document.images);
+    document.body.dataset.images = imgs.length;
+    document.body.dataset.imagesLoaded = imgs.filter(function (x) { return x.complete && x.naturalWidth > 0; }).length;
+  });
+})();
