@@ -220,12 +220,9 @@ def run_remedy_study(target: str, out: str | os.PathLike, *, arch: str = "effici
 
 
 def _figure(per_run: pd.DataFrame):
-    import matplotlib
+    from transferscope.analyses._plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig, axes = subplots(1, 3, figsize=(12, 3.4))
     order = list(dict.fromkeys(per_run["variant"]))
     for ax, (col, label) in zip(axes, [("clean", "clean accuracy"),
                                        ("against", "composites, biased backgrounds"),

@@ -17,7 +17,7 @@ import pandas as pd
 from transferscope import __version__
 from transferscope._io import atomic_write_bytes
 from transferscope.analyses._base import AnalysisResult
-from transferscope.report_html import ReportPage, collect_findings, findings_html
+from transferscope.report_html import FindingView, ReportPage, collect_findings, findings_html
 
 SECTIONS = [
     ("Source-domain memory and interference (papers 000 and 001)",
@@ -200,7 +200,14 @@ def write_report(out_dir: str | Path, results: dict[str, AnalysisResult], *,
 
 
 class Report:
-    """Notebook handle: ``Report.from_dir("out").write()`` re-renders ``out/report.html``."""
+    """Notebook handle on an audit folder: shows inline, gives the findings as objects or text,
+    ``Report.from_dir("out").write()`` re-renders ``out/report.html``.
+
+    Example:
+        >>> r = Report("out", {})
+        >>> r.findings(), r.findings_text()
+        ([], [])
+    """
 
     def __init__(self, out_dir: str | Path, results: dict[str, AnalysisResult]):
         self.out_dir, self.results = Path(out_dir), results
@@ -209,8 +216,32 @@ class Report:
     def from_dir(cls, out_dir: str | Path) -> "Report":
         return cls(out_dir, load_results(out_dir))
 
-    def findings(self) -> list[str]:
-        return findings(self.results)
+    def findings(self) -> list[FindingView]:
+        """One object per finding: ``.analysis``, ``.text`` (plain), ``.html``, ``.values``
+        (label, value, 95% interval or None)."""
+        return collect_findings(self.results, findings, [n for _, ns in SECTIONS for n in ns])
+
+    def findings_text(self) -> list[str]:
+        """The findings as plain sentences."""
+        return [f.text for f in self.findings()]
+
+    def __getitem__(self, name: str) -> AnalysisResult:
+        return self.results[name]
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(n)}</td><td>{html.escape(TITLES.get(n, n))}</td><td>"
+            + html.escape(", ".join(f"{k} ({len(t)})" for k, t in r.tables.items()
+                                    if k != "gallery")) + "</td></tr>"
+            for n, r in self.results.items())
+        page = self.out_dir / "report.html"
+        return (f"<div class='transferscope-report'><p><b>transferscope audit</b> "
+                f"<code>{html.escape(str(self.out_dir))}</code>: {len(self.results)} analyses; "
+                + (f"full report <code>{html.escape(str(page))}</code>" if page.exists()
+                   else "<code>.write()</code> renders the full report")
+                + f"</p>{findings_html(self.findings())}<table><tr><th>result</th><th>what"
+                f"</th><th>tables (rows)</th></tr>{rows}</table><p><i>report[name] shows one "
+                "analysis</i></p></div>")
 
     def write(self, title: str = "transferscope audit", spec_text: str | None = None) -> Path:
         spec = self.out_dir / "study.toml"

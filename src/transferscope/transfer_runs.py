@@ -106,12 +106,9 @@ def run_checkpoint_transfer(pretrain_run: str | os.PathLike, data: str,
 
 
 def _bars(table: pd.DataFrame):
-    import matplotlib
+    from transferscope.analyses._plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, axes = subplots(1, 2, figsize=(9, 3.2))
     x = range(len(table))
     for ax, (a, b, title) in zip(axes, (("accuracy P-T", "accuracy RI-T", "final accuracy"),
                                         ("speed P-T", "speed RI-T", "optimisation speed"))):

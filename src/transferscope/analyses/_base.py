@@ -61,6 +61,11 @@ class AnalysisResult:
                    {k: pd.DataFrame(v, columns=order.get(k)) for k, v in data["tables"].items()},
                    {}, data["notes"], images)
 
+    def _repr_html_(self) -> str:  # notebooks show the result inline
+        from transferscope.analyses._html import result_html
+
+        return result_html(self)
+
     def save(self, out_dir: str | Path) -> dict[str, list[str]]:
         """Write ``results/<name>.json``, ``results/<name>__<table>.csv``, ``figures/*.png``
         (and ``images/<name>.json`` when there are thumbnails)."""

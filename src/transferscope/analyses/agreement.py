@@ -44,15 +44,12 @@ def run(ctx: AuditContext) -> AnalysisResult:
 
 
 def _scatter(pairs):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._plots import subplots
 
     n = len(pairs)
     cols = min(3, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (set_name, what, a, b, x, y, r) in zip(axes.flat, pairs):

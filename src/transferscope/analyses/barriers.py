@@ -370,12 +370,9 @@ def run(model: nn.Module, named_pairs: Mapping[str, tuple], loader: Iterable,
 
 def plot_paths(table: pd.DataFrame, metric: str):
     """One curve per pair: ``metric`` against lambda, endpoints marked by dotted lines."""
-    import matplotlib
+    from transferscope.analyses._plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = subplots(figsize=(5.5, 3.5))
     for name, part in table.groupby("pair", sort=False):
         ax.plot(part["lambda"], part[metric], marker="o", markersize=3, label=str(name))
     for x in (0, 1):

@@ -188,13 +188,10 @@ def run(model: nn.Module, solutions: Mapping[str, object], loader: Iterable, **k
 
 
 def _figure(est: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._plots import subplots
 
     t = est["by_delta"]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = subplots(figsize=(5, 3.2))
     if len(t):
         ax.plot(t["delta"], t["cond2_excess"], marker="o", label="noise at exit point (2)")
         ax.plot(t["delta"], t["cond3_excess"], marker="s", label="extrapolation (3)")

@@ -117,12 +117,9 @@ def run(ctx: AuditContext, top: int = 10) -> AnalysisResult:
 
 
 def _figure(mats, classes):
-    import matplotlib
+    from transferscope.analyses._plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = subplots(figsize=(6, 3.5))
     for (set_name, model_name), mat in mats.items():
         vals = mat[:, 0][~mat[:, 0].isnan()].numpy() * 100
         ax.hist(vals, bins=[0, 20, 40, 60, 80, 100], histtype="step", linewidth=1.5,

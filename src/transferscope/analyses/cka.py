@@ -319,13 +319,10 @@ def run(models: Mapping[str, nn.Module], loader: Iterable,
 
 def plot_heatmap(wide: pd.DataFrame, title: str = "linear CKA"):
     """Heat-map with model pairs as rows, layers as columns, values written in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._plots import subplots
 
     vals = wide.to_numpy(float)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * vals.shape[1] + 2), 0.5 * vals.shape[0] + 1.5))
+    fig, ax = subplots(figsize=(max(4.0, 0.7 * vals.shape[1] + 2), 0.5 * vals.shape[0] + 1.5))
     im = ax.imshow(vals, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(vals.shape[1]))
     ax.set_xticklabels(wide.columns, rotation=90, fontsize=7)

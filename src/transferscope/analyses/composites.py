@@ -159,16 +159,13 @@ def _label(group: str, classes: list[str]) -> str:
 
 def example_grid(comp: CompositeSet, n: int, seed: int = 0):
     """A figure of ``n`` composites with their overlay boxes outlined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._plots import subplots
     from matplotlib.patches import Rectangle
 
     idx = torch.randperm(len(comp), generator=torch.Generator().manual_seed(seed))[:n].tolist()
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, idx):

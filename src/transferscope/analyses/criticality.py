@@ -215,15 +215,12 @@ def run(model: nn.Module, init, trained, loader: Iterable, *, epsilon: float | N
 
 def plot_grids(grid: pd.DataFrame):
     """Figure 6: one heat-map per module, x = alpha (0 = initial value), y = sigma."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._plots import subplots
 
     mods = list(dict.fromkeys(grid["module"]))
     cols = min(4, len(mods))
     rows = math.ceil(len(mods) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
     for ax, mod in zip(axes.flat, mods):
         part = grid[grid["module"] == mod].pivot(index="sigma", columns="alpha", values="error")
         im = ax.imshow(part.to_numpy(float), origin="lower", aspect="auto", vmin=0, vmax=1,

@@ -148,14 +148,11 @@ def _front(df: pd.DataFrame, col: str) -> pd.DataFrame:
 
 def plot_per_module(table: pd.DataFrame, by: str, ylabel: str):
     """Figures 10 / 11: one line per pair (or model), x = layer group, y = l2 distance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._plots import subplots
 
     body = table[table["layer"] != "total"]
     layers = list(dict.fromkeys(body["layer"]))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.3 * len(layers) + 2), 3.5))
+    fig, ax = subplots(figsize=(max(5.0, 0.3 * len(layers) + 2), 3.5))
     for key, part in body.groupby(by, sort=False):
         ax.plot([layers.index(x) for x in part["layer"]], part["l2"], marker="o", markersize=3,
                 label=str(key))

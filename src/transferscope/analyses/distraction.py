@@ -91,12 +91,9 @@ def run(ctx: AuditContext, fraction: float = 0.2, **params) -> AnalysisResult:
 
 
 def _scatter(per_class: pd.DataFrame, models: list[str]):
-    import matplotlib
+    from transferscope.analyses._plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = subplots(figsize=(4, 4))
     if len(models) >= 2:
         a, b = models[0], models[1]
         ax.scatter(per_class[b], per_class[a], s=14)

@@ -215,12 +215,9 @@ def run(target_sets: dict, source_set, limit: int | None = None, *, seed: int = 
 
 
 def _figure(rows):
-    import matplotlib
+    from transferscope.analyses._plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = subplots(figsize=(5, 3.5))
     for r in rows:
         ax.scatter(r["gap"], r["width"], s=20)
         ax.annotate(r["target"], (r["gap"], r["width"]), fontsize=7)

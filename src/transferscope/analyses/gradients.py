@@ -180,13 +180,10 @@ def run(runs: Mapping[str, tuple], *, max_batches: int | None = None,
 
 
 def _figure(tables):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from transferscope.analyses._plots import subplots
 
     longest = max(tables.values(), key=len)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(longest)), 3.5))
+    fig, ax = subplots(figsize=(max(6.0, 0.25 * len(longest)), 3.5))
     for name, t in tables.items():
         ax.plot(t["index"], t["mean_abs_grad"], marker="o", markersize=3, label=name)
     ax.set_yscale("log")

@@ -188,12 +188,9 @@ def run(named_preds: Mapping[str, tuple], class_sizes: Sequence[float] | None = 
 
 def plot_accuracy_vs_size(curves: Mapping[str, dict]):
     """Figure 8: per-class accuracy against class size, one marker colour per model."""
-    import matplotlib
+    from transferscope.analyses._plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = subplots(figsize=(5.5, 3.5))
     for name, res in curves.items():
         r = res["pearson_r"]
         ax.scatter(res["sizes"], res["accuracy"], s=10, alpha=0.7,

@@ -107,12 +107,9 @@ def run(rows: pd.DataFrame, *, standardize: bool = False) -> AnalysisResult:
 
 
 def _figure(fits, names):
-    import matplotlib
+    from transferscope.analyses._plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(fits), figsize=(3.6 * len(fits), 3.4), squeeze=False)
+    fig, axes = subplots(1, len(fits), figsize=(3.6 * len(fits), 3.4), squeeze=False)
     for ax, f in zip(axes.flat, fits):
         ax.scatter(f["fitted"], f["measured"], s=18)
         for label, x, y in zip(f["rows"], f["fitted"], f["measured"]):

@@ -79,12 +79,9 @@ def run(ctx: AuditContext) -> AnalysisResult:
 
 
 def _figure(per_class):
-    import matplotlib
+    from transferscope.analyses._plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = subplots(figsize=(6, 3.5))
     for (set_name, model_name), rec in per_class.items():
         vals = rec[~rec.isnan()].numpy() * 100
         ax.hist(vals, bins=[0, 50, 60, 70, 80, 90, 100], histtype="step", linewidth=1.5,

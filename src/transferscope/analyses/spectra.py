@@ -202,12 +202,9 @@ def run(named_models: Mapping[str, nn.Module], input_size, *,
 
 def plot_hist(spectra: Mapping[str, torch.Tensor], bins: int = 60):
     """Figure 31: histograms of all singular values of each model (log-scaled counts)."""
-    import matplotlib
+    from transferscope.analyses._plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = subplots(figsize=(5.5, 3.5))
     top = max((float(v.max()) for v in spectra.values() if len(v)), default=1.0)
     for name, v in spectra.items():
         ax.hist(v.numpy(), bins=np.linspace(0, top, bins), histtype="step", label=name)
@@ -221,12 +218,9 @@ def plot_hist(spectra: Mapping[str, torch.Tensor], bins: int = 60):
 
 def plot_counts(counts: pd.DataFrame):
     """Figure 33: number of singular values below a threshold against the threshold."""
-    import matplotlib
+    from transferscope.analyses._plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = subplots(figsize=(5.5, 3.5))
     for name, part in counts.groupby("model", sort=False):
         ax.plot(part["threshold"], part["count"], label=str(name))
     ax.set_xlabel("threshold")

@@ -213,12 +213,9 @@ def plot_layer_T(tables: dict[str, pd.DataFrame]):
 
     Non-finite T values are not drawn; the dashed line marks T = 1 (a random start).
     """
-    import matplotlib
+    from transferscope.analyses._plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * max(map(len, tables.values()), default=0)),
+    fig, ax = subplots(figsize=(max(6.0, 0.25 * max(map(len, tables.values()), default=0)),
                                     3.5))
     longest, values = [], []
     for name, table in tables.items():
