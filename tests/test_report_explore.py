@@ -194,3 +194,46 @@ def test_findings_render_sentences_values_and_links():
     s = as_finding("<b>Occlusion</b>: fixed - m 1 of 2; n &ge; 3 (x; y).", "occlusion", {})
     assert s.html == "<b>Occlusion</b>: fixed" and s.parts == ["m 1 of 2", "n &ge; 3 (x; y)"]
     assert s.text == "Occlusion: fixed - m 1 of 2; n ≥ 3 (x; y)."
+
+
+def test_result_and_report_render_inline(tmp_path):
+    from transferscope.analyses._plots import subplots
+    from transferscope.report import Report
+
+    results = synthetic_results(tmp_path)
+    html = results["interference_bias"]._repr_html_()
+    assert EVIL not in html and "&lt;/script&gt;&lt;img" in html
+    assert "<b>per_class</b> (120 rows x 7 columns, first 10 shown" in html
+    fig, ax = subplots(figsize=(2, 1))
+    ax.plot([0, 1])
+    assert "data:image/png;base64," in AnalysisResult("x", {}, {}, {"f": fig})._repr_html_()
+    report = Report(tmp_path, results)
+    page = report._repr_html_()
+    assert "Findings" in page and EVIL not in page and "interference_bias" in page
+    found = report.findings()
+    assert [f.analysis for f in found] == ["retained_knowledge", "interference_bias",
+                                           "composites", "distraction"]  # the page's order
+    text = report.findings_text()
+    assert text[0].startswith("Retained knowledge: with the source head put back")
+    assert "&ge;" not in text[0] and "≥" in text[0] and EVIL in text[1]  # plain, unescaped
+    assert found[0].values == [("samples/fine-tuned + source head (M^st) mean_recall", 0.4,
+                                (0.31, 0.49))]
+    assert report["composites"] is results["composites"]
+
+
+def test_analyses_leave_the_matplotlib_backend_alone(monkeypatch):
+    import pathlib
+
+    import matplotlib
+
+    import transferscope
+    from transferscope.analyses import bias, retained, spectra
+
+    calls = []
+    monkeypatch.setattr(matplotlib, "use", lambda *a, **k: calls.append(a))
+    retained._figure({("s", "m"): torch.tensor([0.2, 1.0, float("nan")])})
+    bias._figure({("s", "m"): torch.tensor([[0.2, 0.8], [1.0, 0.0]])}, ["a", "b"])
+    spectra.plot_hist({"m": torch.rand(10)})
+    assert calls == []
+    src = pathlib.Path(transferscope.__file__).parent
+    assert not [p.name for p in src.rglob("*.py") if "matplotlib.use(" in p.read_text()]
