@@ -36,6 +36,9 @@ CHARTS = {
     ("interference_bias", "table"): dict(
         categories="bins", total="classes", x="bias B of the source class toward the first "
         "target class (Table-2 bins)", y="share of source classes (%)", replaces="bias_hist"),
+    ("agreement", "pearson"): dict(
+        kind="heatmap", rows="model A", cols="model B", value="Pearson R",
+        facets=["source images", "quantity"], unit="Pearson R of the per-class values"),
 }
 #: One colour per model throughout (Tableau 10 without its grey); source models are grey.
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
@@ -198,7 +201,8 @@ def resolution_notes(name: str, res, results: dict) -> list[str]:
             if n > FEW_SAMPLES:
                 continue
             pct = [100 * k / n for k in range(n + 1)]
-            what = "recall" if name != "interference_bias" else "bias B"
+            what = {"retained_knowledge": "recall", "interference_bias": "bias B"}.get(
+                name, "recall and bias")
             text = (f"Resolution: in '{set_name}' each class's {what} is a fraction over {n} "
                     f"samples{_how(info)}, so it takes only {n + 1} values ({_values_text(n)})")
             if name == "retained_knowledge":
@@ -421,7 +425,10 @@ class ReportPage:
         tid = f"tbl-{self.count}"
         data = {"analysis": name, "key": key, "file": f"{name}__{key}.csv", **table_data(df)}
         chart = CHARTS.get((name, key))
-        if chart:
+        if chart and chart.get("kind") == "heatmap":
+            if {chart["rows"], chart["cols"], chart["value"]} <= set(data["columns"]):
+                data["chart"] = chart
+        elif chart:
             cats = chart["categories"]
             cats = [c for c in data["columns"] if c.startswith(("high ", "slight ", "neutral"))
                     ] if cats == "bins" else [c for c in cats if c in data["columns"]]

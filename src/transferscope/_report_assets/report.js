@@ -241,6 +241,53 @@
     host.append(el("div", {class: "figure"}, g, legend));
   }
 
+  function diverging(v) {  // -1 blue, 0 white, +1 red
+    if (v === null || v === undefined) return "#eeeeee";
+    var t = Math.min(1, Math.abs(v)), to = v < 0 ? [44, 127, 184] : [192, 57, 43];
+    return "rgb(" + to.map(function (x) { return Math.round(255 + (x - 255) * t); }).join(",") + ")";
+  }
+  function heatmap(d, host) {
+    var c = d.chart, cols = d.columns, ri = cols.indexOf(c.rows), ci = cols.indexOf(c.cols);
+    var vi = cols.indexOf(c.value), facets = {}, order = [];
+    var fi = c.facets.map(function (f) { return cols.indexOf(f); }).filter(function (i) { return i >= 0; });
+    d.rows.forEach(function (r) {
+      var k = fi.map(function (i) { return r[i]; }).join(" \u00b7 ");
+      if (!facets[k]) { facets[k] = []; order.push(k); }
+      facets[k].push(r);
+    });
+    var wrap = el("div", {class: "heatmaps"});
+    order.forEach(function (k) {
+      var rows = facets[k], models = [], val = {};
+      rows.forEach(function (r) {
+        [r[ri], r[ci]].forEach(function (m) { if (models.indexOf(m) < 0) models.push(m); });
+        val[r[ri] + "\u0001" + r[ci]] = val[r[ci] + "\u0001" + r[ri]] = r[vi];
+      });
+      var n = models.length, cell = 38, L = 170, T = 22, W = L + n * cell + 8, H = T + n * cell + 8;
+      var g = svg("svg", {class: "chart", width: W, height: H, viewBox: "0 0 " + W + " " + H,
+                          role: "img", "aria-label": c.value + ", " + k});
+      g.append(svg("text", {x: 0, y: 14, "font-weight": "bold"}, k));
+      models.forEach(function (a, i) {
+        g.append(svg("text", {x: L - 6, y: T + i * cell + cell / 2 + 4, "text-anchor": "end"},
+                     String(a).length > 26 ? String(a).slice(0, 25) + "\u2026" : a));
+        models.forEach(function (b, j) {
+          var v = i === j ? null : val[a + "\u0001" + b];
+          var rect = svg("rect", {x: L + j * cell, y: T + i * cell, width: cell - 2, height: cell - 2,
+                                  fill: i === j ? "#f7f7f7" : diverging(v)});
+          rect.append(svg("title", {}, a + " vs " + b + ": " + (v === null || v === undefined ? "n/a" : v.toFixed(3))));
+          g.append(rect);
+          if (i !== j && v !== null && v !== undefined) {
+            g.append(svg("text", {x: L + j * cell + cell / 2 - 1, y: T + i * cell + cell / 2 + 3,
+                                  "text-anchor": "middle", "font-size": 10}, v.toFixed(2)));
+          }
+        });
+      });
+      wrap.append(g);
+    });
+    wrap.append(el("div", {class: "legend", text: c.unit + ": \u22121 blue, 0 white, +1 red; " +
+      "columns in the same order as the rows (read the labels on the left)"}));
+    host.append(wrap);
+  }
+
   /* ---------------------------------------------------------------- drill-down */
   var drill = document.getElementById("drill");
   function table(analysis, key) {
@@ -446,7 +493,7 @@
   }
   Array.prototype.forEach.call(document.querySelectorAll(".ts-table"), function (host) {
     var d = readJSON(host.dataset.src);
-    if (d.chart) chart(d, host);
+    if (d.chart) (d.chart.kind === "heatmap" ? heatmap : chart)(d, host);
     TABLES.push(new Table(host, d));
   });
   Array.prototype.forEach.call(document.querySelectorAll("a.evidence"), function (a) {
