@@ -22,8 +22,9 @@ from transferscope.data import image_folder, imagenet_wnids, source_images
 from transferscope.data.composite import CompositeSet
 from transferscope.data.views import ViewSet
 from transferscope.report import load_results, write_report
-from transferscope.report_html import (FindingView, as_finding, denominator, findings_html,
-                                       resolution_notes, source_class_columns, table_data)
+from transferscope.report_findings import FindingView, as_finding, findings_html
+from transferscope.report_html import (denominator, resolution_notes, source_class_columns,
+                                       table_data)
 
 
 def embedded(html: str) -> dict[str, dict]:

@@ -1,7 +1,9 @@
 """One self-contained HTML report (figures embedded) from an audit's results.
 
 Plain-words findings first, then one section per paper with its tables (next to the paper's
-published numbers where they exist) and figures, then the exact study spec and versions.
+published numbers where they exist) and figures, then the exact study spec and versions. The
+tables are explorable (sort, filter, CSV, a drill-down per source class): see
+:mod:`transferscope.report_html`.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import platform
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from transferscope import __version__
 from transferscope._io import atomic_write_bytes
 from transferscope.analyses._base import AnalysisResult
-from transferscope.report_html import FindingView, ReportPage, collect_findings, findings_html
+from transferscope.report_findings import FindingView, collect_findings, findings_html
+from transferscope.report_html import ReportPage
 
 SECTIONS = [
     ("Source-domain memory and interference (papers 000 and 001)",
