@@ -2,7 +2,7 @@
 
 Every table is embedded once as JSON (``<script type="application/json">``, with ``<``, ``>``
 and ``&`` written as ``\\u003c``...) and rendered by a small inlined script
-(``_report_assets/report.js``): complete, sortable (numeric-aware), filterable, paginated and
+(``_report_assets/report.js`` and ``drill.js``): complete, sortable (numeric-aware), filterable, paginated and
 downloadable as CSV. Rows of source classes open a drill-down (recall per model, bias toward
 each target class, the class's image and views, its composites with each model's prediction,
 Grad-CAM maps side by side) built from the analyses' galleries (:mod:`.analyses._thumbs`).
@@ -52,6 +52,12 @@ _WNID = re.compile(r"\b(n\d{8})\b(?! \()")
 def asset(name: str) -> str:
     """Text of a file shipped in ``transferscope/_report_assets``."""
     return resources.files("transferscope").joinpath("_report_assets", name).read_text()
+
+
+def script() -> str:
+    """The page's script: ``report.js`` and ``drill.js`` in one strict-mode function scope."""
+    return ('(function () {\n"use strict";\n' + asset("report.js") + asset("drill.js")
+            + "})();\n")
 
 
 def script_json(obj: Any) -> str:
@@ -343,4 +349,4 @@ class ReportPage:
         return ("<aside id='drill' hidden aria-live='polite'></aside>" + "".join(self.blocks)
                 + f"<script type='application/json' id='ts-meta'>{script_json(meta)}</script>"
                 + f"<script type='application/json' id='ts-images'>{script_json(images)}"
-                "</script>" + f"<script>{asset('report.js')}</script>")
+                "</script>" + f"<script>{script()}</script>")
