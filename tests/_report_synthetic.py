@@ -110,7 +110,11 @@ def synthetic_results(out_dir) -> dict[str, AnalysisResult]:
         {"per_class": pd.DataFrame([{"background": c, "background name": names[c],
                                      **{m: 0.2 for m in MODELS}} for c in bgs]),
          "gallery": pd.DataFrame(cam_rows)}, images=cam_images)
-    results = {r.name: r for r in (retained, bias, composites, distraction)}
+    agreement = AnalysisResult(
+        "agreement", {}, {"pearson": pd.DataFrame([
+            {"source images": "samples", "quantity": "recall of M^st", "model A": MODELS[0],
+             "model B": MODELS[1], "Pearson R": -0.5, "classes": len(CLASSES)}])})
+    results = {r.name: r for r in (retained, bias, agreement, composites, distraction)}
     for r in results.values():
         r.save(out_dir)
     return results

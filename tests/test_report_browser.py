@@ -86,6 +86,9 @@ def test_report_sorts_filters_downloads_and_drills_down(tmp_path):
         page.goto(path.as_uri())
         page.wait_for_load_state("load")
         page.screenshot(path=str(tmp_path / "first.png"))
+        # figures: grouped bars (2 models x 6 recall bins), a 2 x 2 heat map with one value
+        assert page.locator("svg.chart rect").count() == 2 * 6 + 4
+        assert page.locator(".heatmaps svg text").all_text_contents().count("-0.50") == 2
         idx = page.evaluate("window.transferscope.tables.findIndex(t => t.d.analysis === "
                             "'retained_knowledge' && t.d.key === 'per_class')")
         host = page.locator(".ts-table").nth(idx)

@@ -120,6 +120,10 @@ def test_source_class_columns_need_matching_imagenet_names():
     assert source_class_columns(ok) == [("class", "class name")]
     target = pd.DataFrame({"class": [0, 1], "class name": ["ants", "bees"]})  # target classes
     assert source_class_columns(target) == [] and table_data(target)["classCol"] == -1
+    odd = table_data(pd.DataFrame({"x": [np.float32(np.inf), np.nan, 0.1234567891, 2.0],
+                                   "flag": [True, False, None, True]}))
+    assert odd["kinds"] == ["float", "bool"]
+    assert odd["rows"] == [[None, True], [None, False], [0.123457, None], [2.0, True]]
     bg = pd.DataFrame({"background class": [2], "background name": ["great white shark"]})
     d = table_data(bg)
     assert d["columns"] == ["background class", "background name", "background wnid"]
@@ -214,6 +218,7 @@ def test_result_and_report_render_inline(tmp_path):
     found = report.findings()
     assert [f.analysis for f in found] == ["retained_knowledge", "interference_bias",
                                            "composites", "distraction"]  # the page's order
+    assert "Findings" in page and "<td>agreement</td>" in page
     text = report.findings_text()
     assert text[0].startswith("Retained knowledge: with the source head put back")
     assert "&ge;" not in text[0] and "≥" in text[0] and EVIL in text[1]  # plain, unescaped

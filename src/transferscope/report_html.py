@@ -120,7 +120,8 @@ def _cell(v: Any, kind: str, names: bool) -> Any:
     if kind == "int":
         return int(v)
     if kind in ("float", "num"):
-        return float(f"{float(v):.6g}")
+        f = float(v)
+        return float(f"{f:.6g}") if math.isfinite(f) else None
     if kind == "bool":
         return bool(v)
     return with_class_names(str(v)) if names else str(v)
