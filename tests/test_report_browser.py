@@ -89,6 +89,10 @@ def test_report_sorts_filters_downloads_and_drills_down(tmp_path):
         # figures: grouped bars (2 models x 6 recall bins), a 2 x 2 heat map with one value
         assert page.locator("svg.chart rect").count() == 2 * 6 + 4
         assert page.locator(".heatmaps svg text").all_text_contents().count("-0.50") == 2
+        # every composite with each model's prediction; one Grad-CAM row per background class
+        assert page.locator(".ts-gallery").count() == 2
+        assert page.locator(".ts-gallery img").count() == 8 + 4 * (2 + 2)
+        assert "n02087394 (Rhodesian Ridgeback) \u2713" in page.locator(".ts-gallery").first.text_content()
         idx = page.evaluate("window.transferscope.tables.findIndex(t => t.d.analysis === "
                             "'retained_knowledge' && t.d.key === 'per_class')")
         host = page.locator(".ts-table").nth(idx)

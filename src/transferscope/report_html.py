@@ -288,8 +288,11 @@ class ReportPage:
 
     def table(self, name: str, key: str, df: pd.DataFrame) -> str:
         """A table's placeholder; its rows go once into an embedded JSON block."""
-        if key == "gallery":  # drill-down data, embedded by tail()
-            return ""
+        if key == "gallery":  # drill-down data, embedded by tail(); shown in two sections
+            if name == "composites":
+                self.charted.add((name, "examples"))  # the static grid had no predictions
+            return f"<div class='ts-gallery' data-analysis='{html.escape(name)}'></div>" \
+                if name in ("composites", "distraction") and len(df) else ""
         self.count += 1
         tid = f"tbl-{self.count}"
         data = {"analysis": name, "key": key, "file": f"{name}__{key}.csv", **table_data(df)}

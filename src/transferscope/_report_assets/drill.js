@@ -51,6 +51,70 @@
     fig.append(el("figcaption", {text: caption}));
     return fig;
   }
+  var CAM_NOTE = "Distraction: IoU of the top 20% background pixels of the two maps (paper 001, eq. 4).";
+  function compositeFigures(rows, named) {
+    var models = META.galleries.composites.columns.filter(function (x) {
+      return ["background class", "composite", "pasted class", "image"].indexOf(x) < 0;
+    });
+    var th = el("div", {class: "thumbs"});
+    rows.forEach(function (r) {
+      var fig = thumb(imageSrc("composites", r.image), "pasted: " + r["pasted class"]);
+      if (named) {  // section gallery: name the background; a click opens its drill-down
+        var b = r["background class"], link = el("a", {href: "#class-" + b, text: classInfo(b).name});
+        link.addEventListener("click", function (e) { e.preventDefault(); openClass(b); });
+        fig.lastChild.prepend(link, el("br"));
+      }
+      models.forEach(function (m) {
+        var ok = r[m] === r["pasted class"];
+        fig.lastChild.append(el("br"), swatch(colour(m)),
+          el("span", {class: ok ? "ok" : "bad", text: m + ": " + r[m] + (ok ? " \u2713" : " \u2717")}));
+      });
+      th.append(fig);
+    });
+    return th;
+  }
+  function camRow(r) {
+    var th = el("div", {class: "thumbs"});
+    th.append(thumb(imageSrc("distraction", r.image), "composite, pasted: " + r["pasted class"]));
+    th.append(thumb(imageSrc("distraction", r["cam source"]), "source model (M^s), its map of the background's class"));
+    Object.keys(r).filter(function (k) { return k.slice(0, 4) === "cam " && k !== "cam source"; })
+      .forEach(function (k) {
+        var m = k.slice(4), f = thumb(imageSrc("distraction", r[k]), m + ": distraction " +
+          fmt(r["distraction " + m], "float"));
+        f.lastChild.prepend(swatch(colour(m)));
+        th.append(f);
+      });
+    return th;
+  }
+  function sectionGallery(host) {  // composites / Grad-CAM of every background class
+    var name = host.dataset.analysis, g = META.galleries[name];
+    if (!g) return;
+    var rows = asObjects(g.columns, g.rows), shown = 6;
+    if (name === "composites") {
+      host.append(el("p", null, el("b", {text: "composites with each model's prediction"}),
+        el("span", {class: "note", text: " (" + rows.length + " examples; a background's name opens its class)"})));
+      host.append(compositeFigures(rows, true));
+      return;
+    }
+    host.append(el("p", null, el("b", {text: "Grad-CAM maps side by side"}),
+      el("span", {class: "note", text: " (one composite per background class; " + CAM_NOTE + ")"})));
+    var list = el("div");
+    function fill(n) {
+      list.replaceChildren();
+      rows.slice(0, n).forEach(function (r) {
+        var b = r.background, link = el("a", {href: "#class-" + b, text: classInfo(b).name});
+        link.addEventListener("click", function (e) { e.preventDefault(); openClass(b); });
+        list.append(el("p", {class: "note"}, link), camRow(r));
+      });
+    }
+    fill(shown);
+    host.append(list);
+    if (rows.length > shown) {
+      var more = el("button", {type: "button", text: "show all " + rows.length});
+      more.addEventListener("click", function () { fill(rows.length); more.remove(); });
+      host.append(more);
+    }
+  }
   function openClass(c) {
     var info = classInfo(c), box = document.createDocumentFragment(), used = [];
     var close = el("button", {class: "close", type: "button", "aria-label": "close", text: "\u00d7"});
@@ -98,39 +162,14 @@
     }
     var comps = galleryRows("composites", "background class", c);
     if (comps.length) {
-      var models = META.galleries.composites.columns.filter(function (x) {
-        return ["background class", "composite", "pasted class", "image"].indexOf(x) < 0;
-      });
       box.append(el("h4", {text: "Composites on this background, with each model's prediction"}));
-      var th = el("div", {class: "thumbs"});
-      comps.forEach(function (r) {
-        var fig = thumb(imageSrc("composites", r.image), "pasted: " + r["pasted class"]);
-        models.forEach(function (m) {
-          var ok = r[m] === r["pasted class"];
-          fig.lastChild.append(el("br"), swatch(colour(m)),
-            el("span", {class: ok ? "ok" : "bad", text: m + ": " + r[m] + (ok ? " \u2713" : " \u2717")}));
-        });
-        th.append(fig);
-      });
-      box.append(th);
+      box.append(compositeFigures(comps, false));
     }
     var cams = galleryRows("distraction", "background", c);
     if (cams.length) {
       box.append(el("h4", {text: "Grad-CAM: source model (background class) vs each target model (its prediction)"}));
-      cams.forEach(function (r) {
-        var th = el("div", {class: "thumbs"});
-        th.append(thumb(imageSrc("distraction", r.image), "composite, pasted: " + r["pasted class"]));
-        th.append(thumb(imageSrc("distraction", r["cam source"]), "source model (M^s), its map of the background's class"));
-        Object.keys(r).filter(function (k) { return k.slice(0, 4) === "cam " && k !== "cam source"; })
-          .forEach(function (k) {
-            var m = k.slice(4), f = thumb(imageSrc("distraction", r[k]), m + ": distraction " +
-              fmt(r["distraction " + m], "float"));
-            f.lastChild.prepend(swatch(colour(m)));
-            th.append(f);
-          });
-        box.append(th);
-      });
-      box.append(el("p", {class: "note", text: "Distraction: IoU of the top 20% background pixels of the two maps (paper 001, eq. 4)."}));
+      cams.forEach(function (r) { box.append(camRow(r)); });
+      box.append(el("p", {class: "note", text: CAM_NOTE}));
     }
     TABLES.forEach(function (t) {
       if (t.d.classCol < 0 || used.indexOf(t) >= 0) return;
@@ -210,6 +249,7 @@
   Array.prototype.forEach.call(document.querySelectorAll("a.evidence"), function (a) {
     if (!document.getElementById(a.getAttribute("href").slice(1))) a.remove();
   });
+  Array.prototype.forEach.call(document.querySelectorAll(".ts-gallery"), sectionGallery);
   toc();
   document.addEventListener("keydown", function (e) { if (e.key === "Escape" && !drill.hidden) closeClass(); });
   var m = /^#class-(\d+)$/.exec(location.hash);
