@@ -243,3 +243,15 @@ def test_analyses_leave_the_matplotlib_backend_alone(monkeypatch):
     assert calls == []
     src = pathlib.Path(transferscope.__file__).parent
     assert not [p.name for p in src.rglob("*.py") if "matplotlib.use(" in p.read_text()]
+
+
+def test_thumbnails_stay_within_the_image_budget(tmp_path):
+    from transferscope.report_html import ReportPage
+
+    results = synthetic_results(tmp_path)
+    full = embedded(ReportPage(results, tmp_path).tail())
+    sizes = sorted(len(v) for v in full["ts-images"].values())
+    budget = sum(sizes[:10]) + 1
+    capped = embedded(ReportPage(results, tmp_path, image_budget=budget).tail())
+    assert sum(len(v) for v in capped["ts-images"].values()) <= budget
+    assert capped["ts-meta"]["droppedImages"] == len(sizes) - len(capped["ts-images"]) > 0

@@ -121,6 +121,10 @@
     close.addEventListener("click", closeClass);
     box.append(close, el("h2", {text: info.name + (info.wnid ? " (" + info.wnid + ")" : "")}),
                el("p", {class: "note", text: "source class " + c + " \u00b7 Esc closes"}));
+    if (META.droppedImages) {
+      box.append(el("p", {class: "note", text: META.droppedImages + " thumbnails were left out to keep " +
+        "the report within its size budget; the audit folder's images/*.json has them all."}));
+    }
     var strips = galleryRows("retained_knowledge", "class", c);
     if (strips.length) {
       box.append(el("h4", {text: "Image and views"}));
