@@ -148,6 +148,7 @@ def findings_html(items: list[FindingView], max_values: int = 6) -> str:
         lis.append(f"<li>{f.html}{':' if parts else ''}{link}"
                    + (f"<ul class='parts'>{parts}</ul>" if parts else "")
                    + (f"<div class='cis'>{''.join(ci)}{more}</div>" if ci else "") + "</li>")
-    return ("<section class='findings' id='findings'><h2>Findings</h2>"
-            "<p class='note'>95% intervals in brackets where the analysis computed them.</p>"
+    note = "<p class='note'>Numbers with their 95% intervals in brackets.</p>" \
+        if any(f.values for f in items) else ""
+    return (f"<section class='findings' id='findings'><h2>Findings</h2>{note}"
             f"<ol>{''.join(lis)}</ol></section>")
