@@ -113,9 +113,17 @@ def test_registered_analysis_meets_the_contract(name, request, tmp_path):
     result.save(tmp_path)
     html = write_report(tmp_path, {name: result}).read_text()
     assert f"<h3 id='{name}'>" in html and spec.title in html
-    assert found.text in html
-    if result.figures:
-        assert "data:image/png;base64," in html
+    from transferscope.report_findings import as_finding
+    from transferscope.report_html import ReportPage
+
+    view = as_finding(found.text, name, result.summary)  # the sentence as the report shows it
+    assert view.html in html and all(part in html for part in view.parts)
+    assert f"href='#{name}'" in html  # the finding links to its evidence
+    if result.figures:  # a PNG, or a client-side chart that replaces it
+        page = ReportPage({name: result}, tmp_path)
+        for key, table in result.tables.items():
+            page.table(name, key, table)  # records the figures a client-side chart replaces
+        assert "data:image/png;base64," in html or any(n == name for n, _ in page.charted)
 
 
 def test_contract_sees_every_section_and_typed_options():

@@ -94,6 +94,9 @@ repeats = 1
     html = (out / "report.html").read_text()
     assert "Findings" in html and "data:image/png;base64," in html
     assert "paper 000" in html and "tiny study" in html and "paper 003" in html
+    for name in ("retained_knowledge", "composites", "distraction"):  # drill-down thumbnails
+        assert (out / "images" / f"{name}.json").exists(), name
+    assert "data-analysis='distraction'" in html and "data-analysis='composites'" in html
     for name in ("mistakes", "cka", "distances", "barriers", "criticality", "spectra"):
         assert (out / "results" / f"{name}.json").exists(), name
     barrier = json.loads((out / "results" / "barriers.json").read_text())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import csv
 import json
 import math
 import sys
@@ -28,28 +30,52 @@ def _jsonable(obj: Any) -> Any:
 
 @dataclass
 class AnalysisResult:
-    """Tables (pandas), a JSON-able summary and matplotlib figures of one analysis."""
+    """Tables (pandas), a JSON-able summary and matplotlib figures of one analysis.
+
+    ``images`` are small JPEG thumbnails (bytes) keyed by name, kept together in one file,
+    ``images/<name>.json`` (base64), and shown in the report's class drill-downs.
+    """
 
     name: str
     summary: dict[str, Any]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    images: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> "AnalysisResult":
         """Read back a ``results/<name>.json`` written by :meth:`save` (figures stay on disk)."""
         data = json.loads(Path(path).read_text())
+        thumbs = Path(path).parent.parent / "images" / f"{data['name']}.json"
+        images = {k: base64.b64decode(v) for k, v in json.loads(thumbs.read_text()).items()
+                  } if thumbs.exists() else {}
+        order = dict(data.get("columns", {}))  # the JSON's records have sorted keys
+        for key, records in data["tables"].items():  # older results: the CSV header's order
+            header = Path(path).parent / f"{data['name']}__{key}.csv"
+            if key not in order and records and header.exists():
+                with open(header, newline="") as fh:
+                    cols = next(csv.reader(fh), [])
+                if set(cols) == set(records[0]):
+                    order[key] = cols
         return cls(data["name"], data["summary"],
-                   {k: pd.DataFrame(v) for k, v in data["tables"].items()}, {}, data["notes"])
+                   {k: pd.DataFrame(v, columns=order.get(k)) for k, v in data["tables"].items()},
+                   {}, data["notes"], images)
+
+    def _repr_html_(self) -> str:  # notebooks show the result inline
+        from transferscope.analyses._html import result_html
+
+        return result_html(self)
 
     def save(self, out_dir: str | Path) -> dict[str, list[str]]:
-        """Write ``results/<name>.json``, ``results/<name>__<table>.csv``, ``figures/*.png``."""
+        """Write ``results/<name>.json``, ``results/<name>__<table>.csv``, ``figures/*.png``
+        (and ``images/<name>.json`` when there are thumbnails)."""
         out_dir = Path(out_dir)
         written: dict[str, list[str]] = {"json": [], "csv": [], "figures": []}
         payload = {"name": self.name, "summary": _jsonable(self.summary), "notes": self.notes,
                    "tables": {k: json.loads(v.to_json(orient="records"))
-                              for k, v in self.tables.items()}}
+                              for k, v in self.tables.items()},
+                   "columns": {k: [str(c) for c in v.columns] for k, v in self.tables.items()}}
         path = out_dir / "results" / f"{self.name}.json"
         atomic_write_json(path, payload)
         written["json"].append(str(path))
@@ -57,6 +83,13 @@ class AnalysisResult:
             path = out_dir / "results" / f"{self.name}__{key}.csv"
             atomic_write_bytes(path, table.to_csv(index=False).encode())
             written["csv"].append(str(path))
+        path = out_dir / "images" / f"{self.name}.json"
+        if self.images:
+            atomic_write_json(path, {k: base64.b64encode(v).decode()
+                                     for k, v in self.images.items()})
+            written["images"] = [str(path)]
+        elif path.exists():  # a re-run without thumbnails: none of the old ones stays
+            path.unlink()
         for key, fig in self.figures.items():
             import io
 

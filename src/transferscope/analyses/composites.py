@@ -20,6 +20,7 @@ from pydantic import Field
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
 from transferscope.analyses._stats import bootstrap_ci
+from transferscope.analyses._thumbs import composite_gallery
 from transferscope.analyses.context import AuditContext
 from transferscope.analyses.interference_bias import bias_matrix, bias_strength
 from transferscope.data.composite import PAPER000_SIDE, PAPER001_SIDE, CompositeSet
@@ -160,9 +161,11 @@ def run(ctx: AuditContext, examples: int = 8, **params) -> AnalysisResult:
                                      "side_fraction": comp.side_fraction, "models": {}}
     frame = pd.DataFrame({"kind": kind, "background": comp.background_labels.tolist(),
                           "pasted": comp.targets.tolist()})
+    preds = {}
     for model_name, model in ctx.targets.items():
         clean = ctx.predict(model, ctx.target_data).accuracy()
         pred = ctx.predict(model, comp, desc=f"composites: {model_name}")
+        preds[model_name] = pred.preds
         frame[model_name] = (pred.preds == comp.targets).numpy()
         acc = frame.groupby("kind")[model_name].mean().to_dict()
         rows.append({"model": model_name, "clean target accuracy": clean,
@@ -186,6 +189,8 @@ def run(ctx: AuditContext, examples: int = 8, **params) -> AnalysisResult:
     result = AnalysisResult("composites", summary,
                             {"accuracy": pd.DataFrame(rows), "per_background": pd.DataFrame(per_bg)})
     result.figures["examples"] = example_grid(comp, min(examples, len(comp)), seed=1)
+    gallery, result.images = composite_gallery(comp, preds, classes)  # report drill-down
+    result.tables["gallery"] = pd.DataFrame(gallery)
     result.notes.append(
         f"{len(comp)} composites: {len(comp.background_ids)} background images x "
         f"{len(comp.overlay_ids)} overlays x {comp.repeats} placements; overlay side "

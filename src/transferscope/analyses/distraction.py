@@ -14,6 +14,7 @@ eq. 1 bias (:mod:`.composites`) stays available as ``protocol="bias"``.
 from __future__ import annotations
 
 import html
+from typing import Literal
 import math
 
 import pandas as pd
@@ -25,6 +26,7 @@ from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, register_analysis
 from transferscope.analyses.composites import CompositeOptions, plan
 from transferscope.analyses._stats import ci_fields
+from transferscope.analyses._thumbs import cam_gallery
 from transferscope.analyses.context import AuditContext
 from transferscope.data.composite import CompositeSet
 from transferscope.engine.attribution import gradcam
@@ -214,8 +216,9 @@ def run(ctx: AuditContext, fraction: float = 0.2, protocol: str = "lingering",
     frame = pd.DataFrame({"background": comp.background_labels.tolist()})
     src_silent = signal_counts(src_cam, comp.boxes, comp.size)
     summary = {}
+    cams = {}
     for name, model in ctx.targets.items():
-        cam = gradcam(model, comp, "pred", **cam_kw)
+        cams[name] = cam = gradcam(model, comp, "pred", **cam_kw)
         frame[name] = distraction(cam, src_cam, comp.boxes, comp.size, fraction).numpy()
         scored = frame[name].dropna().to_numpy()
         summary[name] = {"mean": float(scored.mean()) if len(scored) else float("nan"),
@@ -246,6 +249,9 @@ def run(ctx: AuditContext, fraction: float = 0.2, protocol: str = "lingering",
         (f" because the lingering protocol could not run: {info['reason']}."
          if info.get("reason") else "."))
     result.figures["scatter"] = _scatter(per_class, list(ctx.targets))
+    gallery, result.images = cam_gallery(comp, src_cam, cams, {n: frame[n].to_numpy()
+                                                               for n in cams}, ctx.target_classes)
+    result.tables["gallery"] = pd.DataFrame(gallery)  # report drill-down: maps side by side
     result.notes.append(f"Top {fraction:.0%} of background pixels of each Grad-CAM map "
                         "(exactly ceil(20 %) by rank; tied values broken by seeded permutations, "
                         "independently per side); "
@@ -274,6 +280,13 @@ def _scatter(per_class: pd.DataFrame, models: list[str]):
 class DistractionOptions(CompositeOptions):
     fraction: float = Field(0.2, gt=0, le=1, description="share of the Grad-CAM map kept as "
                             "its top region (eq. 4)")
+    protocol: Literal["lingering", "bias"] = Field(
+        "lingering", description="backgrounds from the lingering set L with random overlays "
+        "(paper 001) or the composites plan chosen by eq. 1 bias")
+    per_class: int = Field(10, ge=1, description="composites per lingering class (paper 001: "
+                           "about 100; fewer keep Grad-CAM affordable on a CPU)")
+    max_classes: int = Field(20, ge=1, description="at most this many classes of L (those M^st "
+                             "recognises best)")
 
 
 def finding(result: AnalysisResult) -> Finding | None:

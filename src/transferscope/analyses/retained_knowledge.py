@@ -14,6 +14,7 @@ import torch
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, first_set, register_analysis
 from transferscope.analyses._stats import bootstrap_ci, ci_fields, per_class_rate
+from transferscope.analyses._thumbs import class_gallery
 from transferscope.analyses.context import AuditContext
 
 #: Paper 000 Table 1 bins (recall in percent): "<50", then half-open [50,60[ ... and [90,100]
@@ -96,6 +97,8 @@ def run(ctx: AuditContext) -> AnalysisResult:
     result = AnalysisResult("retained_knowledge", summary,
                             {"bins": pd.DataFrame(rows), "per_class": pd.DataFrame(long)})
     result.figures["recall_hist"] = _figure(per_class)
+    gallery, result.images = class_gallery(ctx.source_data)  # report drill-down thumbnails
+    result.tables["gallery"] = pd.DataFrame(gallery)
     result.notes.append("Recall per class is a fraction over the images (and augmented views) "
                         "of that class in each source-image set.")
     return result
