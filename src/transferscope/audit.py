@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from transferscope._io import atomic_write_json
+from transferscope._lock import writer_lock
 from transferscope._progress import log
 from transferscope.analyses import (agreement, bias, composites, detector, distraction,
                                     lingering, occlusion, retained)
@@ -37,6 +38,15 @@ RUN_STATS = "run_stats.json"  # volatile: seconds per analysis and cache hits of
 def run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str] | None = None,
                      params: dict[str, dict] | None = None,
                      composite_params: dict | None = None) -> dict[str, AnalysisResult]:
+    """:func:`_run_memory_audit` holding ``out_dir``'s writer lock: a second audit into the
+    same folder waits for the first (or fails naming it with ``TRANSFERSCOPE_NO_WAIT=1``)."""
+    with writer_lock(out_dir, f"memory audit into {out_dir}"):
+        return _run_memory_audit(ctx, out_dir, analyses, params, composite_params)
+
+
+def _run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str] | None = None,
+                      params: dict[str, dict] | None = None,
+                      composite_params: dict | None = None) -> dict[str, AnalysisResult]:
     """Run the selected analyses (default: all), write ``out_dir/results`` and ``figures``.
 
     Everything under ``results/`` depends only on the inputs (models, data, settings): the

@@ -277,6 +277,15 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
 
 def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,
               data_root=None):
+    """:func:`_run_study` holding ``out``'s writer lock (a second study on ``out`` waits)."""
+    from transferscope._lock import writer_lock
+
+    with writer_lock(out, f"study {spec.name} into {out}"):
+        return _run_study(spec, out, spec_text=spec_text, data_root=data_root)
+
+
+def _run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,
+               data_root=None):
     """Train/load the models, run the selected analyses, write results and report.html."""
     from transferscope.audit import MEMORY_ANALYSES, run_memory_audit
     from transferscope.report import write_report

@@ -220,6 +220,19 @@ def _head(model: TransferModel, features: torch.Tensor, batch_size: int) -> torc
 def _cached_forward(key: str, model: nn.Module, data: ImageSet, transform, modules, pool,
                     batch_size, num_workers, cache: ResultCache, channels_last, progress,
                     desc, precision="fp32") -> tuple[dict[str, torch.Tensor], bool]:
+    """:func:`_compute_or_load` holding the cache entry's writer lock when it is missing (one
+    process computes it; another one asking for it meanwhile waits, then reads it)."""
+    args = (key, model, data, transform, modules, pool, batch_size, num_workers, cache,
+            channels_last, progress, desc, precision)
+    if not cache.enabled or cache.path(key).is_file() or distributed.setup().size > 1:
+        return _compute_or_load(*args)
+    with cache.writing(key):
+        return _compute_or_load(*args)
+
+
+def _compute_or_load(key: str, model: nn.Module, data: ImageSet, transform, modules, pool,
+                     batch_size, num_workers, cache: ResultCache, channels_last, progress,
+                     desc, precision="fp32") -> tuple[dict[str, torch.Tensor], bool]:
     """Tensors ``{"logits" or "features", "labels", "act.<layer>"...}`` of ``model`` over
     ``data`` from the cache, or computed (sharded under torchrun) and stored; + hit flag."""
     out_name = "features" if isinstance(model, _Features) else "logits"

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 
 from transferscope import __version__
 from transferscope._io import atomic_write_json, load_checked_state, save_checked_state
+from transferscope._lock import writer_lock
 from transferscope._progress import log, progress_bar
 from transferscope.data.folder import image_folder
 from transferscope.data.transforms import eval_transform, train_transform
@@ -196,9 +197,24 @@ def _check_existing(out: Path, config: TrainConfig, resume: bool) -> None:
                           "resume with the same settings or choose another --out")
 
 
-def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
-          data_root: str | None = None, num_workers: int = 0, keep_checkpoints: int | None = None,
-          progress: bool | None = None, hook: TrainingHook | None = None) -> TrainResult:
+def train(config: TrainConfig, out: str | os.PathLike, *, wait: bool | None = None,
+          **kwargs) -> TrainResult:
+    """:func:`_train` holding the run directory's writer lock (``transferscope._lock``).
+
+    A second process on the same ``out`` waits for the first (printing which pid and host
+    hold it), then resumes or finds the run complete - it never re-runs finished epochs beside
+    it; ``wait=False`` (or ``TRANSFERSCOPE_NO_WAIT=1``) makes it fail at once with a
+    :class:`~transferscope._lock.LockedError` naming the holder. Under torchrun rank 0 holds it.
+    """
+    if distributed.setup().rank != 0:
+        return _train(config, out, **kwargs)
+    with writer_lock(out, f"training {config.arch} into {out}", wait=wait):
+        return _train(config, out, **kwargs)
+
+
+def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
+           data_root: str | None = None, num_workers: int = 0, keep_checkpoints: int | None = None,
+           progress: bool | None = None, hook: TrainingHook | None = None) -> TrainResult:
     """Train ``config.arch`` on ``config.data`` and write the run directory ``out``.
 
     ``keep_checkpoints=N`` keeps only the last N epoch checkpoints (default: all, which the
