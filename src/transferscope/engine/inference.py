@@ -8,22 +8,24 @@ same data manifest, same preprocessing, same layers) are served from the
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from transferscope._progress import progress_bar
 from transferscope.data.folder import ImageSet
 from transferscope.data.transforms import describe_transform, eval_transform
 from transferscope.engine import distributed
 from transferscope.engine.cache import ResultCache
+from transferscope.engine.loading import make_loader
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
 
 _default_cache: ResultCache | None = None
+FAST_DECODE_ENV = "TRANSFERSCOPE_FAST_DECODE"
 
 
 def default_cache() -> ResultCache:
@@ -139,9 +141,11 @@ def forward_batch(model: nn.Module, x: torch.Tensor, channels_last: bool = True,
 
 def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = None,
             transform: Callable | None = None, layers: Sequence[str] = (), pool: str = "none",
-            batch_size: int | None = None, num_workers: int = 0, cache: ResultCache | None = None,
+            batch_size: int | None = None, num_workers: int | None = None,
+            cache: ResultCache | None = None,
             channels_last: bool = True, progress: bool | None = None,
-            desc: str | None = None, precision: str = "fp32") -> Predictions:
+            desc: str | None = None, precision: str = "fp32",
+            fast_decode: bool | None = None) -> Predictions:
     """Run ``model`` over ``data`` and return logits (and activations of ``layers``).
 
     Args:
@@ -155,6 +159,11 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
             to force recomputation.
         precision: ``"fp32"`` (default) or ``"bf16"`` autocast (see :func:`forward_batch`);
             part of the cache key.
+        num_workers: decoding processes; None sizes them to the machine
+            (:func:`~transferscope.engine.loading.auto_workers`; same results either way).
+        fast_decode: with the default transform, decode large JPEGs at reduced scale (JPEG
+            draft mode, never below the resize target; own cache keys). Default:
+            ``TRANSFERSCOPE_FAST_DECODE=1`` turns it on, else off.
 
     Returns:
         :class:`Predictions` with ``logits`` ``(N, C)`` and ``labels`` ``(N,)``.
@@ -166,7 +175,10 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
     cache = default_cache() if cache is None else cache
     if transform is None and hasattr(data, "model_transform"):
         transform = data.model_transform(model.norm, model.fixed_size)  # keeps box geometry
-    transform = transform or eval_transform(model.norm, image_size or model.default_size)
+    if fast_decode is None:
+        fast_decode = os.environ.get(FAST_DECODE_ENV, "") in ("1", "true", "yes")
+    transform = transform or eval_transform(model.norm, image_size or model.default_size,
+                                            draft=fast_decode)
     check_precision(precision)  # before the cache key is built
     extra = {} if precision == "fp32" else {"precision": precision}  # fp32 keys stay as they were
     if batch_size is None:
@@ -244,7 +256,7 @@ def _compute_or_load(key: str, model: nn.Module, data: ImageSet, transform, modu
     part = data.with_transform(transform)
     if world.size > 1:
         part = torch.utils.data.Subset(part, distributed.shard(len(data), batch_size))
-    loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = make_loader(part, batch_size, num_workers=num_workers, device=world.device)
     was_training = model.training
     model.eval()
     if world.device.type != "cpu":
@@ -256,7 +268,8 @@ def _compute_or_load(key: str, model: nn.Module, data: ImageSet, transform, modu
         with capture(model, modules, pool) as store, \
                 progress_bar(len(part), desc, progress) as advance:
             for x, y in loader:
-                outputs.append(forward_batch(model, x.to(world.device), channels_last, precision))
+                outputs.append(forward_batch(model, x.to(world.device, non_blocking=True),
+                                             channels_last, precision))
                 labels.append(y)
                 advance(len(y))
     finally:

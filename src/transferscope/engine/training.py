@@ -40,6 +40,7 @@ from transferscope.data.folder import image_folder
 from transferscope.data.transforms import eval_transform, train_transform
 from transferscope.engine import distributed
 from transferscope.engine.batchnorm import reestimate_bn
+from transferscope.engine.loading import make_loader
 from transferscope.engine.recipes import Recipe
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
@@ -157,7 +158,7 @@ def _evaluate(model: TransferModel, loader: DataLoader, channels_last: bool) -> 
     device = next(model.parameters()).device
     with torch.inference_mode():
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x)
@@ -308,9 +309,9 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
 
         shuffle = BlockShuffle(config.block_shuffle, seed=config.seed)
         tf_train, tf_val = v2.Compose([tf_train, shuffle]), v2.Compose([tf_val, shuffle])
-    val_loader = DataLoader(val_set.with_transform(tf_val),
-                            batch_size=recipe.batch_size, num_workers=num_workers,
-                            sampler=distributed.shard_indices(len(val_set), recipe.batch_size))
+    val_loader = make_loader(val_set.with_transform(tf_val), recipe.batch_size,  # every epoch
+                             num_workers=num_workers, device=world.device, persistent=True,
+                             sampler=distributed.shard_indices(len(val_set), recipe.batch_size))
     if len(train_set) < recipe.batch_size:
         log(f"note: {len(train_set)} training images, fewer than one batch of "
             f"{recipe.batch_size}")
@@ -332,8 +333,8 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                         x = x.contiguous(memory_format=torch.channels_last)
                     if hook is not None:
                         x, y = hook.batch(x, y, hook_gen)
-                    features, logits = step(x.to(world.device))
-                    y = y.to(world.device)
+                    features, logits = step(x.to(world.device, non_blocking=True))
+                    y = y.to(world.device, non_blocking=True)
                     loss = torch.nn.functional.cross_entropy(logits, y)
                     if hook is not None:
                         extra = hook.loss(model, x, y, features, logits, hook_gen)
