@@ -68,6 +68,9 @@ class TrainConfig(BaseModel):
     block_shuffle: int | Literal["*"] | None = None
     precise_bn: bool | None = None  # re-estimate BN statistics each epoch (None: see below)
     remedy: dict | None = None  # settings of the TrainingHook the run used (transferscope.remedies)
+    # "bf16": training forward passes under bfloat16 autocast (CPUs with AVX512-BF16/AMX,
+    # GPUs); weights, optimiser, loss and the validation pass stay fp32
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def recalibrates_bn(self, model: torch.nn.Module | None = None) -> bool:
         """``precise_bn``, or by default: for random init, and for models whose BatchNorm
@@ -192,6 +195,9 @@ def _check_existing(out: Path, config: TrainConfig, resume: bool) -> None:
                           "another --out")
     old = json.loads(cfg_path.read_text())["config"]
     new = json.loads(config.model_dump_json())
+    # a setting added after the run was started has its default there (e.g. precision)
+    fields = TrainConfig.model_fields
+    old = {**{k: new[k] for k in new if k not in old and new[k] == fields[k].default}, **old}
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
         raise ConfigError(f"{out} was started with other settings ({', '.join(diff)} differ); "
@@ -297,6 +303,8 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
         hook.setup(model, train_set, recipe.image_size, fresh=False)
     step = distributed.data_parallel(model)  # (features, logits); DDP under torchrun
 
+    autocast = torch.autocast(world.device.type, dtype=torch.bfloat16,
+                              enabled=config.precision == "bf16")
     recalibrate = config.recalibrates_bn(model)
     size = recipe.image_size
     tf_train = train_transform(model.norm, size) if recipe.augment else \
@@ -333,7 +341,9 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                         x = x.contiguous(memory_format=torch.channels_last)
                     if hook is not None:
                         x, y = hook.batch(x, y, hook_gen)
-                    features, logits = step(x.to(world.device, non_blocking=True))
+                    with autocast:  # bf16: forward in bfloat16, weights and loss in fp32
+                        features, logits = step(x.to(world.device, non_blocking=True))
+                    features, logits = features.float(), logits.float()
                     y = y.to(world.device, non_blocking=True)
                     loss = torch.nn.functional.cross_entropy(logits, y)
                     if hook is not None:
