@@ -110,6 +110,7 @@ def test_worker_processes_give_the_same_predictions(photos, tmp_path, monkeypatc
 def test_auto_workers_follow_the_cores_and_the_data(monkeypatch):
     monkeypatch.delenv("TRANSFERSCOPE_WORKERS", raising=False)
     assert auto_workers(48, 16, cpus=8) == 0  # three batches: not worth a worker
+    assert auto_workers(200, 4, cpus=8) == 0  # nor 200 images
     assert [auto_workers(10_000, 16, cpus=c) for c in (1, 2, 4, 8, 16, 64)] == [0, 1, 2, 6, 8, 8]
     assert auto_workers(10_000, 16) == auto_workers(10_000, 16, cpus=usable_cpus())
     monkeypatch.setenv("TRANSFERSCOPE_WORKERS", "0")

@@ -4,8 +4,8 @@ Decoding a JPEG and resizing it costs about as much as efficientnet_lite0's forw
 128 px on one CPU core (see benchmarks/RESULTS.md, "Scaling"), so in the main process the
 decoder and the model take turns. :func:`make_loader` decodes in worker processes instead:
 
-* how many: :func:`auto_workers` - none for a few batches (starting a worker costs more than
-  it saves) or on one core; else half the cores this process may use
+* how many: :func:`auto_workers` - none for a few batches or images (starting a worker
+  costs more than it saves) or on one core; else half the cores this process may use
   (``os.sched_getaffinity``) up to 4 cores, all but two of them above, at most 8. Each worker runs with one
   torch thread (PyTorch sets this in every DataLoader worker), the main process keeps its
   ``torch.get_num_threads()`` for the model.
@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 MIN_BATCHES_FOR_WORKERS = 4  # fewer: a worker's start-up (fork + first batch) is not repaid
+MIN_ITEMS_FOR_WORKERS = 256  # nor for a few images (0.1-0.3 s start-up; ~2 ms per decode)
 MAX_WORKERS = 8
 WORKERS_ENV = "TRANSFERSCOPE_WORKERS"
 
@@ -43,7 +44,7 @@ def auto_workers(n_items: int, batch_size: int, cpus: int | None = None) -> int:
     ``TRANSFERSCOPE_WORKERS=N`` overrides the choice (0: decode in the main process).
 
     Example:
-        >>> auto_workers(48, 16, cpus=2), auto_workers(5000, 16, cpus=2)
+        >>> auto_workers(153, 16, cpus=2), auto_workers(5000, 16, cpus=2)
         (0, 1)
         >>> auto_workers(5000, 16, cpus=8), auto_workers(5000, 16, cpus=64)
         (6, 8)
@@ -57,7 +58,8 @@ def auto_workers(n_items: int, batch_size: int, cpus: int | None = None) -> int:
 
             raise ConfigError(f"{WORKERS_ENV}={env!r}: give a whole number of worker "
                               "processes (0: decode in the main process)") from None
-    if -(-n_items // max(1, batch_size)) < MIN_BATCHES_FOR_WORKERS:
+    if n_items < MIN_ITEMS_FOR_WORKERS or -(-n_items // max(1, batch_size)) < \
+            MIN_BATCHES_FOR_WORKERS:
         return 0
     cpus = usable_cpus() if cpus is None else cpus
     if cpus < 2:
