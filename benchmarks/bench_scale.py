@@ -9,7 +9,8 @@
    files are as costly to decode as photos of that size.
 2. For every (N, image size) runs, in a fresh child process with an empty cache,
    ``audit-memory``'s retained knowledge, interference bias and lingering features for
-   efficientnet_lite0 (ImageNet weights; M^t = the same backbone with a 2-class head) on the
+   efficientnet_lite0 (ImageNet weights; M^t = that backbone, its first weight tensor scaled by
+   1.001 so that it is a backbone of its own as a fine-tuned one is, with a 2-class head) on the
    synthetic set and hymenoptera/val, exactly as ``transferscope audit-memory`` runs them.
 3. In the same child, after the audit: the bare model forward (``forward_batch``:
    inference_mode, channels-last, the audit's batch size) on tensors already in memory.
@@ -98,6 +99,8 @@ def child(folder: str, size: int, out: str) -> dict:
     torch.manual_seed(0)
     source = create_model("efficientnet_lite0", init="imagenet")
     ft = create_model("efficientnet_lite0", 2, init="imagenet")
+    with torch.no_grad():  # a fine-tuned backbone differs from the source's: its own passes
+        next(ft.backbone.parameters()).mul_(1.001)
     counted = {"images": 0}
 
     def count(_module, args):
@@ -114,6 +117,7 @@ def child(folder: str, size: int, out: str) -> dict:
     t0 = time.perf_counter()
     run_memory_audit(ctx, Path(out) / "audit", ANALYSES.split(","))
     audit = time.perf_counter() - t0
+    forwarded = counted["images"]  # before the bare forward below adds its own
     rss_audit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (kB units)
     workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
 
@@ -128,8 +132,8 @@ def child(folder: str, size: int, out: str) -> dict:
     bare = (time.perf_counter() - t0) / n_bare
     return {"n": len(src), "size": size, "batch": batch, "scan_s": round(scan, 2),
             "audit_s": round(audit, 2), "s_per_image": round(audit / len(src), 5),
-            "forwarded_images": counted["images"], "bare_img_s": round(1 / bare, 1),
-            "ratio": round(counted["images"] * bare / audit, 3),
+            "forwarded_images": forwarded, "bare_img_s": round(1 / bare, 1),
+            "ratio": round(forwarded * bare / audit, 3),
             "peak_rss_gib": round(rss_audit, 3), "worker_peak_rss_gib": round(workers_rss, 3),
             "workers": auto_workers(len(src), batch), "threads": torch.get_num_threads(),
             "auto_batch": auto_batch_size(size)}
