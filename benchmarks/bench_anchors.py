@@ -14,6 +14,10 @@ cka      linear CKA of every layer group of one resnet18 against every layer gro
          libraries (for each pair: hook one module per model, run the data, linear CKA).
          Both read the same decoded batches. torch_cka (one pass, but a minibatch unbiased-HSIC
          estimator on flattened features: other values) is timed for context.
+landscape  loss-landscapes' linear_interpolation against barriers.evaluate_path_batched
+         (same images decoded once, same lambdas, parameters-only end points).
+         cka also compares ckatorch: its full-batch linear CKA (our estimator) on the same
+         features, values compared, and its minibatch CKA timed.
 barrier  25 lambda points on the line between two lite0 weight vectors, hymenoptera/val:
          analyses.barriers.evaluate_path_batched (each batch decoded once; on a list of
          decoded batches, as the studies pass them, states outer) vs a loop of 25 plain
@@ -170,6 +174,107 @@ def bench_cka(args) -> None:
           f"{t_tc:.3f} s; its values differ (other estimator), e.g. diagonal "
           f"{np.round(torch.diagonal(vals).numpy(), 3).tolist()} vs ours (avg) "
           f"{np.round(np.diag(ours.to_numpy()), 3).tolist()}")
+    bench_ckatorch(args, a, b, layers, data, ours, t_ours)
+
+
+def bench_ckatorch(args, a, b, layers, data, ours, t_ours) -> None:
+    """ckatorch: its full-batch linear CKA (``core.cka_base``, Kornblith et al.: our
+    estimator) on the same spatially averaged features - values compared; and its
+    ``CKA(...)(loader, epochs=1)`` (minibatch HSIC_1 on flattened features, Nguyen et al.:
+    another estimator) timed."""
+    try:
+        from ckatorch import CKA as CkaTorch
+        from ckatorch.core import cka_base
+    except ImportError:
+        print("  ckatorch not installed: skipped")
+        return
+
+    def features(model):  # one pass, every layer's spatially averaged output
+        store = {p: [] for p in layers}
+        hooks = [model.get_submodule(p).register_forward_hook(
+            lambda m, i, o, k=p: store[k].append(o.detach().mean((2, 3)))) for p in layers]
+        with torch.no_grad():
+            for x in data:
+                model(x)
+        for h in hooks:
+            h.remove()
+        return [torch.cat(store[p]) for p in layers]
+
+    def base_all_pairs():
+        fa, fb = features(a), features(b)
+        return np.array([[float(cka_base(x, y)) for y in fb] for x in fa])
+
+    t_base, vals = best_of(base_all_pairs, args.repeats)
+    diff = float(np.abs(vals - ours.to_numpy()).max())
+    print(f"  ckatorch core.cka_base on the same features (one pass per model, then "
+          f"{len(layers) ** 2} calls) {t_base:.3f} s (best of {args.repeats}); "
+          f"max |difference| to ours {diff:.2e}; ours {t_base / t_ours:.2f}x faster")
+    loader = DataLoader(TensorDataset(torch.cat(data)), batch_size=32)
+
+    def minibatch():
+        return CkaTorch(a, b, layers, layers, device="cpu")(loader, epochs=1)
+
+    try:
+        t_mb, mb = best_of(minibatch, 1)
+    except Exception as e:  # noqa: BLE001 - context only
+        print(f"  ckatorch CKA(...)(loader) failed: {type(e).__name__}: {e} (its minibatch CKA "
+              "takes (batch, tokens, dim) outputs, not convolution feature maps)")
+        return
+    print(f"  ckatorch CKA(...)(loader, epochs=1) (minibatch HSIC_1, flattened features: "
+          f"another estimator) {t_mb:.3f} s, ours {t_mb / t_ours:.2f}x faster; diagonal "
+          f"{np.round(torch.diagonal(mb).numpy(), 3).tolist()}")
+
+
+# --------------------------------------------------------------------------- loss-landscapes
+def bench_landscape(args) -> None:
+    """loss-landscapes' ``linear_interpolation`` vs ``barriers.evaluate_path_batched`` on the
+    same decoded images and the same lambdas. loss-landscapes moves the parameters only
+    (BatchNorm statistics stay those of the start model) and evaluates lambda = i/steps,
+    i = 1..steps, on one tensor of inputs with autograd on; so the end points here differ in
+    their parameters only (same BatchNorm buffers) and both evaluate in eval mode."""
+    try:
+        import loss_landscapes
+        import loss_landscapes.metrics
+    except ImportError:
+        print("\n## loss-landscapes not installed: skipped")
+        return
+    torch.manual_seed(0)
+    model = create_model("efficientnet_lite0", 2, init="imagenet").eval()
+    t0 = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(1)
+    params = dict(model.named_parameters())
+    t1 = {k: v + 0.1 * v.std() * torch.randn(v.shape, generator=g)
+          if k in params and v.numel() > 1 else v.clone() for k, v in t0.items()}
+    data = image_folder("hymenoptera", "val").with_transform(
+        eval_transform(model.norm, args.barrier_size))
+    x = torch.stack([data[i][0] for i in range(len(data))])
+    y = torch.tensor([data[i][1] for i in range(len(data))])
+    steps = args.lambdas
+    lams = [i / steps for i in range(1, steps + 1)]
+    start, end = create_model("efficientnet_lite0", 2).eval(), create_model(
+        "efficientnet_lite0", 2).eval()
+    start.load_state_dict(t0)
+    end.load_state_dict(t1)
+
+    def theirs():
+        metric = loss_landscapes.metrics.Loss(torch.nn.CrossEntropyLoss(), x, y)
+        return loss_landscapes.linear_interpolation(start, end, metric, steps=steps,
+                                                    deepcopy_model=True)
+
+    def ours():
+        return barriers.evaluate_path_batched(model, t0, t1, lams, [(x, y)],
+                                              channels_last=True)["loss"].to_numpy()
+
+    t_theirs, v_theirs = best_of(theirs, 1)
+    t_ours, v_ours = best_of(ours, 1)
+    diff = float(np.abs(v_theirs - v_ours).max())
+    print(f"\n## Interpolation path: loss-landscapes linear_interpolation vs "
+          f"barriers.evaluate_path_batched, efficientnet_lite0, {steps} lambdas, "
+          f"{len(x)} hymenoptera/val images at {args.barrier_size} px (decoded once, both)")
+    print(f"  loss_landscapes.linear_interpolation {t_theirs:8.2f} s")
+    print(f"  transferscope evaluate_path_batched   {t_ours:8.2f} s")
+    print(f"  speed-up {t_theirs / t_ours:.2f}x; max |loss difference| {diff:.2e} "
+          f"(losses {v_ours.min():.3f}-{v_ours.max():.3f})")
 
 
 # --------------------------------------------------------------------------- barrier
@@ -240,7 +345,7 @@ def bench_barrier(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="gradcam,cka,barrier")
+    ap.add_argument("--only", default="gradcam,cka,barrier,landscape")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cam-batch", type=int, default=32)
     ap.add_argument("--cka-n", type=int, default=64)
@@ -250,7 +355,8 @@ def main() -> None:
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for part in args.only.split(","):
-        {"gradcam": bench_gradcam, "cka": bench_cka, "barrier": bench_barrier}[part](args)
+        {"gradcam": bench_gradcam, "cka": bench_cka, "barrier": bench_barrier,
+         "landscape": bench_landscape}[part](args)
 
 
 if __name__ == "__main__":

@@ -295,7 +295,8 @@ def test_outputs_hold_no_pickle_but_the_weights_only_optimiser_state(runs, tmp_p
         "ft/checkpoints/state.pt", "scratch/checkpoints/state.pt"]
     suffixes = {p.suffix for folder in (runs / "scratch", tmp_path / "audit")
                 for p in folder.rglob("*") if p.is_file()}
-    assert suffixes <= {".json", ".csv", ".safetensors", ".png", ".html", ".pt"}
+    assert suffixes <= {".json", ".csv", ".safetensors", ".png", ".html", ".pt",
+                        ".lock"}  # the folders' writer-lock files (empty)
     # state.pt is read with weights_only=True (and its content hash checked)
     import transferscope._io as io
 

@@ -67,16 +67,18 @@ class ImageSet(Dataset):
 
     def __getitem__(self, index: int):
         sample = self.samples[index]
-        img = self.load_image(index)
+        # a transform that resizes down says how small the decoded image may be (JPEG draft)
+        img = self.load_image(index, getattr(self.transform, "decode_min_side", None))
         if self.transform is not None:
             img = self.transform(img)
         return img, sample.label
 
-    def load_image(self, index: int):
-        """The decoded RGB ``PIL.Image`` of sample ``index`` (no transform)."""
+    def load_image(self, index: int, min_side: int | None = None):
+        """The decoded RGB ``PIL.Image`` of sample ``index`` (no transform); ``min_side``: see
+        :func:`~transferscope.data.images.load_rgb`."""
         path = self.root / self.samples[index].path
         try:
-            return load_rgb(path)
+            return load_rgb(path, min_side)
         except Exception as exc:  # validated at scan time; a file changed underneath us
             raise DataError(f"{path} could not be read any more ({exc}); it changed after the "
                             "data set was scanned - re-run to re-scan the folder") from exc

@@ -33,8 +33,11 @@ def _too_large(width: int, height: int, extra: str = "") -> ValueError:
                       f"{MAX_PIXELS:,}{extra}; downscale the file to use it")
 
 
-def _open(path: str | Path) -> Image.Image:
-    """``Image.open`` with transferscope's own size limit instead of PIL's bomb warning."""
+def _open(path: str | Path, min_side: int | None = None) -> Image.Image:
+    """``Image.open`` with transferscope's own size limit instead of PIL's bomb warning;
+    with ``min_side`` a JPEG is decoded at 1/2, 1/4 or 1/8 scale when its shorter side stays
+    at least ``min_side`` (``Image.draft``: the decoder skips the detail a resize to
+    ``min_side`` would throw away)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
         try:
@@ -53,12 +56,20 @@ def _open(path: str | Path) -> Image.Image:
         if img.width * img.height > MAX_PIXELS:
             img.close()
             raise _too_large(width, height, " even at 1/8 scale")
+    elif min_side and img.format == "JPEG" and min(width, height) >= 2 * min_side:
+        img.draft(img.mode, (min_side, min_side))  # PIL keeps both sides >= the request
+        if min(img.size) < min_side:  # never expected; decode at full size rather than blur
+            img.close()
+            img = Image.open(path)
     return img
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file to 8-bit RGB (greyscale, CMYK, palette, alpha, 16-bit handled)."""
-    with _open(path) as img:
+def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
+    """Decode an image file to 8-bit RGB (greyscale, CMYK, palette, alpha, 16-bit handled).
+
+    ``min_side``: the caller resizes the shorter side to this many pixels next, so a large
+    JPEG may be decoded at reduced scale with its shorter side still ``>= min_side``."""
+    with _open(path, min_side) as img:
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             arr = np.asarray(img, dtype=np.float64)

@@ -82,5 +82,13 @@ class ResultCache:
         save_tensors(self.path(key), tensors, {"sha256": tensors_sha256(tensors),
                                                **{k: str(v) for k, v in meta.items()}})
 
+    def writing(self, key: str, wait: bool | None = None):
+        """Context manager holding entry ``key``'s writer lock (``<entry>.lock`` beside it):
+        a second process computing the same entry waits, then reads it (or with ``wait=False``
+        / ``TRANSFERSCOPE_NO_WAIT=1`` fails naming the holder)."""
+        from transferscope._lock import writer_lock
+
+        return writer_lock(self.path(key), "computing a cache entry", folder=False, wait=wait)
+
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "corrupt": self.corrupt}

@@ -170,8 +170,10 @@ def train_loader(dataset, batch_size: int, seed: int, num_workers: int = 0) -> D
     w = world()
     if w.size == 1:
         return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                          generator=torch.Generator().manual_seed(seed))
+                          generator=torch.Generator().manual_seed(seed),
+                          pin_memory=w.device.type == "cuda")  # for non_blocking copies
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                      pin_memory=w.device.type == "cuda",
                       sampler=RankShare(len(dataset), seed, w.rank, w.size))
 
 

@@ -8,12 +8,12 @@ same data manifest, same preprocessing, same layers) are served from the
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from transferscope._progress import progress_bar
 from transferscope.data.folder import ImageSet
@@ -23,10 +23,12 @@ from transferscope.engine.cache import ResultCache
 from transferscope.engine.device import (PRECISIONS, amp_dtype, check_amp,  # noqa: F401
                                          resolve_device, to_device)
 from transferscope.engine.modes import eval_mode
+from transferscope.engine.loading import make_loader
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
 
 _default_cache: ResultCache | None = None
+FAST_DECODE_ENV = "TRANSFERSCOPE_FAST_DECODE"
 
 
 def default_cache() -> ResultCache:
@@ -127,10 +129,12 @@ def forward_batch(model: nn.Module, x: torch.Tensor, channels_last: bool = True,
 
 def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = None,
             transform: Callable | None = None, layers: Sequence[str] = (), pool: str = "none",
-            batch_size: int | None = None, num_workers: int = 0, cache: ResultCache | None = None,
+            batch_size: int | None = None, num_workers: int | None = None,
+            cache: ResultCache | None = None,
             channels_last: bool = True, progress: bool | None = None,
             desc: str | None = None, precision: str = "fp32",
-            device: str | torch.device | None = "auto") -> Predictions:
+            device: str | torch.device | None = "auto",
+            fast_decode: bool | None = None) -> Predictions:
     """Run ``model`` over ``data`` and return logits (and activations of ``layers``).
 
     Args:
@@ -146,6 +150,11 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
             :func:`forward_batch`); part of the cache key.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda[:N]"``, ``"mps"`` (see
             :func:`~transferscope.engine.device.resolve_device`).
+        num_workers: decoding processes; None sizes them to the machine
+            (:func:`~transferscope.engine.loading.auto_workers`; same results either way).
+        fast_decode: with the default transform, decode large JPEGs at reduced scale (JPEG
+            draft mode, never below the resize target; own cache keys). Default:
+            ``TRANSFERSCOPE_FAST_DECODE=1`` turns it on, else off.
 
     Returns:
         :class:`Predictions` with ``logits`` ``(N, C)`` and ``labels`` ``(N,)``.
@@ -157,7 +166,10 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
     cache = default_cache() if cache is None else cache
     if transform is None and hasattr(data, "model_transform"):
         transform = data.model_transform(model.norm, model.fixed_size)  # keeps box geometry
-    transform = transform or eval_transform(model.norm, image_size or model.default_size)
+    if fast_decode is None:
+        fast_decode = os.environ.get(FAST_DECODE_ENV, "") in ("1", "true", "yes")
+    transform = transform or eval_transform(model.norm, image_size or model.default_size,
+                                            draft=fast_decode)
     check_precision(precision)  # before the cache key is built
     distributed.setup()
     device = resolve_device(device)
@@ -211,6 +223,19 @@ def _head(model: TransferModel, features: torch.Tensor, batch_size: int) -> torc
 def _cached_forward(key: str, model: nn.Module, data: ImageSet, transform, modules, pool,
                     batch_size, num_workers, cache: ResultCache, channels_last, progress,
                     desc, precision="fp32", device=None) -> tuple[dict[str, torch.Tensor], bool]:
+    """:func:`_compute_or_load` holding the cache entry's writer lock when it is missing (one
+    process computes it; another one asking for it meanwhile waits, then reads it)."""
+    args = (key, model, data, transform, modules, pool, batch_size, num_workers, cache,
+            channels_last, progress, desc, precision, device)
+    if not cache.enabled or cache.path(key).is_file() or distributed.setup().size > 1:
+        return _compute_or_load(*args)
+    with cache.writing(key):
+        return _compute_or_load(*args)
+
+
+def _compute_or_load(key: str, model: nn.Module, data: ImageSet, transform, modules, pool,
+                     batch_size, num_workers, cache: ResultCache, channels_last, progress,
+                     desc, precision="fp32", device=None) -> tuple[dict[str, torch.Tensor], bool]:
     """Tensors ``{"logits" or "features", "labels", "act.<layer>"...}`` of ``model`` over
     ``data`` from the cache, or computed (sharded under torchrun) and stored; + hit flag."""
     out_name = "features" if isinstance(model, _Features) else "logits"
@@ -222,10 +247,10 @@ def _cached_forward(key: str, model: nn.Module, data: ImageSet, transform, modul
     part = data.with_transform(transform)
     if world.size > 1:
         part = torch.utils.data.Subset(part, distributed.shard(len(data), batch_size))
-    loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    device = world.device if device is None else device
+    loader = make_loader(part, batch_size, num_workers=num_workers, device=device)
     was_training = model.training
     model.eval()
-    device = world.device if device is None else device
     if device.type != "cpu":
         model.to(device)
     if channels_last:

@@ -39,12 +39,14 @@ from torch.utils.data import DataLoader
 from transferscope import __version__
 from transferscope._io import (atomic_write_json, load_checked_state, save_checked_state,
                                tensors_sha256)
+from transferscope._lock import writer_lock
 from transferscope._progress import log, progress_bar
 from transferscope.data.folder import image_folder
 from transferscope.data.transforms import eval_transform, train_transform
 from transferscope.engine import distributed
 from transferscope.engine._disk import _link_or_copy, _prune, parse_keep
 from transferscope.engine.batchnorm import reestimate_bn
+from transferscope.engine.loading import make_loader
 from transferscope.engine.recipes import Recipe
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
@@ -73,6 +75,9 @@ class TrainConfig(BaseModel):
     block_shuffle: int | Literal["*"] | None = None
     precise_bn: bool | None = None  # re-estimate BN statistics each epoch (None: see below)
     remedy: dict | None = None  # settings of the TrainingHook the run used (transferscope.remedies)
+    # "bf16": training forward passes under bfloat16 autocast (CPUs with AVX512-BF16/AMX,
+    # GPUs); weights, optimiser, loss and the validation pass stay fp32
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def recalibrates_bn(self, model: torch.nn.Module | None = None) -> bool:
         """``precise_bn``, or by default: for random init, and for models whose BatchNorm
@@ -215,17 +220,35 @@ def _check_existing(out: Path, config: TrainConfig, resume: bool) -> None:
                           "another --out")
     old = json.loads(cfg_path.read_text())["config"]
     new = json.loads(config.model_dump_json())
+    # a setting added after the run was started has its default there (e.g. precision)
+    fields = TrainConfig.model_fields
+    old = {**{k: new[k] for k in new if k not in old and new[k] == fields[k].default}, **old}
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
         raise ConfigError(f"{out} was started with other settings ({', '.join(diff)} differ); "
                           "resume with the same settings or choose another --out")
 
 
-def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
-          data_root: str | None = None, num_workers: int = 0,
-          keep_checkpoints: int | str | None = None, keep_epochs=(),
-          progress: bool | None = None, hook: TrainingHook | None = None,
-          on_epoch=None, device: str | torch.device | None = "auto") -> TrainResult:
+def train(config: TrainConfig, out: str | os.PathLike, *, wait: bool | None = None,
+          **kwargs) -> TrainResult:
+    """:func:`_train` holding the run directory's writer lock (``transferscope._lock``).
+
+    A second process on the same ``out`` waits for the first (printing which pid and host
+    hold it), then resumes or finds the run complete - it never re-runs finished epochs beside
+    it; ``wait=False`` (or ``TRANSFERSCOPE_NO_WAIT=1``) makes it fail at once with a
+    :class:`~transferscope._lock.LockedError` naming the holder. Under torchrun rank 0 holds it.
+    """
+    if distributed.setup().rank != 0:
+        return _train(config, out, **kwargs)
+    with writer_lock(out, f"training {config.arch} into {out}", wait=wait):
+        return _train(config, out, **kwargs)
+
+
+def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
+           data_root: str | None = None, num_workers: int = 0,
+           keep_checkpoints: int | str | None = None, keep_epochs=(),
+           progress: bool | None = None, hook: TrainingHook | None = None,
+           on_epoch=None, device: str | torch.device | None = "auto") -> TrainResult:
     """Train ``config.arch`` on ``config.data`` and write the run directory ``out``.
 
     Disk: besides the final weights and theta_r, only the last epoch checkpoint is kept (to
@@ -342,13 +365,15 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
         hook.setup(model, train_set, recipe.image_size, fresh=False)
     step = distributed.data_parallel(model)  # (features, logits); DDP under torchrun
 
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16,
+                              enabled=config.precision == "bf16")
     recalibrate = config.recalibrates_bn(model)
     size = recipe.image_size
     tf_train, tf_val = training_transforms(model.norm, size, recipe.augment,
                                            config.block_shuffle, config.seed)
-    val_loader = DataLoader(val_set.with_transform(tf_val), pin_memory=dev.type == "cuda",
-                            batch_size=recipe.batch_size, num_workers=num_workers,
-                            sampler=distributed.shard_indices(len(val_set), recipe.batch_size))
+    val_loader = make_loader(val_set.with_transform(tf_val), recipe.batch_size,  # every epoch
+                             num_workers=num_workers, device=dev, persistent=True,
+                             sampler=distributed.shard_indices(len(val_set), recipe.batch_size))
     if len(train_set) < recipe.batch_size:
         log(f"note: {len(train_set)} training images, fewer than one batch of "
             f"{recipe.batch_size}")
@@ -370,7 +395,9 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                         x = x.contiguous(memory_format=torch.channels_last)
                     if hook is not None:
                         x, y = hook.batch(x, y, hook_gen)
-                    features, logits = step(to_device(x, dev))
+                    with autocast:  # bf16: forward in bfloat16, weights and loss in fp32
+                        features, logits = step(to_device(x, dev))
+                    features, logits = features.float(), logits.float()
                     y = to_device(y, dev)
                     loss = torch.nn.functional.cross_entropy(logits, y)
                     if hook is not None:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from transferscope._io import atomic_write_json
+from transferscope._lock import writer_lock
 from transferscope._progress import log
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import (get_analysis, list_analyses, run_analysis,
@@ -46,6 +47,15 @@ def audit_options(names: list[str], params: dict[str, dict] | None = None,
 def run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str] | None = None,
                      params: dict[str, dict] | None = None,
                      composite_params: dict | None = None) -> dict[str, AnalysisResult]:
+    """:func:`_run_memory_audit` holding ``out_dir``'s writer lock: a second audit into the
+    same folder waits for the first (or fails naming it with ``TRANSFERSCOPE_NO_WAIT=1``)."""
+    with writer_lock(out_dir, f"memory audit into {out_dir}"):
+        return _run_memory_audit(ctx, out_dir, analyses, params, composite_params)
+
+
+def _run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str] | None = None,
+                      params: dict[str, dict] | None = None,
+                      composite_params: dict | None = None) -> dict[str, AnalysisResult]:
     """Run the selected registered analyses (default: the memory section), write
     ``out_dir/results`` and ``figures``.
 

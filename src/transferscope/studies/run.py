@@ -108,9 +108,18 @@ def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None 
     from transferscope.data.fetch import ensure_sets
     from transferscope.trackers import open_tracker
 
+    from transferscope._lock import writer_lock
+
     ensure_sets([spec.target.data, *spec.source_images.sets], data_root)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with writer_lock(out, f"study {spec.name} into {out}"):  # a second study on out waits
+        return _run_study_tracked(spec, out, spec_text, data_root, log_to)
+
+
+def _run_study_tracked(spec: StudySpec, out: Path, spec_text, data_root, log_to):
+    from transferscope.trackers import open_tracker
+
     tracker = open_tracker(log_to or spec.log_to, out, spec.name)
     try:
         if tracker:

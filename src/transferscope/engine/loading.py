@@ -1,0 +1,81 @@
+"""Data loaders that keep up with the model: decoding workers sized to the machine.
+
+Decoding a JPEG and resizing it costs about as much as efficientnet_lite0's forward pass at
+128 px on one CPU core (see benchmarks/RESULTS.md, "Scaling"), so in the main process the
+decoder and the model take turns. :func:`make_loader` decodes in worker processes instead:
+
+* how many: :func:`auto_workers` - none for a few batches or images (starting a worker
+  costs more than it saves) or on one core; else half the cores this process may use
+  (``os.sched_getaffinity``) up to 4 cores, all but two of them above, at most 8. Each worker runs with one
+  torch thread (PyTorch sets this in every DataLoader worker), the main process keeps its
+  ``torch.get_num_threads()`` for the model.
+* ``pin_memory`` on CUDA, so ``x.to(device, non_blocking=True)`` overlaps the copy with the
+  previous batch's compute; ``persistent_workers`` where the caller reuses a loader (the
+  validation loader of every epoch).
+
+Batches come out in the sampler's order whatever the number of workers, and every worker
+runs the same deterministic transform, so inference results do not depend on it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.utils.data import DataLoader
+
+MIN_BATCHES_FOR_WORKERS = 4  # fewer: a worker's start-up (fork + first batch) is not repaid
+MIN_ITEMS_FOR_WORKERS = 256  # nor for a few images (0.1-0.3 s start-up; ~2 ms per decode)
+MAX_WORKERS = 8
+WORKERS_ENV = "TRANSFERSCOPE_WORKERS"
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a Slurm or Ray share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_workers(n_items: int, batch_size: int, cpus: int | None = None) -> int:
+    """Decoding worker processes for a loader over ``n_items`` in batches of ``batch_size``.
+
+    ``TRANSFERSCOPE_WORKERS=N`` overrides the choice (0: decode in the main process).
+
+    Example:
+        >>> auto_workers(153, 16, cpus=2), auto_workers(5000, 16, cpus=2)
+        (0, 1)
+        >>> auto_workers(5000, 16, cpus=8), auto_workers(5000, 16, cpus=64)
+        (6, 8)
+    """
+    env = os.environ.get(WORKERS_ENV, "").strip()
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            from transferscope.errors import ConfigError
+
+            raise ConfigError(f"{WORKERS_ENV}={env!r}: give a whole number of worker "
+                              "processes (0: decode in the main process)") from None
+    if n_items < MIN_ITEMS_FOR_WORKERS or -(-n_items // max(1, batch_size)) < \
+            MIN_BATCHES_FOR_WORKERS:
+        return 0
+    cpus = usable_cpus() if cpus is None else cpus
+    if cpus < 2:
+        return 0  # one core: a worker only adds copies between processes
+    return min(MAX_WORKERS, cpus // 2 if cpus <= 4 else cpus - 2)
+
+
+def make_loader(dataset, batch_size: int, *, num_workers: int | None = None,
+                device: str | torch.device = "cpu", persistent: bool = False,
+                **kwargs) -> DataLoader:
+    """A ``DataLoader`` over ``dataset``: ``num_workers=None`` chooses :func:`auto_workers`;
+    pinned memory on CUDA; ``persistent`` keeps the workers between passes over it.
+    Other keyword arguments (``shuffle``, ``sampler``, ``generator``) go to ``DataLoader``."""
+    workers = auto_workers(len(dataset), batch_size) if num_workers is None else num_workers
+    extra = {"persistent_workers": True} if persistent and workers > 0 else {}
+    if workers > 0:
+        extra["prefetch_factor"] = 4  # the next batches wait decoded while the model runs
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                      pin_memory=torch.device(device).type == "cuda", **extra, **kwargs)
