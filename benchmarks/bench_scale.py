@@ -88,7 +88,7 @@ def child(folder: str, size: int, out: str) -> dict:
     import torch
 
     from transferscope.analyses import AuditContext
-    from transferscope.audit import run_memory_audit
+    from transferscope.studies.memory import run_memory_audit
     from transferscope.data import image_folder, source_images
     from transferscope.engine import ResultCache
     from transferscope.engine.inference import auto_batch_size, forward_batch

@@ -21,7 +21,8 @@ def _config(root, epochs=3, arch="baseline_cnn", init="random"):
 
 
 def _files(run: Path) -> set[str]:
-    return {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+    return {p.relative_to(run).as_posix() for p in run.rglob("*")  # not the writer lock
+            if p.is_file() and not p.name.startswith(".transferscope.lock")}
 
 
 def _disk_bytes(run: Path) -> int:

@@ -66,12 +66,12 @@ def test_tables_complete_json_safe_and_named(tmp_path):
     assert "n02086240 (Shih Tzu)" in html.split("id='findings'")[1].split("</section>")[0]
     assert "mean_recall 0.4 [0.31, 0.49]" in html
     assert "a note &lt;b&gt;with&lt;/b&gt; markup" in html
-    assert "takes only 6 values" in html and "]50,60[, [70,80[ are empty by construction" in html
+    assert "takes only 6 values" in html and "[50,60[, [70,80[ are empty by construction" in html
     # reloaded from disk: same tables, same thumbnails, same page data
     again = load_results(tmp_path)
     assert again["composites"].images == synthetic_results(tmp_path / "b")["composites"].images
     assert list(again["retained_knowledge"].tables["bins"].columns)[:3] == [
-        "source images", "model", "<=50"]
+        "source images", "model", "<50"]
     assert embedded(write_report(tmp_path, again, title="t <1>").read_text())["ts-images"] == images
 
 
@@ -94,14 +94,14 @@ def test_resolution_notes_known_answers():
     res = _results_with(5, 5)
     (note,) = resolution_notes("retained_knowledge", res["retained_knowledge"], res)
     assert "over 5 samples (1 image x 5 views)" in note and "only 6 values (0, 20, 40, 60, 80, 100%)" in note
-    assert "the bins ]50,60[, [70,80[ are empty by construction" in note and "ImageNet validation" in note
+    assert "the bins [50,60[, [70,80[ are empty by construction" in note and "ImageNet validation" in note
     res = _results_with(2, 2)
     (note,) = resolution_notes("interference_bias", res["interference_bias"], res)
     assert "at least 2 of the 2 samples land in one target class (all of them)" in note
     assert "Table-2 bins slight bees bias, slight ants bias are empty by construction" in note
-    res = _results_with(10, 10)  # 50% counts as <=50, 60% as [60,70[: ]50,60[ stays empty
+    res = _results_with(10, 10)  # 50% counts as [50,60[ (paper 000), 70% as [70,80[: none empty
     (note,) = resolution_notes("retained_knowledge", res["retained_knowledge"], res)
-    assert "the bins ]50,60[ are empty by construction" in note
+    assert "only 11 values" in note and "empty by construction" not in note
     res = _results_with(20, 20)  # 55% fills it: a note on the 21 values, no empty bin
     (note,) = resolution_notes("retained_knowledge", res["retained_knowledge"], res)
     assert "only 21 values" in note and "empty" not in note

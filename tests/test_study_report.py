@@ -99,6 +99,11 @@ repeats = 1
     assert "data-analysis='distraction'" in html and "data-analysis='composites'" in html
     for name in ("mistakes", "cka", "distances", "barriers", "criticality", "spectra"):
         assert (out / "results" / f"{name}.json").exists(), name
+    # paper 002 on the study's own runs: fine-tuned and scratch-lite0 share arch and seed 0
+    for name in ("transferability", "domain", "layer_gradients"):
+        assert (out / "results" / f"{name}.json").exists(), name
+    t = json.loads((out / "results" / "transferability.json").read_text())["summary"]
+    assert t and "paper 002" in html
     barrier = json.loads((out / "results" / "barriers.json").read_text())
     assert set(barrier["summary"]) == {"P-T #1 - P-T #2", "P-T #1 - RI-T #1"}
     basin = json.loads((out / "results" / "basins.json").read_text())["summary"]

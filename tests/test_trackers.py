@@ -111,6 +111,7 @@ epochs = 2
 [analyses]
 memory = ["retained_knowledge"]
 transfer = "none"
+transferability = "none"
 """)
     out = tmp_path / "out"
     assert main(["audit", str(study), "--out", str(out)]) == 0

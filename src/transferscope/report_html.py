@@ -29,7 +29,7 @@ from transferscope.data.imagenet import imagenet_names, imagenet_wnids, wnid_to_
 #: category columns (or a prefix test), the total column (shares in %) and axis labels.
 CHARTS = {
     ("retained_knowledge", "bins"): dict(
-        categories=["<=50", "]50,60[", "[60,70[", "[70,80[", "[80,90[", "[90,100]"],
+        categories=["<50", "[50,60[", "[60,70[", "[70,80[", "[80,90[", "[90,100]"],  # RECALL_BINS
         total="All", x="recall of the source class (%)", y="share of source classes (%)",
         replaces="recall_hist"),
     ("interference_bias", "table"): dict(
@@ -212,7 +212,7 @@ def resolution_notes(name: str, res, results: dict) -> list[str]:
             text = (f"Resolution: in '{set_name}' each class's {what} is a fraction over {n} "
                     f"samples{_how(info)}, so it takes only {n + 1} values ({_values_text(n)})")
             if name == "retained_knowledge":
-                hit = {(p > 50) * (1 + sum(p >= e for e in (60, 70, 80, 90))) for p in pct}
+                hit = {(p >= 50) * (1 + sum(p >= e for e in (60, 70, 80, 90))) for p in pct}
                 empty = [b for i, b in enumerate(RECALL_BINS) if i not in hit]
                 if empty:
                     text += f"; the bins {', '.join(empty)} are empty by construction"

@@ -133,7 +133,9 @@ class DatasetImageSet(ImageSet):
 
     dataset: object = None
 
-    def load_image(self, index: int):
+    def load_image(self, index: int, min_side: int | None = None):
+        """The dataset's image as RGB PIL (``min_side``, a draft-decoding hint for JPEG files,
+        does not apply: the dataset decodes its own images)."""
         from torchvision.transforms.functional import to_pil_image
 
         img = self.dataset[int(self.samples[index].path)][0]

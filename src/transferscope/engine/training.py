@@ -238,6 +238,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, wait: bool | None = No
     it; ``wait=False`` (or ``TRANSFERSCOPE_NO_WAIT=1``) makes it fail at once with a
     :class:`~transferscope._lock.LockedError` naming the holder. Under torchrun rank 0 holds it.
     """
+    resolve_device(kwargs.get("device", "auto"))  # a missing GPU fails before the run exists
     if distributed.setup().rank != 0:
         return _train(config, out, **kwargs)
     with writer_lock(out, f"training {config.arch} into {out}", wait=wait):

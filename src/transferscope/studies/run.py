@@ -156,8 +156,30 @@ def _run_study(spec: StudySpec, out: Path, spec_text, data_root, tracker):
             ctx, out, None if transfer == "all" else transfer, transfer_options(
                 opts.lambdas, opts.bn_reestimate, opts.criticality_images,
                 opts.criticality_modules)))
+    results.update(_run_transferability(ctx, out, spec.analyses.transferability))
     report = write_report(out, results, title=spec.name, spec_text=spec_text)
     return results, report
+
+
+def _run_transferability(ctx, out: Path, chosen) -> dict:
+    """Paper 002 on the study's own runs: the registered analyses of the transferability
+    section that apply to ``ctx`` (T_FB / T_SB need a fine-tuned and a from-scratch run of the
+    source architecture with one seed; the domain statistics need source images)."""
+    from transferscope._progress import log
+    from transferscope.analyses import get_analysis, list_analyses
+    from transferscope.analyses._registry import run_analysis
+
+    if chosen == "none":
+        return {}
+    names = list_analyses("transferability", runnable=True) if chosen == "all" else chosen
+    results = {}
+    for name in names:
+        if not get_analysis(name).applicable(ctx):
+            continue
+        log(f"[bold]analysis[/bold] {name}")
+        results[name] = run_analysis(name, ctx)
+        results[name].save(out)
+    return results
 
 
 class Study:

@@ -189,6 +189,11 @@ class AnalysesSpec(_Strict):
     transfer: Literal["all", "none"] | list[str] = Field(
         "all", description="what-is-transferred analyses (papers 003/004; need models of the "
         "source architecture with `imagenet` or `random` init): `all`, `none` or a list")
+    transferability: Literal["all", "none"] | list[str] = Field(
+        "all", description="paper 002 analyses of the study's own runs (layer-wise T_FB / T_SB "
+        "of a fine-tuned and a from-scratch run of the source architecture with the same seed, "
+        "the target's domain gap and width against the source images, layer-wise gradients and "
+        "the first-layer t-test): `all` (those that apply), `none` or a list")
     composites: CompositeSpec = Field(default_factory=CompositeSpec,
                                       description="composite images")
     transfer_options: TransferSpec = Field(default_factory=TransferSpec,
@@ -277,7 +282,9 @@ def _check_analysis_names(spec: StudySpec, source: str) -> None:
 
     for key, chosen, section in (("analyses.memory", spec.analyses.memory, "memory"),
                                  ("analyses.transfer", spec.analyses.transfer,
-                                  "what_transferred")):
+                                  "what_transferred"),
+                                 ("analyses.transferability", spec.analyses.transferability,
+                                  "transferability")):
         known = list_analyses(section, runnable=True)
         unknown = [] if isinstance(chosen, str) else [n for n in chosen if n not in known]
         if unknown:
