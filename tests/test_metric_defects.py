@@ -15,8 +15,9 @@ from transferscope.analyses import _stats
 from transferscope.analyses.distraction import distraction, has_signal, top_fraction
 
 
-@pytest.mark.parametrize("module", ["_stats", "distraction", "interference_detector", "retained_knowledge", "domain",
-                                    "composites", "occlusion", "cka", "barriers"])
+@pytest.mark.parametrize("module", ["_stats", "distraction", "interference_detector",
+                                    "retained_knowledge", "domain", "composites", "occlusion",
+                                    "cka", "_weights"])
 def test_doctests_of_the_metric_modules_pass(module):
     import importlib
 

@@ -19,7 +19,7 @@ weight to reach zero fixes t. For each delta of a grid both expectations are est
 Monte-Carlo, and the reported delta is the smallest grid value meeting both (NaN if none).
 Noise is added to parameters only (n = their number); BatchNorm buffers are combined with the
 same weights, and re-estimated at every point by default whenever the model has BatchNorm
-(see :func:`~transferscope.analyses.barriers.bn_loader`). l is the error rate by default, as
+(see :func:`~transferscope.analyses._weights.bn_loader`). l is the error rate by default, as
 in the paper's reported basins.
 """
 
@@ -39,7 +39,7 @@ from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, regi
 from transferscope.analyses._transfer import merge, subset, transfer_inputs
 from transferscope.analyses._weights import seed_of as _seed
 from transferscope.analyses._weights import state_of as _state
-from transferscope.analyses.barriers import combine, evaluate_states
+from transferscope.analyses._weights import combine, evaluate_states
 from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError
 

@@ -51,7 +51,7 @@ from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, regi
 from transferscope.analyses._transfer import merge, train_subset, transfer_inputs
 from transferscope.analyses._weights import seed_of as _seed
 from transferscope.analyses._weights import state_of as _state
-from transferscope.analyses.barriers import combine, evaluate_states
+from transferscope.analyses._weights import combine, evaluate_states
 from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError, ModelError
 
