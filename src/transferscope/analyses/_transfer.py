@@ -75,10 +75,9 @@ def batches(ctx: AuditContext) -> list:
         batch_size=ctx.batch_size)))
 
 
-def subset(ctx: AuditContext, images: int, seed: int) -> list:
-    """A seeded sample of ``images`` validation images across classes (the set is sorted by
+def _sample(ctx: AuditContext, data, images: int, seed: int, tag: str) -> list:
+    """A seeded sample of ``images`` images of ``data`` across classes (the set is sorted by
     class), as decoded batches, once per context."""
-    data = ctx.target_data
 
     def build():
         pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
@@ -86,23 +85,20 @@ def subset(ctx: AuditContext, images: int, seed: int) -> list:
             data.subset(sorted(pick[:images].tolist())).with_transform(
                 eval_transform(ctx.source.norm, ctx.image_size)), batch_size=ctx.batch_size))
 
-    return ctx.memoize(f"subset/{images}/{seed}", build)
+    return ctx.memoize(f"{tag}/{images}/{seed}", build)
+
+
+def subset(ctx: AuditContext, images: int, seed: int) -> list:
+    """A seeded sample of ``images`` validation images (see :func:`_sample`)."""
+    return _sample(ctx, ctx.target_data, images, seed, "subset")
 
 
 def train_subset(ctx: AuditContext, images: int, seed: int) -> list:
     """Like :func:`subset` on the target *training* split when the context has it (Definition
     3.2 of paper 003 uses the training loss), else on the validation split."""
-    train = ctx.target_train_data
-    if train is None:
+    if ctx.target_train_data is None:
         return subset(ctx, images, seed)
-
-    def build():
-        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-        return list(torch.utils.data.DataLoader(
-            train.subset(sorted(pick[:images].tolist())).with_transform(
-                eval_transform(ctx.source.norm, ctx.image_size)), batch_size=ctx.batch_size))
-
-    return ctx.memoize(f"train_subset/{images}/{seed}", build)
+    return _sample(ctx, ctx.target_train_data, images, seed, "train_subset")
 
 
 def merge(name: str, parts: dict):
