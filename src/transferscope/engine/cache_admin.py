@@ -52,11 +52,8 @@ def parse_size(text: str) -> int:
     >>> parse_size("500MB"), parse_size("1.5 GiB"), parse_size("42")
     (500000000, 1610612736, 42)
     """
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ConfigError(f"size {text!r}: write a number with an optional unit, e.g. 500MB, "
-                          "2GB, 1.5GiB")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    return int(_scaled(text, _UNITS, f"size {text!r}: write a number with an optional unit, "
+                       "e.g. 500MB, 2GB, 1.5GiB"))
 
 
 def parse_age(text: str) -> float:
@@ -65,11 +62,17 @@ def parse_age(text: str) -> float:
     >>> parse_age("30d"), parse_age("1.5h"), parse_age("90min")
     (2592000.0, 5400.0, 5400.0)
     """
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]+)\s*", str(text))
-    if not m or m.group(2).lower() not in _SECONDS:
-        raise ConfigError(f"age {text!r}: write a number and a unit (s, min, h, d, w), "
-                          "e.g. 30d or 12h")
-    return float(m.group(1)) * _SECONDS[m.group(2).lower()]
+    return _scaled(text, _SECONDS, f"age {text!r}: write a number and a unit (s, min, h, d, "
+                   "w), e.g. 30d or 12h")
+
+
+def _scaled(text: str, units: dict[str, float], message: str) -> float:
+    """A number times the factor of its unit (case-insensitive; ``""`` only if ``units`` has
+    it); ``ConfigError(message)`` otherwise."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in units:
+        raise ConfigError(message)
+    return float(m.group(1)) * units[m.group(2).lower()]
 
 
 def human(n: float) -> str:
