@@ -67,8 +67,9 @@ def ray_cluster():
 @pytest.mark.slow  # a Ray cluster starts: 15-35 s on 2 shared cores
 def test_two_runs_on_ray_match_local_and_a_killed_worker_resumes(tiny_split, tmp_path,
                                                                   ray_cluster):
-    jobs = lambda base, **kw: [TrainJob(_config(tiny_split, seed=s), base / f"seed{s}", **kw)
-                               for s in (0, 1)]
+    # one thread in both: the summation order, and so the last bits, follow the thread count
+    jobs = lambda base, **kw: [TrainJob(_config(tiny_split, seed=s), base / f"seed{s}", cpus=1,
+                                        **kw) for s in (0, 1)]
     local = run_trainings(jobs(tmp_path / "local"), executor="local")
     on_ray = run_trainings(jobs(tmp_path / "ray"), executor="ray")
     assert [r.weights_sha256 for r in on_ray] == [r.weights_sha256 for r in local]
@@ -80,7 +81,8 @@ def test_two_runs_on_ray_match_local_and_a_killed_worker_resumes(tiny_split, tmp
 
     # a worker that dies in epoch 2 (after epoch 1's checkpoint) is retried and resumes
     run, marker = tmp_path / "killed", tmp_path / "died.txt"
-    job = TrainJob(_config(tiny_split, seed=0), run, hook=DieOnceInEpoch2(str(run), str(marker)))
+    job = TrainJob(_config(tiny_split, seed=0), run, cpus=1,
+                   hook=DieOnceInEpoch2(str(run), str(marker)))
     (again,) = run_trainings([job], executor="ray", max_retries=2)
     assert marker.exists()  # it did die once
     assert again.weights_sha256 == local[0].weights_sha256
@@ -91,3 +93,39 @@ def test_two_runs_on_ray_match_local_and_a_killed_worker_resumes(tiny_split, tmp
     (first, n1), (_, n2), (retry, n3) = (e.split(":") for e in
                                          Path(f"{marker}.log").read_text().split())
     assert first == marker.read_text() != retry and (n1, n2, n3) == ("0", "1", "1")
+
+
+def _two_run_study(root, executor):
+    from transferscope.studies.spec import study_from_dict
+
+    models = [{"name": f"cnn-s{s}", "arch": "baseline_cnn", "init": "random", "seed": s,
+               "recipe": "paper000-scratch", "epochs": 2, "batch_size": 4, "lr": 1e-3}
+              for s in (0, 1)]
+    return study_from_dict({"image_size": 32, "target": {"data": str(root)}, "models": models,
+                            "executor": executor, "run_cpus": 1}, "two-run study")
+
+
+def test_study_executor_is_validated_and_reaches_the_jobs(tiny_split, tmp_path):
+    from transferscope.studies.run import train_jobs
+    from transferscope.studies.spec import study_from_dict
+
+    with pytest.raises(ConfigError, match="key 'executor'"):
+        study_from_dict({"target": {"data": "x"}, "models": [{"name": "a", "arch":
+                         "baseline_cnn"}], "executor": "slurm"}, "s.toml")
+    jobs = train_jobs(_two_run_study(tiny_split, "local"), tmp_path)
+    assert list(jobs) == ["cnn-s0", "cnn-s1"]
+    assert [j.cpus for j in jobs.values()] == [1, 1]
+    assert [j.config.seed for j in jobs.values()] == [0, 1]
+
+
+@pytest.mark.slow  # a Ray cluster starts
+def test_a_two_run_study_on_ray_trains_the_same_models_as_locally(tiny_split, tmp_path,
+                                                                    ray_cluster):
+    from transferscope.studies.run import train_models
+
+    local = train_models(_two_run_study(tiny_split, "local"), tmp_path / "local")
+    on_ray = train_models(_two_run_study(tiny_split, "ray"), tmp_path / "ray")
+    assert list(on_ray) == list(local) == ["cnn-s0", "cnn-s1"]
+    assert [m.weights_hash() for m in on_ray.values()] == \
+        [m.weights_hash() for m in local.values()]
+    assert local["cnn-s0"].weights_hash() != local["cnn-s1"].weights_hash()

@@ -35,6 +35,7 @@ PICK = {
     "imagenette": ["train/n01440764/n01440764_10095.jpg",
                    "val/n01440764/ILSVRC2012_val_00021740.jpg",
                    "val/n02102040/ILSVRC2012_val_00016582.jpg"],
+    "chest-xray": ["train/NORMAL/IM-0117-0001.jpg", "val/PNEUMONIA/person1071_bacteria_3005.jpg"],
 }
 
 
@@ -122,6 +123,12 @@ def _upstream(name: str, root: Path, alter=lambda rel, data: data) -> bytes:
         members = {f"{ELI_ROOT}/{rel}": d for rel, d in src.items()}
         members[f"{ELI_ROOT}/README.md"] = b"# samples"
         return _zip(members)
+    if name == "chest-xray":  # every file of the subset is in upstream's train/, as .jpeg
+        members = {f"chest_xray/train/{Path(rel).parent.name}/{Path(rel).stem}.jpeg": d
+                   for rel, d in src.items()}
+        members["chest_xray/test/NORMAL/IM-0001-0001.jpeg"] = b"not in the subset"
+        members["__MACOSX/chest_xray/._train"] = b"junk"
+        return _zip(members)
     members = {f"imagenette2-160/{Path(rel).with_suffix('.JPEG')}": d for rel, d in src.items()}
     members["imagenette2-160/noisy_imagenette.csv"] = b"path,noisy_labels_0\n"
     members["imagenette2-160/train/n01440764/n01440764_1.JPEG"] = b"not in the subset"
@@ -135,7 +142,8 @@ def tiny(data_root, tmp_path, monkeypatch):
     manifests.mkdir()
     for name, rels in PICK.items():
         lines = [f"{hashlib.sha256((data_root / name / r).read_bytes()).hexdigest()}  {r}"
-                 for r in rels]
+                 + (f"  train/{Path(r).parent.name}/{Path(r).stem}.jpeg"
+                    if name == "chest-xray" else "") for r in rels]
         (manifests / f"{name}.sha256").write_text("# test manifest\n" + "\n".join(lines) + "\n")
     monkeypatch.setattr(fetch_mod, "MANIFESTS", manifests)
     monkeypatch.delenv(fetch_mod.MIRROR_ENV, raising=False)
@@ -150,27 +158,33 @@ def test_demo_sets_fetched_into_empty_root(tiny, tmp_path, monkeypatch):
     lands in the upstream layout and is verified file by file."""
     from transferscope.data import image_folder, source_images
 
-    try:
-        from transferscope.studies.spec import DEMO_TOML
-    except ImportError:
-        from transferscope.studies.spec import DEMO_TOML
-    demo = tomllib.loads(DEMO_TOML)
-    entries = [demo["target"]["data"], *demo["source_images"]["sets"]]
+    from transferscope.studies.demo import demo_studies
+
+    entries = sorted({e for spec, _, _ in demo_studies() for e in (spec.target.data,
+                                                                    *spec.source_images.sets)})
     shared, archives = tiny
     root = tmp_path / "empty-root"
     with _Server(archives) as srv:
         monkeypatch.setenv(fetch_mod.MIRROR_ENV, srv.base + "/")
         assert sorted(ensure_sets(entries, root)) == sorted(fetch_mod.KNOWN_REMOTE)
         assert ensure_sets(entries, root) == []  # present now: nothing downloaded again
-        assert len(srv.requests) == 3
+        assert len(srv.requests) == 4
     for name, rels in PICK.items():
         record = json.loads((root / name / "DOWNLOAD.json").read_text())
         assert record["files"] == record["files_matching_manifest"] == len(rels)
         assert record["verification"].startswith("every file's sha256 matches")
         assert record["archive_sha256"] == hashlib.sha256(
             archives[fetch_mod.KNOWN_REMOTE[name].filename]).hexdigest()
+    record = json.loads((root / "imagenette" / "DOWNLOAD.json").read_text())
     assert record["left_out"] == 2  # imagenette: the csv and the image outside the subset
     assert record["counts"] == {"train/n01440764": 1, "val/n01440764": 1, "val/n02102040": 1}
+    # chest-xray regroups upstream's train/ into a patient-disjoint train/val split
+    record = json.loads((root / "chest-xray" / "DOWNLOAD.json").read_text())
+    assert record["left_out"] == 2 and record["counts"] == {"train/NORMAL": 1,
+                                                            "val/PNEUMONIA": 1}
+    assert (root / "chest-xray/val/PNEUMONIA/person1071_bacteria_3005.jpeg").read_bytes() == \
+        (shared / "chest-xray/val/PNEUMONIA/person1071_bacteria_3005.jpg").read_bytes()
+    assert image_folder("chest-xray", "val", data_root=root).classes == ["PNEUMONIA"]
     assert not (root / "hymenoptera" / "train" / "ants" / "imageNotFound.gif").exists()
     assert (root / "imagenette/val/n01440764/ILSVRC2012_val_00021740.JPEG").read_bytes() == \
         (shared / "imagenette/val/n01440764/ILSVRC2012_val_00021740.jpg").read_bytes()
@@ -272,9 +286,10 @@ def test_offline_demo_names_each_missing_set(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     lines = err.strip().splitlines()
-    assert len(lines) == 5, err
-    for line, name in zip(lines[1:4], ("hymenoptera", "imagenet-samples", "imagenette")):
-        assert line.startswith(f"  {name}: ") and " MB from http://127.0.0.1:9/" in line
+    assert len(lines) == 6, err
+    for line, name in zip(lines[1:5], ("chest-xray", "hymenoptera", "imagenet-samples",
+                                       "imagenette")):
+        assert line.startswith(f"  {name}: ") and "B from http://127.0.0.1:9/" in line
     assert "--data-root" in lines[-1]
     assert not (tmp_path / "out" / "runs").exists()
 

@@ -152,6 +152,53 @@ def first_layer_ttest(before: TransferModel, after: TransferModel, x: torch.Tens
             "layer": before.layer_groups()[0].name, "identical": identical}
 
 
+def object_mask(height: int, width: int, region: str = "center") -> torch.Tensor:
+    """``(H, W)`` bool object mask without annotations: ``"center"`` the central box of half
+    of each side (where the object sits in most photo data sets), ``"all"`` the whole image.
+
+    >>> object_mask(4, 4).int().tolist()
+    [[0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    """
+    if region == "all":
+        return torch.ones(height, width, dtype=torch.bool)
+    if region != "center":
+        raise ConfigError(f"object region must be 'center' or 'all', got {region!r}")
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[height // 4: height - height // 4, width // 4: width - width // 4] = True
+    return mask
+
+
+def first_layer_ttests(before: TransferModel, after: TransferModel, images, *,
+                       region: str = "center") -> pd.DataFrame:
+    """:func:`first_layer_ttest` on each image of ``images`` (an iterable of ``(3, H, W)``
+    normalised tensors, or ``(x, y)`` pairs) with :func:`object_mask` ``region``: one row per
+    image (``image`` index, ``t``, ``p``, ``mean_before``, ``mean_after``, ``n``, ...)."""
+    rows = []
+    for i, item in enumerate(images):
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        res = first_layer_ttest(before, after, x, object_mask(*x.shape[-2:], region))
+        rows.append({"image": i, **res})
+    if not rows:
+        raise DataError("first-layer t-test: no images given")
+    return pd.DataFrame(rows)
+
+
+def summarise_ttests(table: pd.DataFrame, alpha: float = 0.05) -> dict:
+    """How many images had their first-layer activations raised (t < 0, p < alpha) or lowered
+    by fine-tuning, and the median t; Fig. 10 reports one image with t = -16.99 (raised).
+
+    >>> summarise_ttests(pd.DataFrame({"t": [-3.0, -1.0, 2.0], "p": [0.001, 0.3, 0.01],
+    ...                                "mean_before": [1, 1, 1], "mean_after": [2, 1, 0]}))["raised"]
+    1
+    """
+    sig = table["p"] < alpha
+    return {"images": int(len(table)), "raised": int((sig & (table["t"] < 0)).sum()),
+            "lowered": int((sig & (table["t"] > 0)).sum()),
+            "median_t": float(table["t"].median()),
+            "mean_before": float(table["mean_before"].mean()),
+            "mean_after": float(table["mean_after"].mean()), "alpha": alpha}
+
+
 def gradient_profiles(runs: Mapping[str, tuple], *, max_batches: int | None = None,
                       loss_fn: Callable | None = None, ttest: dict | None = None) -> AnalysisResult:
     """Fig. 9 for several target sets: ``runs`` maps a name to ``(model, batches)``.
@@ -200,23 +247,50 @@ def _figure(tables):
 
 class GradientOptions(AnalysisOptions):
     max_batches: int | None = Field(4, ge=1, description="batches averaged per model")
+    ttest_images: int = Field(8, ge=0, description="target validation images of the "
+                              "first-layer t-test (Fig. 10), evenly spaced; 0: no t-test")
+    ttest_region: str = Field("center", pattern="^(center|all)$", description="object region "
+                              "of the t-test: the central box (half of each side) or all")
 
 
-def run(ctx: AuditContext, max_batches: int | None = 4) -> AnalysisResult:
+def run(ctx: AuditContext, max_batches: int | None = 4, ttest_images: int = 8,
+        ttest_region: str = "center") -> AnalysisResult:
     """Fig. 9 at the start of fine-tuning: gradients of every fine-tuned model's initial
-    weights (theta_A, from its run directory) on the context's target data."""
+    weights (theta_A, from its run directory) on the context's target data; and Fig. 10: the
+    first layer's activations before (theta_A) and after fine-tuning, paired t-test per image
+    on ``ttest_images`` target validation images (models with a convolutional first layer)."""
     from transferscope.data import eval_transform
     from transferscope.engine import load_run
 
-    runs = {}
+    runs, tests = {}, []
     for name in ctx.with_role("fine-tuned", same_arch=False):
         if ctx.entries[name].run_dir is None:
             continue
         theta_a = load_run(ctx.entries[name].run_dir, "init")
-        runs[name] = (theta_a, torch.utils.data.DataLoader(
-            ctx.target_data.with_transform(eval_transform(theta_a.norm, ctx.image_size)),
-            batch_size=ctx.batch_size, shuffle=False))
-    return gradient_profiles(runs, max_batches=max_batches)
+        data = ctx.target_data.with_transform(eval_transform(theta_a.norm, ctx.image_size))
+        runs[name] = (theta_a, torch.utils.data.DataLoader(data, batch_size=ctx.batch_size,
+                                                           shuffle=False))
+        if ttest_images and len(data):
+            picks = np.linspace(0, len(data) - 1, min(ttest_images, len(data))).round()
+            try:
+                t = first_layer_ttests(theta_a, ctx.targets[name],
+                                       (data[int(i)] for i in picks), region=ttest_region)
+            except ModelError:  # e.g. a ViT: its first group gives tokens, not a feature map
+                continue
+            tests.append(t.assign(model=name))
+    result = gradient_profiles(runs, max_batches=max_batches)
+    if tests:
+        table = pd.concat(tests, ignore_index=True)
+        result.tables["first_layer_ttest"] = table
+        result.summary["first_layer_ttest"] = {
+            m: summarise_ttests(t) for m, t in table.groupby("model", sort=False)}
+        result.notes.append(
+            f"First-layer t-test (Fig. 10): paired t-test of the first layer group's outputs "
+            f"before (theta_A) and after fine-tuning over (channel, pixel) pairs in the "
+            f"{'central box (half of each side)' if ttest_region == 'center' else 'whole image'}"
+            f" of each of {ttest_images} evenly spaced validation images; t < 0: fine-tuning "
+            "raised the activations. The region is a stand-in for an object mask.")
+    return result
 
 
 def finding(result: AnalysisResult) -> Finding | None:
@@ -225,8 +299,16 @@ def finding(result: AnalysisResult) -> Finding | None:
     parts = [f"{html.escape(k)} largest in {html.escape(v['argmax_layer'])}, smallest (below "
              f"the classifier) in {html.escape(str(v['argmin_non_classifier']))}"
              for k, v in s.items()]
-    return Finding("<b>Layer-wise gradients</b> at the start of fine-tuning (paper 002, Fig. 9) - "
-                   + "; ".join(parts) + ".", {k: v["argmax_layer"] for k, v in s.items()})
+    text = ("<b>Layer-wise gradients</b> at the start of fine-tuning (paper 002, Fig. 9) - "
+            + "; ".join(parts) + ".")
+    tests = result.summary.get("first_layer_ttest")
+    if isinstance(tests, dict) and all(isinstance(v, dict) and "images" in v
+                                       for v in tests.values()):
+        text += " First-layer activations (Fig. 10): " + "; ".join(
+            f"{html.escape(m)}: raised in {v['raised']} of {v['images']} images, lowered in "
+            f"{v['lowered']} (paired t-test, p &lt; {v['alpha']:g}; median t "
+            f"{v['median_t']:.2f})" for m, v in tests.items()) + "."
+    return Finding(text, {k: v["argmax_layer"] for k, v in s.items()})
 
 
 register_analysis("layer_gradients", title="Layer-wise gradients at the start of fine-tuning",

@@ -21,3 +21,15 @@ DataRoot = typer.Option(None, "--data-root", help=f"data folder (else ${config.D
 LogTo = typer.Option(None, "--log-to", help="also log metrics, figures and the report to "
                      "tensorboard (<out>/tensorboard) or mlflow (<out>/mlflow.db, or "
                      "$MLFLOW_TRACKING_URI)")
+Executor = typer.Option(None, "--executor", help="where training runs execute: local (one "
+                        "after another here) or ray (Ray tasks; RAY_ADDRESS picks the cluster); "
+                        "default: the study's `executor`, else local")
+
+
+def with_executor(spec, executor: str | None):
+    """``spec`` with ``--executor`` applied (validated like the study file's key)."""
+    if executor is None:
+        return spec
+    from transferscope.studies.spec import build_spec
+
+    return build_spec(type(spec), {**spec.model_dump(), "executor": executor}, "--executor")

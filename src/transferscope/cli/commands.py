@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from transferscope import __version__
-from transferscope.cli._app import DataRoot, LogTo, app, data_app
+from transferscope.cli._app import DataRoot, Executor, LogTo, app, data_app, with_executor
 from transferscope.errors import TransferscopeError
 
 
@@ -189,12 +189,20 @@ def audit_memory(
 def audit(study: Path = typer.Argument(..., help="study TOML file"),
           out: Path = typer.Option(..., help="output folder (runs/, results/, figures/, "
                                    "report.html)"),
-          data_root: Optional[Path] = DataRoot, log_to: Optional[str] = LogTo):
-    """Run a study: train what is missing, run every analysis, write the report."""
-    from transferscope.studies.run import load_study, run_study
+          data_root: Optional[Path] = DataRoot, log_to: Optional[str] = LogTo,
+          executor: Optional[str] = Executor):
+    """Run a study file: train what is missing, run every analysis, write the report. Any
+    study kind (``kind = "transferability"``, ``"remedies"``, ... at the top of the file)."""
+    from transferscope.studies.run import StudySpec, load_any, run_study, study_kinds
 
-    spec, text = load_study(study)
-    _, report = run_study(spec, out, spec_text=text, data_root=data_root, log_to=log_to)
+    spec = with_executor(load_any(study), executor)
+    if not isinstance(spec, StudySpec):
+        kind = next(k for k, (cls, _) in study_kinds().items() if type(spec) is cls)
+        study_kinds()[kind][1](spec, out, data_root)
+        typer.echo(f"report: {out / 'report.html'}")
+        return
+    _, report = run_study(spec, out, spec_text=study.read_text(), data_root=data_root,
+                          log_to=log_to)
     typer.echo(f"report: {report}")
 
 
@@ -203,19 +211,16 @@ def demo(out: Path = typer.Option(Path("transferscope-demo"), help="output folde
          quick: bool = typer.Option(False, help="small images, few epochs (smoke test, "
                                     "a few minutes)"),
          print_spec: bool = typer.Option(False, help="print the demo study TOML and exit"),
-         data_root: Optional[Path] = DataRoot, log_to: Optional[str] = LogTo):
-    """The default study: efficientnet_lite0 (ImageNet) fine-tuned on hymenoptera."""
-    from transferscope.studies.run import DEMO_TOML, parse_study, quick as make_quick, run_study
+         data_root: Optional[Path] = DataRoot, log_to: Optional[str] = LogTo,
+         executor: Optional[str] = Executor):
+    """The demo: ImageNet efficientnet_lite0 fine-tuned on hymenoptera (what it remembers) and
+    on chest X-rays (what is transferred); one report."""
+    from transferscope.studies.demo import DEMO_TOML, DEMO_TRANSFER_TOML, run_demo
 
     if print_spec:
-        typer.echo(DEMO_TOML)
+        typer.echo(DEMO_TOML + "\n# ---- part 2 (into OUT/transfer) ----\n" + DEMO_TRANSFER_TOML)
         return
-    spec = parse_study(DEMO_TOML, "demo study")
-    text = DEMO_TOML
-    if quick:
-        spec = make_quick(spec)
-        text = "# --quick variant of the demo study\n" + DEMO_TOML
-    _, report = run_study(spec, out, spec_text=text, data_root=data_root, log_to=log_to)
+    report = run_demo(out, quick=quick, data_root=data_root, log_to=log_to, executor=executor)
     typer.echo(f"report: {report}")
 
 

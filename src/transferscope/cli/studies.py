@@ -9,6 +9,9 @@ from typing import Optional
 import typer
 
 from transferscope.cli._app import DataRoot, app
+
+ExecutorOpt = typer.Option("local", "--executor", help="where the training runs execute: local "
+                           "(one after another here) or ray (one Ray task each)")
 from transferscope.errors import ConfigError
 
 
@@ -26,7 +29,7 @@ def transferability_cmd(
     fractions: str = typer.Option("", help="data-amount sweep, e.g. 0.25,0.5"),
     class_counts: str = typer.Option("", help="width sweep (number of classes), e.g. 3,5"),
     sweep_target: Optional[str] = typer.Option(None, help="set for the sweeps (default: first)"),
-    data_root: Optional[Path] = DataRoot,
+    data_root: Optional[Path] = DataRoot, executor: str = ExecutorOpt,
 ):
     """Paper 002: layer-wise transferability, domain gap/width, regression, gradients."""
     from transferscope.studies.transferability import run_transferability
@@ -36,7 +39,7 @@ def transferability_cmd(
         batch_size=batch_size, seed=seed,
         fractions=tuple(float(f) for f in fractions.split(",") if f),
         class_counts=tuple(int(c) for c in class_counts.split(",") if c),
-        sweep_target=sweep_target, data_root=data_root)
+        sweep_target=sweep_target, executor=executor, data_root=data_root)
     typer.echo(res["transferability"].tables["table2"].to_string(index=False))
     typer.echo(f"report: {out / 'report.html'}")
 
@@ -48,13 +51,14 @@ def block_shuffle_cmd(
     block_sizes: str = typer.Option("64,16,4,1,*", help="comma-separated; '*' mixes channels"),
     image_size: int = typer.Option(64), epochs: int = typer.Option(3),
     recipe: str = typer.Option("paper002"), seed: int = typer.Option(0),
-    data_root: Optional[Path] = DataRoot):
+    data_root: Optional[Path] = DataRoot, executor: str = ExecutorOpt):
     """Paper 003, section 3.1: P-T vs RI-T on block-shuffled inputs."""
     from transferscope.studies.training_runs import run_block_shuffle
 
     sizes = [b if b == "*" else int(b) for b in block_sizes.split(",") if b]
     res = run_block_shuffle(arch, data, sizes, out, image_size=image_size, epochs=epochs,
-                            recipe=recipe, seed=seed, data_root=data_root)
+                            recipe=recipe, seed=seed, data_root=data_root,
+                            execution=_execution(executor))
     typer.echo(res.tables["accuracy"].to_string(index=False))
 
 
@@ -65,14 +69,14 @@ def checkpoint_transfer_cmd(
     checkpoints: str = typer.Option("", help="epochs to start from (default: all saved)"),
     image_size: int = typer.Option(64), epochs: int = typer.Option(3),
     recipe: str = typer.Option("paper002"), seed: int = typer.Option(0),
-    data_root: Optional[Path] = DataRoot):
+    data_root: Optional[Path] = DataRoot, executor: str = ExecutorOpt):
     """Paper 003, section 3.5: fine-tune from several pre-training checkpoints."""
     from transferscope.studies.training_runs import run_checkpoint_transfer
 
     res = run_checkpoint_transfer(pretrain_run, data, out,
                                   checkpoints=[int(c) for c in checkpoints.split(",") if c] or None,
                                   image_size=image_size, epochs=epochs, recipe=recipe, seed=seed,
-                                  data_root=data_root)
+                                  data_root=data_root, execution=_execution(executor))
     typer.echo(res.tables["checkpoints"].to_string(index=False))
 
 
@@ -96,7 +100,7 @@ def remedies_cmd(
     prune_epochs: int = typer.Option(2, help="fine-tuning epochs after pruning"),
     source: str = typer.Option("imagenet-samples", help="ImageNet-labelled source images"),
     views: int = typer.Option(2, help="views per held-out source image"),
-    data_root: Optional[Path] = DataRoot):
+    data_root: Optional[Path] = DataRoot, executor: str = ExecutorOpt):
     """Remedies for lingering memories: standard fine-tuning vs each remedy, over seeds."""
     from transferscope.report import load_results, write_report
     from transferscope.studies.remedies import run_remedy_study
@@ -107,10 +111,18 @@ def remedies_cmd(
                            variants=[v for v in variants.split(",") if v],
                            prune_epochs=prune_epochs, source=source, views=views,
                            batch_size=batch_size, lr=lr,
-                           composite_params={"style": composite_style}, data_root=data_root)
+                           composite_params={"style": composite_style}, executor=executor,
+                           data_root=data_root)
     typer.echo(res.tables["summary"].to_string(index=False))
     write_report(out, load_results(out), title=f"remedies: {arch} -> {target}")
     typer.echo(f"report: {Path(out) / 'report.html'}")
+
+
+def _execution(executor: str) -> dict:
+    """``--executor`` as the ``execution`` settings of the paper 003 runners (validated)."""
+    from transferscope.studies.spec import ExecutorFields, build_spec
+
+    return build_spec(ExecutorFields, {"executor": executor}, "--executor").model_dump()
 
 
 def _remedy_params(items: list[str]) -> dict[str, dict]:

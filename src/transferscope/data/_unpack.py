@@ -28,7 +28,10 @@ from transferscope.errors import DataError
 
 
 def read_manifest(path: Path) -> dict[str, tuple[str, str]]:
-    """``{path without extension: (sha256, path)}`` of a ``SHA256SUMS``-style file.
+    """``{archive path without extension: (sha256, path)}`` of a ``SHA256SUMS``-style file.
+
+    A line may name a third field, ``sha256  path  archive/path``: the file is unpacked from
+    ``archive/path`` to ``path`` (a prepared split that regroups upstream's files).
 
     >>> import tempfile, os
     >>> p = Path(tempfile.mkdtemp()) / "m.sha256"
@@ -41,9 +44,10 @@ def read_manifest(path: Path) -> dict[str, tuple[str, str]]:
         if not line.strip() or line.startswith("#"):
             continue
         digest, sep, rel = line.partition("  ")
+        rel, _, upstream = rel.partition("  ")
         if not sep or len(digest) != 64:
             raise DataError(f"{path}, line {n}: expected '<sha256>  <path>'")
-        entries[_key(rel)] = (digest.lower(), rel)
+        entries[_key(upstream or rel)] = (digest.lower(), rel)
     return entries
 
 
@@ -120,6 +124,9 @@ def unpack(archive: Path, manifest: dict[str, tuple[str, str]], dest: Path,
             continue
         seen.add(rel_key)
         rel = norm[len(prefix):]
+        if _key(manifest[rel_key][1]) != rel_key:  # regrouped: the manifest's path, the
+            rel = str(PurePosixPath(manifest[rel_key][1]).with_suffix(  # archive's extension
+                PurePosixPath(norm).suffix))
         out = dest / rel
         out.parent.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()

@@ -1,5 +1,5 @@
-"""Downloading the known data sets (hymenoptera, imagenet-samples, imagenette) into the data
-root: resumable, with progress bars, verified against manifests shipped with the package.
+"""Downloading the known data sets (hymenoptera, imagenet-samples, imagenette, chest-xray)
+into the data root: resumable, with progress bars, verified against manifests shipped with the package.
 
 What is pinned, honestly: upstream publishes no archive checksums, and the package's
 manifests (``data/manifests/<name>.sha256``) are the per-file sha256 of the prepared copies
@@ -63,6 +63,13 @@ KNOWN_REMOTE = {
         "imagenette", "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
         "imagenette2-160.tgz", "about 94 MB",
         "Imagenette 160 px, the demo's subset of 30 train + 50 val images per class (800)"),
+    # Kermany et al.'s release on Mendeley Data (v2, CC BY 4.0): the whole ChestXRay2017.zip;
+    # only the 750 images of the demo's patient-disjoint subset are unpacked from its train/
+    "chest-xray": RemoteSet(
+        "chest-xray", "https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/"
+        "f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded", "ChestXRay2017.zip",
+        "about 1.2 GB", "pediatric chest X-rays, NORMAL vs PNEUMONIA: the demo's patient-"
+        "disjoint subset of 250 + 125 images per class (750)"),
 }
 
 

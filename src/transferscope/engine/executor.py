@@ -13,7 +13,9 @@ directory's writer lock, so:
   ``max_retries`` times and resumes from its last epoch checkpoint - training re-seeds each
   epoch, so the resumed run ends with the weights of an uninterrupted one;
 * the results do not depend on the executor: the same job gives byte-identical weights
-  locally and on Ray (each run computes with ``cpus`` torch threads in both);
+  locally and on Ray when it computes with the same number of torch threads in both (set
+  ``cpus``; unset, a local run uses this process's threads and a Ray task one, and the last
+  bits of the weights can differ with the summation order);
 * two executors given the same run directory never train it twice at once.
 
 Example:
@@ -39,7 +41,8 @@ EXECUTORS = ("local", "ray")
 @dataclass
 class TrainJob:
     """The arguments of one :func:`~transferscope.engine.training.train` call, plus what it
-    needs: ``cpus`` (torch threads, Ray ``num_cpus``) and ``gpus`` (Ray ``num_gpus``)."""
+    needs: ``cpus`` (torch threads, Ray ``num_cpus``; None: this process's threads locally,
+    1 on Ray) and ``gpus`` (Ray ``num_gpus``)."""
 
     config: TrainConfig
     out: str | os.PathLike
@@ -47,8 +50,9 @@ class TrainJob:
     num_workers: int = 0
     keep_checkpoints: int | None = None
     hook: TrainingHook | None = None
-    cpus: int = 1
+    cpus: int | None = None
     gpus: float = 0
+    progress: bool | None = False  # None: a progress bar on a terminal
     extra: dict = field(default_factory=dict)  # other keyword arguments of train()
 
 
@@ -68,11 +72,11 @@ class JobResult:
 def run_job(job: TrainJob) -> JobResult:
     """Train one job in this process with ``job.cpus`` torch threads (restored afterwards)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(job.cpus)))
+    torch.set_num_threads(max(1, int(job.cpus or threads)))
     try:
         res = train(job.config, job.out, resume=True, data_root=job.data_root,
                     num_workers=job.num_workers, keep_checkpoints=job.keep_checkpoints,
-                    progress=False, hook=job.hook, **job.extra)
+                    progress=job.progress, hook=job.hook, **job.extra)
     finally:
         torch.set_num_threads(threads)
     return JobResult(Path(job.out), res.model.weights_hash(), res.metrics)
@@ -97,14 +101,17 @@ def run_trainings(jobs: Sequence[TrainJob], executor: str = "local", *,
     if executor not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     for job in jobs:
-        if job.cpus < 1 or job.gpus < 0:
+        if (job.cpus is not None and job.cpus < 1) or job.gpus < 0:
             raise ConfigError(f"job {job.out}: cpus must be >= 1 and gpus >= 0 "
                               f"(got cpus={job.cpus}, gpus={job.gpus})")
     # absolute run directories: Ray workers run elsewhere (on a cluster: a shared file system)
     jobs = [replace(job, out=Path(job.out).resolve()) for job in jobs]
     if executor == "local":
         return [run_job(job) for job in jobs]
-    return _run_on_ray(list(jobs), max_retries, ray_address)
+    # a Ray task computes with its own CPUs: one unless asked; no callbacks into this process
+    return _run_on_ray([replace(job, cpus=job.cpus or 1, progress=False,
+                                extra={k: v for k, v in job.extra.items() if k != "on_epoch"})
+                        for job in jobs], max_retries, ray_address)
 
 
 def _run_on_ray(jobs: list[TrainJob], max_retries: int, address: str | None) -> list[JobResult]:

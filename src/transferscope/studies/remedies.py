@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from transferscope._io import atomic_write_json
 from transferscope._progress import log
@@ -30,15 +30,16 @@ from transferscope.data.views import ViewSet
 from transferscope.engine.recipes import get_recipe
 from transferscope.engine.training import TrainConfig, load_run
 from transferscope.errors import ConfigError
-from transferscope.remedies import REMEDIES, fine_tune, make_remedy
+from transferscope.engine.executor import TrainJob, run_trainings
+from transferscope.remedies import REMEDIES, make_remedy
 from transferscope.remedies._shared import source_model, split_source_classes
 from transferscope.studies.memory import run_memory_audit
-from transferscope.studies.spec import build_spec
+from transferscope.studies.spec import ExecutorFields, build_spec
 
 DEFAULT_VARIANTS = (STANDARD, *REMEDIES)
 
 
-class RemedySpec(BaseModel):
+class RemedySpec(ExecutorFields):
     """Settings of a remedy study (the CLI's ``remedies`` options or a TOML file)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -76,37 +77,53 @@ def _cost(run_dir: Path) -> float:
 def train_variants(spec: RemedySpec, out: Path, variants: list[str], remedy_params: dict,
                    data_root=None) -> dict[str, dict]:
     """Train every (variant, seed); returns ``{name: {variant, seed, run, cost}}``."""
-    arch, recipe, image_size, source = spec.arch, spec.recipe, spec.image_size, spec.source
     overrides = {k: v for k, v in {"batch_size": spec.batch_size, "lr": spec.lr}.items()
                  if v is not None}
-    rec = get_recipe(recipe, epochs=spec.epochs, image_size=image_size, **overrides)
+    rec = get_recipe(spec.recipe, epochs=spec.epochs, image_size=spec.image_size, **overrides)
     runs: dict[str, dict] = {}
-    for seed in spec.seeds:
-        for variant in variants:
-            name, run = f"{variant}-s{seed}", out / "runs" / f"{variant}-s{seed}"
-            config = TrainConfig(arch=arch, init="imagenet", data=spec.target, seed=seed,
-                                 recipe=rec)
-            remedy = None
-            if variant != STANDARD:
-                remedy = make_remedy(variant, source=source, data_root=data_root,
-                                     **remedy_params.get(variant, {}))
-            if variant == "pruning":  # prune the standard model of this seed, then briefly tune
-                std = out / "runs" / f"{STANDARD}-s{seed}"
-                if not (std / "model.safetensors").is_file():
-                    raise ConfigError("pruning starts from the standard fine-tune: keep "
-                                      f"'{STANDARD}' in the variants")
-                config = config.model_copy(update={
-                    "init": str(std / "model.safetensors"),
-                    "recipe": get_recipe(recipe, **{**overrides, "epochs": spec.prune_epochs,
-                                                    "image_size": image_size,
-                                                    "lr": rec.lr * spec.prune_lr_factor})})
-            log(f"[bold]remedy study[/bold] training {name}")
-            fine_tune(config, run, remedy, resume=(run / "config.json").exists(),
-                      data_root=data_root)
-            cost = _cost(run) + (runs[f"{STANDARD}-s{seed}"]["cost"]
-                                 if variant == "pruning" else 0.0)
-            runs[name] = {"variant": variant, "seed": seed, "run": run, "cost": cost}
-    return runs
+    # pruning starts from the standard fine-tune of its seed: it trains in a second round
+    for round_ in ([v for v in variants if v != "pruning"],
+                   [v for v in variants if v == "pruning"]):
+        jobs = {}
+        for seed in spec.seeds:
+            for variant in round_:
+                name, run = f"{variant}-s{seed}", out / "runs" / f"{variant}-s{seed}"
+                jobs[name] = (variant, seed, _job(spec, variant, seed, run, rec, overrides,
+                                                  remedy_params, out, data_root))
+        if not jobs:
+            continue
+        log(f"[bold]remedy study[/bold] training {', '.join(jobs)} ({spec.executor} executor)")
+        run_trainings([job for _, _, job in jobs.values()], executor=spec.executor)
+        for name, (variant, seed, job) in jobs.items():
+            cost = _cost(Path(job.out)) + (runs[f"{STANDARD}-s{seed}"]["cost"]
+                                           if variant == "pruning" else 0.0)
+            runs[name] = {"variant": variant, "seed": seed, "run": Path(job.out), "cost": cost}
+    return {name: runs[name] for name in (f"{v}-s{s}" for s in spec.seeds for v in variants)}
+
+
+def _job(spec: RemedySpec, variant: str, seed: int, run: Path, rec, overrides: dict,
+         remedy_params: dict, out: Path, data_root) -> TrainJob:
+    """The training job of one (variant, seed): the remedy is the run's hook and its
+    settings are part of the run's config, so a resume with other settings is refused."""
+    config = TrainConfig(arch=spec.arch, init="imagenet", data=spec.target, seed=seed,
+                         recipe=rec)
+    remedy = None
+    if variant != STANDARD:
+        remedy = make_remedy(variant, source=spec.source, data_root=data_root,
+                             **remedy_params.get(variant, {}))
+        config = config.model_copy(update={"remedy": remedy.settings})
+    if variant == "pruning":  # prune the standard model of this seed, then briefly tune
+        std = out / "runs" / f"{STANDARD}-s{seed}"
+        if not (std / "model.safetensors").is_file():
+            raise ConfigError("pruning starts from the standard fine-tune: keep "
+                              f"'{STANDARD}' in the variants")
+        config = config.model_copy(update={
+            "init": str(std / "model.safetensors"),
+            "recipe": get_recipe(spec.recipe, **{**overrides, "epochs": spec.prune_epochs,
+                                                 "image_size": spec.image_size,
+                                                 "lr": rec.lr * spec.prune_lr_factor})})
+    return TrainJob(config, run, data_root=data_root, hook=remedy, progress=None,
+                    cpus=spec.run_cpus, gpus=spec.run_gpus)
 
 
 def evaluate_variants(spec: RemedySpec, runs: dict[str, dict], out: Path,

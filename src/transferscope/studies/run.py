@@ -15,23 +15,56 @@ from transferscope.studies.spec import (DEMO_TOML, ModelSpec, StudySpec, load_st
                                        quick, study_from_dict)
 
 
-def _train_or_load(m: ModelSpec, spec: StudySpec, out: Path, data_root, tracker=None):
-    from transferscope.engine import TrainConfig, get_recipe, load_run, train
+def _load_given(m: ModelSpec):
+    """A model the study names by ``path``: a run directory or a weights file."""
+    from transferscope.engine import load_run
     from transferscope.models import load_model
 
-    if m.path is not None:
-        path = Path(m.path)
-        if path.is_dir():
-            return load_run(path)
-        return load_model(path)
-    cfg = TrainConfig(arch=m.arch, init=m.init, data=spec.target.data, seed=m.seed,
-                      train_split=spec.target.train_split, val_split=spec.target.val_split,
-                      recipe=get_recipe(m.recipe, epochs=m.epochs, batch_size=m.batch_size,
-                                        lr=m.lr, image_size=m.image_size or spec.image_size))
-    return train(cfg, out / "runs" / m.name, resume=True, data_root=data_root,
-                 keep_checkpoints=m.keep_checkpoints,
-                 on_epoch=tracker.epoch_logger(m.name) if tracker else None,
-                 device=spec.device).model
+    path = Path(m.path)
+    return load_run(path) if path.is_dir() else load_model(path)
+
+
+def train_jobs(spec: StudySpec, out: Path, data_root=None, tracker=None) -> dict:
+    """One :class:`~transferscope.engine.executor.TrainJob` per model the study trains
+    (``path`` unset), keyed by model name; its run directory is ``out/runs/NAME``."""
+    from transferscope.engine import TrainConfig, get_recipe
+    from transferscope.engine.executor import TrainJob
+
+    jobs = {}
+    for m in spec.models:
+        if m.path is not None:
+            continue
+        cfg = TrainConfig(arch=m.arch, init=m.init, data=spec.target.data, seed=m.seed,
+                          train_split=spec.target.train_split, val_split=spec.target.val_split,
+                          recipe=get_recipe(m.recipe, epochs=m.epochs, batch_size=m.batch_size,
+                                            lr=m.lr, image_size=m.image_size or spec.image_size))
+        extra = {"device": spec.device}
+        if tracker:
+            extra["on_epoch"] = tracker.epoch_logger(m.name)
+        jobs[m.name] = TrainJob(cfg, out / "runs" / m.name, data_root=data_root,
+                                keep_checkpoints=m.keep_checkpoints, cpus=spec.run_cpus,
+                                gpus=spec.run_gpus, progress=None, extra=extra)
+    return jobs
+
+
+def train_models(spec: StudySpec, out: Path, data_root=None, tracker=None) -> dict:
+    """Train (or resume, or find finished) every model of the study that has no ``path``,
+    through the study's executor (``local``: one after another here; ``ray``: one Ray task
+    each); returns ``{name: TransferModel}`` with the final weights read back from disk."""
+    from transferscope._progress import log
+    from transferscope.engine import load_run
+    from transferscope.engine.executor import run_trainings
+
+    jobs = train_jobs(spec, out, data_root, tracker)
+    if not jobs:
+        return {}
+    log(f"[bold]training[/bold] {', '.join(jobs)} ({spec.executor} executor)")
+    done = run_trainings(list(jobs.values()), executor=spec.executor)
+    if tracker and spec.executor != "local":  # Ray tasks cannot call back: log afterwards
+        for name, res in zip(jobs, done):
+            for row in res.metrics:
+                tracker.epoch_logger(name)(row)
+    return {name: load_run(res.run_dir) for name, res in zip(jobs, done)}
 
 
 def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: bool = True,
@@ -49,18 +82,23 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
     for entry in spec.source_images.sets:
         sets[entry] = load_source_set(entry, spec.source_images.views,
                                       limit=spec.source_images.limit, data_root=data_root)
+    target_train = _train_split_or_none(spec, data_root)
+    if train_missing and target_train is None and any(m.path is None for m in spec.models):
+        image_folder(spec.target.data, spec.target.train_split, data_root=data_root)  # says why
+    trained = train_models(spec, out, data_root, tracker) if train_missing else {}
     models = {}
     for m in spec.models:
-        if train_missing:
-            log(f"[bold]model[/bold] {m.name}")
-            models[m.name] = _train_or_load(m, spec, out, data_root, tracker)
+        if m.name in trained:
+            models[m.name] = trained[m.name]
+        elif m.path is not None:
+            log(f"[bold]model[/bold] {m.name} from {m.path}")
+            models[m.name] = _load_given(m)
         else:
-            run = Path(m.path) if m.path else out / "runs" / m.name
-            if not (run / "model.safetensors").exists() and not run.is_file():
+            run = out / "runs" / m.name
+            if not (run / "model.safetensors").exists():
                 raise ConfigError(f"model '{m.name}' has no finished run at {run}; run "
                                   f"`transferscope audit` on the study first")
-            models[m.name] = load_run(run) if run.is_dir() else _train_or_load(m, spec, out,
-                                                                               data_root)
+            models[m.name] = load_run(run)
     source = create_model(spec.source.arch, init=spec.source.init,  # a ViT at the study's size
                           image_size=spec.image_size if ":" in spec.source.arch else None)
     extra = {a: create_model(a, init=spec.source.init,
@@ -70,7 +108,7 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
                         batch_size=spec.batch_size, extra_sources=extra,
                         precision=spec.precision, device=spec.device,
                         entries=model_entries(spec, models, out),
-                        target_train_data=_train_split_or_none(spec, data_root))
+                        target_train_data=target_train)
 
 
 def _train_split_or_none(spec: StudySpec, data_root=None):

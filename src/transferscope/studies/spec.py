@@ -16,83 +16,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from transferscope.errors import ConfigError
+from transferscope.studies.demo import DEMO_TOML, DEMO_TRANSFER_TOML  # noqa: F401 (re-exported)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEMO_TOML = """\
-# The default study: ImageNet EfficientNet-Lite0 fine-tuned on ants vs bees.
-name = "demo: efficientnet_lite0 (ImageNet) -> hymenoptera"
-image_size = 128
-
-[source]
-arch = "efficientnet_lite0"
-
-[target]
-data = "hymenoptera"
-
-[source_images]
-sets = ["imagenet-samples", "imagenette/val"]
-views = 5
-
-[[models]]
-name = "fine-tuned"
-arch = "efficientnet_lite0"
-init = "imagenet"
-recipe = "paper002"
-epochs = 6
-batch_size = 32
-
-[[models]]
-name = "scratch-cnn"
-arch = "baseline_cnn"
-init = "random"
-recipe = "paper000-scratch"
-epochs = 30
-image_size = 128
-
-[[models]]
-name = "scratch-lite0"
-arch = "efficientnet_lite0"
-init = "random"
-recipe = "paper002"
-epochs = 6
-batch_size = 32
-
-[[models]]
-name = "scratch-lite0-2"
-arch = "efficientnet_lite0"
-init = "random"
-recipe = "paper002"
-epochs = 6
-batch_size = 32
-seed = 1
-
-[[models]]
-name = "fine-tuned-2"
-arch = "efficientnet_lite0"
-init = "imagenet"
-recipe = "paper002"
-epochs = 6
-batch_size = 32
-seed = 1
-
-[analyses]
-memory = "all"
-
-[analyses.composites]
-style = "paper001"
-overlays_per_class = 10
-repeats = 2
-
-# module criticality evaluates 5 x 5 (alpha, sigma) x 3 noise draws per module, each with
-# BatchNorm re-estimated: 16 training images and 4 modules keep it to minutes on a CPU
-[analyses.transfer_options]
-criticality_images = 16
-criticality_modules = 4
-"""
 
 
 class _Strict(BaseModel):
@@ -206,7 +136,21 @@ class AnalysesSpec(_Strict):
                                            description="options of the transfer analyses")
 
 
-class StudySpec(_Strict):
+class ExecutorFields(BaseModel):
+    """Where a study's training runs execute (:mod:`transferscope.engine.executor`); shared by
+    every study kind that trains."""
+
+    executor: Literal["local", "ray"] = Field(
+        "local", description="how the training runs execute: `local` (one after another in "
+        "this process) or `ray` (one Ray task per run on the cluster of `RAY_ADDRESS`, else a "
+        "local one; `pip install 'transferscope[ray]'`)")
+    run_cpus: int | None = Field(None, ge=1, description="CPU threads per training run (Ray's "
+                                 "`num_cpus`); default: all of this process's locally, 1 on Ray")
+    run_gpus: float = Field(0, ge=0, description="GPUs per training run on Ray (`num_gpus`, "
+                            "fractions share a GPU)")
+
+
+class StudySpec(_Strict, ExecutorFields):
     """A study file: the source model, the target data, the source images, the models to train
     or load, and the analyses. `transferscope audit STUDY.toml --out DIR` runs it."""
 
@@ -260,6 +204,7 @@ def study_from_dict(data: dict, source: str = "study") -> StudySpec:
             raise ConfigError(f"{source}: model '{m.name}' needs 'arch' (to train) or 'path' "
                               "(an existing run directory or .safetensors file)")
     _check_model_names(spec, source)
+    _check_recipes(spec, source)
     from transferscope.engine.device import resolve_device
 
     try:
@@ -280,6 +225,20 @@ def _check_model_names(spec: StudySpec, source: str) -> None:
             check_model_name(arch)
         except ConfigError as exc:
             raise ConfigError(f"{source}: key {key}: {exc}") from None
+
+
+def _check_recipes(spec: StudySpec, source: str) -> None:
+    """Unknown recipes (and bad overrides) fail here, before any model is trained."""
+    from transferscope.engine import get_recipe
+
+    for m in spec.models:
+        if m.path is not None:
+            continue
+        try:
+            get_recipe(m.recipe, epochs=m.epochs, batch_size=m.batch_size, lr=m.lr,
+                       image_size=m.image_size or spec.image_size)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: key models '{m.name}' recipe: {exc}") from None
 
 
 def _check_analysis_names(spec: StudySpec, source: str) -> None:
@@ -308,16 +267,18 @@ def load_study(path: str | os.PathLike) -> tuple[StudySpec, str]:
 
 
 def quick(spec: StudySpec) -> StudySpec:
-    """A smoke-test variant: small images, few epochs, a subset of the source images."""
+    """A smoke-test variant: images of at most 96 px, few epochs, a subset of the source
+    images, a coarse barrier path and a small criticality grid."""
     data = spec.model_dump()
-    data["image_size"] = 96
+    size = min(spec.image_size, 96)
+    data["image_size"] = size
     data["source_images"]["limit"] = 150
     data["analyses"]["composites"].update(overlays_per_class=4, repeats=1)
-    data["analyses"]["transfer_options"].update(lambdas=[0.0, 0.5, 1.0],
+    data["analyses"]["transfer_options"].update(lambdas=[-0.5, 0.0, 0.5, 1.0, 1.5],
                                                 criticality_images=16, criticality_modules=3)
     for m in data["models"]:
         m["epochs"] = 2 if m["arch"] != "baseline_cnn" else 6
-        m["image_size"] = 96
+        m["image_size"] = min(m["image_size"] or size, size)
     return StudySpec(**data)
 
 

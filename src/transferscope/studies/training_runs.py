@@ -12,18 +12,20 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from transferscope._progress import log
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses.block_shuffle import block_shuffle_result, optimisation_speed
 from transferscope.analyses.pretraining_checkpoints import checkpoints_result
-from transferscope.engine import TrainConfig, get_recipe, train
+from transferscope.engine import TrainConfig, get_recipe
+from transferscope.engine.executor import TrainJob, run_trainings
 from transferscope.errors import ConfigError
 from transferscope.report import write_report
+from transferscope.studies.spec import ExecutorFields
 
 
-class _Runs(BaseModel):
+class _Runs(ExecutorFields):
     model_config = ConfigDict(extra="forbid")
 
     data: str = Field("hymenoptera", description="target data set (ImageFolder train/val)")
@@ -57,6 +59,7 @@ def run(spec: BlockShuffleSpec | CheckpointSpec, out: str | os.PathLike, data_ro
         ) -> AnalysisResult:
     """Train the runs of ``spec`` that are missing under ``out/runs`` and write the result."""
     settings = spec.model_dump(exclude={"kind"})
+    settings["execution"] = {k: settings.pop(k) for k in ExecutorFields.model_fields}
     if isinstance(spec, BlockShuffleSpec):
         return run_block_shuffle(settings.pop("arch"), settings.pop("data"),
                                  settings.pop("block_sizes"), out, **settings,
@@ -65,24 +68,37 @@ def run(spec: BlockShuffleSpec | CheckpointSpec, out: str | os.PathLike, data_ro
                                    **settings, data_root=data_root)
 
 
+def _train_all(jobs: dict, data_root, execution: dict | None) -> dict:
+    """``{key: (config, run_dir)}`` trained (or resumed) through the executor of
+    ``execution``; returns ``{key: JobResult}``."""
+    ex = execution or {}
+    todo = [TrainJob(cfg, run, data_root=data_root, keep_checkpoints=1, progress=None,
+                     cpus=ex.get("run_cpus"), gpus=ex.get("run_gpus", 0))
+            for cfg, run in jobs.values()]
+    return dict(zip(jobs, run_trainings(todo, executor=ex.get("executor", "local"))))
+
+
 def run_block_shuffle(arch: str, data: str, block_sizes: list, out: str | os.PathLike, *,
                       image_size: int = 64, epochs: int = 3, recipe: str = "paper002",
-                      batch_size: int = 32, seed: int = 0, data_root=None) -> AnalysisResult:
-    """P-T and RI-T on block-shuffled copies of ``data`` for every block size."""
+                      batch_size: int = 32, seed: int = 0, data_root=None,
+                      execution: dict | None = None) -> AnalysisResult:
+    """P-T and RI-T on block-shuffled copies of ``data`` for every block size;
+    ``execution``: :class:`~transferscope.studies.spec.ExecutorFields` settings."""
     out = Path(out)
-    rows = []
+    rows, jobs = [], {}
     for b in block_sizes:
         if b != "*" and image_size % int(b):
             raise ConfigError(f"block size {b} does not divide the image size {image_size}; "
                               "choose divisors of --image-size or '*'")
-        res = {}
         for kind, init in (("P-T", "imagenet"), ("RI-T", "random")):
-            log(f"[bold]block {b}[/bold]: {kind}")
             cfg = TrainConfig(arch=arch, init=init, data=data, seed=seed, block_shuffle=b,
                               recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                                 batch_size=batch_size))
-            res[kind] = train(cfg, out / "runs" / f"block{b if b != '*' else 'star'}-{kind}",
-                              resume=True, data_root=data_root, keep_checkpoints=1)
+            jobs[b, kind] = (cfg, out / "runs" / f"block{b if b != '*' else 'star'}-{kind}")
+    log(f"[bold]block shuffling[/bold]: {len(jobs)} runs")
+    done = _train_all(jobs, data_root, execution)
+    for b in block_sizes:
+        res = {kind: done[b, kind] for kind in ("P-T", "RI-T")}
         a_pt, a_rit = res["P-T"].final_val_accuracy, res["RI-T"].final_val_accuracy
         rows.append({"block size": str(b), "accuracy P-T": a_pt, "accuracy RI-T": a_rit,
                      "relative drop %": 100 * (a_pt - a_rit) / a_pt if a_pt else float("nan"),
@@ -98,8 +114,8 @@ def run_block_shuffle(arch: str, data: str, block_sizes: list, out: str | os.Pat
 def run_checkpoint_transfer(pretrain_run: str | os.PathLike, data: str,
                             out: str | os.PathLike, *, checkpoints: list[int] | None = None,
                             image_size: int = 64, epochs: int = 3, recipe: str = "paper002",
-                            batch_size: int = 32, seed: int = 0, data_root=None
-                            ) -> AnalysisResult:
+                            batch_size: int = 32, seed: int = 0, data_root=None,
+                            execution: dict | None = None) -> AnalysisResult:
     """Fine-tune on ``data`` from epoch checkpoints of a pre-training run (section 3.5)."""
     pre = Path(pretrain_run)
     cfg_path = pre / "config.json"
@@ -117,16 +133,18 @@ def run_checkpoint_transfer(pretrain_run: str | os.PathLike, data: str,
         raise ConfigError(f"{pre} has no checkpoints for epochs {missing}; it has {available}"
                           " (pre-train with `transferscope train --keep-epochs "
                           f"{','.join(map(str, missing))}` or --keep-checkpoints all)")
-    rows, out = [], Path(out)
+    rows, out, jobs = [], Path(out), {}
     for c in [0] + chosen:
         init = str(pre / ("init.safetensors" if c == 0 else
                           f"checkpoints/epoch_{c:04d}.safetensors"))
         cfg = TrainConfig(arch=arch, init=init, data=data, seed=seed,
                           recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                             batch_size=batch_size))
-        log(f"[bold]fine-tune from checkpoint {c}[/bold]")
-        res = train(cfg, out / "runs" / f"from-epoch{c:04d}", resume=True, data_root=data_root,
-                    keep_checkpoints=1)
+        jobs[c] = (cfg, out / "runs" / f"from-epoch{c:04d}")
+    log(f"[bold]fine-tuning from {len(jobs)} checkpoints[/bold]")
+    done = _train_all(jobs, data_root, execution)
+    for c in [0] + chosen:
+        res = done[c]
         rows.append({"pre-training epoch": c,
                      "pre-training val accuracy": metrics[c - 1]["val_acc"] if c else
                      float("nan"),

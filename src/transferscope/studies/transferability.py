@@ -19,10 +19,11 @@ from transferscope.analyses.layer_gradients import gradient_profiles
 from transferscope.analyses.transferability import network_transferability, transferability_result
 from transferscope.analyses.transferability_factors import fit_factors
 from transferscope.data import eval_transform, image_folder, source_images
-from transferscope.engine import TrainConfig, get_recipe, load_run, train
+from transferscope.engine import TrainConfig, get_recipe, load_run
+from transferscope.engine.executor import TrainJob, run_trainings
 from transferscope.engine.training import select_subset
 from transferscope.report import write_report
-from transferscope.studies.spec import build_spec
+from transferscope.studies.spec import ExecutorFields, build_spec
 
 
 def _variants(targets, fractions, class_counts, sweep_target):
@@ -42,7 +43,7 @@ def _label(target, fraction, classes):
     return name
 
 
-class TransferabilitySpec(BaseModel):
+class TransferabilitySpec(ExecutorFields):
     """Settings of a paper-002 study (the CLI's ``transferability`` options or a TOML file)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -82,22 +83,29 @@ def run(spec: TransferabilitySpec, out: str | os.PathLike, data_root=None
     fractions, class_counts, sweep_target = spec.fractions, spec.class_counts, spec.sweep_target
     rows, per_target, grad_runs = [], {}, {}
     domain_sets = {}
-    for target, fraction, classes in _variants(targets, fractions, class_counts, sweep_target):
+    variants = _variants(targets, fractions, class_counts, sweep_target)
+    jobs = {}
+    for target, fraction, classes in variants:
         label = _label(target, fraction, classes)
-        runs = {}
         for kind, init in (("fine-tuned", "imagenet"), ("scratch", "random")):
             cfg = TrainConfig(arch=arch, init=init, data=target, seed=seed,
                               data_fraction=fraction, max_classes=classes,
                               recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                                 batch_size=batch_size))
-            log(f"[bold]{label}[/bold]: {kind}")
-            runs[kind] = train(cfg, out / "runs" / f"{label}-{kind}", resume=True,
-                               data_root=data_root, keep_checkpoints=1)
+            jobs[label, kind] = TrainJob(cfg, out / "runs" / f"{label}-{kind}",
+                                         data_root=data_root, keep_checkpoints=1,
+                                         cpus=spec.run_cpus, gpus=spec.run_gpus, progress=None)
+    log(f"[bold]training[/bold] {len(jobs)} runs ({spec.executor} executor)")
+    done = dict(zip(jobs, run_trainings(list(jobs.values()), executor=spec.executor)))
+    for target, fraction, classes in variants:
+        label = _label(target, fraction, classes)
+        runs = {kind: done[label, kind] for kind in ("fine-tuned", "scratch")}
         ft, sc = runs["fine-tuned"], runs["scratch"]
         theta_a = load_run(ft.run_dir, "init")
         theta_r = load_run(sc.run_dir, "init_random")
         res = network_transferability(theta_a, theta_a.state_dict(), theta_r.state_dict(),
-                                  ft.model.state_dict(), sc.model.state_dict(), label=label)
+                                      load_run(ft.run_dir).state_dict(),
+                                      load_run(sc.run_dir).state_dict(), label=label)
         per_target[label] = res
         train_set, _ = select_subset(image_folder(target, "train", data_root=data_root),
                                      image_folder(target, "val", data_root=data_root),

@@ -1,0 +1,200 @@
+"""The demo: two studies, one report.
+
+Part 1 (papers 000/001): ImageNet EfficientNet-Lite0 fine-tuned on ants vs bees - what the
+fine-tuned model still remembers of ImageNet and where that memory interferes. Part 2 (papers
+002/003/004): what is transferred, on chest X-rays (pneumonia vs normal; paper 003 used
+CheXpert) - a target on which the networks trained from random initialisation learn (about
+90 % in four epochs at 64 px, where on ants vs bees they stay near chance), so every P-T vs
+RI-T comparison compares two models that learned.
+
+:func:`run_demo` runs part 1 into ``out`` and part 2 into ``out/transfer`` (each a complete
+study folder: ``study.toml``, runs, results, report), then writes ``out/report.html`` with
+both parts; part 2's results are copied into ``out/results`` with a note naming their target.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+DEMO_TOML = """\
+# The demo study, part 1: ImageNet EfficientNet-Lite0 fine-tuned on ants vs bees - what the
+# fine-tuned model remembers of ImageNet (papers 000/001). Part 2 (DEMO_TRANSFER_TOML) audits
+# what is transferred on chest X-rays.
+name = "demo: efficientnet_lite0 (ImageNet) -> hymenoptera"
+image_size = 128
+
+[source]
+arch = "efficientnet_lite0"
+
+[target]
+data = "hymenoptera"
+
+[source_images]
+sets = ["imagenet-samples", "imagenette/val"]
+views = 5
+
+[[models]]
+name = "fine-tuned"
+arch = "efficientnet_lite0"
+init = "imagenet"
+recipe = "paper002"
+epochs = 6
+batch_size = 32
+
+[[models]]
+name = "scratch-cnn"
+arch = "baseline_cnn"
+init = "random"
+recipe = "paper000-scratch"
+epochs = 30
+image_size = 128
+
+[[models]]
+name = "fine-tuned-2"
+arch = "efficientnet_lite0"
+init = "imagenet"
+recipe = "paper002"
+epochs = 6
+batch_size = 32
+seed = 1
+
+[analyses]
+memory = "all"
+transfer = "none"         # part 2 does these on a target where random init learns
+transferability = "none"
+
+[analyses.composites]
+style = "paper001"
+overlays_per_class = 10
+repeats = 2
+"""
+
+DEMO_TRANSFER_TOML = """\
+# The demo study, part 2: what is transferred (papers 002/003/004) on chest X-rays, where
+# networks trained from random initialisation (RI-T) learn too, so that P-T vs RI-T compares
+# two models that learned. Two seeds of each: the P-T/P-T and RI-T/RI-T pairs.
+name = "demo, part 2: efficientnet_lite0 (ImageNet) -> chest-xray"
+image_size = 64
+
+[source]
+arch = "efficientnet_lite0"
+
+[target]
+data = "chest-xray"
+
+[source_images]
+sets = ["imagenet-samples"]
+views = 1
+
+[[models]]
+name = "xray-fine-tuned"
+arch = "efficientnet_lite0"
+init = "imagenet"
+recipe = "paper002"
+epochs = 4
+batch_size = 32
+
+[[models]]
+name = "xray-fine-tuned-2"
+arch = "efficientnet_lite0"
+init = "imagenet"
+recipe = "paper002"
+epochs = 4
+batch_size = 32
+seed = 1
+
+[[models]]
+name = "xray-scratch"
+arch = "efficientnet_lite0"
+init = "random"
+recipe = "paper002"
+epochs = 4
+batch_size = 32
+
+[[models]]
+name = "xray-scratch-2"
+arch = "efficientnet_lite0"
+init = "random"
+recipe = "paper002"
+epochs = 4
+batch_size = 32
+seed = 1
+
+[analyses]
+memory = "none"
+
+# module criticality evaluates 5 x 5 (alpha, sigma) x 3 noise draws per module, each with
+# BatchNorm re-estimated: 32 training images and 6 modules keep it to minutes on a CPU
+[analyses.transfer_options]
+criticality_images = 32
+criticality_modules = 6
+"""
+
+TRANSFER_DIR = "transfer"
+
+
+def demo_studies(quick: bool = False) -> list[tuple[object, str, str]]:
+    """``[(StudySpec, toml text, sub-folder)]`` of the demo's two parts (``quick``: the
+    smoke-test variant of each, see :func:`transferscope.studies.spec.quick`)."""
+    from transferscope.studies.spec import parse_study, quick as make_quick
+
+    parts = []
+    for text, sub, label in ((DEMO_TOML, "", "demo study"),
+                             (DEMO_TRANSFER_TOML, TRANSFER_DIR, "demo study, part 2")):
+        spec = parse_study(text, label)
+        if quick:
+            spec, text = make_quick(spec), "# --quick variant of this study\n" + text
+        parts.append((spec, text, sub))
+    return parts
+
+
+def run_demo(out: str | os.PathLike, *, quick: bool = False, data_root=None,
+             log_to: str | None = None, executor: str | None = None) -> Path:
+    """Run both parts (fetching missing data sets first) and write ``out/report.html``."""
+    from transferscope.data.fetch import ensure_sets
+    from transferscope.report import write_report
+    from transferscope.studies.run import run_study
+    from transferscope.studies.spec import build_spec
+
+    out = Path(out)
+    parts = demo_studies(quick)
+    if executor is not None:
+        parts = [(build_spec(type(s), {**s.model_dump(), "executor": executor}, "--executor"),
+                  t, sub) for s, t, sub in parts]
+    ensure_sets(sorted({e for s, _, _ in parts for e in (s.target.data, *s.source_images.sets)}),
+                data_root)  # every download first: offline, all missing sets in one message
+    results = {}
+    for spec, text, sub in parts:
+        found, _ = run_study(spec, out / sub, spec_text=text, data_root=data_root,
+                             log_to=log_to)
+        if sub:
+            found = _adopt(out, out / sub, found, spec)
+        clash = set(found) & set(results)
+        if clash:  # pragma: no cover - the demo's parts select disjoint analyses
+            raise RuntimeError(f"demo parts both ran {sorted(clash)}")
+        results.update(found)
+    return write_report(out, results, title="transferscope demo: what ImageNet "
+                        "EfficientNet-Lite0 remembers, transfers and breaks",
+                        spec_text="\n\n".join(t for _, t, _ in parts))
+
+
+def _adopt(out: Path, part_dir: Path, found: dict, spec) -> dict:
+    """Copy a part's results (JSON, CSV, thumbnails) and figures into ``out``, each noting
+    the part's target, so that ``out`` holds the whole demo (its report can be rebuilt)."""
+    from transferscope.analyses._base import AnalysisResult
+
+    adopted = {}
+    for name in found:
+        res = AnalysisResult.load(part_dir / "results" / f"{name}.json")
+        note = (f"Target: {spec.target.data} at {spec.image_size} px (the demo's part 2, "
+                f"its own study folder {part_dir.name}/).")
+        if note not in res.notes:
+            res.notes.insert(0, note)
+        res.save(out)
+        for fig in (part_dir / "figures").glob(f"{name}__*.png"):
+            (out / "figures").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fig, out / "figures" / fig.name)
+        adopted[name] = res
+    return adopted
