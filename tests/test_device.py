@@ -86,3 +86,15 @@ def test_study_device_is_checked_at_parse_time():
     assert parse_study(text).device == "auto"
     with pytest.raises(ConfigError, match="key 'device'"):
         parse_study('device = "tpu"\n' + text)
+
+
+@pytest.mark.parametrize("precision, message", [
+    ("fp16", "precision fp16 needs a GPU"), ("fp8", "--precision must be fp32, bf16 or fp16")])
+def test_train_precision_is_checked_before_the_run_exists(precision, message, tiny_split,
+                                                          tmp_path, capsys):
+    """fp16 autocast (with loss scaling) is for CUDA; on the CPU one line, no run folder."""
+    rc = main(["train", "--arch", "baseline_cnn", "--init", "random", "--data", str(tiny_split),
+               "--out", str(tmp_path / "run"), "--precision", precision, "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

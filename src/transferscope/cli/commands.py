@@ -10,7 +10,7 @@ import typer
 
 from transferscope import __version__
 from transferscope.cli._app import DataRoot, Executor, LogTo, app, data_app, with_executor
-from transferscope.errors import TransferscopeError
+from transferscope.errors import ConfigError, TransferscopeError
 
 
 @app.command()
@@ -35,6 +35,9 @@ def train(
     precise_bn: Optional[bool] = typer.Option(None, help="re-estimate BatchNorm statistics "
                                               "after each epoch (default: with --init random)"),
     device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda | cuda:N | mps"),
+    precision: str = typer.Option("fp32", help="fp32 | bf16 (bfloat16 autocast: CPUs with "
+                                  "AVX512-BF16/AMX, GPUs) | fp16 (float16 autocast with loss "
+                                  "scaling, CUDA)"),
     data_root: Optional[Path] = DataRoot,
     log_to: Optional[str] = LogTo,
 ):
@@ -42,7 +45,10 @@ def train(
     from transferscope.engine import TrainConfig, get_recipe
     from transferscope.engine import train as run_train
 
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
     cfg = TrainConfig(arch=arch, init=init, data=data, seed=seed, precise_bn=precise_bn,
+                      precision=precision,
                       recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                         batch_size=batch_size, lr=lr))
     from transferscope.trackers import open_tracker

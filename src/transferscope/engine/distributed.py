@@ -164,16 +164,18 @@ class RankShare(Sampler[int]):
         return len(self.indices)
 
 
-def train_loader(dataset, batch_size: int, seed: int, num_workers: int = 0) -> DataLoader:
+def train_loader(dataset, batch_size: int, seed: int, num_workers: int = 0,
+                 pin_memory: bool | None = None) -> DataLoader:
     """The epoch's shuffled loader: single-process, or this rank's :class:`RankShare` of the
-    same order (``seed`` is the epoch's seed: a new order per epoch, like ``set_epoch``)."""
+    same order (``seed`` is the epoch's seed: a new order per epoch, like ``set_epoch``).
+    ``pin_memory`` (default: when the world computes on CUDA) for non-blocking copies."""
     w = world()
+    pin = w.device.type == "cuda" if pin_memory is None else pin_memory
     if w.size == 1:
         return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                          generator=torch.Generator().manual_seed(seed),
-                          pin_memory=w.device.type == "cuda")  # for non_blocking copies
+                          generator=torch.Generator().manual_seed(seed), pin_memory=pin)
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                      pin_memory=w.device.type == "cuda",
+                      pin_memory=pin,
                       sampler=RankShare(len(dataset), seed, w.rank, w.size))
 
 

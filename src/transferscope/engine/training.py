@@ -50,7 +50,7 @@ from transferscope.engine.loading import make_loader
 from transferscope.engine.recipes import Recipe
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
-from transferscope.engine.device import resolve_device, to_device
+from transferscope.engine.device import check_amp, resolve_device, to_device
 from transferscope.models.io import load_model, save_model
 from transferscope.models.registry import create_model, init_weights
 
@@ -76,8 +76,9 @@ class TrainConfig(BaseModel):
     precise_bn: bool | None = None  # re-estimate BN statistics each epoch (None: see below)
     remedy: dict | None = None  # settings of the TrainingHook the run used (transferscope.remedies)
     # "bf16": training forward passes under bfloat16 autocast (CPUs with AVX512-BF16/AMX,
-    # GPUs); weights, optimiser, loss and the validation pass stay fp32
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # GPUs); "fp16": float16 autocast with a gradient scaler (CUDA only); weights, optimiser,
+    # loss and the validation pass stay fp32
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
     def recalibrates_bn(self, model: torch.nn.Module | None = None) -> bool:
         """``precise_bn``, or by default: for random init, and for models whose BatchNorm
@@ -238,7 +239,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, wait: bool | None = No
     it; ``wait=False`` (or ``TRANSFERSCOPE_NO_WAIT=1``) makes it fail at once with a
     :class:`~transferscope._lock.LockedError` naming the holder. Under torchrun rank 0 holds it.
     """
-    resolve_device(kwargs.get("device", "auto"))  # a missing GPU fails before the run exists
+    check_amp(config.precision,  # a missing GPU (or fp16 on a CPU) fails before the run exists
+              resolve_device(kwargs.get("device", "auto")))
     if distributed.setup().rank != 0:
         return _train(config, out, **kwargs)
     with writer_lock(out, f"training {config.arch} into {out}", wait=wait):
@@ -366,8 +368,13 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
         hook.setup(model, train_set, recipe.image_size, fresh=False)
     step = distributed.data_parallel(model)  # (features, logits); DDP under torchrun
 
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16,
-                              enabled=config.precision == "bf16")
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+    autocast = torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16,
+                              enabled=amp_dtype is not None)
+    # fp16 gradients underflow without loss scaling; disabled, the scaler passes through
+    scaler = torch.amp.GradScaler(dev.type, enabled=config.precision == "fp16")
+    if state_path.exists() and "scaler" in (state := load_checked_state(state_path)):
+        scaler.load_state_dict(state["scaler"])
     recalibrate = config.recalibrates_bn(model)
     size = recipe.image_size
     tf_train, tf_val = training_transforms(model.norm, size, recipe.augment,
@@ -385,7 +392,8 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
             seed = _epoch_seed(config.seed, epoch)
             torch.manual_seed(distributed.rank_seed(seed))
             loader = distributed.train_loader(train_set.with_transform(tf_train),
-                                              recipe.batch_size, seed, num_workers)
+                                              recipe.batch_size, seed, num_workers,
+                                              pin_memory=dev.type == "cuda")
             hook_gen = torch.Generator().manual_seed(distributed.rank_seed(seed) + 1)
             t0 = time.perf_counter()
             model.train()
@@ -405,8 +413,9 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                         extra = hook.loss(model, x, y, features, logits, hook_gen)
                         loss = loss if extra is None else loss + extra
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                     if hook is not None:
                         hook.after_step(model)
                     loss_sum += loss.item() * len(y)
@@ -429,7 +438,8 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                 _record_seconds(out / "timings.json", epoch, time.perf_counter() - t0)
                 save_checked_state(state_path, {
                     "epoch": epoch, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict()})
+                    "scheduler": scheduler.state_dict(),
+                    **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})})
                 _prune(ckpt_dir, epoch, keep_last, keep_epochs)
                 if on_epoch is not None:
                     on_epoch(metrics[-1])

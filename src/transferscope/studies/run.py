@@ -124,9 +124,12 @@ def _train_split_or_none(spec: StudySpec, data_root=None):
 
 def model_entries(spec: StudySpec, models: dict, out: Path) -> dict[str, ModelEntry]:
     """Role, architecture, init, seed and run directory of every model of the study: models
-    the study trains from ``"imagenet"`` are fine-tuned (P-T), from ``"random"`` from
-    scratch (RI-T); loaded models (``path``) have role ``"other"``."""
-    roles = {"imagenet": "fine-tuned", "random": "scratch"}
+    the study trains from ``"imagenet"`` / ``"pretrained"`` - or from the weights file that is
+    the study's source (``init`` equal to ``source.init``) - are fine-tuned (P-T), from
+    ``"random"`` from scratch (RI-T); loaded models (``path``) have role ``"other"``."""
+    roles = {"imagenet": "fine-tuned", "pretrained": "fine-tuned", "random": "scratch"}
+    if spec.source.init not in roles:  # a weights file: the models started from it are P-T
+        roles[spec.source.init] = "fine-tuned"
     entries = {}
     for m in spec.models:
         trained = m.path is None
