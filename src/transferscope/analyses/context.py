@@ -105,6 +105,23 @@ class AuditContext:
                        batch_size=self.batch_size, cache=self.cache, progress=self.progress,
                        desc=desc, precision=self.precision, device=self.device)
 
+    def predict_many(self, models, data) -> list[Predictions]:
+        """:meth:`predict` for several models, decoding ``data`` once for all of them
+        (:func:`~transferscope.engine.inference.predict_many`)."""
+        from transferscope.engine.inference import predict_many
+
+        return predict_many(list(models), data, image_size=self.image_size,
+                            batch_size=self.batch_size, cache=self.cache,
+                            progress=self.progress, precision=self.precision,
+                            device=self.device)
+
+    def prefetch_source_logits(self) -> None:
+        """The source images' logits that recall, bias and agreement read (every source model
+        and every target backbone), each set decoded once for all of them."""
+        models = [*self.sources.values(), *self.targets.values()]
+        for name, data in self.source_data.items():
+            self.predict_many(models, data)
+
     @property
     def sources(self) -> dict[str, TransferModel]:
         """Source model per architecture (the main one first)."""

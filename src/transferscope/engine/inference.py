@@ -200,6 +200,96 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
                        from_cache=hit)
 
 
+def predict_many(models: Sequence[TransferModel], data: ImageSet, *,
+                 image_size: int | None = None, batch_size: int | None = None,
+                 num_workers: int | None = None, cache: ResultCache | None = None,
+                 channels_last: bool = True, progress: bool | None = None,
+                 desc: str | None = None, precision: str = "fp32",
+                 device: str | torch.device | None = "auto") -> list[Predictions]:
+    """:func:`predict` (logits) of several models over ``data``, decoding each image once
+    for all models that preprocess it alike (same transform): the backbones whose features
+    are not cached yet share one data pipeline, batch by batch. Same results and cache entries
+    as calling :func:`predict` per model (``image_size``: each model's
+    ``input_size(image_size)``).
+
+    Example:
+        >>> preds = predict_many([source, m_st], images, image_size=128)  # doctest: +SKIP
+    """
+    cache = default_cache() if cache is None else cache
+    fast_decode = os.environ.get(FAST_DECODE_ENV, "") in ("1", "true", "yes")  # as predict()
+    check_precision(precision)
+    dev = resolve_device(device)
+    check_amp(precision, dev)
+    extra = {} if precision == "fp32" else {"precision": precision}
+    groups: dict[str, tuple[object, dict[str, TransferModel]]] = {}
+    for model in models:
+        if not isinstance(model, TransferModel):
+            continue
+        size = model.input_size(image_size) if image_size else model.default_size
+        tf = (data.model_transform(model.norm, model.fixed_size)
+              if hasattr(data, "model_transform") else
+              eval_transform(model.norm, size, draft=fast_decode))
+        key = cache.key(kind="features", weights=model.backbone_hash(), data=data.digest,
+                        transform=describe_transform(tf), **extra)
+        if not cache.enabled or cache.path(key).is_file():
+            continue
+        groups.setdefault(describe_transform(tf), (tf, {}))[1].setdefault(key, model)
+    if len(data) and distributed.setup().size == 1:
+        for tf, todo in groups.values():
+            if len(todo) > 1:  # one decoding pass for these backbones
+                _forward_together(todo, data, tf, batch_size or auto_batch_size(
+                    image_size or next(iter(todo.values())).default_size, dev), num_workers,
+                    cache, channels_last, progress, desc, precision, dev)
+    return [predict(m, data, image_size=m.input_size(image_size) if image_size else None,
+                    batch_size=batch_size, num_workers=num_workers, cache=cache,
+                    channels_last=channels_last, progress=progress, precision=precision,
+                    device=dev) for m in models]
+
+
+def _forward_together(todo: dict[str, TransferModel], data: ImageSet, transform, batch_size,
+                      num_workers, cache: ResultCache, channels_last, progress, desc,
+                      precision, device) -> None:
+    """Features of every backbone in ``todo`` (cache key -> model) from one pass over the
+    decoded batches; each stored under its key, as :func:`predict` would."""
+    with contextlib.ExitStack() as locks:
+        for key in todo:
+            locks.enter_context(cache.writing(key))
+        todo = {k: m for k, m in todo.items() if not cache.path(k).is_file()}  # done meanwhile
+        if not todo:
+            return
+        nets = {k: _Features(m) for k, m in todo.items()}
+        modes = {k: m.training for k, m in todo.items()}
+        outputs: dict[str, list[torch.Tensor]] = {k: [] for k in todo}
+        labels = []
+        loader = make_loader(data.with_transform(transform), batch_size,
+                             num_workers=num_workers, device=device)
+        try:
+            for net in nets.values():
+                net.eval()
+                if device.type != "cpu":
+                    net.to(device)
+                if channels_last:
+                    net.to(memory_format=torch.channels_last)
+            names = ", ".join(sorted({m.arch for m in todo.values()}))
+            with progress_bar(len(data), desc or f"predict {len(todo)} models ({names}) on "
+                              f"{data.root.name}", progress) as advance:
+                for x, y in loader:
+                    x = to_device(x, device)
+                    for k, net in nets.items():
+                        outputs[k].append(forward_batch(net, x, channels_last, precision))
+                    labels.append(y)
+                    advance(len(y))
+        finally:
+            for k, m in todo.items():
+                m.train(modes[k])
+                if device.type != "cpu":
+                    m.to("cpu")
+        y = torch.cat(labels)
+        for k, m in todo.items():
+            cache.put(k, {"features": torch.cat(outputs[k]), "labels": y}, arch=m.arch,
+                      data=str(data.root))
+
+
 class _Features(nn.Module):
     """``model.forward_features`` as a module (what the features cache entry holds)."""
 

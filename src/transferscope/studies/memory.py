@@ -75,6 +75,9 @@ def _run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str
     options = audit_options(names, params, composite_params)  # all fail before any runs
     out_dir = Path(out_dir)
     results, timings, before = {}, {}, ctx.cache.stats()
+    if {"retained_knowledge", "interference_bias", "agreement"} & set(names):
+        log("[bold]source images[/bold]: logits of every model, one decoding pass per set")
+        ctx.prefetch_source_logits()
     for name in names:
         log(f"[bold]analysis[/bold] {name}")
         t0 = time.perf_counter()
