@@ -60,3 +60,24 @@ def test_keyword_forms_validate_before_training(tmp_path):
     with pytest.raises(ConfigError, match="key 'seeds'"):
         run_remedy_study("t", tmp_path, seeds=[])
     assert not any(tmp_path.iterdir())
+
+
+def test_audit_command_runs_every_kind_with_executor_override(tmp_path, capsys):
+    """`transferscope audit FILE` dispatches on `kind`; `--executor` is validated like the
+    file's key; a study's unknown recipe fails at parse time, before anything trains."""
+    from transferscope.cli import main
+
+    path = tmp_path / "shuffle.toml"
+    path.write_text('kind = "block_shuffle"\ndata = "no-such-set"\nblock_sizes = [7]\n'
+                    'image_size = 32\n')
+    rc = main(["audit", str(path), "--out", str(tmp_path / "out"), "--executor", "local"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "block size 7 does not divide the image size 32" in err
+    assert err.count("\n") == 1 and not (tmp_path / "out" / "runs").exists()
+    rc = main(["audit", str(path), "--out", str(tmp_path / "out"), "--executor", "slurm"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--executor: key 'executor'" in err and err.count("\n") == 1
+    path.write_text(DEMO_TOML.replace('recipe = "paper000-scratch"', 'recipe = "paper000-scrach"'))
+    with pytest.raises(ConfigError, match="models 'scratch-cnn' recipe: unknown recipe "
+                                          "'paper000-scrach'"):
+        load_any(path)
