@@ -123,7 +123,7 @@ def test_study_models_take_keep_checkpoints():
         from transferscope.studies.spec import DEMO_TOML, parse_study
     except ImportError:
         from transferscope.studies.spec import DEMO_TOML, parse_study
-    text = DEMO_TOML.replace("epochs = 30\n", "epochs = 30\nkeep_checkpoints = KEEP\n")
+    text = DEMO_TOML.replace("epochs = 15\n", "epochs = 15\nkeep_checkpoints = KEEP\n")
     spec = parse_study(text.replace("KEEP", '"all"'))
     assert [m.keep_checkpoints for m in spec.models][:2] == [None, "all"]
     assert parse_study(text.replace("KEEP", "3")).models[1].keep_checkpoints == 3

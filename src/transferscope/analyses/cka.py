@@ -269,14 +269,20 @@ def cka_intervals(features: Mapping[tuple[str, str], torch.Tensor],
         x = torch.as_tensor(f).flatten(1).double().numpy()
         gram[key] = x @ x.T
     for a, b in pairs:
-        per = {la: (gram[(a, la)], gram[(b, la)]) for la in layers}
         name = f"{a} & {b}"
+        memo: dict = {}  # one seed: the mean's resamples are the per-layer ones, computed once
+
+        def cka_of(la, i, a=a, b=b, memo=memo):
+            key = (la, i.tobytes())
+            if key not in memo:
+                memo[key] = _gram_cka(gram[(a, la)], gram[(b, la)], i)
+            return memo[key]
+
         out["cka_ci95"][name] = {
-            la: _clip01(bootstrap_ci(lambda i, g=g: _gram_cka(g[0], g[1], i), n,
-                                     n_boot=n_boot, seed=seed, bias_correct=True))
-            for la, g in per.items()}
+            la: _clip01(bootstrap_ci(lambda i, la=la: cka_of(la, i), n, n_boot=n_boot,
+                                     seed=seed, bias_correct=True)) for la in layers}
         out["mean_cka_ci95"][name] = _clip01(bootstrap_ci(
-            lambda i: float(np.nanmean([_gram_cka(k, l, i) for k, l in per.values()])), n,
+            lambda i: float(np.nanmean([cka_of(la, i) for la in layers])), n,
             n_boot=n_boot, seed=seed, bias_correct=True))
     return out
 

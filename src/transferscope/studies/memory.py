@@ -98,5 +98,13 @@ def _run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str
     return results
 
 
+def record_seconds(out_dir: str | Path, timings: dict[str, float]) -> None:
+    """Add analyses' wall seconds to ``out_dir/run_stats.json`` (what varies between runs)."""
+    path = Path(out_dir) / RUN_STATS
+    stats = json.loads(path.read_text()) if path.is_file() else {"seconds": {}}
+    stats.setdefault("seconds", {}).update({k: round(v, 3) for k, v in timings.items()})
+    atomic_write_json(path, stats)
+
+
 def summary_json(results: dict[str, AnalysisResult]) -> str:
     return json.dumps({k: r.summary for k, r in results.items()}, indent=2, default=str)

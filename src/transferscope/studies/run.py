@@ -212,14 +212,21 @@ def _run_transferability(ctx, out: Path, chosen) -> dict:
 
     if chosen == "none":
         return {}
+    import time
+
+    from transferscope.studies.memory import record_seconds
+
     names = list_analyses("transferability", runnable=True) if chosen == "all" else chosen
-    results = {}
+    results, timings = {}, {}
     for name in names:
         if not get_analysis(name).applicable(ctx):
             continue
         log(f"[bold]analysis[/bold] {name}")
+        t0 = time.perf_counter()
         results[name] = run_analysis(name, ctx)
         results[name].save(out)
+        timings[name] = time.perf_counter() - t0
+    record_seconds(out, timings)
     return results
 
 

@@ -10,6 +10,7 @@ batches are decoded once and reused by every weight-space analysis.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from transferscope._progress import log
@@ -19,6 +20,7 @@ from transferscope.analyses._registry import (get_analysis, list_analyses, run_a
 from transferscope.analyses._transfer import cache_key, transfer_inputs
 from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError
+from transferscope.studies.memory import record_seconds
 
 
 def transfer_options(lambdas=None, bn_reestimate: bool | None = None, criticality_images: int = 64,
@@ -46,12 +48,16 @@ def run_what_transferred(ctx: AuditContext, out: str | Path, analyses=None,
     transfer_inputs(ctx)  # ConfigError without P-T / RI-T models
     base = cache_key(ctx)
     results: dict[str, AnalysisResult] = {}
+    timings = {}
     for name in names:
         if not get_analysis(name).applicable(ctx):
             continue
         log(f"[bold]analysis[/bold] {name}")
+        t0 = time.perf_counter()
         results[name] = cached_analysis(ctx.cache, out, name, {**base, "options": opts[name]},
                                         lambda name=name: run_analysis(name, ctx, opts[name]))
+        timings[name] = time.perf_counter() - t0
+    record_seconds(out, timings)
     return results
 
 
