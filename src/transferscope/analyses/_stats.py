@@ -118,3 +118,42 @@ def ci_fields(metric: str, values_or_fn, n: int | None = None, **kw) -> dict:
         n = int(np.asarray(values_or_fn).size)
     lo, hi = bootstrap_ci(values_or_fn, n, **kw)
     return {f"{metric}_ci95": [lo, hi], "n": int(n or 0)}
+
+
+def with_ci(value: float, ci, spec: str = ".2f", scale: float = 1.0, unit: str = "") -> str:
+    """``value [lo, hi]`` for a finding; just the value when the interval is missing.
+
+    >>> with_ci(0.213, [0.18, 0.241])
+    '0.21 [0.18, 0.24]'
+    >>> with_ci(0.5, None, ".0f", 100, "%")
+    '50%'
+    """
+    def num(v):
+        t = f"{v * scale:{spec}}"
+        return t[1:] if t.startswith("-") and float(t) == 0 else t  # no "-0"
+
+    text = f"{num(value)}{unit}"
+    if ci is None or len(ci) != 2 or not all(np.isfinite(np.asarray(ci, float))):
+        return text
+    return f"{text} [{num(ci[0])}, {num(ci[1])}]"
+
+
+def compare_cis(named: dict) -> str:
+    """Plain words on the highest vs the lowest of ``{name: (value, [lo, hi])}``: "clearly
+    higher" when their 95 % intervals are apart, else "no clear difference"; "" when fewer
+    than two have intervals.
+
+    >>> compare_cis({"a": (0.3, [0.25, 0.35]), "b": (0.1, [0.05, 0.15])})
+    'a is clearly higher than b (95 % intervals apart)'
+    >>> compare_cis({"a": (0.3, [0.2, 0.4]), "b": (0.25, [0.15, 0.35])})
+    'no clear difference between a and b (95 % intervals overlap)'
+    """
+    ok = {k: (v, ci) for k, (v, ci) in named.items() if ci is not None and len(ci) == 2
+          and np.isfinite(np.asarray(ci, float)).all() and np.isfinite(v)}
+    if len(ok) < 2:
+        return ""
+    hi = max(ok, key=lambda k: ok[k][0])
+    lo = min(ok, key=lambda k: ok[k][0])
+    if ok[hi][1][0] > ok[lo][1][1]:
+        return f"{hi} is clearly higher than {lo} (95 % intervals apart)"
+    return f"no clear difference between {hi} and {lo} (95 % intervals overlap)"

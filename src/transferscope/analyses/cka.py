@@ -423,10 +423,18 @@ def run(ctx: AuditContext, pool: str = "avg", max_features: int = 4096) -> Analy
 
 def finding(result: AnalysisResult) -> Finding | None:
     """Mean CKA over modules per pair."""
+    from transferscope.analyses._stats import compare_cis, with_ci
+
     mean = result.summary["mean_cka"]
-    parts = [f"{html.escape(k)} {fmt(v)}" for k, v in mean.items()]
+    cis = result.summary.get("mean_cka_ci95", {})
+    parts = [f"{html.escape(k)} {with_ci(v, cis.get(k), '.3f')}" for k, v in mean.items()]
+    same = {k: (v, cis.get(k)) for k, v in mean.items()
+            if k in ("P-T #1 & P-T #2", "RI-T #1 & RI-T #2")}
+    verdict = compare_cis(same)
     return Finding("<b>Feature similarity</b> (linear CKA averaged over modules, 1 = same "
-                   "features): " + "; ".join(parts) + ".", dict(mean))
+                   "features; 95 % intervals over images): " + "; ".join(parts) + "."
+                   + (f" P-T vs RI-T pairs: {html.escape(verdict)}." if verdict else ""),
+                   dict(mean))
 
 
 register_analysis("cka", title="Feature similarity: linear CKA per module",

@@ -253,8 +253,19 @@ def finding(result: AnalysisResult) -> Finding | None:
               for k, v in result.summary["models"].items()}
     if not models:
         return None
-    parts = [f"{e(k)} " + ", ".join(f"{100 * a:.0f}% {g}" for g, a in v.items())
-             for k, v in models.items()]
+    from transferscope.analyses._stats import with_ci
+
+    full = result.summary["models"]
+    parts = []
+    for k, v in models.items():
+        text = f"{e(k)} " + ", ".join(f"{100 * a:.0f}% {g}" for g, a in v.items())
+        drop, ci = full[k].get("drop_against_vs_neutral"), full[k].get(
+            "drop_against_vs_neutral_ci95")
+        if drop is not None and ci is not None:
+            clear = ci[0] > 0 or ci[1] < 0
+            text += (f" (drop against vs neutral {with_ci(drop, ci, '.0f', 100, ' points')}"
+                     f"{'' if clear else ': no clear difference'})")
+        parts.append(text)
     return Finding("<b>Composites</b>: accuracy on clean target images, on composites over "
                    "neutral backgrounds, and over backgrounds biased against the pasted class - "
                    + "; ".join(parts) + ".", models)

@@ -291,11 +291,16 @@ class DistractionOptions(CompositeOptions):
 
 def finding(result: AnalysisResult) -> Finding | None:
     """Mean distraction of every target model."""
+    from transferscope.analyses._stats import compare_cis, with_ci
+
     e = html.escape
-    s = result.summary
-    parts = [f"{e(k)} {v['mean']:.2f}" for k, v in s.items()]
+    s = {k: v for k, v in result.summary.items() if isinstance(v, dict) and "mean" in v}
+    parts = [f"{e(k)} {with_ci(v['mean'], v.get('mean_ci95'))}" for k, v in s.items()]
+    verdict = compare_cis({k: (v["mean"], v.get("mean_ci95")) for k, v in s.items()})
     return Finding("<b>Grad-CAM distraction</b> (mean IoU with the source model's map on the "
-                   "background): " + "; ".join(parts) + ".", {k: v["mean"] for k, v in s.items()})
+                   "background, 95 % interval over composites): " + "; ".join(parts) + "."
+                   + (f" Highest vs lowest: {e(verdict)}." if verdict else ""),
+                   {k: v["mean"] for k, v in s.items()})
 
 
 register_analysis("distraction", title="Grad-CAM distraction", paper="paper 001, eq. 4, Fig. 3a",

@@ -67,9 +67,12 @@ def run(ctx: AuditContext, **params) -> AnalysisResult:
 
 def finding(result: AnalysisResult) -> Finding | None:
     """Wrong answers on composites that hiding the background fixes."""
+    from transferscope.analyses._stats import with_ci
+
     e = html.escape
     s = result.summary
-    parts = [f"{e(k)} {v['fixed']} of {v['wrong']}" for k, v in s.items() if v["wrong"]]
+    parts = [f"{e(k)} {with_ci(v['fixed'], v.get('fixed_ci95'), '.0f')} of {v['wrong']}"
+             for k, v in s.items() if v["wrong"]]
     return Finding("<b>Occlusion</b>: wrong answers on composites that become right when the "
                    "background is hidden - " + "; ".join(parts) + ".",
                    {k: {"fixed": v["fixed"], "wrong": v["wrong"]} for k, v in s.items()})

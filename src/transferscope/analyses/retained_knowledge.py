@@ -119,11 +119,15 @@ def _figure(per_class):
 
 
 def finding(result: AnalysisResult) -> Finding | None:
-    """How many source classes each M^st still recognises at recall >= 50%."""
+    """How many source classes each M^st still recognises at recall >= 50% (95 % interval
+    over classes)."""
+    from transferscope.analyses._stats import with_ci
+
     e = html.escape
     s = first_set(result.summary)
-    parts = [f"{e(k.replace(' + source head (M^st)', ''))} {v['classes_recall_ge_50']} of "
-             f"{v['classes']}" for k, v in s.items() if "M^st" in k]
+    parts = [f"{e(k.replace(' + source head (M^st)', ''))} "
+             f"{with_ci(v['classes_recall_ge_50'], v.get('classes_recall_ge_50_ci95'), '.0f')}"
+             f" of {v['classes']}" for k, v in s.items() if "M^st" in k]
     ref = [f"{e(k.replace('source ', '').replace(' (M^s)', ''))} itself: "
            f"{v['classes_recall_ge_50']}" for k, v in s.items() if "M^s)" in k][:1]
     if not parts:

@@ -1,0 +1,46 @@
+"""Findings that compare numbers carry their 95 % intervals and say when the data cannot tell."""
+
+from __future__ import annotations
+
+from transferscope.analyses import get_analysis
+from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._stats import compare_cis, with_ci
+
+
+def _finding(name, summary):
+    return get_analysis(name).finding(AnalysisResult(name, summary)).text
+
+
+def test_with_ci_and_compare_known_answers():
+    assert with_ci(-0.001, [-0.12, 0.004], ".0f", 100, " points") == "0 points [-12, 0]"
+    assert with_ci(3, [float("nan"), 4], ".0f") == "3"
+    assert compare_cis({"a": (0.5, [0.4, 0.6])}) == ""  # one number: nothing to compare
+    # touching intervals are not "apart"
+    assert compare_cis({"a": (0.5, [0.4, 0.6]), "b": (0.3, [0.2, 0.4])}).startswith("no clear")
+    assert compare_cis({"a": (0.5, [0.41, 0.6]), "b": (0.3, [0.2, 0.4])}).startswith("a is")
+
+
+def test_distraction_finding_names_intervals_and_overlap():
+    text = _finding("distraction", {"ft": {"mean": 0.21, "mean_ci95": [0.18, 0.23]},
+                                    "scratch": {"mean": 0.20, "mean_ci95": [0.17, 0.22]}})
+    assert "ft 0.21 [0.18, 0.23]" in text and "no clear difference between ft and scratch" in text
+    text = _finding("distraction", {"ft": {"mean": 0.31, "mean_ci95": [0.28, 0.33]},
+                                    "scratch": {"mean": 0.10, "mean_ci95": [0.07, 0.12]}})
+    assert "ft is clearly higher than scratch" in text
+
+
+def test_cka_composites_occlusion_retained_findings_carry_intervals():
+    text = _finding("cka", {"mean_cka": {"P-T #1 & P-T #2": 0.86, "RI-T #1 & RI-T #2": 0.75},
+                            "mean_cka_ci95": {"P-T #1 & P-T #2": [0.85, 0.87],
+                                              "RI-T #1 & RI-T #2": [0.72, 0.77]}})
+    assert "0.860 [0.850, 0.870]" in text and "P-T #1 &amp; P-T #2 is clearly higher" in text
+    comp = {"models": {"m": {"clean": 0.9, "neutral": 0.7, "against": 0.69,
+                             "drop_against_vs_neutral": 0.01,
+                             "drop_against_vs_neutral_ci95": [-0.1, 0.12]}}}
+    assert "drop against vs neutral 1 points [-10, 12]: no clear difference" in _finding(
+        "composites", comp)
+    occl = {"m": {"fixed": 86, "fixed_ci95": [69.0, 102.0], "wrong": 125}}
+    assert "m 86 [69, 102] of 125" in _finding("occlusion", occl)
+    rk = {"set/m + source head (M^st)": {"classes_recall_ge_50": 357, "classes": 1000,
+                                         "classes_recall_ge_50_ci95": [326.0, 387.0]}}
+    assert "m 357 [326, 387] of 1000" in _finding("retained_knowledge", rk)
