@@ -44,3 +44,11 @@ def test_cka_composites_occlusion_retained_findings_carry_intervals():
     rk = {"set/m + source head (M^st)": {"classes_recall_ge_50": 357, "classes": 1000,
                                          "classes_recall_ge_50_ci95": [326.0, 387.0]}}
     assert "m 357 [326, 387] of 1000" in _finding("retained_knowledge", rk)
+
+
+def test_basins_finding_says_when_no_delta_qualifies():
+    text = _finding("basins", {"P-T": {"delta": 256.0, "epsilon": 0.045, "mu": 0.2},
+                               "RI-T": {"delta": None, "epsilon": 0.09, "mu": 0.35}})
+    assert "P-T delta 256" in text
+    assert "RI-T no delta of the tested grid" in text and "cannot tell" in text
+    assert "mu + 2 epsilon = 0.53" in text

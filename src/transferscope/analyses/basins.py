@@ -245,8 +245,15 @@ def run(ctx: AuditContext, images: int = 64, samples: int = 8, pairs: int = 4, s
 def finding(result: AnalysisResult) -> Finding | None:
     """Basin size (delta) and base error (epsilon) of each hull."""
     s = {k: v for k, v in result.summary.items() if isinstance(v, dict) and "delta" in v}
-    parts = [f"{html.escape(k)} delta {fmt(v['delta'])} (epsilon {fmt(v['epsilon'])})"
-             for k, v in s.items()]
+    def size(v):
+        d = v["delta"]
+        if d is None or d != d:  # NaN: Definition 3.1's conditions 2-3 held at no grid value
+            return (f"no delta of the tested grid meets conditions 2-3, so the data cannot "
+                    f"tell its basin (epsilon {fmt(v['epsilon'])}; mu + 2 epsilon = "
+                    f"{fmt(v.get('mu', float('nan')) + 2 * v['epsilon'])})")
+        return f"delta {fmt(d)} (epsilon {fmt(v['epsilon'])})"
+
+    parts = [f"{html.escape(k)} {size(v)}" for k, v in s.items()]
     return Finding("<b>Basins</b> (Definition 3.1; delta = how far one can move from the hull "
                    "of the solutions before the error rises) - " + "; ".join(parts) + ".",
                    {k: v["delta"] for k, v in s.items()})

@@ -278,7 +278,9 @@ def run(ctx: AuditContext, limit: int | None = 300, seed: int = 0, size: int | N
     """Gap and width of the context's target data against its first source-image set."""
     source = next(iter(ctx.source_data.values()))
     source = getattr(source, "base", source)  # the images, not their augmented views
-    name = Path(str(ctx.target_data.root)).name or "target"
+    root = Path(str(ctx.target_data.root))  # DATA/<split>: name the set, not the split
+    name = (root.parent.name if root.name in ("train", "val", "test", "validation") else
+            root.name) or "target"
     return domain_statistics({name: ctx.target_data}, source, limit, seed=seed, size=size,
                              levels=levels, bandwidth=bandwidth)
 
