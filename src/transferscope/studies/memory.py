@@ -77,7 +77,9 @@ def _run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str
     results, timings, before = {}, {}, ctx.cache.stats()
     if {"retained_knowledge", "interference_bias", "agreement"} & set(names):
         log("[bold]source images[/bold]: logits of every model, one decoding pass per set")
+        t0 = time.perf_counter()
         ctx.prefetch_source_logits()
+        timings["shared source-image pass"] = round(time.perf_counter() - t0, 3)
     for name in names:
         log(f"[bold]analysis[/bold] {name}")
         t0 = time.perf_counter()
