@@ -23,6 +23,7 @@ from transferscope.engine.cache import ResultCache
 from transferscope.engine.device import (PRECISIONS, amp_dtype, check_amp,  # noqa: F401
                                          resolve_device, to_device)
 from transferscope.engine.modes import eval_mode
+from transferscope.engine._memory import every, trim_heap
 from transferscope.engine.loading import make_loader
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
@@ -279,6 +280,8 @@ def _forward_together(todo: dict[str, TransferModel], data: ImageSet, transform,
                         outputs[k].append(forward_batch(net, x, channels_last, precision))
                     labels.append(y)
                     advance(len(y))
+                    if every(len(labels)):
+                        trim_heap()  # RSS stays flat over long passes (engine/_memory.py)
         finally:
             for k, m in todo.items():
                 m.train(modes[k])
@@ -354,6 +357,8 @@ def _compute_or_load(key: str, model: nn.Module, data: ImageSet, transform, modu
                                              precision))
                 labels.append(y)
                 advance(len(y))
+                if every(len(labels)):
+                    trim_heap()  # RSS stays flat over long passes (engine/_memory.py)
     finally:
         model.train(was_training)
         if device.type != "cpu":
