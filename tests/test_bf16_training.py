@@ -55,5 +55,8 @@ def test_runs_started_before_the_precision_setting_still_resume(tiny_split, tmp_
     assert len(train(_config(tiny_split, epochs=1), tmp_path / "old", resume=True).metrics) == 1
     with pytest.raises(ConfigError, match="precision"):
         train(_config(tiny_split, "bf16", epochs=1), tmp_path / "old", resume=True)
-    with pytest.raises(Exception, match="bf16"):
-        _config(tiny_split, "fp16")
+    with pytest.raises(Exception, match="fp16"):
+        _config(tiny_split, "fp8")
+    with pytest.raises(ConfigError, match="precision fp16 needs a GPU"):  # CUDA only
+        train(_config(tiny_split, "fp16", epochs=1), tmp_path / "fp16", device="cpu")
+    assert not (tmp_path / "fp16").exists()

@@ -9,7 +9,7 @@ from transferscope.data.folder import ImageSet
 from transferscope.engine import ResultCache
 from transferscope.engine.inference import predict, predict_many
 from transferscope.models import create_model
-from tests.conftest import make_folder
+from conftest import make_folder
 
 
 def _models():
