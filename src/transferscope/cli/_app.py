@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from transferscope import config
+from transferscope.studies.spec import with_executor  # noqa: F401 (used by the commands)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Audit what transfer learning keeps, transfers and breaks.")
@@ -25,11 +26,3 @@ Executor = typer.Option(None, "--executor", help="where training runs execute: l
                         "after another here) or ray (Ray tasks; RAY_ADDRESS picks the cluster); "
                         "default: the study's `executor`, else local")
 
-
-def with_executor(spec, executor: str | None):
-    """``spec`` with ``--executor`` applied (validated like the study file's key)."""
-    if executor is None:
-        return spec
-    from transferscope.studies.spec import build_spec
-
-    return build_spec(type(spec), {**spec.model_dump(), "executor": executor}, "--executor")

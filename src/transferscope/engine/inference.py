@@ -165,12 +165,7 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
     if len(data) == 0:
         raise ConfigError(f"data set at {data.root} is empty; nothing to predict")
     cache = default_cache() if cache is None else cache
-    if transform is None and hasattr(data, "model_transform"):
-        transform = data.model_transform(model.norm, model.fixed_size)  # keeps box geometry
-    if fast_decode is None:
-        fast_decode = os.environ.get(FAST_DECODE_ENV, "") in ("1", "true", "yes")
-    transform = transform or eval_transform(model.norm, image_size or model.default_size,
-                                            draft=fast_decode)
+    transform = transform or default_transform(model, data, image_size, fast_decode)
     check_precision(precision)  # before the cache key is built
     distributed.setup()
     device = resolve_device(device)
@@ -201,6 +196,19 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
                        from_cache=hit)
 
 
+def default_transform(model: TransferModel, data: ImageSet, image_size: int | None = None,
+                      fast_decode: bool | None = None):
+    """The preprocessing :func:`predict` applies when given no transform: the data's own
+    model transform (boxes, views) if it has one, else the model's evaluation transform at
+    ``image_size`` (JPEG draft decoding when ``fast_decode``, default
+    ``$TRANSFERSCOPE_FAST_DECODE``)."""
+    if hasattr(data, "model_transform"):
+        return data.model_transform(model.norm, model.fixed_size)  # keeps box geometry
+    if fast_decode is None:
+        fast_decode = os.environ.get(FAST_DECODE_ENV, "") in ("1", "true", "yes")
+    return eval_transform(model.norm, image_size or model.default_size, draft=fast_decode)
+
+
 def predict_many(models: Sequence[TransferModel], data: ImageSet, *,
                  image_size: int | None = None, batch_size: int | None = None,
                  num_workers: int | None = None, cache: ResultCache | None = None,
@@ -217,7 +225,6 @@ def predict_many(models: Sequence[TransferModel], data: ImageSet, *,
         >>> preds = predict_many([source, m_st], images, image_size=128)  # doctest: +SKIP
     """
     cache = default_cache() if cache is None else cache
-    fast_decode = os.environ.get(FAST_DECODE_ENV, "") in ("1", "true", "yes")  # as predict()
     check_precision(precision)
     dev = resolve_device(device)
     check_amp(precision, dev)
@@ -226,10 +233,8 @@ def predict_many(models: Sequence[TransferModel], data: ImageSet, *,
     for model in models:
         if not isinstance(model, TransferModel):
             continue
-        size = model.input_size(image_size) if image_size else model.default_size
-        tf = (data.model_transform(model.norm, model.fixed_size)
-              if hasattr(data, "model_transform") else
-              eval_transform(model.norm, size, draft=fast_decode))
+        tf = default_transform(model, data, model.input_size(image_size) if image_size
+                               else None)
         key = cache.key(kind="features", weights=model.backbone_hash(), data=data.digest,
                         transform=describe_transform(tf), **extra)
         if not cache.enabled or cache.path(key).is_file():

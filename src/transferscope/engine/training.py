@@ -268,9 +268,13 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     optimizer = recipe.make_optimizer(model.parameters())
     scheduler = recipe.make_scheduler(optimizer)
     start, metrics = 0, []
+    # fp16 gradients underflow without loss scaling; disabled, the scaler passes through
+    scaler = torch.amp.GradScaler(dev.type, enabled=config.precision == "fp16")
     state_path = ckpt_dir / STATE_FILE
     if state_path.exists():
         state = load_checked_state(state_path)  # weights_only=True and hash-verified
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         start = int(state["epoch"])
         model.load_state_dict(load_model(ckpt_dir / f"epoch_{start:04d}.safetensors")
                               .state_dict())
@@ -287,10 +291,6 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
     autocast = torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16,
                               enabled=amp_dtype is not None)
-    # fp16 gradients underflow without loss scaling; disabled, the scaler passes through
-    scaler = torch.amp.GradScaler(dev.type, enabled=config.precision == "fp16")
-    if state_path.exists() and "scaler" in (state := load_checked_state(state_path)):
-        scaler.load_state_dict(state["scaler"])
     recalibrate = config.recalibrates_bn(model)
     size = recipe.image_size
     tf_train, tf_val = training_transforms(model.norm, size, recipe.augment,

@@ -156,13 +156,10 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, data_root=None,
     from transferscope.data.fetch import ensure_sets
     from transferscope.report import write_report
     from transferscope.studies.run import run_study
-    from transferscope.studies.spec import build_spec
+    from transferscope.studies.spec import with_executor
 
     out = Path(out)
-    parts = demo_studies(quick)
-    if executor is not None:
-        parts = [(build_spec(type(s), {**s.model_dump(), "executor": executor}, "--executor"),
-                  t, sub) for s, t, sub in parts]
+    parts = [(with_executor(s, executor), t, sub) for s, t, sub in demo_studies(quick)]
     ensure_sets(sorted({e for s, _, _ in parts for e in (s.target.data, *s.source_images.sets)}),
                 data_root)  # every download first: offline, all missing sets in one message
     results = {}

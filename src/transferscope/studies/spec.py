@@ -293,6 +293,14 @@ def build_spec(cls: type[BaseModel], data: dict, source: str = "settings"):
                           f"{', '.join(cls.model_fields)}") from exc
 
 
+def with_executor(spec, executor: str | None):
+    """``spec`` (any study kind) with ``executor`` set, validated like the file's key; the
+    spec itself when ``executor`` is None (``--executor`` not given)."""
+    if executor is None:
+        return spec
+    return build_spec(type(spec), {**spec.model_dump(), "executor": executor}, "--executor")
+
+
 def load_spec_file(path: str | os.PathLike, cls: type[BaseModel]):
     """A typed study spec (``TransferabilitySpec``, ``RemedySpec``, ...) from a TOML file."""
     path = Path(path)
