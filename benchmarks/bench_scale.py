@@ -1,7 +1,7 @@
 """How an audit's time and memory grow with the number of source images (issue 17).
 
     python benchmarks/bench_scale.py --images 1000,5000 --sizes 128,224 \
-        [--root /tmp/ts-scale] [--workers auto|N] [--fast-decode] [--repeat-forward 3]
+        [--root /tmp/ts-scale] [--workers auto|N] [--fast-decode] [--device cpu|cuda]
 
 1. Generates synthetic ImageNet-like JPEG sets (500 x 375 px, quality 90, about 85 kB each,
    in 1,000 wnid class folders) of N images under ``--root`` (kept between runs, never in the
@@ -83,7 +83,7 @@ def generate(root: Path, n: int) -> Path:
 
 
 # --------------------------------------------------------------------------- one measurement
-def child(folder: str, size: int, out: str) -> dict:
+def child(folder: str, size: int, out: str, device: str = "cpu") -> dict:
     """Runs in a fresh process: the audit, then the bare forward. Returns the figures."""
     import torch
 
@@ -113,7 +113,8 @@ def child(folder: str, size: int, out: str) -> dict:
     target = image_folder("hymenoptera", "val")
     scan = time.perf_counter() - t0
     ctx = AuditContext(source, {"fine-tuned": ft}, target, {"synthetic": src}, image_size=size,
-                       cache=ResultCache(Path(out) / "cache"), progress=False)
+                       cache=ResultCache(Path(out) / "cache"), progress=False,
+                       device=device)
     t0 = time.perf_counter()
     run_memory_audit(ctx, Path(out) / "audit", ANALYSES.split(","))
     audit = time.perf_counter() - t0
@@ -122,21 +123,27 @@ def child(folder: str, size: int, out: str) -> dict:
     workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
 
     batch = ctx.batch_size
-    model = source.eval().to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, size, size)
+    dev = torch.device(device)
+    model = source.eval().to(dev, memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size, device=dev)
     forward_batch(model, x)  # warm-up
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
     n_bare, t0 = 0, time.perf_counter()
     while n_bare < 256 or time.perf_counter() - t0 < 5:
         forward_batch(model, x)
         n_bare += batch
+    sync()
     bare = (time.perf_counter() - t0) / n_bare
+    gpu_peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else 0.0
     return {"n": len(src), "size": size, "batch": batch, "scan_s": round(scan, 2),
             "audit_s": round(audit, 2), "s_per_image": round(audit / len(src), 5),
             "forwarded_images": forwarded, "bare_img_s": round(1 / bare, 1),
             "ratio": round(forwarded * bare / audit, 3),
             "peak_rss_gib": round(rss_audit, 3), "worker_peak_rss_gib": round(workers_rss, 3),
             "workers": auto_workers(len(src), batch), "threads": torch.get_num_threads(),
-            "auto_batch": auto_batch_size(size)}
+            "auto_batch": auto_batch_size(size, dev), "device": str(dev),
+            "gpu_peak_gib": round(gpu_peak, 3)}
 
 
 def main() -> None:
@@ -146,12 +153,14 @@ def main() -> None:
     ap.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "ts-scale"))
     ap.add_argument("--workers", default="auto", help="auto or a number (0: main process)")
     ap.add_argument("--fast-decode", action="store_true", help="JPEG draft-mode decoding")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (audit and bare forward)")
     ap.add_argument("--json", help="append each result as a JSON line to this file")
-    ap.add_argument("--child", nargs=3, metavar=("FOLDER", "SIZE", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=4, metavar=("FOLDER", "SIZE", "OUT", "DEVICE"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        folder, size, out = args.child
-        print("RESULT", json.dumps(child(folder, int(size), out)), flush=True)
+        folder, size, out, device = args.child
+        print("RESULT", json.dumps(child(folder, int(size), out, device)), flush=True)
         return
     root = Path(args.root)
     env = {**os.environ, "TRANSFERSCOPE_PROGRESS": "0",
@@ -169,7 +178,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 env["TRANSFERSCOPE_CACHE"] = tmp  # cold: file index and results
                 proc = subprocess.run([sys.executable, __file__, "--child", str(folder),
-                                       str(size), tmp], env=env, capture_output=True, text=True)
+                                       str(size), tmp, args.device], env=env, capture_output=True, text=True)
             if proc.returncode:
                 sys.exit(f"child failed:\n{proc.stderr[-3000:]}")
             result = json.loads(proc.stdout.split("RESULT", 1)[1])
