@@ -20,7 +20,10 @@
 
 Reported per run: seconds for the folder scan (hash + validity check of every file, first
 time only), audit seconds and seconds per source image, peak RSS of the child (and of its
-largest decoding worker), the bare forward's images/s and the ratio.
+largest decoding worker), the bare forward's images/s and the ratio; the decode cost
+(``decode_ms``: decode + resize + normalise of one source image on one core) and
+``cpu_ceiling``, the best ratio the CPU allows when decoding and the forward share its cores
+(forward core-seconds / (forward core-seconds + decode core-seconds) per source image).
 """
 
 from __future__ import annotations
@@ -136,6 +139,23 @@ def child(folder: str, size: int, out: str, device: str = "cpu") -> dict:
     sync()
     bare = (time.perf_counter() - t0) / n_bare
     gpu_peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else 0.0
+
+    # decode + resize + normalise of one source image on one core, as a worker does it
+    from transferscope.engine.inference import default_transform
+
+    tf = default_transform(source, src, size)
+    min_side = getattr(tf, "decode_min_side", None)
+    k = min(200, len(src))
+    t0 = time.perf_counter()
+    for i in range(k):
+        tf(src.load_image(i, min_side))
+    decode = (time.perf_counter() - t0) / k
+    # the two-core ceiling: per source image the forwards take 2 * (forwarded / n) * bare
+    # core-seconds (both cores), decoding takes `decode` core-seconds more; the audit cannot
+    # beat bare / (bare + decode / 2) with no time at all spent on anything else
+    cores = len(os.sched_getaffinity(0))
+    fwd_core_s = cores * forwarded / len(src) * bare
+    ceiling = fwd_core_s / (fwd_core_s + decode) if dev.type == "cpu" else 1.0
     return {"n": len(src), "size": size, "batch": batch, "scan_s": round(scan, 2),
             "audit_s": round(audit, 2), "s_per_image": round(audit / len(src), 5),
             "forwarded_images": forwarded, "bare_img_s": round(1 / bare, 1),
@@ -143,7 +163,8 @@ def child(folder: str, size: int, out: str, device: str = "cpu") -> dict:
             "peak_rss_gib": round(rss_audit, 3), "worker_peak_rss_gib": round(workers_rss, 3),
             "workers": auto_workers(len(src), batch), "threads": torch.get_num_threads(),
             "auto_batch": auto_batch_size(size, dev), "device": str(dev),
-            "gpu_peak_gib": round(gpu_peak, 3)}
+            "gpu_peak_gib": round(gpu_peak, 3), "decode_ms": round(decode * 1e3, 2),
+            "cpu_ceiling": round(ceiling, 3)}
 
 
 def main() -> None:
@@ -178,7 +199,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 env["TRANSFERSCOPE_CACHE"] = tmp  # cold: file index and results
                 proc = subprocess.run([sys.executable, __file__, "--child", str(folder),
-                                       str(size), tmp, args.device], env=env, capture_output=True, text=True)
+                                       str(size), tmp, args.device], env=env,
+                                      capture_output=True, text=True)
             if proc.returncode:
                 sys.exit(f"child failed:\n{proc.stderr[-3000:]}")
             result = json.loads(proc.stdout.split("RESULT", 1)[1])
