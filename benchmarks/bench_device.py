@@ -37,30 +37,9 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from bench_peak_flops import gflops_per_image, peak_matmul
 
 HERE = Path(__file__).resolve().parent
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_rate(device: torch.device, n: int, dtype: torch.dtype, repeats: int = 5) -> float:
-    """Best GFLOP/s of ``(n, n) @ (n, n)`` in ``dtype`` over ``repeats`` timed calls."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    torch.matmul(a, b)  # warm-up (and cuBLAS's heuristics)
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(4):
-            torch.matmul(a, b)
-        _sync(device)
-        best = min(best, (time.perf_counter() - t0) / 4)
-    return 2 * n ** 3 / best / 1e9
 
 
 def peak_rates(device: torch.device) -> dict[str, float]:
@@ -70,13 +49,13 @@ def peak_rates(device: torch.device) -> dict[str, float]:
     rates = {}
     try:
         torch.backends.cuda.matmul.allow_tf32 = False
-        rates["fp32"] = max(matmul_rate(device, n, torch.float32) for n in sizes)
+        rates["fp32"] = max(peak_matmul(n, 5, device) for n in sizes)
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
-            rates["tf32"] = max(matmul_rate(device, n, torch.float32) for n in sizes)
+            rates["tf32"] = max(peak_matmul(n, 5, device) for n in sizes)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
-    rates["bf16"] = max(matmul_rate(device, n, torch.bfloat16) for n in sizes)
+    rates["bf16"] = max(peak_matmul(n, 5, device, torch.bfloat16) for n in sizes)
     return {k: round(v, 1) for k, v in rates.items()}
 
 
@@ -100,10 +79,8 @@ def train_gflops_per_epoch(size: int, n_train: int, n_val: int) -> float:
     backward), 1 x per validation image; forward FLOPs counted on one image."""
     from transferscope.models import create_model
 
-    model = create_model("efficientnet_lite0", 2).eval()
-    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
-        model(torch.randn(1, 3, size, size))
-    return fc.get_total_flops() / 1e9 * (3 * n_train + n_val)
+    return gflops_per_image(create_model("efficientnet_lite0", 2).eval(), size) * (
+        3 * n_train + n_val)
 
 
 def finetune(device: str, precisions: list[str], epochs: int, size: int, peaks: dict) -> dict:

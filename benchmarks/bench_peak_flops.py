@@ -31,20 +31,27 @@ from transferscope.engine.inference import forward_batch
 from transferscope.models import create_model
 
 
-def _best_rate(fn, flops: float, repeats: int) -> float:
+def _best_rate(fn, flops: float, repeats: int, sync=lambda: None) -> float:
     fn()  # warm-up
+    sync()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        sync()  # a GPU's kernels are asynchronous: time them finished
         best = min(best, time.perf_counter() - t0)
     return flops / best / 1e9
 
 
-def peak_matmul(n: int, repeats: int) -> float:
-    """Best fp32 GFLOP/s of ``(n, n) @ (n, n)`` over ``repeats`` timed calls."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return _best_rate(lambda: torch.matmul(a, b), 2 * n ** 3, repeats)
+def peak_matmul(n: int, repeats: int, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> float:
+    """Best GFLOP/s of ``(n, n) @ (n, n)`` in ``dtype`` on ``device`` over ``repeats`` timed
+    calls (TF32 on GPUs as ``torch.backends.cuda.matmul.allow_tf32`` says)."""
+    dev = torch.device(device)
+    a = torch.randn(n, n, device=dev).to(dtype)
+    b = torch.randn(n, n, device=dev).to(dtype)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    return _best_rate(lambda: torch.matmul(a, b), 2 * n ** 3, repeats, sync)
 
 
 def peak_gemm_conv(repeats: int) -> float:

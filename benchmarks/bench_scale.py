@@ -150,9 +150,9 @@ def child(folder: str, size: int, out: str, device: str = "cpu") -> dict:
     for i in range(k):
         tf(src.load_image(i, min_side))
     decode = (time.perf_counter() - t0) / k
-    # the two-core ceiling: per source image the forwards take 2 * (forwarded / n) * bare
-    # core-seconds (both cores), decoding takes `decode` core-seconds more; the audit cannot
-    # beat bare / (bare + decode / 2) with no time at all spent on anything else
+    # the CPU ceiling: per source image the forwards take cores * (forwarded / n) * bare
+    # core-seconds (every core), decoding takes `decode` core-seconds more; with no time at
+    # all spent on anything else the audit reaches at most their ratio
     cores = len(os.sched_getaffinity(0))
     fwd_core_s = cores * forwarded / len(src) * bare
     ceiling = fwd_core_s / (fwd_core_s + decode) if dev.type == "cpu" else 1.0
