@@ -12,23 +12,25 @@
    efficientnet_lite0 (ImageNet weights; M^t = that backbone, its first weight tensor scaled by
    1.001 so that it is a backbone of its own as a fine-tuned one is, with a 2-class head) on the
    synthetic set and hymenoptera/val, exactly as ``transferscope audit-memory`` runs them.
-3. In the same child, after the audit: the bare model forward (``forward_batch``:
-   inference_mode, channels-last, the audit's batch size) on tensors already in memory.
+3. In the same child, before and after the audit: the bare model forward (``forward_batch``:
+   inference_mode, channels-last, the audit's batch size) on tensors already in memory; the
+   ratio below uses the mean of the two (a shared machine's speed drifts over a long run).
    The audit's ideal time is (images its models' backbones processed) x (bare seconds per
    image); the ratio ideal / measured is the share of the bare throughput the audit reached
    (decoding, caching, analysis and writing together cost the rest).
 
 Reported per run: seconds for the folder scan (hash + validity check of every file, first
 time only), audit seconds and seconds per source image, peak RSS of the child (and of its
-largest decoding worker), the bare forward's images/s and the ratio; the decode cost
-(``decode_ms``: decode + resize + normalise of one source image on one core) and
-``cpu_ceiling``, the best ratio the CPU allows when decoding and the forward share its cores
+largest decoding worker), the bare forward's images/s (before, after, mean) and the ratio;
+the decode cost (``decode_ms``: decode + resize + normalise of one source image on one core)
+and ``cpu_ceiling``, the best ratio the CPU allows when decoding and the forward share its cores
 (forward core-seconds / (forward core-seconds + decode core-seconds) per source image).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -118,26 +120,35 @@ def child(folder: str, size: int, out: str, device: str = "cpu") -> dict:
     ctx = AuditContext(source, {"fine-tuned": ft}, target, {"synthetic": src}, image_size=size,
                        cache=ResultCache(Path(out) / "cache"), progress=False,
                        device=device)
+    batch = ctx.batch_size
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    bare_model = copy.deepcopy(source).eval().to(dev, memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size, device=dev)
+
+    def bare_seconds_per_image() -> float:
+        """The bare forward (no data, no analysis) at the audit's batch and size."""
+        forward_batch(bare_model, x)  # warm-up
+        sync()
+        n_bare, t0 = 0, time.perf_counter()
+        while n_bare < 256 or time.perf_counter() - t0 < 10:
+            forward_batch(bare_model, x)
+            n_bare += batch
+        sync()
+        return (time.perf_counter() - t0) / n_bare
+
+    # measured before and after the audit: on a shared machine the CPU's speed drifts over
+    # a half-hour run; the ratio uses their mean, both are reported
+    bare_before = bare_seconds_per_image()
+    counted["images"] = 0
     t0 = time.perf_counter()
     run_memory_audit(ctx, Path(out) / "audit", ANALYSES.split(","))
     audit = time.perf_counter() - t0
     forwarded = counted["images"]  # before the bare forward below adds its own
     rss_audit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (kB units)
     workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-
-    batch = ctx.batch_size
-    dev = torch.device(device)
-    model = source.eval().to(dev, memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, size, size, device=dev)
-    forward_batch(model, x)  # warm-up
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    sync()
-    n_bare, t0 = 0, time.perf_counter()
-    while n_bare < 256 or time.perf_counter() - t0 < 5:
-        forward_batch(model, x)
-        n_bare += batch
-    sync()
-    bare = (time.perf_counter() - t0) / n_bare
+    bare_after = bare_seconds_per_image()
+    bare = (bare_before + bare_after) / 2
     gpu_peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else 0.0
 
     # decode + resize + normalise of one source image on one core, as a worker does it
@@ -159,6 +170,8 @@ def child(folder: str, size: int, out: str, device: str = "cpu") -> dict:
     return {"n": len(src), "size": size, "batch": batch, "scan_s": round(scan, 2),
             "audit_s": round(audit, 2), "s_per_image": round(audit / len(src), 5),
             "forwarded_images": forwarded, "bare_img_s": round(1 / bare, 1),
+            "bare_img_s_before": round(1 / bare_before, 1),
+            "bare_img_s_after": round(1 / bare_after, 1),
             "ratio": round(forwarded * bare / audit, 3),
             "peak_rss_gib": round(rss_audit, 3), "worker_peak_rss_gib": round(workers_rss, 3),
             "workers": auto_workers(len(src), batch), "threads": torch.get_num_threads(),

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,40 @@ def test_bad_files_are_skipped_with_path(tiny_folder):
     reasons = {Path(s.path).name: s.reason for s in ds.skipped}
     assert set(reasons) == {"notes.jpg", "truncated.jpg", "readme.txt", "one.png"}
     assert "extension" in reasons["readme.txt"] and "too small" in reasons["one.png"]
+
+
+def test_a_first_scan_on_threads_matches_one_by_one(tmp_path, monkeypatch):
+    """Files not indexed yet are checked on a thread per core: same samples, hashes, skipped
+    files and order as checking them one at a time (the threads decode out of order)."""
+    import transferscope.data.folder as folder
+
+    monkeypatch.setattr(folder.os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
+    for c in ("a", "b"):
+        for i in range(40):  # 80 new files: over SCAN_THREADS_MIN_FILES
+            write_image(tmp_path / "set" / c / f"{i:02d}.jpg", (i * 6, 3 * (c == "b"), 7))
+    good = (tmp_path / "set" / "a" / "00.jpg").read_bytes()
+    (tmp_path / "set" / "a" / "05.jpg").write_bytes(good[: len(good) // 2])  # truncated
+    (tmp_path / "set" / "b" / "17.jpg").write_text("not an image")
+    calls, real = [], folder._FileIndex.compute
+
+    def compute(self, *args):  # as slow as a photo (tiny files: one thread keeps up alone)
+        calls.append(threading.get_ident())
+        time.sleep(0.005)
+        return real(self, *args)
+
+    monkeypatch.setattr(folder._FileIndex, "compute", compute)
+    monkeypatch.setenv("TRANSFERSCOPE_CACHE", str(tmp_path / "cache-threads"))
+    threaded = image_folder(tmp_path / "set")
+    assert len(calls) == 80 and len(set(calls)) > 1  # hashed and decoded on several threads
+    monkeypatch.setattr(folder, "SCAN_THREADS_MIN_FILES", 10**9)
+    monkeypatch.setenv("TRANSFERSCOPE_CACHE", str(tmp_path / "cache-serial"))
+    serial = image_folder(tmp_path / "set")
+    assert threaded.samples == serial.samples and len(serial) == 78
+    assert threaded.skipped == serial.skipped
+    assert [Path(s.path).name for s in serial.skipped] == ["05.jpg", "17.jpg"]
+    calls.clear()
+    monkeypatch.setenv("TRANSFERSCOPE_CACHE", str(tmp_path / "cache-threads"))
+    assert image_folder(tmp_path / "set").samples == serial.samples and calls == []  # indexed
 
 
 def test_empty_class_is_a_clear_error_or_skipped(tiny_folder):

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
+
+from transferscope.engine.loading import usable_cpus
 
 QUALITY = 70
 
@@ -62,8 +65,11 @@ def class_gallery(source_data: dict, tile: int = 48, max_tiles: int = 5):
     of ``n_views`` views per image). Returns ``(rows, images)``: rows with ``source images``,
     ``class``, ``images`` (distinct images), ``views`` (per image), ``samples`` (what a
     per-class recall or bias is a fraction over) and ``image`` (the strip's key).
+
+    Strips are decoded and encoded on a thread per usable core (PIL releases the GIL while it
+    decodes, resizes and encodes): 1,000 classes x 5 images is 5,000 decodes.
     """
-    rows, images = [], {}
+    rows, jobs = [], {}
     for s, (set_name, data) in enumerate(source_data.items()):
         views = int(getattr(data, "n_views", 1))
         base = getattr(data, "base", data)
@@ -72,14 +78,21 @@ def class_gallery(source_data: dict, tile: int = 48, max_tiles: int = 5):
             by_class[label].append(i)
         for c in sorted(by_class):
             ids = by_class[c]
-            if views > 1:  # the first image and its views (view 0 is the image itself)
-                picks = [data.load_image(ids[0] * views + v) for v in range(min(views, max_tiles))]
-            else:
-                picks = [base.load_image(i) for i in ids[:max_tiles]]
             key = f"class/{s}/{c}"
-            images[key] = jpeg(strip(picks, tile))
+            jobs[key] = (data, base, views, ids[0], ids[:max_tiles])
             rows.append({"source images": set_name, "class": c, "images": len(ids),
                          "views": views, "samples": len(ids) * views, "image": key})
+
+    def strip_of(job) -> bytes:
+        data, base, views, first, ids = job
+        if views > 1:  # the first image and its views (view 0 is the image itself)
+            picks = [data.load_image(first * views + v) for v in range(min(views, max_tiles))]
+        else:  # JPEG draft decoding to about the tile's size, as PIL's thumbnail() does
+            picks = [base.load_image(i, tile) for i in ids]
+        return jpeg(strip(picks, tile))
+
+    with ThreadPoolExecutor(min(8, usable_cpus())) as pool:
+        images = dict(zip(jobs, pool.map(strip_of, jobs.values())))  # in row order
     return rows, images
 
 

@@ -103,14 +103,16 @@ def csv_set(path: str | os.PathLike, split: str | None = None, *,
         raise DataError(f"{path}: no rows with split {split!r} (splits there: "
                         f"{', '.join(parts)})")
     files, skipped, samples = _FileIndex(), [], []
-    for lineno, full, label, _ in chosen:
+    for lineno, full, _, _ in chosen:
         if full.suffix.lower() not in IMG_EXTENSIONS:
             raise DataError(f"{path} row {lineno}: {full.name} is not an image file "
                             f"({', '.join(sorted(IMG_EXTENSIONS))})")
-        try:
-            sha, problem = files.check(full)
-        except OSError as exc:
+    checked = files.check_many([full for _, full, _, _ in chosen])
+    for (lineno, full, label, _), (found, exc) in zip(chosen, checked):
+        if exc is not None:
+            files.save()  # what was checked stays checked
             raise DataError(f"{path} row {lineno}: {full} is unreadable ({exc})") from exc
+        sha, problem = found
         if problem:
             skipped.append(SkippedFile(str(full), f"{problem} ({path.name} row {lineno})"))
             continue

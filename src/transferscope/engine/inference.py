@@ -281,6 +281,8 @@ def _forward_together(todo: dict[str, TransferModel], data: ImageSet, transform,
                               f"{data.root.name}", progress) as advance:
                 for x, y in loader:
                     x = to_device(x, device)
+                    if channels_last:  # once for all nets (forward_batch would copy per net)
+                        x = x.contiguous(memory_format=torch.channels_last)
                     for k, net in nets.items():
                         outputs[k].append(forward_batch(net, x, channels_last, precision))
                     labels.append(y)
