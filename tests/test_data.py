@@ -83,6 +83,37 @@ def test_a_first_scan_on_threads_matches_one_by_one(tmp_path, monkeypatch):
     assert image_folder(tmp_path / "set").samples == serial.samples and calls == []  # indexed
 
 
+@pytest.mark.parametrize("cpus", [1, 3])
+def test_an_interrupted_first_scan_keeps_what_it_checked(tmp_path, monkeypatch, cpus):
+    """Ctrl-C in the middle of a scan (one by one, or on threads): the files checked so far
+    are indexed, the next scan checks only the rest."""
+    import transferscope.data.folder as folder
+
+    for i in range(70):
+        write_image(tmp_path / "set" / "a" / f"{i:02d}.png", (i, 0, 0))
+    monkeypatch.setenv("TRANSFERSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(folder.os, "sched_getaffinity", lambda _pid: set(range(cpus)),
+                        raising=False)
+    calls, real, interrupted = [], folder._FileIndex.compute, []
+
+    def compute(self, *args):
+        calls.append(args[0])
+        if len(calls) == 31 and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(folder._FileIndex, "compute", compute)
+    with pytest.raises(KeyboardInterrupt):
+        image_folder(tmp_path / "set")
+    calls.clear()
+    assert len(image_folder(tmp_path / "set")) == 70
+    if cpus == 1:
+        assert len(calls) == 40  # 30 were kept; the interrupted one and the 39 after it remain
+    else:  # threads finish the files they had started; the interrupted one remains
+        assert 1 <= len(calls) <= 40
+
+
 def test_empty_class_is_a_clear_error_or_skipped(tiny_folder):
     (tiny_folder / "wasps").mkdir()
     with pytest.raises(DataError, match="wasps"):

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from transferscope import config
 from transferscope._io import atomic_write_json, file_sha256
+from transferscope._progress import progress_bar
 from transferscope.data.imagenet import imagenet_names, parse_wnid, wnid_to_index
 from transferscope.data.images import (CHECK_VERSION, IMG_EXTENSIONS, SkippedFile, check_image,
                                        load_rgb)
@@ -229,11 +230,23 @@ class _FileIndex:
 
         threads = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                       else os.cpu_count() or 1)
-        if threads > 1 and len(todo) >= SCAN_THREADS_MIN_FILES:
-            with ThreadPoolExecutor(threads) as pool:
-                done = list(pool.map(compute, todo))
-        else:
-            done = [compute(job) for job in todo]
+        pool = ThreadPoolExecutor(threads) if threads > 1 and \
+            len(todo) >= SCAN_THREADS_MIN_FILES else None
+        done = []
+        try:
+            with progress_bar(len(todo), f"checking {len(todo)} new image files",
+                              None if len(todo) >= SCAN_THREADS_MIN_FILES else False) as advance:
+                for result in (pool.map(compute, todo) if pool else map(compute, todo)):
+                    done.append(result)
+                    advance()
+        except BaseException:  # interrupted: what was checked is kept for the next scan
+            if pool:
+                pool.shutdown(wait=True, cancel_futures=True)
+            self.save()
+            raise
+        finally:
+            if pool:
+                pool.shutdown()
         for (i, *_), result in zip(todo, done):
             results[i] = result
         return results
