@@ -8,6 +8,8 @@ Data root, first match wins:
 4. ``~/.cache/transferscope/data`` (where ``transferscope data fetch`` downloads to).
 
 Cache directory: ``TRANSFERSCOPE_CACHE`` or ``~/.cache/transferscope/cache``.
+
+CPU cores: :func:`usable_cpus`, what every thread or process pool is sized to.
 """
 
 from __future__ import annotations
@@ -41,3 +43,11 @@ def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
     return default_home() / "cache"
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a Slurm or Ray share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1

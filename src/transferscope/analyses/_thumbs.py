@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from transferscope.engine.loading import usable_cpus
+from transferscope.config import usable_cpus
 
 QUALITY = 70
 

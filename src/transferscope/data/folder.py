@@ -228,8 +228,7 @@ class _FileIndex:
             except OSError as exc:
                 return None, exc
 
-        threads = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count() or 1)
+        threads = min(8, config.usable_cpus())
         pool = ThreadPoolExecutor(threads) if threads > 1 and \
             len(todo) >= SCAN_THREADS_MIN_FILES else None
         done = []

@@ -24,18 +24,12 @@ import os
 import torch
 from torch.utils.data import DataLoader
 
+from transferscope.config import usable_cpus
+
 MIN_BATCHES_FOR_WORKERS = 4  # fewer: a worker's start-up (fork + first batch) is not repaid
 MIN_ITEMS_FOR_WORKERS = 256  # nor for a few images (0.1-0.3 s start-up; ~2 ms per decode)
 MAX_WORKERS = 8
 WORKERS_ENV = "TRANSFERSCOPE_WORKERS"
-
-
-def usable_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask, e.g. a Slurm or Ray share)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 def auto_workers(n_items: int, batch_size: int, cpus: int | None = None) -> int:
