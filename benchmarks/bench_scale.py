@@ -1,7 +1,8 @@
 """How an audit's time and memory grow with the number of source images (issue 17).
 
     python benchmarks/bench_scale.py --images 1000,5000 --sizes 128,224 \
-        [--root /tmp/ts-scale] [--workers auto|N] [--fast-decode] [--device cpu|cuda]
+        [--root /tmp/ts-scale] [--workers auto|N] [--decode workers|threads] [--fast-decode]
+        [--device cpu|cuda]
 
 1. Generates synthetic ImageNet-like JPEG sets (500 x 375 px, quality 90, about 85 kB each,
    in 1,000 wnid class folders) of N images under ``--root`` (kept between runs, never in the
@@ -25,6 +26,10 @@ largest decoding worker), the bare forward's images/s (before, after, mean) and 
 the decode cost (``decode_ms``: decode + resize + normalise of one source image on one core)
 and ``cpu_ceiling``, the best ratio the CPU allows when decoding and the forward share its cores
 (forward core-seconds / (forward core-seconds + decode core-seconds) per source image).
+``forward_share``: seconds spent inside the models' backbones during the audit / audit
+seconds - what the audit spends outside the forward (waiting for data, analyses, writing),
+measured in the audit itself and so immune to the drift; ``audit_forward_img_s`` against the
+bare forward shows how much the decoding worker slows the forward it runs beside.
 """
 
 from __future__ import annotations
@@ -97,22 +102,30 @@ def child(folder: str, size: int, out: str, device: str = "cpu") -> dict:
     from transferscope.data import image_folder, source_images
     from transferscope.engine import ResultCache
     from transferscope.engine.inference import auto_batch_size, forward_batch
-    from transferscope.engine.loading import auto_workers
+    from transferscope.engine.loading import auto_workers, decode_mode
     from transferscope.models import create_model
 
+    from transferscope.engine._memory import tune_heap
+
+    tune_heap()  # as the audit's first pass does: the bare forward gets the same heap
     torch.set_num_threads(len(os.sched_getaffinity(0)))  # every core for the model
     torch.manual_seed(0)
     source = create_model("efficientnet_lite0", init="imagenet")
     ft = create_model("efficientnet_lite0", 2, init="imagenet")
     with torch.no_grad():  # a fine-tuned backbone differs from the source's: its own passes
         next(ft.backbone.parameters()).mul_(1.001)
-    counted = {"images": 0}
+    counted = {"images": 0, "seconds": 0.0, "start": 0.0}
 
     def count(_module, args):
         counted["images"] += args[0].shape[0]
+        counted["start"] = time.perf_counter()
+
+    def timed(_module, _args, _out):  # the backbone's own time, wherever it is called from
+        counted["seconds"] += time.perf_counter() - counted["start"]
 
     for m in (source, ft):
         m.backbone.register_forward_pre_hook(count)
+        m.backbone.register_forward_hook(timed)
     t0 = time.perf_counter()
     src = source_images(folder)
     target = image_folder("hymenoptera", "val")
@@ -140,11 +153,12 @@ def child(folder: str, size: int, out: str, device: str = "cpu") -> dict:
     # measured before and after the audit: on a shared machine the CPU's speed drifts over
     # a half-hour run; the ratio uses their mean, both are reported
     bare_before = bare_seconds_per_image()
-    counted["images"] = 0
+    counted.update(images=0, seconds=0.0)
     t0 = time.perf_counter()
     run_memory_audit(ctx, Path(out) / "audit", ANALYSES.split(","))
     audit = time.perf_counter() - t0
     forwarded = counted["images"]  # before the bare forward below adds its own
+    forward_s = counted["seconds"]
     rss_audit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (kB units)
     workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     bare_after = bare_seconds_per_image()
@@ -173,11 +187,16 @@ def child(folder: str, size: int, out: str, device: str = "cpu") -> dict:
             "bare_img_s_before": round(1 / bare_before, 1),
             "bare_img_s_after": round(1 / bare_after, 1),
             "ratio": round(forwarded * bare / audit, 3),
+            "forward_share": round(forward_s / audit, 3),
+            "audit_forward_img_s": round(forwarded / forward_s, 1),
             "peak_rss_gib": round(rss_audit, 3), "worker_peak_rss_gib": round(workers_rss, 3),
             "workers": auto_workers(len(src), batch), "threads": torch.get_num_threads(),
+            "decode": decode_mode(),
             "auto_batch": auto_batch_size(size, dev), "device": str(dev),
             "gpu_peak_gib": round(gpu_peak, 3), "decode_ms": round(decode * 1e3, 2),
-            "cpu_ceiling": round(ceiling, 3)}
+            "cpu_ceiling": round(ceiling, 3),
+            "seconds": json.loads((Path(out) / "audit" / "run_stats.json").read_text())
+            .get("seconds", {})}  # per analysis and the shared pass
 
 
 def main() -> None:
@@ -187,6 +206,8 @@ def main() -> None:
     ap.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "ts-scale"))
     ap.add_argument("--workers", default="auto", help="auto or a number (0: main process)")
     ap.add_argument("--fast-decode", action="store_true", help="JPEG draft-mode decoding")
+    ap.add_argument("--decode", choices=("workers", "threads"),
+                    help="TRANSFERSCOPE_DECODE for the audit (default: the library's)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (audit and bare forward)")
     ap.add_argument("--json", help="append each result as a JSON line to this file")
     ap.add_argument("--child", nargs=4, metavar=("FOLDER", "SIZE", "OUT", "DEVICE"),
@@ -201,6 +222,8 @@ def main() -> None:
            "TRANSFERSCOPE_FAST_DECODE": "1" if args.fast_decode else "0"}
     if args.workers != "auto":
         env["TRANSFERSCOPE_WORKERS"] = args.workers
+    if args.decode:
+        env["TRANSFERSCOPE_DECODE"] = args.decode
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs "
           f"(affinity {len(os.sched_getaffinity(0))}), workers={args.workers}, "
           f"fast_decode={args.fast_decode}", flush=True)

@@ -128,3 +128,38 @@ def test_make_loader_pins_only_for_cuda_and_keeps_workers_when_asked():
     assert [b[0].tolist() for b in cpu][-1] == [8, 9]  # a second pass with the same workers
     cuda = make_loader(data, 2, num_workers=0, device="cuda", persistent=True)
     assert cuda.pin_memory and not cuda.persistent_workers  # no workers to keep
+
+
+def test_threaded_decoding_gives_the_same_predictions_in_order(photos, monkeypatch):
+    """TRANSFERSCOPE_DECODE=threads: each batch decoded on threads of this process (none of
+    them the main thread), batches in order, logits equal to decoding one by one."""
+    import threading
+
+    from transferscope.data.folder import ImageSet
+    from transferscope.engine.loading import ThreadedItems
+
+    torch.manual_seed(0)
+    model = create_model("baseline_cnn", 2, image_size=32)
+    ds = image_folder(photos)
+    one = predict(model, ds, image_size=32, batch_size=2, num_workers=0,
+                  cache=ResultCache(enabled=False))
+    seen, real = [], ImageSet.__getitem__
+
+    def getitem(self, i):
+        seen.append((i, threading.current_thread().name))
+        return real(self, i)
+
+    monkeypatch.setattr(ImageSet, "__getitem__", getitem)
+    monkeypatch.setenv("TRANSFERSCOPE_WORKERS", "1")  # a worker chosen: threads replace it
+    monkeypatch.setenv("TRANSFERSCOPE_DECODE", "threads")
+    threaded = predict(model, ds, image_size=32, batch_size=4, cache=ResultCache(enabled=False))
+    assert torch.equal(one.logits, threaded.logits) and torch.equal(one.labels, threaded.labels)
+    assert sorted(i for i, _ in seen) == list(range(len(ds)))
+    assert all(name.startswith("decode") for _, name in seen)
+    loader = make_loader(ds, 4)
+    assert isinstance(loader.dataset, ThreadedItems) and loader.num_workers == 0
+    assert not isinstance(make_loader(ds, 4, device="cuda").dataset, ThreadedItems)
+    assert not isinstance(make_loader(ds, 4, num_workers=1).dataset, ThreadedItems)  # asked
+    monkeypatch.setenv("TRANSFERSCOPE_DECODE", "fibres")
+    with pytest.raises(ConfigError, match="TRANSFERSCOPE_DECODE='fibres'"):
+        make_loader(ds, 4)
