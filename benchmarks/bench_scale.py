@@ -1,8 +1,7 @@
 """How an audit's time and memory grow with the number of source images (issue 17).
 
     python benchmarks/bench_scale.py --images 1000,5000 --sizes 128,224 \
-        [--root /tmp/ts-scale] [--workers auto|N] [--decode workers|threads] [--fast-decode]
-        [--device cpu|cuda]
+        [--root /tmp/ts-scale] [--workers auto|N] [--fast-decode] [--device cpu|cuda]
 
 1. Generates synthetic ImageNet-like JPEG sets (500 x 375 px, quality 90, about 85 kB each,
    in 1,000 wnid class folders) of N images under ``--root`` (kept between runs, never in the
@@ -102,7 +101,7 @@ def child(folder: str, size: int, out: str, device: str = "cpu") -> dict:
     from transferscope.data import image_folder, source_images
     from transferscope.engine import ResultCache
     from transferscope.engine.inference import auto_batch_size, forward_batch
-    from transferscope.engine.loading import auto_workers, decode_mode
+    from transferscope.engine.loading import auto_workers
     from transferscope.models import create_model
 
     from transferscope.engine._memory import tune_heap
@@ -191,7 +190,6 @@ def child(folder: str, size: int, out: str, device: str = "cpu") -> dict:
             "audit_forward_img_s": round(forwarded / forward_s, 1),
             "peak_rss_gib": round(rss_audit, 3), "worker_peak_rss_gib": round(workers_rss, 3),
             "workers": auto_workers(len(src), batch), "threads": torch.get_num_threads(),
-            "decode": decode_mode(),
             "auto_batch": auto_batch_size(size, dev), "device": str(dev),
             "gpu_peak_gib": round(gpu_peak, 3), "decode_ms": round(decode * 1e3, 2),
             "cpu_ceiling": round(ceiling, 3),
@@ -206,8 +204,6 @@ def main() -> None:
     ap.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "ts-scale"))
     ap.add_argument("--workers", default="auto", help="auto or a number (0: main process)")
     ap.add_argument("--fast-decode", action="store_true", help="JPEG draft-mode decoding")
-    ap.add_argument("--decode", choices=("workers", "threads"),
-                    help="TRANSFERSCOPE_DECODE for the audit (default: the library's)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (audit and bare forward)")
     ap.add_argument("--json", help="append each result as a JSON line to this file")
     ap.add_argument("--child", nargs=4, metavar=("FOLDER", "SIZE", "OUT", "DEVICE"),
@@ -222,8 +218,6 @@ def main() -> None:
            "TRANSFERSCOPE_FAST_DECODE": "1" if args.fast_decode else "0"}
     if args.workers != "auto":
         env["TRANSFERSCOPE_WORKERS"] = args.workers
-    if args.decode:
-        env["TRANSFERSCOPE_DECODE"] = args.decode
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs "
           f"(affinity {len(os.sched_getaffinity(0))}), workers={args.workers}, "
           f"fast_decode={args.fast_decode}", flush=True)

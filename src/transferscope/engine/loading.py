@@ -20,7 +20,6 @@ runs the same deterministic transform, so inference results do not depend on it.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch.utils.data import DataLoader
@@ -32,7 +31,6 @@ MIN_BATCHES_FOR_WORKERS = 4  # fewer: a worker's start-up (fork + first batch) i
 MIN_ITEMS_FOR_WORKERS = 256  # nor for a few images (0.1-0.3 s start-up; ~2 ms per decode)
 MAX_WORKERS = 8
 WORKERS_ENV = "TRANSFERSCOPE_WORKERS"
-DECODE_ENV = "TRANSFERSCOPE_DECODE"
 
 
 def auto_workers(n_items: int, batch_size: int, cpus: int | None = None) -> int:
@@ -64,56 +62,14 @@ def auto_workers(n_items: int, batch_size: int, cpus: int | None = None) -> int:
     return min(MAX_WORKERS, cpus // 2 if cpus <= 4 else cpus - 2)
 
 
-def decode_mode() -> str:
-    """How :func:`make_loader` decodes on CPU when it chooses the workers itself:
-    ``"threads"`` or ``"workers"`` (``TRANSFERSCOPE_DECODE``; default ``"workers"``)."""
-    mode = os.environ.get(DECODE_ENV, "").strip().lower() or "workers"
-    if mode not in ("threads", "workers"):
-        from transferscope.errors import ConfigError
-
-        raise ConfigError(f"{DECODE_ENV}={mode!r}: use 'threads' (each batch decoded on a "
-                          "thread per core, then the model runs) or 'workers' (processes)")
-    return mode
-
-
-class ThreadedItems(torch.utils.data.Dataset):
-    """``dataset`` whose batches are decoded on ``threads`` threads (PIL and torch release the
-    GIL), in index order: the DataLoader's fetcher asks for a whole batch through
-    ``__getitems__``. With ``num_workers=0`` decoding and the model then take turns, each on
-    every core, instead of a worker process preempting the model's threads."""
-
-    def __init__(self, dataset, threads: int):
-        self.dataset, self.threads, self._pool = dataset, threads, None
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        return self.dataset[index]
-
-    def __getitems__(self, indices):
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="decode")
-        return list(self._pool.map(self.dataset.__getitem__, indices))
-
-    def __del__(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-
-
 def make_loader(dataset, batch_size: int, *, num_workers: int | None = None,
                 device: str | torch.device = "cpu", persistent: bool = False,
                 **kwargs) -> DataLoader:
     """A ``DataLoader`` over ``dataset``: ``num_workers=None`` chooses :func:`auto_workers`;
     pinned memory on CUDA; ``persistent`` keeps the workers between passes over it.
-    Other keyword arguments (``shuffle``, ``sampler``, ``generator``) go to ``DataLoader``.
-    On CPU with ``TRANSFERSCOPE_DECODE=threads`` the chosen workers become
-    :class:`ThreadedItems` threads in this process."""
+    Other keyword arguments (``shuffle``, ``sampler``, ``generator``) go to ``DataLoader``."""
     tune_heap()  # every pass over data starts here: activations reuse heap memory (_memory.py)
     workers = auto_workers(len(dataset), batch_size) if num_workers is None else num_workers
-    if num_workers is None and workers > 0 and torch.device(device).type == "cpu" and \
-            decode_mode() == "threads":
-        dataset, workers = ThreadedItems(dataset, min(MAX_WORKERS, usable_cpus())), 0
     extra = {"persistent_workers": True} if persistent and workers > 0 else {}
     if workers > 0:
         extra["prefetch_factor"] = 4  # the next batches wait decoded while the model runs
