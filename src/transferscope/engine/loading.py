@@ -13,6 +13,10 @@ decoder and the model take turns. :func:`make_loader` decodes in worker processe
   previous batch's compute; ``persistent_workers`` where the caller reuses a loader (the
   validation loader of every epoch).
 
+* the heap: :func:`~transferscope.engine._memory.tune_heap` once per process, so the model's
+  activation buffers are reused rather than mapped and zeroed for every batch (1.28x at
+  224 px on CPU; a worker process measured faster than decoding on threads).
+
 Batches come out in the sampler's order whatever the number of workers, and every worker
 runs the same deterministic transform, so inference results do not depend on it.
 """
