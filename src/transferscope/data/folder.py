@@ -200,12 +200,8 @@ class _FileIndex:
         self.dirty = True
         return sha, problem
 
-    def check(self, path: Path) -> tuple[str, str | None]:
-        key, stamp, hit = self.lookup(path)
-        return hit if hit is not None else self.compute(path, key, stamp)
-
     def check_many(self, paths: Sequence[Path]) -> list[tuple[tuple | None, OSError | None]]:
-        """:meth:`check` of every path, in order, as ``((sha256, problem), None)`` or
+        """Hash and validity of every path, in order, as ``((sha256, problem), None)`` or
         ``(None, the OSError)``. Files not indexed yet are hashed and decoded (the validity
         check) on a thread per usable core, up to 8: hashlib and PIL release the GIL, so a
         first scan of 50,000 JPEGs runs on every core."""
