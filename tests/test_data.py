@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import write_image
@@ -52,27 +51,27 @@ def test_bad_files_are_skipped_with_path(tiny_folder):
 def test_a_first_scan_on_threads_matches_one_by_one(tmp_path, monkeypatch):
     """Files not indexed yet are checked on a thread per core: same samples, hashes, skipped
     files and order as checking them one at a time (the threads decode out of order)."""
-    import transferscope.data.folder as folder
+    import transferscope.data.file_index as file_index
 
-    monkeypatch.setattr(folder.os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
     for c in ("a", "b"):
         for i in range(40):  # 80 new files: over SCAN_THREADS_MIN_FILES
             write_image(tmp_path / "set" / c / f"{i:02d}.jpg", (i * 6, 3 * (c == "b"), 7))
     good = (tmp_path / "set" / "a" / "00.jpg").read_bytes()
     (tmp_path / "set" / "a" / "05.jpg").write_bytes(good[: len(good) // 2])  # truncated
     (tmp_path / "set" / "b" / "17.jpg").write_text("not an image")
-    calls, real = [], folder._FileIndex.compute
+    calls, real = [], file_index.FileIndex.compute
 
     def compute(self, *args):  # as slow as a photo (tiny files: one thread keeps up alone)
         calls.append(threading.get_ident())
         time.sleep(0.005)
         return real(self, *args)
 
-    monkeypatch.setattr(folder._FileIndex, "compute", compute)
+    monkeypatch.setattr(file_index.FileIndex, "compute", compute)
     monkeypatch.setenv("TRANSFERSCOPE_CACHE", str(tmp_path / "cache-threads"))
     threaded = image_folder(tmp_path / "set")
     assert len(calls) == 80 and len(set(calls)) > 1  # hashed and decoded on several threads
-    monkeypatch.setattr(folder, "SCAN_THREADS_MIN_FILES", 10**9)
+    monkeypatch.setattr(file_index, "SCAN_THREADS_MIN_FILES", 10**9)
     monkeypatch.setenv("TRANSFERSCOPE_CACHE", str(tmp_path / "cache-serial"))
     serial = image_folder(tmp_path / "set")
     assert threaded.samples == serial.samples and len(serial) == 78
@@ -87,14 +86,14 @@ def test_a_first_scan_on_threads_matches_one_by_one(tmp_path, monkeypatch):
 def test_an_interrupted_first_scan_keeps_what_it_checked(tmp_path, monkeypatch, cpus):
     """Ctrl-C in the middle of a scan (one by one, or on threads): the files checked so far
     are indexed, the next scan checks only the rest."""
-    import transferscope.data.folder as folder
+    import transferscope.data.file_index as file_index
 
     for i in range(70):
         write_image(tmp_path / "set" / "a" / f"{i:02d}.png", (i, 0, 0))
     monkeypatch.setenv("TRANSFERSCOPE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(folder.os, "sched_getaffinity", lambda _pid: set(range(cpus)),
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cpus)),
                         raising=False)
-    calls, real, interrupted = [], folder._FileIndex.compute, []
+    calls, real, interrupted = [], file_index.FileIndex.compute, []
 
     def compute(self, *args):
         calls.append(args[0])
@@ -103,7 +102,7 @@ def test_an_interrupted_first_scan_keeps_what_it_checked(tmp_path, monkeypatch, 
             raise KeyboardInterrupt
         return real(self, *args)
 
-    monkeypatch.setattr(folder._FileIndex, "compute", compute)
+    monkeypatch.setattr(file_index.FileIndex, "compute", compute)
     with pytest.raises(KeyboardInterrupt):
         image_folder(tmp_path / "set")
     calls.clear()

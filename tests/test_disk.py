@@ -119,10 +119,9 @@ def test_checkpoint_transfer_finds_the_epochs_it_asked_for(tiny_split, tmp_path)
 
 
 def test_study_models_take_keep_checkpoints():
-    try:
-        from transferscope.studies.spec import DEMO_TOML, parse_study
-    except ImportError:
-        from transferscope.studies.spec import DEMO_TOML, parse_study
+    from transferscope.studies.demo_toml import DEMO_TOML
+    from transferscope.studies.spec import parse_study
+
     text = DEMO_TOML.replace("epochs = 15\n", "epochs = 15\nkeep_checkpoints = KEEP\n")
     spec = parse_study(text.replace("KEEP", '"all"'))
     assert [m.keep_checkpoints for m in spec.models][:2] == [None, "all"]

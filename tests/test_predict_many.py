@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from transferscope.data import image_folder
-from transferscope.data.folder import ImageSet
+from transferscope.data.image_set import ImageSet
 from transferscope.engine import ResultCache
 from transferscope.engine.inference import predict, predict_many
 from transferscope.models import create_model

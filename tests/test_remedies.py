@@ -16,7 +16,8 @@ from transferscope.models import create_model
 from transferscope.remedies import REMEDIES, fine_tune, make_remedy
 from transferscope.remedies._shared import BackgroundBank, paste, split_source_classes
 from transferscope.remedies.pruning import selectivity
-from transferscope.studies.remedies import STANDARD, summarise
+from transferscope.analyses.remedies import summarise
+from transferscope.studies.remedies import STANDARD
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import pytest
 from transferscope.errors import ConfigError
 from transferscope.studies.remedies import RemedySpec
 from transferscope.studies.run import load_any, study_kinds
-from transferscope.studies.spec import DEMO_TOML, StudySpec, build_spec
+from transferscope.studies.demo_toml import DEMO_TOML
+from transferscope.studies.spec import StudySpec, build_spec
 from transferscope.studies.training_runs import BlockShuffleSpec, CheckpointSpec
 from transferscope.studies.transferability import TransferabilitySpec
 

@@ -9,7 +9,8 @@ import pytest
 from conftest import write_image
 from transferscope.cli import main
 from transferscope.errors import ConfigError
-from transferscope.studies.spec import DEMO_TOML, parse_study, quick
+from transferscope.studies.demo_toml import DEMO_TOML
+from transferscope.studies.spec import parse_study, quick
 
 COLOURS = {"n01440764": (200, 40, 40), "n01443537": (40, 200, 40), "n01484850": (40, 40, 200)}
 

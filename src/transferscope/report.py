@@ -12,7 +12,6 @@ import html
 import json
 import platform
 from pathlib import Path
-from typing import Any
 
 from transferscope import __version__
 from transferscope._io import atomic_write_bytes

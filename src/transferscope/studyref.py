@@ -27,7 +27,8 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from transferscope.studies.spec import DEMO_TOML, StudySpec
+from transferscope.studies.demo_toml import DEMO_TOML
+from transferscope.studies.spec import StudySpec
 
 DEFAULT_OUT = Path("docs") / "study-file.md"
 # values for the keys without a default, in the full example

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic import Field
 
 from transferscope.errors import ConfigError
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from transferscope.data.folder import ImageSet
+from transferscope.data.image_set import ImageSet
 from transferscope.engine.cache import ResultCache
 from transferscope.engine.inference import (Predictions, auto_batch_size, check_precision,
                                             default_cache, predict)

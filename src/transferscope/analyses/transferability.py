@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd

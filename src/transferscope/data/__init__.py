@@ -1,6 +1,7 @@
 """Data: image sets with manifests, ImageNet class maps, preprocessing, downloads."""
 
-from transferscope.data.folder import ImageSet, Sample, image_folder, resolve_folder, source_images
+from transferscope.data.folder import image_folder, resolve_folder, source_images
+from transferscope.data.image_set import ImageSet, Sample
 from transferscope.data.images import SkippedFile, load_rgb
 from transferscope.data.imagenet import imagenet_names, imagenet_wnids, parse_wnid, wnid_to_index
 from transferscope.data.tables import csv_set, from_dataset, imagenet_val_labels

@@ -20,7 +20,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from transferscope.data.folder import ImageSet
+from transferscope.data.image_set import ImageSet
 from transferscope.data.transforms import Normalization
 from transferscope.errors import ConfigError
 

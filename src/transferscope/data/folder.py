@@ -14,114 +14,20 @@ Unusable files (corrupt, truncated, not an image, too small) are skipped and rec
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
-
-import torch
-from torch.utils.data import Dataset
+from typing import Callable
 
 from transferscope import config
-from transferscope._io import atomic_write_json, file_sha256
-from transferscope._progress import progress_bar
+from transferscope.data.file_index import FileIndex
+from transferscope.data.image_set import ImageSet, Sample
 from transferscope.data.imagenet import imagenet_names, parse_wnid, wnid_to_index
-from transferscope.data.images import (CHECK_VERSION, IMG_EXTENSIONS, SkippedFile, check_image,
-                                       load_rgb)
+from transferscope.data.images import IMG_EXTENSIONS, SkippedFile
+from transferscope.data.tables import csv_set, imagenet_val_labels
 from transferscope.errors import DataError
 
-SCAN_THREADS_MIN_FILES = 64  # fewer new files: checking them one by one is as quick
 IGNORED_NAMES = {"SOURCE.md", "SHA256SUMS", "README.md", "LICENSE", "DOWNLOAD.json", ".DS_Store"}
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image: path relative to the set's root, integer label, content hash."""
-
-    path: str
-    label: int
-    sha256: str
-
-
-@dataclass
-class ImageSet(Dataset):
-    """A labelled image set: ``ds[i] -> (image_tensor, label)`` once a transform is set.
-
-    Attributes:
-        root: folder the sample paths are relative to.
-        samples: the usable images, in a stable sorted order.
-        classes: label names; ``classes[label]`` is the name of a label.
-        label_space: ``"target"`` (folder classes) or ``"imagenet"`` (source-head indices).
-        skipped: files that were found but could not be used, with reasons.
-    """
-
-    root: Path
-    samples: list[Sample]
-    classes: list[str]
-    label_space: str = "target"
-    skipped: list[SkippedFile] = field(default_factory=list)
-    transform: Callable | None = None
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        sample = self.samples[index]
-        # a transform that resizes down says how small the decoded image may be (JPEG draft)
-        img = self.load_image(index, getattr(self.transform, "decode_min_side", None))
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, sample.label
-
-    def load_image(self, index: int, min_side: int | None = None):
-        """The decoded RGB ``PIL.Image`` of sample ``index`` (no transform); ``min_side``: see
-        :func:`~transferscope.data.images.load_rgb`."""
-        path = self.root / self.samples[index].path
-        try:
-            return load_rgb(path, min_side)
-        except Exception as exc:  # validated at scan time; a file changed underneath us
-            raise DataError(f"{path} could not be read any more ({exc}); it changed after the "
-                            "data set was scanned - re-run to re-scan the folder") from exc
-
-    @property
-    def targets(self) -> torch.Tensor:
-        return torch.tensor([s.label for s in self.samples], dtype=torch.long)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def digest(self) -> str:
-        """sha256 of the manifest: relative paths, labels, file contents and class names."""
-        payload = {"classes": self.classes, "label_space": self.label_space,
-                   "samples": [[s.path, s.label, s.sha256] for s in self.samples]}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-    def manifest(self) -> dict:
-        """The machine-readable manifest (what :attr:`digest` hashes, plus the skipped files)."""
-        return {"root": str(self.root), "digest": self.digest, "classes": self.classes,
-                "label_space": self.label_space,
-                "samples": [s.__dict__ for s in self.samples],
-                "skipped": [s.__dict__ for s in self.skipped]}
-
-    def with_transform(self, transform: Callable | None) -> "ImageSet":
-        """The same samples with another transform (shares the sample list)."""
-        return ImageSet(self.root, self.samples, self.classes, self.label_space, self.skipped,
-                        transform)
-
-    def subset(self, indices: Sequence[int]) -> "ImageSet":
-        return ImageSet(self.root, [self.samples[i] for i in indices], self.classes,
-                        self.label_space, self.skipped, self.transform)
-
-    def class_counts(self) -> list[int]:
-        counts = [0] * len(self.classes)
-        for s in self.samples:
-            counts[s.label] += 1
-        return counts
 
 
 # --------------------------------------------------------------------------- resolving names
@@ -159,102 +65,6 @@ def _resolve_file(name_or_path, data_root) -> Path:
 
 
 # --------------------------------------------------------------------------- scanning
-class _FileIndex:
-    """Remembers (size, mtime) -> (sha256, problem) so re-scans hash and decode nothing new.
-
-    The index file carries the version of the image checks and a hash of its own entries: an
-    index written by other checks, or altered on disk, is dropped and rebuilt, never trusted.
-    """
-
-    def __init__(self) -> None:
-        self.path = config.cache_dir() / "file-index.json"
-        try:
-            stored = json.loads(self.path.read_text())
-            entries = stored["entries"]
-            ok = (stored.get("checks") == CHECK_VERSION
-                  and stored.get("sha256") == self._hash(entries))
-        except (OSError, ValueError, KeyError, TypeError):
-            entries, ok = {}, False
-        self.entries = entries if ok else {}
-        self.dirty = False
-
-    @staticmethod
-    def _hash(entries: dict) -> str:
-        return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
-
-    def lookup(self, path: Path) -> tuple[str, list, tuple[str, str | None] | None]:
-        """``(key, stamp, (sha256, problem) or None)``: None when ``path`` is not indexed with
-        its current size and modification time (raises OSError when it cannot be read)."""
-        st = path.stat()
-        key = str(path.resolve())
-        stamp = [st.st_size, st.st_mtime_ns]
-        hit = self.entries.get(key)
-        return key, stamp, (hit[1], hit[2]) if hit and hit[0] == stamp else None
-
-    def compute(self, path: Path, key: str, stamp: list) -> tuple[str, str | None]:
-        """Hash and validity check of ``path``, stored under ``key`` (thread-safe: one dict
-        assignment)."""
-        sha = file_sha256(path)
-        problem = check_image(path)
-        self.entries[key] = [stamp, sha, problem]
-        self.dirty = True
-        return sha, problem
-
-    def check_many(self, paths: Sequence[Path]) -> list[tuple[tuple | None, OSError | None]]:
-        """Hash and validity of every path, in order, as ``((sha256, problem), None)`` or
-        ``(None, the OSError)``. Files not indexed yet are hashed and decoded (the validity
-        check) on a thread per usable core, up to 8: hashlib and PIL release the GIL, so a
-        first scan of 50,000 JPEGs runs on every core."""
-        results: list = []
-        todo = []  # (position, path, key, stamp) of files not indexed yet
-        for path in paths:
-            try:
-                key, stamp, hit = self.lookup(path)
-            except OSError as exc:
-                results.append((None, exc))
-                continue
-            results.append((hit, None))
-            if hit is None:
-                todo.append((len(results) - 1, path, key, stamp))
-
-        def compute(job):
-            _, path, key, stamp = job
-            try:
-                return self.compute(path, key, stamp), None
-            except OSError as exc:
-                return None, exc
-
-        threads = min(8, config.usable_cpus())
-        pool = ThreadPoolExecutor(threads) if threads > 1 and \
-            len(todo) >= SCAN_THREADS_MIN_FILES else None
-        done = []
-        try:
-            with progress_bar(len(todo), f"checking {len(todo)} new image files",
-                              None if len(todo) >= SCAN_THREADS_MIN_FILES else False) as advance:
-                for result in (pool.map(compute, todo) if pool else map(compute, todo)):
-                    done.append(result)
-                    advance()
-        except BaseException:  # interrupted: what was checked is kept for the next scan
-            if pool:
-                pool.shutdown(wait=True, cancel_futures=True)
-            self.save()
-            raise
-        finally:
-            if pool:
-                pool.shutdown()
-        for (i, *_), result in zip(todo, done):
-            results[i] = result
-        return results
-
-    def save(self) -> None:
-        if self.dirty:
-            try:
-                atomic_write_json(self.path, {"checks": CHECK_VERSION, "entries": self.entries,
-                                              "sha256": self._hash(self.entries)})
-            except OSError:
-                pass  # a read-only cache only costs speed
-
-
 def _walk_files(folder: Path) -> list[Path]:
     """All files below ``folder``, following directory links once (no symlink loops)."""
     out, seen = [], set()
@@ -269,9 +79,9 @@ def _walk_files(folder: Path) -> list[Path]:
     return out
 
 
-def _scan(root: Path, labelled: list[tuple[Path, int]], index: _FileIndex,
+def _scan(root: Path, labelled: list[tuple[Path, int]], index: FileIndex,
           skipped: list[SkippedFile]) -> list[Sample]:
-    """Samples of the usable files, in ``labelled``'s order (:meth:`_FileIndex.check_many`)."""
+    """Samples of the usable files, in ``labelled``'s order (:meth:`FileIndex.check_many`)."""
     candidates = []
     for path, label in labelled:
         if path.name in IGNORED_NAMES or path.name.startswith("."):
@@ -333,14 +143,12 @@ def image_folder(name_or_path: str | os.PathLike, split: str | None = None, *,
     :func:`~transferscope.data.tables.csv_set` instead (``split`` selects its rows).
     """
     if str(name_or_path).lower().endswith(".csv"):
-        from transferscope.data.tables import csv_set
-
         return csv_set(_resolve_file(name_or_path, data_root), split, transform=transform)
     root = resolve_folder(name_or_path, split, data_root)
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         raise DataError(f"{root} has no class sub-folders; expected {root}/<class>/<image>.jpg")
-    index, skipped, samples, classes = _FileIndex(), [], [], []
+    index, skipped, samples, classes = FileIndex(), [], [], []
     files_of = [_walk_files(d) for d in class_dirs]
     checked: list[SkippedFile] = []  # one scan of every class (threads across classes)
     found_all = _scan(root, [(f, k) for k, files in enumerate(files_of) for f in files], index,
@@ -389,8 +197,6 @@ def source_images(name_or_path: str | os.PathLike, split: str | None = None, *,
     root = resolve_folder(name_or_path, split, data_root)
     by_name = {n.lower(): i for i, n in enumerate(imagenet_names())}
     labelled, skipped = [], []
-    from transferscope.data.tables import imagenet_val_labels
-
     val = imagenet_val_labels(root)  # flat ILSVRC2012_val_*.JPEG + ground truth, or None
     for entry in sorted(root.iterdir()):
         if val is not None and entry.is_file():
@@ -411,7 +217,7 @@ def source_images(name_or_path: str | os.PathLike, split: str | None = None, *,
             f"no file or folder name in {root} maps to an ImageNet class; name files "
             "'<wnid>_<name>.JPEG' (e.g. n01440764_tench.JPEG) or folders by wnid "
             "('n01440764/') or class name ('tench/')")
-    index = _FileIndex()
+    index = FileIndex()
     samples = _scan(root, labelled, index, skipped)
     index.save()
     if not samples:

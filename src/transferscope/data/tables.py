@@ -26,8 +26,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from transferscope.data.folder import (IMG_EXTENSIONS, ImageSet, Sample, SkippedFile,
-                                       _FileIndex)
+from transferscope.data.file_index import FileIndex
+from transferscope.data.image_set import ImageSet, Sample
+from transferscope.data.images import IMG_EXTENSIONS, SkippedFile
 from transferscope.errors import DataError
 
 VAL_FILE = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG$", re.IGNORECASE)
@@ -102,7 +103,7 @@ def csv_set(path: str | os.PathLike, split: str | None = None, *,
         parts = sorted({r[3] for r in rows})
         raise DataError(f"{path}: no rows with split {split!r} (splits there: "
                         f"{', '.join(parts)})")
-    files, skipped, samples = _FileIndex(), [], []
+    files, skipped, samples = FileIndex(), [], []
     for lineno, full, _, _ in chosen:
         if full.suffix.lower() not in IMG_EXTENSIONS:
             raise DataError(f"{path} row {lineno}: {full.name} is not an image file "

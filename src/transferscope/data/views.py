@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from transferscope.data.folder import ImageSet
+from transferscope.data.image_set import ImageSet
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from transferscope._progress import progress_bar
-from transferscope.data.folder import ImageSet
+from transferscope.data.image_set import ImageSet
 from transferscope.data.transforms import describe_transform, eval_transform
 from transferscope.engine import distributed
 from transferscope.engine.cache import ResultCache

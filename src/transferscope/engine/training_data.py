@@ -30,7 +30,7 @@ def select_subset(train_set, val_set, fraction: float = 1.0, max_classes: int | 
     classes = [train_set.classes[c] for c in keep]
 
     def restrict(ds, frac):
-        from transferscope.data.folder import ImageSet, Sample
+        from transferscope.data.image_set import ImageSet, Sample
 
         chosen = []
         for c in keep:

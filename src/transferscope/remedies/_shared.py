@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from transferscope.analyses.lingering_features import source_only, source_votes
-from transferscope.data.folder import ImageSet, source_images
+from transferscope.data.folder import source_images
+from transferscope.data.image_set import ImageSet
 from transferscope.data.transforms import Normalization, eval_transform
 from transferscope.engine.inference import predict
 from transferscope.errors import ConfigError

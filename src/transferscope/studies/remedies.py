@@ -16,7 +16,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from pydantic import ConfigDict, Field
 
@@ -24,7 +23,7 @@ from transferscope._io import atomic_write_json
 from transferscope._progress import log
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses.context import AuditContext
-from transferscope.analyses.remedies import STANDARD, remedies_result, summarise
+from transferscope.analyses.remedies import STANDARD, remedies_result
 from transferscope.data.folder import image_folder, source_images
 from transferscope.data.views import ViewSet
 from transferscope.engine.recipes import get_recipe

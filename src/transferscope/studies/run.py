@@ -11,7 +11,8 @@ from pathlib import Path
 
 from transferscope.analyses.context import ModelEntry
 from transferscope.errors import ConfigError
-from transferscope.studies.spec import (DEMO_TOML, ModelSpec, StudySpec, load_study, parse_study,
+from transferscope.studies.demo_toml import DEMO_TOML
+from transferscope.studies.spec import (ModelSpec, StudySpec, load_study, parse_study,
                                        quick, study_from_dict)
 
 
@@ -147,7 +148,6 @@ def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None 
     ``log_to`` (or the spec's) also logs to TensorBoard or MLflow. Known data sets missing
     from the data root are downloaded first (fresh machine; offline: one line per set)."""
     from transferscope.data.fetch import ensure_sets
-    from transferscope.trackers import open_tracker
 
     from transferscope._lock import writer_lock
 

@@ -16,7 +16,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from transferscope.errors import ConfigError
-from transferscope.studies.demo import DEMO_TOML, DEMO_TRANSFER_TOML  # noqa: F401 (re-exported)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -193,7 +192,7 @@ def study_from_dict(data: dict, source: str = "study") -> StudySpec:
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise ConfigError(f"{source}: key '{loc}': {err['msg']}"
                           f"{' (' + str(err['input'])[:60] + ')' if 'input' in err and err['type'] != 'missing' else ''}"
-                          f"; see DEMO_TOML in transferscope.studies.spec or README for the format"
+                          f"; `transferscope demo --print-spec` prints a complete study file (format: docs/study-file.md)"
                           ) from exc
     _check_analysis_names(spec, source)
     names = [m.name for m in spec.models]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from transferscope._progress import log
 from transferscope.analyses._base import AnalysisResult
