@@ -1,7 +1,8 @@
 """How an audit's time and memory grow with the number of source images (issue 17).
 
     python benchmarks/bench_scale.py --images 1000,5000 --sizes 128,224 \
-        [--root /tmp/ts-scale] [--workers auto|N] [--fast-decode] [--device cpu|cuda]
+        [--root /tmp/ts-scale] [--workers auto|N] [--fast-decode] [--decoder auto|pil]
+        [--device cpu|cuda]
 
 1. Generates synthetic ImageNet-like JPEG sets (500 x 375 px, quality 90, about 85 kB each,
    in 1,000 wnid class folders) of N images under ``--root`` (kept between runs, never in the
@@ -167,12 +168,11 @@ def child(folder: str, size: int, out: str, device: str = "cpu") -> dict:
     # decode + resize + normalise of one source image on one core, as a worker does it
     from transferscope.engine.inference import default_transform
 
-    tf = default_transform(source, src, size)
-    min_side = getattr(tf, "decode_min_side", None)
+    prepared = src.with_transform(default_transform(source, src, size))
     k = min(200, len(src))
     t0 = time.perf_counter()
     for i in range(k):
-        tf(src.load_image(i, min_side))
+        prepared[i]  # as a decoding worker does it (TorchCodec or PIL, draft or not)
     decode = (time.perf_counter() - t0) / k
     # the CPU ceiling: per source image the forwards take cores * (forwarded / n) * bare
     # core-seconds (every core), decoding takes `decode` core-seconds more; with no time at
@@ -204,6 +204,8 @@ def main() -> None:
     ap.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "ts-scale"))
     ap.add_argument("--workers", default="auto", help="auto or a number (0: main process)")
     ap.add_argument("--fast-decode", action="store_true", help="JPEG draft-mode decoding")
+    ap.add_argument("--decoder", default="auto", choices=["auto", "pil"],
+                    help="pil: never TorchCodec (TRANSFERSCOPE_DECODER=pil)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (audit and bare forward)")
     ap.add_argument("--json", help="append each result as a JSON line to this file")
     ap.add_argument("--child", nargs=4, metavar=("FOLDER", "SIZE", "OUT", "DEVICE"),
@@ -215,12 +217,13 @@ def main() -> None:
         return
     root = Path(args.root)
     env = {**os.environ, "TRANSFERSCOPE_PROGRESS": "0",
-           "TRANSFERSCOPE_FAST_DECODE": "1" if args.fast_decode else "0"}
+           "TRANSFERSCOPE_FAST_DECODE": "1" if args.fast_decode else "0",
+           "TRANSFERSCOPE_DECODER": args.decoder}
     if args.workers != "auto":
         env["TRANSFERSCOPE_WORKERS"] = args.workers
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs "
           f"(affinity {len(os.sched_getaffinity(0))}), workers={args.workers}, "
-          f"fast_decode={args.fast_decode}", flush=True)
+          f"fast_decode={args.fast_decode}, decoder={args.decoder}", flush=True)
     for n in map(int, args.images.split(",")):
         t0 = time.perf_counter()
         folder = generate(root, n)
@@ -234,7 +237,8 @@ def main() -> None:
             if proc.returncode:
                 sys.exit(f"child failed:\n{proc.stderr[-3000:]}")
             result = json.loads(proc.stdout.split("RESULT", 1)[1])
-            result.update(fast_decode=args.fast_decode, workers_setting=args.workers)
+            result.update(fast_decode=args.fast_decode, workers_setting=args.workers,
+                          decoder=args.decoder)
             print(json.dumps(result), flush=True)
             if args.json:
                 with open(args.json, "a") as fh:

@@ -1,17 +1,19 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import write_image
 from transferscope import config
-from transferscope.data import (LITE_NORM, eval_transform, image_folder, imagenet_names,
+from transferscope.data import (IMAGENET_NORM, LITE_NORM, eval_transform, image_folder, imagenet_names,
                                 imagenet_wnids, load_rgb, parse_wnid, source_images,
                                 wnid_to_index)
 from transferscope.data.fetch import fetch
@@ -146,6 +148,76 @@ def test_load_rgb_converts_every_mode(tmp_path, mode):
     assert img.mode == "RGB" and img.size[0] > 0
     if mode == "I;16":
         assert np.asarray(img).min() == 255  # full-scale 16-bit maps to full-scale 8-bit
+
+
+def _jpeg_variants(tmp_path) -> dict[str, Path]:
+    """Textured JPEGs in every layout the tensor decoder may meet, plus files it must leave
+    to PIL (CMYK, PNG)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:75, 0:100]
+    arr = np.stack([xx * 2.5, yy * 3.4, (xx + yy) * 1.4], -1) + rng.normal(0, 20, (75, 100, 3))
+    img = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
+    out = {}
+    for name, mode, kw in (("420", "RGB", {"subsampling": 2}), ("422", "RGB", {"subsampling": 1}),
+                           ("444", "RGB", {"subsampling": 0, "quality": 95}),
+                           ("progressive", "RGB", {"progressive": True}),
+                           ("grey", "L", {}), ("cmyk", "CMYK", {})):
+        out[name] = tmp_path / f"{name}.jpg"
+        img.convert(mode).save(out[name], "JPEG", **kw)
+    out["png"] = tmp_path / "png.png"
+    img.save(out["png"])
+    return out
+
+
+def test_jpegs_decode_straight_to_tensors_pixel_for_pixel(tmp_path, monkeypatch):
+    """``load_rgb_tensor`` equals ``PILToTensor(load_rgb(...))`` for every layout; plain
+    JPEGs skip PIL (TorchCodec), CMYK, PNG, draft-decoded and corrupt ones do not."""
+    import transferscope.data.images as images
+    from torchvision.transforms import v2
+
+    if sys.platform == "linux":  # a declared dependency there: it must load
+        assert images.jpeg_decoder() is not None
+    elif images.jpeg_decoder() is None:
+        pytest.skip("TorchCodec is not installed here")
+    by_pil = []
+    real = images.load_rgb
+    monkeypatch.setattr(images, "load_rgb", lambda *a: by_pil.append(1) or real(*a))
+    for name, path in _jpeg_variants(tmp_path).items():
+        by_pil.clear()
+        fast = images.load_rgb_tensor(path)
+        assert fast.dtype == torch.uint8 and fast.shape == (3, 75, 100)
+        assert torch.equal(fast, v2.PILToTensor()(real(path))), name
+        assert len(by_pil) == (name in ("cmyk", "png")), name
+    path = _jpeg_variants(tmp_path)["420"]
+    by_pil.clear()  # draft decoding (a resize to 30 px follows): PIL's scaled decoder
+    draft = images.load_rgb_tensor(path, min_side=30)
+    assert draft.shape == (3, 38, 50) and by_pil == [1]
+    assert torch.equal(draft, v2.PILToTensor()(real(path, 30)))
+    monkeypatch.setattr(images, "MAX_PIXELS", 100 * 75 - 1)  # too large: PIL downscales it
+    assert images.load_rgb_tensor(path).shape == (3, 38, 50) and by_pil == [1, 1]
+    monkeypatch.setattr(images, "MAX_PIXELS", 10**9)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(OSError, match="truncated"):  # the same error as PIL's
+        images.load_rgb_tensor(truncated)
+
+
+def test_an_image_set_gives_the_same_inputs_through_either_decoder(tmp_path, data_root):
+    """The model inputs of an ImageSet (eval transform, tensor decoding) equal the
+    transform applied to the PIL image, on the synthetic variants and real photos."""
+    from transferscope.data.transforms import takes_uint8_tensor
+
+    for name, path in _jpeg_variants(tmp_path).items():
+        write_image(tmp_path / "set" / "c" / "x.png", (1, 2, 3))
+        (tmp_path / "set" / "c" / path.name).write_bytes(path.read_bytes())
+    real = image_folder(data_root / "hymenoptera", "val").subset(range(0, 150, 15))
+    for ds in (image_folder(tmp_path / "set"), real):
+        for t in (eval_transform(LITE_NORM, 64), eval_transform(IMAGENET_NORM, 224)):
+            assert takes_uint8_tensor(t)
+            tds = ds.with_transform(t)
+            for i in range(len(ds)):
+                assert torch.equal(tds[i][0], t(ds.load_image(i))), ds.samples[i].path
+    assert not takes_uint8_tensor(lambda img: img) and not takes_uint8_tensor(None)
 
 
 def test_imagenet_tables():

@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from transferscope.data.images import SkippedFile, load_rgb
+from transferscope.data.images import SkippedFile, load_rgb, load_rgb_tensor
+from transferscope.data.transforms import takes_uint8_tensor
 from transferscope.errors import DataError
 
 
@@ -55,7 +56,11 @@ class ImageSet(Dataset):
     def __getitem__(self, index: int):
         sample = self.samples[index]
         # a transform that resizes down says how small the decoded image may be (JPEG draft)
-        img = self.load_image(index, getattr(self.transform, "decode_min_side", None))
+        min_side = getattr(self.transform, "decode_min_side", None)
+        if takes_uint8_tensor(self.transform):  # JPEGs decoded straight into a tensor
+            img = self.load_tensor(index, min_side)
+        else:
+            img = self.load_image(index, min_side)
         if self.transform is not None:
             img = self.transform(img)
         return img, sample.label
@@ -66,6 +71,16 @@ class ImageSet(Dataset):
         path = self.root / self.samples[index].path
         try:
             return load_rgb(path, min_side)
+        except Exception as exc:  # validated at scan time; a file changed underneath us
+            raise DataError(f"{path} could not be read any more ({exc}); it changed after the "
+                            "data set was scanned - re-run to re-scan the folder") from exc
+
+    def load_tensor(self, index: int, min_side: int | None = None) -> torch.Tensor:
+        """:meth:`load_image` as a ``(3, H, W)`` uint8 tensor, pixel for pixel
+        (:func:`~transferscope.data.images.load_rgb_tensor`)."""
+        path = self.root / self.samples[index].path
+        try:
+            return load_rgb_tensor(path, min_side)
         except Exception as exc:  # validated at scan time; a file changed underneath us
             raise DataError(f"{path} could not be read any more ({exc}); it changed after the "
                             "data set was scanned - re-run to re-scan the folder") from exc

@@ -148,6 +148,10 @@ class DatasetImageSet(ImageSet):
             img = to_pil_image(img)
         return img.convert("RGB") if hasattr(img, "convert") else img
 
+    def load_tensor(self, index: int, min_side: int | None = None) -> torch.Tensor:
+        """:meth:`load_image` as a ``(3, H, W)`` uint8 tensor."""
+        return torch.from_numpy(np.array(self.load_image(index))).permute(2, 0, 1)
+
     def with_transform(self, transform):
         return _dataset_set(self.dataset, self.root, self.samples, self.classes, transform)
 

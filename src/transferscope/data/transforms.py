@@ -85,6 +85,15 @@ def eval_transform(norm: Normalization, size: int, draft: bool = False) -> v2.Co
     return DraftDecode(steps, round(size / CROP_FRACTION)) if draft else v2.Compose(steps)
 
 
+def takes_uint8_tensor(transform) -> bool:
+    """True when ``transform`` starts by turning a PIL image into a uint8 tensor
+    (``v2.PILToTensor``), so it may be given that tensor instead (it passes tensors through):
+    :class:`~transferscope.data.ImageSet` then decodes JPEGs straight into tensors."""
+    steps = getattr(transform, "transforms", None)
+    return isinstance(transform, v2.Compose) and bool(steps) and \
+        isinstance(steps[0], v2.PILToTensor)
+
+
 def train_transform(norm: Normalization, size: int) -> v2.Compose:
     """Training augmentation: random resized crop and horizontal flip (papers 000, 002, 003)."""
     return v2.Compose([
