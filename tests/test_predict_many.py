@@ -25,9 +25,10 @@ def test_predict_many_decodes_once_and_matches_predict(tmp_path, monkeypatch):
     make_folder(tmp_path / "set", per_class=5)
     data = image_folder(tmp_path / "set")
     loads = []
-    original = ImageSet.load_image
-    monkeypatch.setattr(ImageSet, "load_image",
-                        lambda self, i, *a, **k: loads.append(i) or original(self, i, *a, **k))
+    for decoder in ("load_image", "load_tensor"):  # PIL or straight into a tensor
+        original = getattr(ImageSet, decoder)
+        monkeypatch.setattr(ImageSet, decoder, lambda self, i, *a, _f=original, **k:
+                            loads.append(i) or _f(self, i, *a, **k))
     a, b, head_only = _models()
     cache = ResultCache(tmp_path / "cache")
     many = predict_many([a, b, head_only], data, image_size=32, batch_size=4, cache=cache,
