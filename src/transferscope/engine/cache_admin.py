@@ -9,6 +9,9 @@ Entries (under :func:`transferscope.config.cache_dir`):
   on every hit.
 - ``inference/analyses/<key>/``: a cached analysis (JSON, CSVs, figures); last use = newest
   mtime inside it.
+- ``inference/partial/<pass>/``: the saved chunks of an interrupted forward pass
+  (:mod:`~transferscope.engine.partial_pass`), kind ``partial-pass``; deleted by the pass that
+  resumes it, or by ``clear``.
 - ``file-index.json``: the data scanner's (size, mtime) -> sha256 index.
 
 Anything else in the folder is listed as ``other`` and never deleted (the cache directory may
@@ -124,6 +127,10 @@ def entries(root: str | os.PathLike | None = None) -> list[Entry]:
             for entry in sorted(sub.iterdir()):
                 size, newest = _tree_size(entry)
                 found.append(Entry(entry, "analysis", size, newest))
+        elif sub.name == "partial" and sub.is_dir():  # chunks of interrupted passes
+            for entry in sorted(sub.iterdir()):
+                size, newest = _tree_size(entry)
+                found.append(Entry(entry, "partial-pass", size, newest))
         elif sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name):
             for f in sorted(sub.iterdir()):
                 st = f.stat()

@@ -24,6 +24,7 @@ from transferscope.engine.device import (PRECISIONS, amp_dtype, check_amp,  # no
                                          resolve_device, to_device)
 from transferscope.engine.modes import eval_mode
 from transferscope.engine._memory import every, trim_heap
+from transferscope.engine.partial_pass import PartialPass
 from transferscope.engine.loading import make_loader
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
@@ -267,8 +268,12 @@ def _forward_together(todo: dict[str, TransferModel], data: ImageSet, transform,
         modes = {k: m.training for k, m in todo.items()}
         outputs: dict[str, list[torch.Tensor]] = {k: [] for k in todo}
         labels = []
-        loader = make_loader(data.with_transform(transform), batch_size,
-                             num_workers=num_workers, device=device)
+        partial = PartialPass(cache, list(todo), len(data), batch_size)
+        earlier = partial.resume()  # an interrupted pass: only the rest is decoded
+        part = data.with_transform(transform)
+        if partial.done:
+            part = torch.utils.data.Subset(part, range(partial.done, len(data)))
+        loader = make_loader(part, batch_size, num_workers=num_workers, device=device)
         try:
             for net in nets.values():
                 net.eval()
@@ -279,6 +284,7 @@ def _forward_together(todo: dict[str, TransferModel], data: ImageSet, transform,
             names = ", ".join(sorted({m.arch for m in todo.values()}))
             with progress_bar(len(data), desc or f"predict {len(todo)} models ({names}) on "
                               f"{data.root.name}", progress) as advance:
+                advance(partial.done)
                 for x, y in loader:
                     x = to_device(x, device)
                     if channels_last:  # once for all nets (forward_batch would copy per net)
@@ -286,18 +292,26 @@ def _forward_together(todo: dict[str, TransferModel], data: ImageSet, transform,
                     for k, net in nets.items():
                         outputs[k].append(forward_batch(net, x, channels_last, precision))
                     labels.append(y)
+                    partial.add({"labels": y, **{f"features.{k}": outputs[k][-1]
+                                                 for k in todo}})
                     advance(len(y))
                     if every(len(labels)):
                         trim_heap()  # RSS stays flat over long passes (engine/_memory.py)
+        except BaseException:
+            partial.save()  # what was computed is kept for the next pass
+            raise
         finally:
             for k, m in todo.items():
                 m.train(modes[k])
                 if device.type != "cpu":
                     m.to("cpu")
-        y = torch.cat(labels)
+        y = torch.cat(earlier.get("labels", []) + labels)
         for k, m in todo.items():
-            cache.put(k, {"features": torch.cat(outputs[k]), "labels": y}, arch=m.arch,
+            features = earlier.get(f"features.{k}", []) + [t.cpu() if earlier else t
+                                                           for t in outputs[k]]
+            cache.put(k, {"features": torch.cat(features), "labels": y}, arch=m.arch,
                       data=str(data.root))
+        partial.finish()
 
 
 class _Features(nn.Module):
@@ -345,8 +359,12 @@ def _compute_or_load(key: str, model: nn.Module, data: ImageSet, transform, modu
         return hit, True
 
     part = data.with_transform(transform)
+    partial = PartialPass(cache, [key], len(data), batch_size)  # unused under torchrun
+    earlier = partial.resume() if world.size == 1 else {}  # an interrupted pass: the rest
     if world.size > 1:
         part = torch.utils.data.Subset(part, distributed.shard(len(data), batch_size))
+    elif partial.done:
+        part = torch.utils.data.Subset(part, range(partial.done, len(data)))
     device = world.device if device is None else device
     loader = make_loader(part, batch_size, num_workers=num_workers, device=device)
     was_training = model.training
@@ -358,21 +376,33 @@ def _compute_or_load(key: str, model: nn.Module, data: ImageSet, transform, modu
     outputs, labels = [], []
     try:
         with capture(model, modules, pool) as store, \
-                progress_bar(len(part), desc, progress) as advance:
+                progress_bar(len(part) + partial.done, desc, progress) as advance:
+            advance(partial.done)
             for x, y in loader:
                 outputs.append(forward_batch(model, to_device(x, device), channels_last,
                                              precision))
                 labels.append(y)
+                if world.size == 1:
+                    partial.add({out_name: outputs[-1], "labels": y,
+                                 **{f"act.{n}": v[-1] for n, v in store.items()}})
                 advance(len(y))
                 if every(len(labels)):
                     trim_heap()  # RSS stays flat over long passes (engine/_memory.py)
+    except BaseException:
+        if world.size == 1:
+            partial.save()  # what was computed is kept for the next pass
+        raise
     finally:
         model.train(was_training)
         if device.type != "cpu":
             model.to("cpu")
-    tensors = distributed.gather_shards({out_name: outputs, "labels": labels, **{
-        f"act.{n}": v for n, v in store.items()}}, len(data), batch_size)  # data order
+    parts = {out_name: outputs, "labels": labels, **{f"act.{n}": v for n, v in store.items()}}
+    if earlier:
+        parts = {k: earlier.get(k, []) + [t.cpu() for t in v] for k, v in parts.items()}
+    tensors = distributed.gather_shards(parts, len(data), batch_size)  # data order
     if distributed.writes_cache():
         cache.put(key, tensors, arch=model.arch, data=str(data.root))
+    if world.size == 1:
+        partial.finish()
     distributed.barrier()  # the entry is on disk before any rank asks for it again
     return tensors, False
