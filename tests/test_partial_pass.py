@@ -138,3 +138,27 @@ def test_an_interrupted_shared_pass_resumes_for_every_model(tmp_path, monkeypatc
         whole = predict(model, data, image_size=32, batch_size=2, num_workers=0,
                         cache=ResultCache(tmp_path / "fresh"), progress=False)
         assert torch.equal(got.logits, whole.logits) and torch.equal(got.labels, whole.labels)
+
+
+def test_sigterm_ends_the_command_as_ctrl_c_does(tmp_path):
+    """``kill`` / Slurm preemption: the console script turns SIGTERM into the Ctrl-C path
+    (a pass saves its batches, locks go), says how to continue and exits with 143."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, time\n"
+        "import transferscope.cli as cli\n"
+        "def app(args, prog_name):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
+        "    finally:\n"
+        "        open(os.environ['MARK'], 'w').write('cleaned up')\n"
+        "cli.app = app\n"
+        "cli.run()\n")
+    mark = tmp_path / "mark"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env={**__import__("os").environ, "MARK": str(mark)})
+    assert proc.returncode == 143, proc.stderr
+    assert "interrupted; run the same command again" in proc.stderr
+    assert mark.read_text() == "cleaned up"  # finally blocks ran: nothing left half-done

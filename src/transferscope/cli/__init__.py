@@ -10,6 +10,7 @@ registers every command; ``run`` is the console-script target (``transferscope.c
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Usage errors (unknown command or option, missing option) print typer's usage message and
     return 2; user errors (:class:`TransferscopeError`) print one line and return 2; Ctrl-C
-    returns 130. Typer handles the usage errors itself (standalone mode), so the CLI needs no
+    returns 130, SIGTERM (under :func:`run`) 143. Typer handles the usage errors itself (standalone mode), so the CLI needs no
     import of click, which typer vendors and no longer installs.
 
     >>> main(["trian"])  # prints "Usage: ... No such command 'trian'. Did you mean 'train'?"
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = 130
     if code == 130:
-        typer.echo("interrupted; re-run with --resume to continue", err=True)
+        code = 143 if _terminated else 130
+        typer.echo("interrupted; run the same command again to continue where it stopped "
+                   "(train: with --resume)", err=True)
     if code is None:
         return 0
     if not isinstance(code, int):  # sys.exit("message") prints the message, status 1
@@ -54,6 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+_terminated = False
+
+
+def _on_sigterm(_signum, _frame) -> None:
+    """SIGTERM (``kill``, Slurm preempting a job, a container stopping) ends the command as
+    Ctrl-C does: a forward pass saves the batches it computed, locks are released."""
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt
+
+
 def run() -> None:
-    """Console-script target: ``sys.exit(main())``."""
+    """Console-script target: ``sys.exit(main())``, SIGTERM handled as Ctrl-C."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     sys.exit(main())
