@@ -72,7 +72,8 @@ def test_nothing_is_saved_before_the_interval_or_without_a_cache(tmp_path):
     p.add({"x": torch.zeros(2)})
     assert not p.folder.exists()  # a short pass writes nothing
     p.save()  # ... unless it is interrupted
-    assert PartialPass(ResultCache(tmp_path), ["k"], n=10, batch_size=2).resume()["x"][0].shape == (2,)
+    again = PartialPass(ResultCache(tmp_path), ["k"], n=10, batch_size=2)
+    assert again.resume()["x"][0].shape == (2,)
     off = PartialPass(ResultCache(tmp_path / "off", enabled=False), ["k"], 10, 2, every_s=0)
     off.add({"x": torch.zeros(2)})
     assert off.resume() == {} and not off.folder.exists()

@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Usage errors (unknown command or option, missing option) print typer's usage message and
     return 2; user errors (:class:`TransferscopeError`) print one line and return 2; Ctrl-C
-    returns 130, SIGTERM (under :func:`run`) 143. Typer handles the usage errors itself (standalone mode), so the CLI needs no
-    import of click, which typer vendors and no longer installs.
+    returns 130, SIGTERM (under :func:`run`) 143. Typer handles the usage errors itself
+    (standalone mode), so the CLI needs no import of click, which typer vendors and no longer
+    installs.
 
     >>> main(["trian"])  # prints "Usage: ... No such command 'trian'. Did you mean 'train'?"
     2

@@ -10,12 +10,11 @@ checked here before anything is decoded.
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import functools
-import os
 
 import numpy as np
 import torch
