@@ -79,6 +79,16 @@ def test_nothing_is_saved_before_the_interval_or_without_a_cache(tmp_path):
     assert off.resume() == {} and not off.folder.exists()
 
 
+def test_a_chunk_that_cannot_be_written_costs_the_resume_not_the_pass(tmp_path, caplog):
+    blocker = tmp_path / "inference"
+    blocker.write_text("a file where the cache's folder should be")
+    p = PartialPass(ResultCache(blocker), ["k"], n=10, batch_size=2, every_s=0)
+    p.add({"x": torch.zeros(2)})  # no exception: a warning, and no more attempts
+    p.add({"x": torch.zeros(2)})
+    assert p.done == 0 and not p.enabled
+    assert [r.getMessage().count("cannot save the pass so far") for r in caplog.records] == [1]
+
+
 def test_a_bad_interval_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSFERSCOPE_CHECKPOINT_SECONDS", "soon")
     with pytest.raises(ConfigError, match="TRANSFERSCOPE_CHECKPOINT_SECONDS='soon'"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ import torch
 
 from transferscope._io import load_tensors, save_tensors, tensors_sha256
 
+log = logging.getLogger(__name__)
 CHECKPOINT_ENV = "TRANSFERSCOPE_CHECKPOINT_SECONDS"
 DEFAULT_SECONDS = 60.0
 _CHUNK = re.compile(r"(\d{9})-(\d{9})\.safetensors")
@@ -118,9 +120,16 @@ class PartialPass:
         tensors = {k: torch.cat([b[k].cpu() for b in self._pending])
                    for k in self._pending[0]}
         count = len(next(iter(tensors.values())))
-        self.folder.mkdir(parents=True, exist_ok=True)
-        save_tensors(self.folder / f"{self.done:09d}-{self.done + count:09d}.safetensors",
-                     tensors, {"sha256": tensors_sha256(tensors)})
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            save_tensors(self.folder / f"{self.done:09d}-{self.done + count:09d}.safetensors",
+                         tensors, {"sha256": tensors_sha256(tensors)})
+        except OSError as exc:  # a full or read-only disk costs the resume, never the pass
+            log.warning("cannot save the pass so far under %s (%s); an interrupted pass "
+                        "will start again from the beginning", self.folder, exc)
+            self.enabled = False
+            self._pending.clear()
+            return
         self.done += count
         self._pending.clear()
         self._last = time.monotonic()
