@@ -220,6 +220,17 @@ def test_an_image_set_gives_the_same_inputs_through_either_decoder(tmp_path, dat
     assert not takes_uint8_tensor(lambda img: img) and not takes_uint8_tensor(None)
 
 
+def test_a_file_broken_after_the_scan_is_one_clear_error(tiny_folder):
+    """Either decoder: a DataError naming the file and saying to re-scan, not a traceback."""
+    ds = image_folder(tiny_folder).with_transform(eval_transform(LITE_NORM, 16))
+    broken = ds.root / ds.samples[0].path
+    broken.write_bytes(b"not an image any more")
+    for read in (lambda: ds[0], lambda: ds.load_image(0), lambda: ds.load_tensor(0)):
+        with pytest.raises(DataError, match="could not be read any more.*re-scan") as err:
+            read()
+        assert str(broken) in str(err.value)
+
+
 def test_imagenet_tables():
     wnids = imagenet_wnids()
     assert len(wnids) == 1000 and wnids == sorted(wnids)

@@ -68,19 +68,17 @@ class ImageSet(Dataset):
     def load_image(self, index: int, min_side: int | None = None):
         """The decoded RGB ``PIL.Image`` of sample ``index`` (no transform); ``min_side``: see
         :func:`~transferscope.data.images.load_rgb`."""
-        path = self.root / self.samples[index].path
-        try:
-            return load_rgb(path, min_side)
-        except Exception as exc:  # validated at scan time; a file changed underneath us
-            raise DataError(f"{path} could not be read any more ({exc}); it changed after the "
-                            "data set was scanned - re-run to re-scan the folder") from exc
+        return self._decode(load_rgb, index, min_side)
 
     def load_tensor(self, index: int, min_side: int | None = None) -> torch.Tensor:
         """:meth:`load_image` as a ``(3, H, W)`` uint8 tensor, pixel for pixel
         (:func:`~transferscope.data.images.load_rgb_tensor`)."""
+        return self._decode(load_rgb_tensor, index, min_side)
+
+    def _decode(self, decoder: Callable, index: int, min_side: int | None):
         path = self.root / self.samples[index].path
         try:
-            return load_rgb_tensor(path, min_side)
+            return decoder(path, min_side)
         except Exception as exc:  # validated at scan time; a file changed underneath us
             raise DataError(f"{path} could not be read any more ({exc}); it changed after the "
                             "data set was scanned - re-run to re-scan the folder") from exc
