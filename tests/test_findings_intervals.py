@@ -33,7 +33,7 @@ def test_cka_composites_occlusion_retained_findings_carry_intervals():
     text = _finding("cka", {"mean_cka": {"P-T #1 & P-T #2": 0.86, "RI-T #1 & RI-T #2": 0.75},
                             "mean_cka_ci95": {"P-T #1 & P-T #2": [0.85, 0.87],
                                               "RI-T #1 & RI-T #2": [0.72, 0.77]}})
-    assert "0.860 [0.850, 0.870]" in text and "P-T #1 &amp; P-T #2 is clearly higher" in text
+    assert "0.860 [0.850, 0.870]" in text and "P-T #1 & P-T #2 is clearly higher" in text
     comp = {"models": {"m": {"clean": 0.9, "neutral": 0.7, "against": 0.69,
                              "drop_against_vs_neutral": 0.01,
                              "drop_against_vs_neutral_ci95": [-0.1, 0.12]}}}

@@ -4,6 +4,8 @@ figures, writes a finding, validates its options and shows in the written report
 
 from __future__ import annotations
 
+import json
+
 import math
 
 import numpy as np
@@ -113,11 +115,11 @@ def test_registered_analysis_meets_the_contract(name, request, tmp_path):
     result.save(tmp_path)
     html = write_report(tmp_path, {name: result}).read_text()
     assert f"<h3 id='{name}'>" in html and spec.title in html
-    from transferscope.report_findings import as_finding
-    from transferscope.report_html import ReportPage
+    from transferscope.report_html import ReportPage, with_class_names
 
-    view = as_finding(found.text, name, result.summary)  # the sentence as the report shows it
-    assert view.html in html and all(part in html for part in view.parts)
+    assert found.analysis == name and json.loads(json.dumps(found.to_dict()))["title"]
+    assert with_class_names(found.html, for_html=True) in html  # rendered as it is
+    assert all(with_class_names(part, for_html=True) in html for part in found.parts)
     assert f"href='#{name}'" in html  # the finding links to its evidence
     if result.figures:  # a PNG, or a client-side chart that replaces it
         page = ReportPage({name: result}, tmp_path)

@@ -229,7 +229,7 @@ def test_report_names_what_each_remedy_did():
     res = AnalysisResult("remedies", {"verdicts": {
         "a": v(True, True, 0.1, 0.02), "b": v(False, True, 0.3, 0.1),
         "c": v(False, False, -0.2, 0.05), "d": v(False, False, 0.01, 0.1)}}, {})
-    text = next(f for f in findings({"remedies": res}) if "Remedies" in f)
+    text = next(f.text for f in findings({"remedies": res}) if "Remedies" in f.text)
     assert "a counts (against +10.0 ± 2.0 pts" in text
     assert "b lowers interference but costs clean accuracy" in text
     assert "c raises interference" in text and "d does not count" in text

@@ -22,7 +22,9 @@ from transferscope.data import image_folder, imagenet_wnids, source_images
 from transferscope.data.composite import CompositeSet
 from transferscope.data.views import ViewSet
 from transferscope.report import load_results, write_report
-from transferscope.report_findings import FindingView, as_finding, findings_html
+from transferscope.findings import Finding
+from transferscope.report_findings import findings_html
+from transferscope.stats import Interval
 from transferscope.report_html import (denominator, resolution_notes, source_class_columns,
                                        table_data)
 
@@ -186,19 +188,19 @@ def test_composite_and_cam_galleries(tmp_path):
 
 
 def test_findings_render_sentences_values_and_links():
-    class Finding:  # the shape of the registry's findings: a sentence and its numbers
-        analysis = "retained_knowledge"
-        sentence = "fine-tuned recognises 19 of 143 classes toward n02086240"
-        values = {"fine-tuned": {"value": 19, "ci95": [15, 23]}, "share": [0.13, 0.1, 0.16]}
-
-    f = as_finding(Finding(), None, {})
-    assert f.text.endswith("n02086240 (Shih Tzu)") and f.values == [
-        ("fine-tuned", 19, (15, 23)), ("share", 0.13, (0.1, 0.16))]
-    markup = findings_html([f, FindingView("x", "<b>A</b>: lead - m 1; n 2.", "A", [], [])])
+    f = Finding("Retained knowledge", "fine-tuned recognises 19 of 143 classes toward n02086240",
+                estimates=(("fine-tuned", Interval(19, 15, 23, "source class", 143)),
+                           ("share", Interval(0.13, 0.1, 0.16, "source class", 143))),
+                analysis="retained_knowledge")
+    assert f.values == [("fine-tuned", 19, (15, 23)), ("share", 0.13, (0.1, 0.16))]
+    markup = findings_html([f, Finding.from_html("<b>A</b>: lead - m 1; n 2.")])
     assert "href='#retained_knowledge'" in markup and "fine-tuned 19 [15, 23]" in markup
-    s = as_finding("<b>Occlusion</b>: fixed - m 1 of 2; n &ge; 3 (x; y).", "occlusion", {})
-    assert s.html == "<b>Occlusion</b>: fixed" and s.parts == ["m 1 of 2", "n &ge; 3 (x; y)"]
+    assert "n02086240 (Shih Tzu)" in markup and "over 143 source class" in markup
+    s = Finding.from_html("<b>Occlusion</b>: fixed - m 1 of 2; n &ge; 3 (x; y).")
+    assert s.html == "<b>Occlusion</b>: fixed" and s.parts == ["m 1 of 2", "n ≥ 3 (x; y)"]
     assert s.text == "Occlusion: fixed - m 1 of 2; n ≥ 3 (x; y)."
+    evil = Finding("T", "<script>", clauses=("<img src=x>",))
+    assert "<script>" not in findings_html([evil]) and "<img" not in findings_html([evil])
 
 
 def test_result_and_report_render_inline(tmp_path):

@@ -17,7 +17,7 @@ class ToyOptions(AnalysisOptions):
 
 def finding(result: AnalysisResult) -> Finding:
     parts = [f"{html.escape(k)} {v:.2f}" for k, v in result.summary.items()]
-    return Finding("<b>Toy confidence</b>: " + "; ".join(parts) + ".", dict(result.summary))
+    return Finding.from_html("<b>Toy confidence</b>: " + "; ".join(parts) + ".", dict(result.summary))
 
 
 @register_analysis("toy_confidence", title="Toy: mean top-1 confidence", paper="paper 000 (toy)",

@@ -17,7 +17,8 @@ from transferscope import __version__
 from transferscope._io import atomic_write_bytes
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import SECTIONS, finding_of, get_analysis, list_analyses
-from transferscope.report_findings import FindingView, collect_findings, findings_html
+from transferscope.findings import Finding
+from transferscope.report_findings import claims_html, collect_findings, findings_html
 from transferscope.report_html import ReportPage
 
 
@@ -36,17 +37,29 @@ def title_of(name: str) -> str:
     return get_analysis(name).heading if name in list_analyses() else name
 
 
-def findings(results: dict[str, AnalysisResult]) -> list[str]:
-    """Plain-words sentences, one per analysis with a registered finding, in report order."""
+def findings(results: dict[str, AnalysisResult]) -> list[Finding]:
+    """The structured findings, one per analysis with a registered finding, in report order
+    (``str(f)`` / ``f.text`` is the plain sentence)."""
     order = [n for _, names in sections(results) for n in names]
     found = (finding_of(results[n]) for n in order if n in results)
-    return [f.text for f in found if f is not None]
+    return [f for f in found if f is not None]
+
+
+def write_findings(out_dir: str | Path, items: list[Finding], ran: set[str]) -> Path:
+    """``out_dir/results/findings.json``: every finding and the claims table."""
+    from transferscope.findings import claims_table
+
+    path = Path(out_dir, "results", "findings.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"findings": [f.to_dict() for f in items], "claims": claims_table(items, ran)}
+    atomic_write_bytes(path, json.dumps(doc, indent=1, default=str).encode())
+    return path
 
 
 def load_results(out_dir: str | Path) -> dict[str, AnalysisResult]:
     """All analysis results saved under ``out_dir/results`` (for re-rendering a report)."""
     return {p.stem: AnalysisResult.load(p) for p in sorted(Path(out_dir, "results").glob("*.json"))
-            if p.stem != "index"}
+            if p.stem not in ("index", "findings")}
 
 
 def write_report(out_dir: str | Path, results: dict[str, AnalysisResult], *,
@@ -58,8 +71,10 @@ def write_report(out_dir: str | Path, results: dict[str, AnalysisResult], *,
     out_dir = Path(out_dir)
     page = ReportPage(results, out_dir)
     order = [n for _, names in sections(results) for n in names]
+    found = collect_findings(results, findings, order)
+    write_findings(out_dir, found, set(results))
     parts = [page.head(title), f"<h1>{html.escape(title)}</h1>",
-             findings_html(collect_findings(results, findings, order))]
+             claims_html(found, set(results)), findings_html(found)]
     for section, names in sections(results):
         present = [n for n in names if n in results]
         if not present:
@@ -104,11 +119,18 @@ class Report:
     def from_dir(cls, out_dir: str | Path) -> "Report":
         return cls(out_dir, load_results(out_dir))
 
-    def findings(self) -> list[FindingView]:
-        """One object per finding: ``.analysis``, ``.text`` (plain), ``.html``, ``.values``
-        (label, value, 95% interval or None)."""
+    def findings(self) -> list[Finding]:
+        """One :class:`~transferscope.findings.Finding` per finding: ``.analysis``, ``.text``
+        (plain), ``.html``, ``.values`` (label, value, 95% interval or None), ``.checks``
+        (the papers' claims it tests, with verdicts), ``.to_dict()``."""
         return collect_findings(self.results, findings,
                                 [n for _, ns in sections(self.results) for n in ns])
+
+    def claims(self) -> list[dict]:
+        """The papers' claims with their verdicts on this study's data (one dict each)."""
+        from transferscope.findings import claims_table
+
+        return claims_table(self.findings(), set(self.results))
 
     def findings_text(self) -> list[str]:
         """The findings as plain sentences."""

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from transferscope.errors import ConfigError
+from transferscope.findings import Finding
 
 
 class AnalysisOptions(BaseModel):
@@ -45,14 +46,6 @@ class AnalysisOptions(BaseModel):
 
 class NoOptions(AnalysisOptions):
     """An analysis without options."""
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One report sentence (HTML; names from data already escaped) and the numbers behind it."""
-
-    text: str
-    numbers: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -200,7 +193,41 @@ def finding_of(result) -> Finding | None:
     spec = _REGISTRY.get(result.name)
     if spec is None or spec.finding is None:
         return None
-    return spec.finding(result)
+    found = spec.finding(result)
+    if isinstance(found, str):  # a plain HTML sentence (older plug-in analyses)
+        found = Finding.from_html(found)
+    if found is None:
+        return None
+    if not found.estimates:  # not yet migrated: the summary's ``<metric>_ci95`` intervals
+        from dataclasses import replace
+
+        found = replace(found, estimates=tuple(summary_intervals(result.summary)))
+    return found.with_analysis(result.name)
+
+
+def summary_intervals(summary, path: tuple[str, ...] = ()) -> list:
+    """``(label, Interval)`` for every ``<metric>_ci95`` entry of a summary (with the ``n`` and
+    ``unit`` stored beside it, if any).
+
+    >>> summary_intervals({"m": {"recall": 0.5, "recall_ci95": [0.4, 0.6], "n": 9}})[0][1].n
+    9
+    """
+    from transferscope.stats import Interval
+
+    out = []
+    if isinstance(summary, dict):
+        for k, v in summary.items():
+            if str(k).endswith("_ci95") and isinstance(v, (list, tuple)) and len(v) == 2:
+                base = str(k).removesuffix("_ci95")
+                val = summary.get(base)
+                val = float(val) if isinstance(val, (int, float)) else float("nan")
+                lo, hi = (float("nan") if x is None else float(x) for x in v)
+                out.append((" ".join(path + (base,)),
+                            Interval(val, lo, hi, str(summary.get("unit", "item")),
+                                     int(summary.get("n", 0) or 0))))
+            elif isinstance(v, dict):
+                out += summary_intervals(v, path + (str(k),))
+    return out
 
 
 def fmt(v: Any) -> str:

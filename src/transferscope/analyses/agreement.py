@@ -70,7 +70,7 @@ def finding(result: AnalysisResult) -> Finding | None:
     if not first:
         return None
     parts = [f"{html.escape(k.replace('/', ': ', 1))} R = {fmt(v)}" for k, v in first.items()]
-    return Finding("<b>Cross-model agreement</b> over source classes (Pearson R; paper 000: "
+    return Finding.from_html("<b>Cross-model agreement</b> over source classes (Pearson R; paper 000: "
                    "models that share a source agree) - " + "; ".join(parts) + ".", first)
 
 

@@ -145,7 +145,7 @@ def finding(result: AnalysisResult) -> Finding | None:
     """Loss barrier of every pair."""
     s = result.summary
     parts = [f"{html.escape(k)} loss barrier {fmt(v['loss_barrier'])}" for k, v in s.items()]
-    return Finding("<b>Performance barriers</b> on the line between two solutions: "
+    return Finding.from_html("<b>Performance barriers</b> on the line between two solutions: "
                    + "; ".join(parts) + ".", {k: v["loss_barrier"] for k, v in s.items()})
 
 

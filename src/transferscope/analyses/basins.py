@@ -254,7 +254,7 @@ def finding(result: AnalysisResult) -> Finding | None:
         return f"delta {fmt(d)} (epsilon {fmt(v['epsilon'])})"
 
     parts = [f"{html.escape(k)} {size(v)}" for k, v in s.items()]
-    return Finding("<b>Basins</b> (Definition 3.1; delta = how far one can move from the hull "
+    return Finding.from_html("<b>Basins</b> (Definition 3.1; delta = how far one can move from the hull "
                    "of the solutions before the error rises) - " + "; ".join(parts) + ".",
                    {k: v["delta"] for k, v in s.items()})
 

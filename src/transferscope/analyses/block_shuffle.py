@@ -55,7 +55,7 @@ def finding(result: AnalysisResult) -> Finding | None:
     s = result.summary
     parts = [f"block {html.escape(str(b))}: P-T {fmt(r['accuracy P-T'])}, RI-T "
              f"{fmt(r['accuracy RI-T'])}" for b, r in s.items()]
-    return Finding("<b>Block shuffling</b> (paper 003: the P-T advantage shrinks as blocks get "
+    return Finding.from_html("<b>Block shuffling</b> (paper 003: the P-T advantage shrinks as blocks get "
                    "smaller) - " + "; ".join(parts) + ".",
                    {str(b): r["relative drop %"] for b, r in s.items()})
 

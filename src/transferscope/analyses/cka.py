@@ -365,7 +365,7 @@ def finding(result: AnalysisResult) -> Finding | None:
     same = {k: (v, cis.get(k)) for k, v in mean.items()
             if k in ("P-T #1 & P-T #2", "RI-T #1 & RI-T #2")}
     verdict = compare_cis(same)
-    return Finding("<b>Feature similarity</b> (linear CKA averaged over modules, 1 = same "
+    return Finding.from_html("<b>Feature similarity</b> (linear CKA averaged over modules, 1 = same "
                    "features; 95 % intervals over images): " + "; ".join(parts) + "."
                    + (f" P-T vs RI-T pairs: {html.escape(verdict)}." if verdict else ""),
                    dict(mean))

@@ -266,7 +266,7 @@ def finding(result: AnalysisResult) -> Finding | None:
             text += (f" (drop against vs neutral {with_ci(drop, ci, '.0f', 100, ' points')}"
                      f"{'' if clear else ': no clear difference'})")
         parts.append(text)
-    return Finding("<b>Composites</b>: accuracy on clean target images, on composites over "
+    return Finding.from_html("<b>Composites</b>: accuracy on clean target images, on composites over "
                    "neutral backgrounds, and over backgrounds biased against the pasted class - "
                    + "; ".join(parts) + ".", models)
 

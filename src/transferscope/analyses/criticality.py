@@ -302,7 +302,7 @@ def finding(result: AnalysisResult) -> Finding | None:
     s = {k: v["network_criticality/direct"] for k, v in result.summary.items()
          if isinstance(v, dict) and "network_criticality/direct" in v}
     parts = [f"{html.escape(k)} {fmt(v)}" for k, v in s.items()]
-    return Finding("<b>Module criticality</b> (Definition 3.2, summed over the evaluated "
+    return Finding.from_html("<b>Module criticality</b> (Definition 3.2, summed over the evaluated "
                    "modules; higher = more sensitive to rewinding) - " + "; ".join(parts) + ".",
                    s)
 

@@ -201,7 +201,7 @@ def finding(result: AnalysisResult) -> Finding | None:
     s = result.summary
     parts = [f"{html.escape(k)} {fmt(v)}" for k, v in s["pairwise_total"].items()]
     parts += [f"{html.escape(k)} to its init {fmt(v)}" for k, v in s["to_init_total"].items()]
-    return Finding("<b>Parameter distances</b> (l2 over the whole network; paper 003: P-T "
+    return Finding.from_html("<b>Parameter distances</b> (l2 over the whole network; paper 003: P-T "
                    "models stay close to each other and to P) - " + "; ".join(parts) + ".",
                    {**s["pairwise_total"], **s["to_init_total"]})
 

@@ -297,7 +297,7 @@ def finding(result: AnalysisResult) -> Finding | None:
     s = {k: v for k, v in result.summary.items() if isinstance(v, dict) and "mean" in v}
     parts = [f"{e(k)} {with_ci(v['mean'], v.get('mean_ci95'))}" for k, v in s.items()]
     verdict = compare_cis({k: (v["mean"], v.get("mean_ci95")) for k, v in s.items()})
-    return Finding("<b>Grad-CAM distraction</b> (mean IoU with the source model's map on the "
+    return Finding.from_html("<b>Grad-CAM distraction</b> (mean IoU with the source model's map on the "
                    "background, 95 % interval over composites): " + "; ".join(parts) + "."
                    + (f" Highest vs lowest: {e(verdict)}." if verdict else ""),
                    {k: v["mean"] for k, v in s.items()})

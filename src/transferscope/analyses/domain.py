@@ -290,7 +290,7 @@ def finding(result: AnalysisResult) -> Finding | None:
     s = result.summary
     parts = [f"{html.escape(k)} gap {fmt(v['gap'])}, width {fmt(v['width'])} (N = {v['N']})"
              for k, v in s.items()]
-    return Finding("<b>Domain statistics</b> (MMD^2 gap to the source, width = top covariance "
+    return Finding.from_html("<b>Domain statistics</b> (MMD^2 gap to the source, width = top covariance "
                    "eigenvalue) - " + "; ".join(parts) + ".",
                    {k: {"gap": v["gap"], "width": v["width"]} for k, v in s.items()})
 

@@ -148,7 +148,7 @@ def finding(result: AnalysisResult) -> Finding | None:
         base = "/".join(f"{100 * r:.0f}%" for r in v.get("base_rate", {}).values())
         parts.append(f"{e(k)}: {v['strongly_biased']} ({toward}"
                      + (f"; base rate {base})" if base else ")"))
-    return Finding("<b>Interference bias</b>: source classes sending at least 80% of their "
+    return Finding.from_html("<b>Interference bias</b>: source classes sending at least 80% of their "
                    "images to one target class - " + "; ".join(parts) + ".",
                    {k: v["strongly_biased"] for k, v in s.items()})
 

@@ -322,7 +322,7 @@ def finding(result: AnalysisResult) -> Finding | None:
         for label, r in v["settings"].items():
             numbers[f"{name} / {label} AUROC"] = r["auroc"]
             numbers[f"{name} / {label} AUROC ci95"] = r["auroc_ci95"]
-    return Finding("<b>Interference detector</b> (paper 001, eq. 5) on held-out clean images "
+    return Finding.from_html("<b>Interference detector</b> (paper 001, eq. 5) on held-out clean images "
                    "vs composites: " + "; ".join(parts) + ".", numbers)
 
 

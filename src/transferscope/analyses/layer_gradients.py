@@ -308,7 +308,7 @@ def finding(result: AnalysisResult) -> Finding | None:
             f"{html.escape(m)}: raised in {v['raised']} of {v['images']} images, lowered in "
             f"{v['lowered']} (paired t-test, p &lt; {v['alpha']:g}; median t "
             f"{v['median_t']:.2f})" for m, v in tests.items()) + "."
-    return Finding(text, {k: v["argmax_layer"] for k, v in s.items()})
+    return Finding.from_html(text, {k: v["argmax_layer"] for k, v in s.items()})
 
 
 register_analysis("layer_gradients", title="Layer-wise gradients at the start of fine-tuning",

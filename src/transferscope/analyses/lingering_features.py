@@ -114,7 +114,7 @@ def finding(result: AnalysisResult) -> Finding | None:
     parts = [f"{e(k)} {m['lingering']} of {m['evaluated_source_only']}"
              + (f" (e.g. {e(', '.join(t['name'] for t in m['top'][:3]))})" if m["top"] else "")
              for k, m in s["models"].items()]
-    return Finding(f"<b>Lingering features</b> (p_lo = {s['p_lo']:g}): source-only classes "
+    return Finding.from_html(f"<b>Lingering features</b> (p_lo = {s['p_lo']:g}): source-only classes "
                    "the fine-tuned backbone still recognises - " + "; ".join(parts) + ".",
                    {k: m["lingering"] for k, m in s["models"].items()})
 

@@ -221,7 +221,7 @@ def finding(result: AnalysisResult) -> Finding | None:
         return None
     parts = [f"{html.escape(k)}: {int(v['common'])} common mistakes "
              f"(accuracy {fmt(v['acc1'])} / {fmt(v['acc2'])})" for k, v in pairs.items()]
-    return Finding("<b>Mistakes</b> shared by two models (paper 003: P-T models share more "
+    return Finding.from_html("<b>Mistakes</b> shared by two models (paper 003: P-T models share more "
                    "of them than RI-T models) - " + "; ".join(parts) + ".",
                    {k: v["common"] for k, v in pairs.items()})
 

@@ -73,7 +73,7 @@ def finding(result: AnalysisResult) -> Finding | None:
     s = result.summary
     parts = [f"{e(k)} {with_ci(v['fixed'], v.get('fixed_ci95'), '.0f')} of {v['wrong']}"
              for k, v in s.items() if v["wrong"]]
-    return Finding("<b>Occlusion</b>: wrong answers on composites that become right when the "
+    return Finding.from_html("<b>Occlusion</b>: wrong answers on composites that become right when the "
                    "background is hidden - " + "; ".join(parts) + ".",
                    {k: {"fixed": v["fixed"], "wrong": v["wrong"]} for k, v in s.items()})
 

@@ -26,7 +26,7 @@ def finding(result: AnalysisResult) -> Finding | None:
     """Final accuracy of the fine-tune from each checkpoint."""
     s = result.summary
     parts = [f"epoch {e}: {fmt(r['final accuracy'])}" for e, r in s.items()]
-    return Finding("<b>Pre-training checkpoints</b> (final accuracy of the fine-tune started "
+    return Finding.from_html("<b>Pre-training checkpoints</b> (final accuracy of the fine-tune started "
                    "from each; paper 003: later checkpoints help less and less) - "
                    + "; ".join(parts) + ".", {e: r["final accuracy"] for e, r in s.items()})
 

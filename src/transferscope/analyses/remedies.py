@@ -122,7 +122,7 @@ def finding(result: AnalysisResult) -> Finding | None:
              f"{100 * r['delta_clean']:+.1f} pts)" for k, r in v.items()]
     if not parts:
         return None
-    return Finding("<b>Remedies</b> vs standard fine-tuning of the same seed (composite "
+    return Finding.from_html("<b>Remedies</b> vs standard fine-tuning of the same seed (composite "
                    "accuracy over biased backgrounds; counts if its rise exceeds the "
                    "seed-to-seed spread of that rise and clean accuracy drops at most 1 "
                    "point): " + "; ".join(parts) + ".", {k: r["counts"] for k, r in v.items()})

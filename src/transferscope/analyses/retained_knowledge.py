@@ -132,7 +132,7 @@ def finding(result: AnalysisResult) -> Finding | None:
            f"{v['classes_recall_ge_50']}" for k, v in s.items() if "M^s)" in k][:1]
     if not parts:
         return None
-    return Finding("<b>Retained knowledge</b>: with the source head put back, the fine-tuned "
+    return Finding.from_html("<b>Retained knowledge</b>: with the source head put back, the fine-tuned "
                    "backbones still recognise source classes at recall &ge; 50%: "
                    + "; ".join(parts) + (f" ({ref[0]})." if ref else "."),
                    {k: v["classes_recall_ge_50"] for k, v in s.items()})

@@ -255,7 +255,7 @@ def finding(result: AnalysisResult) -> Finding | None:
     """Largest singular value of each model's conv layers."""
     s = result.summary
     parts = [f"{html.escape(k)} {fmt(v['max_singular_value'])}" for k, v in s.items()]
-    return Finding("<b>Spectra</b> (largest singular value over the conv layers): "
+    return Finding.from_html("<b>Spectra</b> (largest singular value over the conv layers): "
                    + "; ".join(parts) + ".", {k: v["max_singular_value"] for k, v in s.items()})
 
 

@@ -256,7 +256,7 @@ def finding(result: AnalysisResult) -> Finding | None:
         return None
     parts = [f"{html.escape(k)} T_FB {fmt(v['T_FB'])}, T_SB {fmt(v['T_SB'])}"
              for k, v in s.items()]
-    return Finding("<b>Transferability</b> (1 = no better than a random start): "
+    return Finding.from_html("<b>Transferability</b> (1 = no better than a random start): "
                    + "; ".join(parts) + ".", {k: v["T_FB"] for k, v in s.items()})
 
 

@@ -133,7 +133,7 @@ def finding(result: AnalysisResult) -> Finding | None:
     parts = [f"{html.escape(k)}: R^2 {fmt(v['r2'])} over {v['n']} targets ("
              + ", ".join(f"{html.escape(c)} {fmt(b)}" for c, b in v["coefficients"].items())
              + ")" + ("" if v["identifiable"] else ", not identifiable") for k, v in s.items()]
-    return Finding("<b>Transferability factors</b> (eq. 3, log T on gap, width and log N) - "
+    return Finding.from_html("<b>Transferability factors</b> (eq. 3, log T on gap, width and log N) - "
                    + "; ".join(parts) + ".", {k: v["r2"] for k, v in s.items()})
 
 
