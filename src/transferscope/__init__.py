@@ -7,4 +7,19 @@ from transferscope.errors import TransferscopeError
 
 __version__ = "0.1.0"
 
-__all__ = ["TransferscopeError", "__version__"]
+__all__ = ["Finding", "Report", "Study", "TransferscopeError", "__version__", "create_model",
+           "load_model"]
+
+_LAZY = {"Study": "transferscope.studies.run", "Report": "transferscope.report",
+         "Finding": "transferscope.findings", "create_model": "transferscope.models",
+         "load_model": "transferscope.models"}
+
+
+def __getattr__(name: str):
+    """``from transferscope import Study, Report, create_model, load_model, Finding``,
+    imported on first use so ``import transferscope`` stays light."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'transferscope' has no attribute {name!r}")

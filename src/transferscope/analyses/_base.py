@@ -62,6 +62,12 @@ class AnalysisResult:
                    {k: pd.DataFrame(v, columns=order.get(k)) for k, v in data["tables"].items()},
                    {}, data["notes"], images)
 
+    def __repr__(self) -> str:  # short: never the thumbnails' bytes or whole tables
+        tables = ", ".join(f"{k} ({len(t)} rows)" for k, t in self.tables.items())
+        return (f"AnalysisResult({self.name!r}: summary keys {list(self.summary)[:6]}"
+                f"{' ...' if len(self.summary) > 6 else ''}; tables {tables or 'none'}; "
+                f"{len(self.figures)} figures, {len(self.images)} thumbnails)")
+
     def _repr_html_(self) -> str:  # notebooks show the result inline
         from transferscope.analyses._html import result_html
 

@@ -59,8 +59,14 @@ def build_from_spec(builder: dict) -> TransferModel:
 
 
 def load_model(path: str | os.PathLike, *, verify: bool = True) -> TransferModel:
-    """Load a model written by :func:`save_model`; a changed byte is reported, never used."""
+    """Load a model written by :func:`save_model` (a ``.safetensors`` file, or a training run
+    directory holding ``model.safetensors``); a changed byte is reported, never used."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / "model.safetensors").is_file():
+            raise ModelError(f"{path} is a directory without model.safetensors; give a "
+                             "training run directory (finished) or a .safetensors file")
+        path = path / "model.safetensors"
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     try:
