@@ -31,6 +31,9 @@ def main() -> None:
         f = paired_rejection_rate(0.0, args.sims, k, m, n_boot=args.boot)
         print(f"| false 'difference', equal models | {k} x {m} | cluster, paired | {f:.3f} "
               "| <= 0.05 |")
+    f = paired_rejection_rate(0.0, args.sims, 20, 8, n_boot=args.boot, noise=0.0)
+    print(f"| false 'difference', a model and its copy | 20 x 8 | cluster, paired | {f:.3f} "
+          "| <= 0.05 |")
     for eff in (0.25, 0.5, 1.0):
         p = paired_rejection_rate(eff, args.sims, 20, 8, n_boot=args.boot)
         print(f"| power, planted effect {eff} (unit sd 1, pair sd 0.5) | 20 x 8 | cluster, "
