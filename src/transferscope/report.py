@@ -18,7 +18,8 @@ from transferscope._io import atomic_write_bytes
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import SECTIONS, finding_of, get_analysis, list_analyses
 from transferscope.findings import Finding
-from transferscope.report_findings import claims_html, collect_findings, findings_html
+from transferscope.report_findings import (SMOKE_BANNER, claims_html, collect_findings,
+                                          findings_html, glossary_html, summary_html)
 from transferscope.report_html import ReportPage
 
 
@@ -64,8 +65,10 @@ def load_results(out_dir: str | Path) -> dict[str, AnalysisResult]:
 
 def write_report(out_dir: str | Path, results: dict[str, AnalysisResult], *,
                  title: str = "transferscope audit", spec_text: str | None = None,
-                 extra_versions: dict[str, str] | None = None) -> Path:
-    """Write ``out_dir/report.html`` from results already saved under ``out_dir``."""
+                 extra_versions: dict[str, str] | None = None, smoke: bool | None = None) -> Path:
+    """Write ``out_dir/report.html`` (and ``results/findings.json``) from results already
+    saved under ``out_dir``. ``smoke`` (default: the spec says it is a ``--quick`` variant)
+    puts a banner on top saying not to interpret the numbers."""
     import torch
 
     out_dir = Path(out_dir)
@@ -73,7 +76,10 @@ def write_report(out_dir: str | Path, results: dict[str, AnalysisResult], *,
     order = [n for _, names in sections(results) for n in names]
     found = collect_findings(results, findings, order)
     write_findings(out_dir, found, set(results))
+    if smoke is None:
+        smoke = bool(spec_text and spec_text.lstrip().startswith("# --quick variant"))
     parts = [page.head(title), f"<h1>{html.escape(title)}</h1>",
+             SMOKE_BANNER if smoke else "", summary_html(found),
              claims_html(found, set(results)), findings_html(found)]
     for section, names in sections(results):
         present = [n for n in names if n in results]
@@ -96,6 +102,8 @@ def write_report(out_dir: str | Path, results: dict[str, AnalysisResult], *,
     if index.exists():
         parts.append(f"<pre>{html.escape(json.dumps(json.loads(index.read_text()), indent=1))}"
                      "</pre>")
+    parts.append(glossary_html("\n".join([f.text for f in found] + [
+        n for r in results.values() for n in r.notes])))
     parts.append(page.tail() + "</body></html>")
     path = out_dir / "report.html"
     atomic_write_bytes(path, "\n".join(parts).encode())

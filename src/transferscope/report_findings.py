@@ -5,6 +5,7 @@ unit and n), rendered from :class:`~transferscope.findings.Finding` objects as t
 from __future__ import annotations
 
 import html
+import re
 from typing import Any, Callable
 
 from transferscope.findings import Finding, claims_table
@@ -82,3 +83,73 @@ def findings_html(items: list[Finding], max_values: int = 6) -> str:
         if any(f.values for f in items) else ""
     return (f"<section class='findings' id='findings'><h2>Findings</h2>{note}"
             f"<ol>{''.join(lis)}</ol></section>")
+
+
+# Every symbol and abbreviation the report uses, in plain words (shown when it appears).
+GLOSSARY: dict[str, str] = {
+    "M^s": "the source model: the pretrained network with its original (source) head",
+    "M^st": "the fine-tuned backbone with the source head put back (paper 001): what the "
+            "fine-tuned model still knows of the source classes",
+    "M^t": "the fine-tuned model with its target head",
+    "P-T": "pretrained, then trained on the target (fine-tuned)",
+    "RI-T": "randomly initialised, then trained on the target (from scratch)",
+    "P": "the pretrained source model",
+    "L": "the lingering set: source classes whose features survive fine-tuning (paper 001)",
+    "T_FB": "transferability of a layer, fine-tuned vs from scratch (paper 002, eq. 1)",
+    "T_SB": "transferability of a layer, pretrained start vs from scratch (paper 002)",
+    "p_lo": "the lowest mean source-class probability that still counts a class as lingering",
+    "k": "how many top lingering classes an image must activate to be flagged",
+    "MMD²": "maximum mean discrepancy: the domain gap between two sets' feature distributions",
+    "MMD^2": "maximum mean discrepancy: the domain gap between two sets' feature distributions",
+    "CKA": "centred kernel alignment: similarity of two models' features (1 = same)",
+    "ε": "epsilon: the loss tolerance of a basin (paper 003, Def. 3.1)",
+    "δ": "delta: how far one can move from the solutions' hull and stay in the basin",
+    "AUROC": "area under the ROC curve: 0.5 = no better than chance, 1 = perfect ranking",
+    "IoU": "intersection over union of two masks",
+    "95 %": "the 95 % interval: the range the value lies in with 95 % confidence, resampling "
+            "the unit named (class, background image, target image, seed)",
+}
+
+
+def summary_html(items: list[Finding], most: int = 3) -> str:
+    """"What this means for your model": the findings that matter most (those with a next
+    step, then those whose claim has a clear verdict), each with its verdict and next step."""
+    def weight(f: Finding) -> tuple:
+        clear = any(c.verdict.value in ("agrees", "contradicts") for c in f.checks)
+        return (not f.next_step, not clear, f.too_small)
+
+    chosen = sorted(items, key=weight)[:most]
+    if not chosen:
+        return ""
+    e = html.escape
+    lis = []
+    for f in chosen:
+        verdicts = "; ".join(f"{c.about.words}: {c.verdict.words}" for c in f.checks)
+        lis.append(f"<li><b>{e(f.title)}</b>: {e(f.lead)}"
+                   + (f" <i>({e(verdicts)})</i>" if verdicts else "")
+                   + (f" <b>Caution</b>: {e(f.caveat)}." if f.caveat else "")
+                   + (f"<br>What to do: {e(f.next_step)}" if f.next_step else "")
+                   + (f" <a href='#{e(f.analysis)}'>evidence</a>" if f.analysis else "")
+                   + "</li>")
+    return ("<section class='summary' id='summary'><h2>What this means for your model</h2>"
+            f"<ul>{''.join(lis)}</ul></section>")
+
+
+def glossary_html(page_text: str) -> str:
+    """The glossary entries whose term appears in ``page_text``."""
+    e = html.escape
+    used = [(k, v) for k, v in GLOSSARY.items()
+            if re.search(rf"(?<![\w^]){re.escape(k)}(?![\w^])", page_text)]
+    seen, rows = set(), []
+    for k, v in used:
+        if v in seen:
+            continue
+        seen.add(v)
+        rows.append(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>")
+    return (f"<section class='glossary' id='glossary'><h2>Glossary</h2><dl>{''.join(rows)}"
+            "</dl></section>") if rows else ""
+
+
+SMOKE_BANNER = ("<div class='banner smoke'><b>Smoke-test run</b> (--quick): tiny images, few "
+                "epochs and few images. Its numbers check that the pipeline works; do not "
+                "interpret them. Run without --quick for findings.</div>")
