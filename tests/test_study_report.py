@@ -118,6 +118,11 @@ repeats = 1
     assert report["images"][0]["prediction"] in ("ants", "bees")
     assert isinstance(report["images"][0]["interference"], bool)
     assert "unreadable" in report["images"][1]["error"]
+    assert main(["guard", "--study", str(out), str(tiny_split / "val" / "ants")]) == 0  # folder
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("model ") and "threshold p_lo" in lines[0]
+    assert len(lines) == 1 + len(list((tiny_split / "val" / "ants").iterdir()))
+    assert all("; score " in ln and "threshold" in ln for ln in lines[1:])
 
 
 def test_missing_data_folder_and_unknown_model_are_one_line(tmp_path, capsys):

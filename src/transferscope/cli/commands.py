@@ -231,7 +231,7 @@ def demo(out: Path = typer.Option(Path("transferscope-demo"), help="output folde
 
 
 @app.command()
-def guard(images: list[Path] = typer.Argument(..., help="image files to check"),
+def guard(images: list[Path] = typer.Argument(..., help="image files or folders to check"),
           study: Path = typer.Option(..., help="output folder of a finished study / demo"),
           model: Optional[str] = typer.Option(None, help="which fine-tuned model (default: "
                                               "the first with the source architecture)"),
@@ -257,7 +257,7 @@ def guard(images: list[Path] = typer.Argument(..., help="image files to check"),
     net = ctx.targets[name].eval()
     tf = eval_transform(net.norm, net.input_size(ctx.image_size))
     rows = []
-    for path in images:
+    for path in _image_paths(images):
         try:
             x = tf(load_rgb(path))[None]
         except Exception as exc:
@@ -277,13 +277,48 @@ def guard(images: list[Path] = typer.Argument(..., help="image files to check"),
     if json_out:
         typer.echo(json.dumps({"model": name, "p_lo": det.p_lo, "images": rows}, indent=2))
         return
+    typer.echo(f"model {name}; detector threshold p_lo = {det.p_lo:.3f} on the mean "
+               f"probability of the lingering classes L ({len(det.classes)} classes)")
     for r in rows:
-        if "error" in r:
-            typer.echo(f"{r['image']}: {r['error']}")
+        typer.echo(guard_line(r, det.p_lo))
+
+
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _image_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to the image files inside them (sorted, recursive)."""
+    out = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in _IMAGE_SUFFIXES
+                           and f.is_file())
+            if not found:
+                raise TransferscopeError(f"{p} is a folder without image files "
+                                         f"({', '.join(sorted(_IMAGE_SUFFIXES))})")
+            out += found
         else:
-            flag = (f"INTERFERENCE ({r['lingering_class']}, p={r['score']:.3f})"
-                    if r["interference"] else "ok")
-            typer.echo(f"{r['image']}: {r['prediction']} ({r['confidence']:.2f})  {flag}")
+            out.append(p)
+    return out
+
+
+def guard_line(r: dict, p_lo: float) -> str:
+    """One line of ``guard``'s text output: prediction, detector score against its threshold,
+    the verdict and the lingering class that drove it.
+
+    >>> guard_line({"image": "a.jpg", "prediction": "bees", "confidence": 0.65, "score": 0.41,
+    ...             "interference": True, "lingering_class": "n01817953"}, 0.3)
+    'a.jpg: bees (0.65); score 0.410 > threshold 0.300: FLAGGED, lingering class n01817953 (african grey parrot)'
+    """
+    from transferscope.report_html import with_class_names
+
+    if "error" in r:
+        return f"{r['image']}: {r['error']}"
+    head = f"{r['image']}: {r['prediction']} ({r['confidence']:.2f}); score {r['score']:.3f}"
+    if r["interference"]:
+        return with_class_names(f"{head} > threshold {p_lo:.3f}: FLAGGED, lingering class "
+                                f"{r['lingering_class']}")
+    return f"{head} <= threshold {p_lo:.3f}: ok"
 
 
 @app.command()
