@@ -180,3 +180,15 @@ def test_imagenet_val_flat_with_devkit_ground_truth(tmp_path):
     (tmp_path / "ILSVRC2012_validation_ground_truth.txt").write_text("2\nfoo\n")
     with pytest.raises(DataError, match="row 2: 'foo'"):
         imagenet_val_labels(val)
+
+
+def test_a_study_file_takes_a_csv_target(csv_data, tmp_path, monkeypatch):
+    """Issue 27, item 2: `[target] data = "labels.csv"` was "data folder not found"."""
+    from transferscope.data.fetch import ensure_sets
+    from transferscope.errors import DataError
+
+    monkeypatch.chdir(csv_data.parent)
+    assert ensure_sets(["labels.csv"], tmp_path / "root") == []  # found, nothing to fetch
+    assert ensure_sets([str(csv_data)], tmp_path / "root") == []
+    with pytest.raises(DataError, match="CSV file not found: 'nope.csv'"):
+        ensure_sets(["nope.csv"], tmp_path / "root")

@@ -193,6 +193,13 @@ def ensure_sets(entries, data_root: str | os.PathLike | None = None, *,
                 not Path(entry).exists():
             if name not in wanted and not _present(root / name):
                 wanted.append(name)
+        elif entry.lower().endswith(".csv"):  # a CSV set: the file must exist
+            from transferscope.data.folder import _resolve_file
+
+            if not _resolve_file(entry, data_root).is_file():
+                raise DataError(f"CSV file not found: {entry!r} (looked in the current folder "
+                                f"and under the data root {root}); give an existing "
+                                "path,label[,split] file")
         else:
             resolve_folder(entry, None, data_root)  # raises "data folder not found: ..."
     fetched, offline = [], []
