@@ -68,3 +68,29 @@ def test_audit_memory_rejects_folder_without_imagenet_names(runs, tmp_path, caps
     code = main(["audit-memory", "--model", f"ft={root / 'ft'}", "--out", str(tmp_path / "x"),
                  "--target", str(tiny_split), "--source-images", str(tiny_split / "train")])
     assert code == 2 and "ImageNet class" in capsys.readouterr().err
+
+
+def test_guard_reads_what_audit_memory_writes(runs, tmp_path, capsys):
+    """Issue 27, item 1: `guard --study OUT` on an audit-memory folder said "study file not
+    found"; audit-memory now writes OUT/study.toml (models by path) like a study."""
+    from transferscope.report import Report
+
+    tiny_split, root = runs
+    out = tmp_path / "audit"
+    assert _audit(tiny_split, root, out) == 0
+    assert (out / "study.toml").exists()
+    capsys.readouterr()
+    img_dir = tiny_split / "val" / "ants"
+    assert main(["guard", "--study", str(out), str(img_dir)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "threshold" in lines[0] and len(lines) == 1 + len(list(img_dir.iterdir()))
+    assert Report.from_dir(out).findings()
+
+
+def test_a_missing_run_directory_is_named(runs, tmp_path, capsys):
+    tiny_split, root = runs
+    code = main(["audit-memory", "--model", "ft=runs/nothere", "--out", str(tmp_path / "x"),
+                 "--target", str(tiny_split), "--source-images", str(root / "src")])
+    err = capsys.readouterr().err
+    assert code == 2 and "runs/nothere: no such run directory or model file" in err
+    assert "unknown model" not in err

@@ -77,6 +77,11 @@ def _load_any(model: str, init: str, num_classes: int | None):
     path = Path(model)
     if path.is_dir():
         return load_run(path)
+    if not path.exists() and (model.endswith((".safetensors", ".pt", ".pth")) or (
+            "/" in model and ":" not in model.split("/")[0])):
+        raise TransferscopeError(f"{model}: no such run directory or model file; give a "
+                                 "finished run directory (train writes one) or a .safetensors "
+                                 "file, or a registered architecture (`transferscope models`)")
     if path.suffix == ".safetensors" and path.is_file():
         return load_model(path)
     if path.is_file():
@@ -185,10 +190,60 @@ def audit_memory(
                           "repeats": repeats, "seed": seed})
     from transferscope.report import write_report
 
-    report = write_report(out, results, title=f"source-domain memory audit: {target}")
+    write_study_file(out, source=source, init=init, target=target, target_split=target_split,
+                     models={n: p for n, _, p in (m.partition("=") for m in model)},
+                     source_images=source_images, views=views, image_size=image_size,
+                     analyses=analyses, precision=precision, device=device,
+                     composites={"style": composite_style,
+                                 "overlays_per_class": overlays_per_class,
+                                 "repeats": repeats, "seed": seed})
+    report = write_report(out, results, title=f"source-domain memory audit: {target}",
+                          spec_text=(Path(out) / "study.toml").read_text())
     stats = json.loads((Path(out) / "run_stats.json").read_text())
     typer.echo(f"{out}: {len(results)} analyses written in {sum(stats['seconds'].values()):.1f}"
                f" s; cache {stats['cache']}; report {report}")
+
+
+def write_study_file(out: Path, *, source: str, init: str, target: str, target_split: str,
+                     models: dict[str, str], source_images: list[str], views: int,
+                     image_size: int, analyses: str | None, precision: str, device: str,
+                     composites: dict) -> Path:
+    """``OUT/study.toml`` for what ``audit-memory`` did, so ``guard``, ``Report.from_dir`` and
+    ``audit OUT/study.toml`` (a rerun) accept its output folder like a study's. Models (and a
+    source given as a file or run) are referred to by absolute path."""
+    q = json.dumps  # a JSON string is a valid TOML basic string
+
+    def absolute(p: str) -> str:
+        return str(Path(p).resolve()) if Path(p).exists() else p
+
+    src = Path(source)
+    if src.exists():  # a file or a run directory: its architecture, these weights
+        from transferscope.models import load_model
+
+        arch = load_model(src).arch
+        weights = src / "model.safetensors" if src.is_dir() else src
+        src_lines = [f"arch = {q(arch)}", f"init = {q(str(weights.resolve()))}"]
+    else:
+        src_lines = [f"arch = {q(source)}", f"init = {q(absolute(init))}"]
+    memory = q(analyses.split(",")) if analyses else '"all"'
+    lines = ["# written by `transferscope audit-memory`: rerun with `transferscope audit "
+             "study.toml --out DIR`", f"name = {q('source-domain memory audit: ' + target)}",
+             f"image_size = {image_size}", f"precision = {q(precision)}", f"device = {q(device)}",
+             "", "[source]", *src_lines, "", "[target]", f"data = {q(absolute(target))}",
+             f"val_split = {q(target_split)}", "", "[source_images]",
+             f"sets = {q([absolute(s) for s in source_images])}", f"views = {views}", "",
+             "[analyses]", f"memory = {memory}", 'transfer = "none"',
+             'transferability = "none"', "", "[analyses.composites]",
+             *(f"{k} = {q(v)}" for k, v in composites.items())]
+    for name, path in models.items():
+        lines += ["", "[[models]]", f"name = {q(name)}", f"path = {q(absolute(path))}"]
+    path = Path(out) / "study.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    from transferscope.studies.spec import parse_study
+
+    parse_study(path.read_text(), str(path))  # what guard will read must parse
+    return path
 
 
 @app.command()
