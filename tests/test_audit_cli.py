@@ -94,3 +94,21 @@ def test_a_missing_run_directory_is_named(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "runs/nothere: no such run directory or model file" in err
     assert "unknown model" not in err
+
+
+def test_the_audit_size_comes_from_the_trained_model(runs, tmp_path, capsys):
+    """Issue 27, item 3: a model trained at 32 px was audited at 224 px by default."""
+    from transferscope.cli.commands import audit_size, trained_size
+
+    tiny_split, root = runs
+    assert trained_size(root / "ft") == 32 and trained_size(root / "nothere") is None
+    assert audit_size(None, {"ft": str(root / "ft")}) == 32
+    assert audit_size(None, {"w": str(root / "ft" / "model.safetensors")}) == 224
+    assert audit_size(64, {"ft": str(root / "ft")}) == 64
+    assert "trained at ft 32 px" in capsys.readouterr().err
+    out = tmp_path / "sized"
+    assert main(["audit-memory", "--model", f"fine-tuned={root / 'ft'}", "--out", str(out),
+                 "--target", str(tiny_split), "--source-images", str(root / "src"),
+                 "--views", "2", "--overlays-per-class", "2", "--repeats", "1",
+                 "--analyses", "retained_knowledge"]) == 0
+    assert "image_size = 32" in (out / "study.toml").read_text()

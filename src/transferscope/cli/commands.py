@@ -150,7 +150,9 @@ def audit_memory(
                                             help="ImageNet-labelled image sets; repeat"),
     views: int = typer.Option(3, help="deterministic augmented views per image, for source "
                               "sets with at most 2 images per class (e.g. imagenet-samples)"),
-    image_size: int = typer.Option(224),
+    image_size: Optional[int] = typer.Option(None, help="image size of the audit (default: "
+                                             "the size the first model was trained at, from "
+                                             "its run's config.json; else 224)"),
     analyses: Optional[str] = typer.Option(None, help="comma-separated subset"),
     composite_style: str = typer.Option("paper001", help="paper001 (40%/side) | paper000 (10% area)"),
     overlays_per_class: int = typer.Option(10),
@@ -176,6 +178,7 @@ def audit_memory(
             raise TransferscopeError(f"--model {spec!r}: write NAME=RUN_DIR, e.g. "
                                      "--model fine-tuned=runs/ft")
         targets[name] = _load_any(path, "imagenet", None)
+    image_size = audit_size(image_size, {n: p for n, _, p in (m.partition("=") for m in model)})
     src = _load_any(source, init, None)
     sets = {}
     for spec in source_images:
@@ -202,6 +205,40 @@ def audit_memory(
     stats = json.loads((Path(out) / "run_stats.json").read_text())
     typer.echo(f"{out}: {len(results)} analyses written in {sum(stats['seconds'].values()):.1f}"
                f" s; cache {stats['cache']}; report {report}")
+
+
+def trained_size(path: str | Path) -> int | None:
+    """The image size a training run directory was trained at (its ``config.json``), or None
+    for files and runs without one."""
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        size = json.loads(cfg.read_text())["config"]["recipe"]["image_size"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return int(size) if size else None
+
+
+def audit_size(given: int | None, models: dict[str, str]) -> int:
+    """The audit's image size: ``given``, else the size the first model was trained at (a
+    warning names models trained at other sizes), else 224."""
+    def warn(msg: str) -> None:
+        typer.echo(f"warning: {msg}", err=True)
+
+    sizes = {n: trained_size(p) for n, p in models.items()}
+    known = {n: s for n, s in sizes.items() if s}
+    if len(set(known.values())) > 1:
+        warn("models were trained at different image sizes ("
+             + ", ".join(f"{n} {s} px" for n, s in known.items()) + "); the audit runs at "
+             f"{given or next(iter(known.values()))} px (set --image-size to choose)")
+    if given:
+        off = {n: s for n, s in known.items() if s != given}
+        if off:
+            warn(f"auditing at {given} px; trained at " + ", ".join(
+                f"{n} {s} px" for n, s in off.items()))
+        return given
+    return next(iter(known.values()), 224)
 
 
 def write_study_file(out: Path, *, source: str, init: str, target: str, target_split: str,
