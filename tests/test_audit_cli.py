@@ -98,7 +98,7 @@ def test_a_missing_run_directory_is_named(runs, tmp_path, capsys):
 
 def test_the_audit_size_comes_from_the_trained_model(runs, tmp_path, capsys):
     """Issue 27, item 3: a model trained at 32 px was audited at 224 px by default."""
-    from transferscope.cli.commands import audit_size, trained_size
+    from transferscope.cli.audits import audit_size, trained_size
 
     tiny_split, root = runs
     assert trained_size(root / "ft") == 32 and trained_size(root / "nothere") is None

@@ -160,7 +160,10 @@ def list_analyses(section: str | None = None, *, runnable: bool = False) -> list
 def get_analysis(name: str) -> AnalysisSpec:
     _load_builtin()
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown analysis {name!r}; known: {', '.join(list_analyses())} "
+        from transferscope.errors import did_you_mean
+
+        raise ConfigError(f"unknown analysis {name!r}{did_you_mean(name, list_analyses())}; "
+                          f"known: {', '.join(list_analyses())} "
                           "(`transferscope analyses` lists them)")
     return _REGISTRY[name]
 

@@ -16,10 +16,13 @@ import sys
 import typer
 
 from transferscope.cli import commands as _commands  # noqa: F401  (registers the commands)
+from transferscope.cli import audits as _audits  # noqa: F401  (audit-memory, guard)
 from transferscope.cli import studies as _studies  # noqa: F401  (registers the study commands)
 from transferscope.cli import cache as _cache  # noqa: F401  (registers `cache info|clear`)
 from transferscope.cli._app import app
-from transferscope.errors import TransferscopeError
+from pydantic import ValidationError
+
+from transferscope.errors import TransferscopeError, validation_line
 
 __all__ = ["app", "main", "run"]
 
@@ -43,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code
     except TransferscopeError as exc:
         typer.echo(f"error: {exc}", err=True)
+        return 2
+    except ValidationError as exc:  # a setting checked by a pydantic model: one line
+        typer.echo(f"error: {validation_line(exc)}", err=True)
         return 2
     except KeyboardInterrupt:
         code = 130

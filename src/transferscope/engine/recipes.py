@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from transferscope.errors import ConfigError
+from transferscope.errors import ConfigError, did_you_mean, validation_line
 
 
 class Recipe(BaseModel):
@@ -74,10 +74,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
 def get_recipe(name: str, **overrides) -> Recipe:
     """A named recipe with ``overrides`` (``None`` values ignored) applied and validated."""
     if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+        raise ConfigError(f"unknown recipe {name!r}{did_you_mean(name, RECIPES)}; known: "
+                          f"{', '.join(RECIPES)} (`transferscope recipes`)")
     data = RECIPES[name].model_dump()
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Recipe(**data)
-    except Exception as exc:
-        raise ConfigError(f"recipe {name!r} with overrides {overrides}: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"recipe {name!r}: {validation_line(exc, 'option')}; "
+                          "`transferscope recipes` shows the recipes") from exc

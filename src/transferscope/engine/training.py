@@ -47,7 +47,7 @@ from transferscope.engine.loading import make_loader
 from transferscope.engine.recipes import Recipe
 from transferscope.engine.training_data import (  # noqa: F401 (select_subset: public here too)
     _epoch_seed, _evaluate, _recalibrate, select_subset, training_transforms)
-from transferscope.errors import ConfigError
+from transferscope.errors import ConfigError, DataError, TransferscopeError
 from transferscope.models.base import TransferModel
 from transferscope.engine.device import check_amp, resolve_device, to_device
 from transferscope.models.io import load_model, save_model
@@ -159,8 +159,25 @@ def train(config: TrainConfig, out: str | os.PathLike, *, wait: bool | None = No
               resolve_device(kwargs.get("device", "auto")))
     if distributed.setup().rank != 0:
         return _train(config, out, **kwargs)
-    with writer_lock(out, f"training {config.arch} into {out}", wait=wait):
-        return _train(config, out, **kwargs)
+    fresh = not Path(out).exists()
+    try:
+        with writer_lock(out, f"training {config.arch} into {out}", wait=wait):
+            return _train(config, out, **kwargs)
+    except TransferscopeError:
+        if fresh:
+            _remove_if_empty(Path(out))  # a run that failed before its first epoch: no trace
+        raise
+
+
+def _remove_if_empty(out: Path) -> None:
+    """Remove ``out`` if it holds nothing but empty folders and lock files."""
+    if not out.is_dir():
+        return
+    files = [p for p in out.rglob("*") if p.is_file()]
+    if all(p.name.endswith(".lock") for p in files):
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
@@ -226,6 +243,10 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                           f"({train_set.classes} vs {val_set.classes})")
     train_set, val_set = select_subset(train_set, val_set, config.data_fraction,
                                        config.max_classes, config.seed)
+    if len(train_set.classes) < 2:
+        raise DataError(f"{train_set.root}: {len(train_set.classes)} class "
+                        f"({', '.join(map(str, train_set.classes)) or 'none'}); a classifier "
+                        "needs at least two classes (one folder or label per class)")
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 

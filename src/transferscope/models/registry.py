@@ -52,7 +52,10 @@ def list_models() -> list[str]:
 
 def get_spec(arch: str) -> ArchSpec:
     if arch not in _REGISTRY:
-        raise ModelError(f"unknown model {arch!r}; known: {', '.join(list_models())}, or "
+        from transferscope.errors import did_you_mean
+
+        raise ModelError(f"unknown model {arch!r}{did_you_mean(arch, list_models())}; known: "
+                         f"{', '.join(list_models())}, or "
                          "timm:<name>, torchvision:<name>, hf:<folder> (`transferscope models`)")
     return _REGISTRY[arch]
 
@@ -76,6 +79,10 @@ def check_model_name(name: str) -> str:
         hint = ""
         if "/" in name and name.split("/", 1)[0] in ("timm", "torchvision", "hf"):
             hint = f" (did you mean {name.replace('/', ':', 1)}?)"
+        else:
+            from transferscope.errors import did_you_mean
+
+            hint = did_you_mean(name, list_models())
         raise ConfigError(f"unknown model {name!r}{hint}; use a registered one "
                           f"({', '.join(list_models())}) or timm:<name>, torchvision:<name>, "
                           "hf:<folder>")

@@ -190,6 +190,10 @@ def study_from_dict(data: dict, source: str = "study") -> StudySpec:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            from transferscope.errors import did_you_mean
+
+            loc += did_you_mean(str(err["loc"][-1]), _all_keys(StudySpec))
         raise ConfigError(f"{source}: key '{loc}': {err['msg']}"
                           f"{' (' + str(err['input'])[:60] + ')' if 'input' in err and err['type'] != 'missing' else ''}"
                           f"; `transferscope demo --print-spec` prints a complete study file (format: docs/study-file.md)"
@@ -211,6 +215,17 @@ def study_from_dict(data: dict, source: str = "study") -> StudySpec:
     except ConfigError as exc:
         raise ConfigError(f"{source}: key 'device': {exc}") from None
     return spec
+
+
+def _all_keys(model: type[BaseModel]) -> set[str]:
+    """Every key a study file may use, at any depth (for "did you mean")."""
+    keys = set()
+    for name, f in model.model_fields.items():
+        keys.add(name)
+        for t in (f.annotation, *getattr(f.annotation, "__args__", ())):
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                keys |= _all_keys(t)
+    return keys
 
 
 def _check_model_names(spec: StudySpec, source: str) -> None:

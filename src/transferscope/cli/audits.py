@@ -1,0 +1,254 @@
+"""The audit commands a practitioner runs on their own models: ``audit-memory`` (which writes
+an output folder that ``guard``, ``Report.from_dir`` and a rerun accept) and ``guard``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from transferscope.cli._app import DataRoot, app, load_any_model
+from transferscope.errors import TransferscopeError
+
+
+@app.command("audit-memory")
+def audit_memory(
+    model: list[str] = typer.Option(..., help="NAME=RUN_DIR|FILE of a target model; repeat. "
+                                    "The first with the source architecture is M^t"),
+    out: Path = typer.Option(..., help="folder for results/ and figures/"),
+    source: str = typer.Option("efficientnet_lite0", help="source model: architecture "
+                               "(ImageNet weights) or .safetensors file"),
+    extra_source: list[str] = typer.Option([], help="source architecture for target models "
+                                           "of another architecture (ImageNet weights); repeat"),
+    init: str = typer.Option("imagenet", help="weights of --source/--extra-source given by "
+                             "name: imagenet | random | PATH"),
+    target: str = typer.Option("hymenoptera", help="target data set"),
+    target_split: str = typer.Option("val"),
+    source_images: list[str] = typer.Option(["imagenet-samples", "imagenette/val"],
+                                            help="ImageNet-labelled image sets; repeat"),
+    views: int = typer.Option(3, help="deterministic augmented views per image, for source "
+                              "sets with at most 2 images per class (e.g. imagenet-samples)"),
+    image_size: Optional[int] = typer.Option(None, help="image size of the audit (default: "
+                                             "the size the first model was trained at, from "
+                                             "its run's config.json; else 224)"),
+    analyses: Optional[str] = typer.Option(None, help="comma-separated subset"),
+    composite_style: str = typer.Option("paper001", help="paper001 (40%/side) | paper000 (10% area)"),
+    overlays_per_class: int = typer.Option(10),
+    repeats: int = typer.Option(2),
+    seed: int = typer.Option(0),
+    precision: str = typer.Option("fp32", help="fp32 | bf16 (bfloat16 autocast: faster on "
+                                  "CPUs with AVX512-BF16/AMX and on GPUs; logits ~1e-2 apart)"),
+    device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda | cuda:N | mps"),
+    data_root: Optional[Path] = DataRoot,
+):
+    """Source-domain memory and interference audit (papers 000 and 001)."""
+    from transferscope.analyses import AuditContext
+    from transferscope.studies.memory import run_memory_audit
+    from transferscope.data import image_folder
+    from transferscope.data.views import load_source_set
+    from transferscope.engine import resolve_device
+
+    resolve_device(device)  # a missing GPU fails before any model is loaded
+    targets = {}
+    for spec in model:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise TransferscopeError(f"--model {spec!r}: write NAME=RUN_DIR, e.g. "
+                                     "--model fine-tuned=runs/ft")
+        targets[name] = load_any_model(path, "imagenet", None)
+    image_size = audit_size(image_size, {n: p for n, _, p in (m.partition("=") for m in model)})
+    src = load_any_model(source, init, None)
+    sets = {}
+    for spec in source_images:
+        sets[spec] = load_source_set(spec, views, seed, data_root=data_root)
+    ctx = AuditContext(src, targets, image_folder(target, target_split, data_root=data_root,
+                                                  empty_classes="skip"),
+                       sets, image_size=image_size, precision=precision, device=device,
+                       extra_sources={a: load_any_model(a, init, None) for a in extra_source})
+    results = run_memory_audit(
+        ctx, out, analyses.split(",") if analyses else None,
+        composite_params={"style": composite_style, "overlays_per_class": overlays_per_class,
+                          "repeats": repeats, "seed": seed})
+    from transferscope.report import write_report
+
+    write_study_file(out, source=source, init=init, target=target, target_split=target_split,
+                     models={n: p for n, _, p in (m.partition("=") for m in model)},
+                     source_images=source_images, views=views, image_size=image_size,
+                     analyses=analyses, precision=precision, device=device,
+                     composites={"style": composite_style,
+                                 "overlays_per_class": overlays_per_class,
+                                 "repeats": repeats, "seed": seed})
+    report = write_report(out, results, title=f"source-domain memory audit: {target}",
+                          spec_text=(Path(out) / "study.toml").read_text())
+    stats = json.loads((Path(out) / "run_stats.json").read_text())
+    typer.echo(f"{out}: {len(results)} analyses written in {sum(stats['seconds'].values()):.1f}"
+               f" s; cache {stats['cache']}; report {report}")
+
+
+def trained_size(path: str | Path) -> int | None:
+    """The image size a training run directory was trained at (its ``config.json``), or None
+    for files and runs without one."""
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        size = json.loads(cfg.read_text())["config"]["recipe"]["image_size"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return int(size) if size else None
+
+
+def audit_size(given: int | None, models: dict[str, str]) -> int:
+    """The audit's image size: ``given``, else the size the first model was trained at (a
+    warning names models trained at other sizes), else 224."""
+    def warn(msg: str) -> None:
+        typer.echo(f"warning: {msg}", err=True)
+
+    sizes = {n: trained_size(p) for n, p in models.items()}
+    known = {n: s for n, s in sizes.items() if s}
+    if len(set(known.values())) > 1:
+        warn("models were trained at different image sizes ("
+             + ", ".join(f"{n} {s} px" for n, s in known.items()) + "); the audit runs at "
+             f"{given or next(iter(known.values()))} px (set --image-size to choose)")
+    if given:
+        off = {n: s for n, s in known.items() if s != given}
+        if off:
+            warn(f"auditing at {given} px; trained at " + ", ".join(
+                f"{n} {s} px" for n, s in off.items()))
+        return given
+    return next(iter(known.values()), 224)
+
+
+def write_study_file(out: Path, *, source: str, init: str, target: str, target_split: str,
+                     models: dict[str, str], source_images: list[str], views: int,
+                     image_size: int, analyses: str | None, precision: str, device: str,
+                     composites: dict) -> Path:
+    """``OUT/study.toml`` for what ``audit-memory`` did, so ``guard``, ``Report.from_dir`` and
+    ``audit OUT/study.toml`` (a rerun) accept its output folder like a study's. Models (and a
+    source given as a file or run) are referred to by absolute path."""
+    q = json.dumps  # a JSON string is a valid TOML basic string
+
+    def absolute(p: str) -> str:
+        return str(Path(p).resolve()) if Path(p).exists() else p
+
+    src = Path(source)
+    if src.exists():  # a file or a run directory: its architecture, these weights
+        from transferscope.models import load_model
+
+        arch = load_model(src).arch
+        weights = src / "model.safetensors" if src.is_dir() else src
+        src_lines = [f"arch = {q(arch)}", f"init = {q(str(weights.resolve()))}"]
+    else:
+        src_lines = [f"arch = {q(source)}", f"init = {q(absolute(init))}"]
+    memory = q(analyses.split(",")) if analyses else '"all"'
+    lines = ["# written by `transferscope audit-memory`: rerun with `transferscope audit "
+             "study.toml --out DIR`", f"name = {q('source-domain memory audit: ' + target)}",
+             f"image_size = {image_size}", f"precision = {q(precision)}", f"device = {q(device)}",
+             "", "[source]", *src_lines, "", "[target]", f"data = {q(absolute(target))}",
+             f"val_split = {q(target_split)}", "", "[source_images]",
+             f"sets = {q([absolute(s) for s in source_images])}", f"views = {views}", "",
+             "[analyses]", f"memory = {memory}", 'transfer = "none"',
+             'transferability = "none"', "", "[analyses.composites]",
+             *(f"{k} = {q(v)}" for k, v in composites.items())]
+    for name, path in models.items():
+        lines += ["", "[[models]]", f"name = {q(name)}", f"path = {q(absolute(path))}"]
+    path = Path(out) / "study.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    from transferscope.studies.spec import parse_study
+
+    parse_study(path.read_text(), str(path))  # what guard will read must parse
+    return path
+
+
+@app.command()
+def guard(images: list[Path] = typer.Argument(..., help="image files or folders to check"),
+          study: Path = typer.Option(..., help="output folder of a finished study / demo"),
+          model: Optional[str] = typer.Option(None, help="which fine-tuned model (default: "
+                                              "the first with the source architecture)"),
+          json_out: bool = typer.Option(False, "--json", help="print JSON instead of text"),
+          data_root: Optional[Path] = DataRoot):
+    """Per image: the fine-tuned model's prediction and whether it activates a lingering
+    source feature (paper 001, eq. 5)."""
+    import torch
+
+    from transferscope.analyses.interference_detector import build
+    from transferscope.data import eval_transform, load_rgb
+    from transferscope.studies.run import build_context, load_study
+
+    spec, _ = load_study(study / "study.toml")
+    ctx = build_context(spec, study, data_root, train_missing=False)
+    names = list(ctx.transferred())
+    if not names:
+        raise TransferscopeError("the study has no model fine-tuned from the source model")
+    name = model or names[0]
+    if name not in ctx.targets:
+        raise TransferscopeError(f"--model {name!r} is not in the study ({', '.join(ctx.targets)})")
+    det = build(ctx, name)
+    net = ctx.targets[name].eval()
+    tf = eval_transform(net.norm, net.input_size(ctx.image_size))
+    rows = []
+    for path in _image_paths(images):
+        try:
+            x = tf(load_rgb(path))[None]
+        except Exception as exc:
+            rows.append({"image": str(path), "error": f"unreadable: {exc}"})
+            continue
+        with torch.inference_mode():
+            probs = net(x).softmax(1)[0]
+            st_logits = det.m_st.eval()(x)
+        pred = int(probs.argmax())
+        score = float(det.score_logits(st_logits)[0])
+        top = int(st_logits[0, det.classes].argmax()) if len(det.classes) else None
+        rows.append({"image": str(path), "prediction": ctx.target_classes[pred],
+                     "confidence": round(float(probs[pred]), 4), "interference": score > det.p_lo,
+                     "score": round(score, 4),
+                     "lingering_class": ctx.source_data[next(iter(ctx.source_data))].classes[
+                         int(det.classes[top])] if top is not None else None})
+    if json_out:
+        typer.echo(json.dumps({"model": name, "p_lo": det.p_lo, "images": rows}, indent=2))
+        return
+    typer.echo(f"model {name}; detector threshold p_lo = {det.p_lo:.3f} on the mean "
+               f"probability of the lingering classes L ({len(det.classes)} classes)")
+    for r in rows:
+        typer.echo(guard_line(r, det.p_lo))
+
+
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _image_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to the image files inside them (sorted, recursive)."""
+    out = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in _IMAGE_SUFFIXES
+                           and f.is_file())
+            if not found:
+                raise TransferscopeError(f"{p} is a folder without image files "
+                                         f"({', '.join(sorted(_IMAGE_SUFFIXES))})")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def guard_line(r: dict, p_lo: float) -> str:
+    """One line of ``guard``'s text output: prediction, detector score against its threshold,
+    the verdict and the lingering class that drove it.
+
+    >>> guard_line({"image": "a.jpg", "prediction": "bees", "confidence": 0.65, "score": 0.41,
+    ...             "interference": True, "lingering_class": "n01817953"}, 0.3)
+    'a.jpg: bees (0.65); score 0.410 > threshold 0.300: FLAGGED, lingering class n01817953 (african grey parrot)'
+    """
+    from transferscope.report_html import with_class_names
+
+    if "error" in r:
+        return f"{r['image']}: {r['error']}"
+    head = f"{r['image']}: {r['prediction']} ({r['confidence']:.2f}); score {r['score']:.3f}"
+    if r["interference"]:
+        return with_class_names(f"{head} > threshold {p_lo:.3f}: FLAGGED, lingering class "
+                                f"{r['lingering_class']}")
+    return f"{head} <= threshold {p_lo:.3f}: ok"
