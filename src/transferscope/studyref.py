@@ -66,6 +66,8 @@ def toml_value(value) -> str:
         return json.dumps(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no TOML form for {value!r}")
 
 
@@ -79,6 +81,8 @@ def _type_name(ann) -> str:
         return " or ".join(json.dumps(a) for a in args)
     if origin is list:
         return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return "tables (one per name)"
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return "table"
     return _SCALARS.get(ann, getattr(ann, "__name__", str(ann)))
@@ -179,9 +183,36 @@ def render() -> str:
             out.append(f"| `{row.key}` | {_cell(row.type)} | {default} | "
                        f"{_cell(row.constraints)} | {_cell(row.description)} |")
         out.append("")
+    out += analysis_options_reference()
     out += ["## Every key", "", "```toml", full_example().rstrip(), "```", "",
             "## Example: the demo study", "", "```toml", DEMO_TOML.rstrip(), "```", ""]
     return "\n".join(out)
+
+
+def analysis_options_reference() -> list[str]:
+    """``[analyses.options.<name>]``: every runnable analysis's options, read from its options
+    model - the only place its defaults live."""
+    from transferscope.analyses import get_analysis, list_analyses
+
+    out = ["## `[analyses.options.<name>]`", "",
+           "Each analysis's options (its pydantic options model, the one home of its defaults; "
+           "Python: `run_analysis(name, ctx, {...})`). A study sets them per analysis, e.g. "
+           "`[analyses.options.distraction]` then `per_class = 20`.", ""]
+    for name in list_analyses(runnable=True):
+        spec = get_analysis(name)
+        rows = []
+        for key, info in spec.options.model_fields.items():
+            try:
+                default = REQUIRED if info.is_required() else toml_value(
+                    info.get_default(call_default_factory=True))
+            except TypeError:
+                default = str(info.get_default(call_default_factory=True))
+            rows.append(f"| `{key}` | {_cell(_type_name(info.annotation))} | `{_cell(default)}`"
+                        f" | {_cell(_constraints(info))} | {_cell(info.description or '')} |")
+        out += [f"### `{name}` ({_cell(spec.paper)})", ""]
+        out += (["| option | type | default | allowed | description |", "|---|---|---|---|---|",
+                 *rows] if rows else ["No options."]) + [""]
+    return out
 
 
 def _doc(spec: type[BaseModel]) -> str:

@@ -174,60 +174,50 @@ def _run_study_tracked(spec: StudySpec, out: Path, spec_text, data_root, log_to)
     return results, report
 
 
-def _run_study(spec: StudySpec, out: Path, spec_text, data_root, tracker):
+def selected_analyses(spec: StudySpec) -> list[str]:
+    """The analyses a study runs, in report order: each section's ``all`` / ``none`` / list."""
     from transferscope.analyses import list_analyses
+
+    out = []
+    for chosen, section in ((spec.analyses.memory, "memory"),
+                            (spec.analyses.transfer, "what_transferred"),
+                            (spec.analyses.transferability, "transferability")):
+        out += ([] if chosen == "none" else list_analyses(section, runnable=True)
+                if chosen == "all" else list(chosen))
+    return out
+
+
+def study_options(spec: StudySpec) -> dict[str, dict]:
+    """Every analysis's options from a study: ``[analyses.transfer_options]`` (the older
+    shorthand), overridden by ``[analyses.options.<name>]``."""
+    from transferscope.studies.what_transferred import transfer_options
+
+    t = spec.analyses.transfer_options
+    options = transfer_options(t.lambdas, t.bn_reestimate, t.criticality_images,
+                               t.criticality_modules)
+    for name, given in spec.analyses.options.items():
+        options.setdefault(name, {}).update(given)
+    return options
+
+
+def _run_study(spec: StudySpec, out: Path, spec_text, data_root, tracker):
+    from transferscope.analyses._transfer import transfer_inputs
     from transferscope.report import write_report
-    from transferscope.studies.memory import run_memory_audit
+    from transferscope.studies.runner import run_analyses
 
     if spec_text is not None:
         (out / "study.toml").write_text(spec_text)
     ctx = build_context(spec, out, data_root, tracker=tracker)
-    memory = spec.analyses.memory
-    selected = ([] if memory == "none" else list_analyses("memory", runnable=True)
-                if memory == "all" else memory)
-    results = run_memory_audit(ctx, out, selected,
-                               composite_params=spec.analyses.composites.model_dump())
-    transfer = spec.analyses.transfer
-    if transfer != "none":
-        from transferscope.studies.what_transferred import (run_what_transferred,
-                                                            transfer_options)
-
-        opts = spec.analyses.transfer_options
-        results.update(run_what_transferred(
-            ctx, out, None if transfer == "all" else transfer, transfer_options(
-                opts.lambdas, opts.bn_reestimate, opts.criticality_images,
-                opts.criticality_modules)))
-    results.update(_run_transferability(ctx, out, spec.analyses.transferability))
+    names = selected_analyses(spec)
+    if spec.analyses.transfer != "none":
+        transfer_inputs(ctx)  # papers 003/004 need P-T / RI-T models: say so, do not skip
+    named = set(spec.analyses.memory) if isinstance(spec.analyses.memory, list) else set()
+    results = run_analyses(ctx, names, out, study_options(spec),
+                           composite_params=spec.analyses.composites.model_dump(),
+                           force=named)
+    results = {n: results[n] for n in names if n in results}  # report order
     report = write_report(out, results, title=spec.name, spec_text=spec_text)
     return results, report
-
-
-def _run_transferability(ctx, out: Path, chosen) -> dict:
-    """Paper 002 on the study's own runs: the registered analyses of the transferability
-    section that apply to ``ctx`` (T_FB / T_SB need a fine-tuned and a from-scratch run of the
-    source architecture with one seed; the domain statistics need source images)."""
-    from transferscope._progress import log
-    from transferscope.analyses import get_analysis, list_analyses
-    from transferscope.analyses._registry import run_analysis
-
-    if chosen == "none":
-        return {}
-    import time
-
-    from transferscope.studies.memory import record_seconds
-
-    names = list_analyses("transferability", runnable=True) if chosen == "all" else chosen
-    results, timings = {}, {}
-    for name in names:
-        if not get_analysis(name).applicable(ctx):
-            continue
-        log(f"[bold]analysis[/bold] {name}")
-        t0 = time.perf_counter()
-        results[name] = run_analysis(name, ctx)
-        results[name].save(out)
-        timings[name] = time.perf_counter() - t0
-    record_seconds(out, timings)
-    return results
 
 
 class Study:

@@ -133,6 +133,11 @@ class AnalysesSpec(_Strict):
                                       description="composite images")
     transfer_options: TransferSpec = Field(default_factory=TransferSpec,
                                            description="options of the transfer analyses")
+    options: dict[str, dict] = Field(
+        default_factory=dict, description="any analysis's options, one table per analysis: "
+        "`[analyses.options.distraction]` then `per_class = 20`; the same options as in "
+        "Python and `transferscope analyses` (they override `composites` and "
+        "`transfer_options`)")
 
 
 class ExecutorFields(BaseModel):
@@ -267,8 +272,23 @@ def _check_analysis_names(spec: StudySpec, source: str) -> None:
         known = list_analyses(section, runnable=True)
         unknown = [] if isinstance(chosen, str) else [n for n in chosen if n not in known]
         if unknown:
-            raise ConfigError(f"{source}: key '{key}': unknown analyses {unknown}; use 'all', "
+            from transferscope.errors import did_you_mean
+
+            raise ConfigError(f"{source}: key '{key}': unknown analyses {unknown}"
+                              f"{did_you_mean(unknown[0], known)}; use 'all', "
                               f"'none' or a list of: {', '.join(known)}")
+    from transferscope.analyses._registry import validate_options
+    from transferscope.errors import did_you_mean
+
+    runnable = list_analyses(runnable=True)
+    for name, given in spec.analyses.options.items():
+        if name not in runnable:
+            raise ConfigError(f"{source}: key 'analyses.options.{name}': unknown analysis"
+                              f"{did_you_mean(name, runnable)}; known: {', '.join(runnable)}")
+        try:
+            validate_options(name, given)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: key 'analyses.options.{name}': {exc}") from None
 
 
 def load_study(path: str | os.PathLike) -> tuple[StudySpec, str]:
