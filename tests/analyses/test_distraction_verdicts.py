@@ -24,10 +24,11 @@ def _hot(cells, n=1):
     return m
 
 
-@pytest.mark.parametrize("cells", [[(1, 1)], [(0, 2), (1, 5), (5, 0)]])
+@pytest.mark.parametrize("cells", [[(1, 1)], [(0, 0), (0, 1), (1, 0)]])
 def test_identical_sparse_maps_score_one(cells):
     a = _hot(cells)
-    assert distraction(a, a.clone(), BOX, SIZE).item() == 1.0  # 5d2cc38: 0.379 for one cell
+    # 5d2cc38: 0.367 (one cell), 0.496 (three): the two sides broke ties independently
+    assert distraction(a, a.clone(), BOX, SIZE).item() == 1.0
 
 
 def test_unrelated_sparse_maps_stay_low():

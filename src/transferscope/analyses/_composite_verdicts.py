@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from transferscope.findings import ClaimCheck
-from transferscope.stats import Comparison, Interval, paired_difference, too_few, verdict_of
+from transferscope.stats import (Comparison, Interval, Verdict, paired_difference, too_few,
+                                verdict_of)
 
 UNIT = "background image"
 MIN_BACKGROUNDS = 10  # fewer background images: a finding says "too few ... to tell"
@@ -76,10 +77,20 @@ def comparison(d: dict | None) -> Comparison | None:
 
 
 def claim_check(key: str, cmp: Comparison | None, expect: str, test: str) -> ClaimCheck | None:
-    """The verdict on claim ``key`` from a paired comparison's difference interval."""
+    """The verdict on claim ``key`` from a paired comparison's difference interval; "cannot
+    tell" with fewer than :data:`MIN_BACKGROUNDS` background images behind it.
+
+    >>> from transferscope.stats import Comparison, Interval
+    >>> c = Comparison("ft", "scratch", Interval(0.2, 0.1, 0.3, UNIT, 6), 0.03, "t")
+    >>> claim_check("001.distraction", c, ">", "x").verdict.value
+    'cannot tell'
+    """
     if cmp is None:
         return None
     verdict, why = verdict_of(cmp.difference, expect)
+    small = too_few(cmp.difference.n, MIN_BACKGROUNDS, "background images")
+    if small and verdict is not Verdict.CANNOT_TELL:
+        verdict, why = Verdict.CANNOT_TELL, f"{small}; {why}"
     return ClaimCheck(key, verdict, f"{why} ({cmp.a} minus {cmp.b}: {cmp.difference})",
                       estimate=cmp.difference, test=f"{test}; {cmp.test}, p = {cmp.p_value:.2g}")
 
