@@ -5,6 +5,10 @@ a target model for its predicted target class and that of the source model for t
 background's source class, both restricted to the background (outside the pasted box); P80
 keeps exactly the top 20 % of each restricted map's pixels by rank (:func:`top_fraction`).
 High values mean the target model looks where the source model sees its source class.
+Equal values are ordered the same way for both maps (identical maps score 1); a target map
+without signal on the background scores 0, a source map without it leaves the composite
+unscored (counted). Intervals resample background images; models are compared as pairs on
+the same composites, and fine-tuned vs from-scratch tests claim 001.distraction.
 
 Composites follow paper 001 by default: backgrounds are source images of the lingering
 classes L with random target overlays (:func:`lingering_composites`); the plan chosen by
