@@ -20,13 +20,19 @@ def test_with_ci_and_compare_known_answers():
     assert compare_cis({"a": (0.5, [0.41, 0.6]), "b": (0.3, [0.2, 0.4])}).startswith("a is")
 
 
-def test_distraction_finding_names_intervals_and_overlap():
-    text = _finding("distraction", {"ft": {"mean": 0.21, "mean_ci95": [0.18, 0.23]},
-                                    "scratch": {"mean": 0.20, "mean_ci95": [0.17, 0.22]}})
-    assert "ft 0.21 [0.18, 0.23]" in text and "no clear difference between ft and scratch" in text
-    text = _finding("distraction", {"ft": {"mean": 0.31, "mean_ci95": [0.28, 0.33]},
-                                    "scratch": {"mean": 0.10, "mean_ci95": [0.07, 0.12]}})
-    assert "ft is clearly higher than scratch" in text
+def test_distraction_finding_names_intervals_and_paired_difference():
+    # issue 26: two models are compared as pairs on the same composites, not by whether two
+    # separate intervals overlap
+    from transferscope.analyses.distraction import summarise
+
+    bg = [0, 0, 1, 1, 2, 2, 3, 3]
+    ft = [0.2, 0.25, 0.3, 0.2, 0.15, 0.2, 0.25, 0.3]
+    text = _finding("distraction", summarise({"ft": ft, "scratch": [x - 0.05 for x in ft]},
+                                             bg))
+    assert "ft 0.231 [" in text and "(95 % over 4 background images)" in text
+    assert "ft is higher than scratch in distraction by +0.050 [+0.050, +0.050]" in text
+    text = _finding("distraction", summarise({"ft": ft, "scratch": ft}, bg))
+    assert "no clear difference between ft and scratch" in text
 
 
 def test_cka_composites_occlusion_retained_findings_carry_intervals():
@@ -34,12 +40,14 @@ def test_cka_composites_occlusion_retained_findings_carry_intervals():
                             "mean_cka_ci95": {"P-T #1 & P-T #2": [0.85, 0.87],
                                               "RI-T #1 & RI-T #2": [0.72, 0.77]}})
     assert "0.860 [0.850, 0.870]" in text and "P-T #1 & P-T #2 is clearly higher" in text
+    drop = {"value": 0.01, "lo": -0.1, "hi": 0.12, "unit": "background image", "n": 14}
     comp = {"models": {"m": {"clean": 0.9, "neutral": 0.7, "against": 0.69,
                              "drop_against_vs_neutral": 0.01,
-                             "drop_against_vs_neutral_ci95": [-0.1, 0.12]}}}
-    assert "drop against vs neutral 1 points [-10, 12]: no clear difference" in _finding(
-        "composites", comp)
-    occl = {"m": {"fixed": 86, "fixed_ci95": [69.0, 102.0], "wrong": 125}}
+                             "intervals": {"drop against vs neutral": drop}}}}
+    assert ("drop against vs neutral 1 points [-10, 12] over 14 background images: no clear "
+            "difference") in _finding("composites", comp)
+    fixed = {"value": 86.0, "lo": 69.0, "hi": 102.0, "unit": "background image", "n": 30}
+    occl = {"m": {"fixed": 86, "wrong": 125, "intervals": {"fixed": fixed}}}
     assert "m 86 [69, 102] of 125" in _finding("occlusion", occl)
     rk = {"set/m + source head (M^st)": {"classes_recall_ge_50": 357, "classes": 1000,
                                          "classes_recall_ge_50_ci95": [326.0, 387.0]}}

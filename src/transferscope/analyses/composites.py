@@ -9,7 +9,6 @@ the background is biased *against* the pasted class.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,14 +16,15 @@ import pandas as pd
 import torch
 from pydantic import Field
 
+from transferscope.analyses import _composite_verdicts as V
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
-from transferscope.analyses._stats import bootstrap_ci
 from transferscope.analyses._thumbs import composite_gallery
 from transferscope.analyses.context import AuditContext
 from transferscope.analyses.interference_bias import bias_matrix, bias_strength
 from transferscope.data.composite import PAPER000_SIDE, PAPER001_SIDE, CompositeSet
 from transferscope.errors import ConfigError
+from transferscope.stats import cluster_mean, cluster_statistic, plural
 
 STYLES = {"paper000": PAPER000_SIDE, "paper001": PAPER001_SIDE}
 
@@ -114,56 +114,73 @@ def group_of(plan_: CompositePlan, classes: list[str]) -> list[str]:
     return out
 
 
-def accuracy_intervals(clean_hits, hits, kind, seed: int = 0, n_boot: int = 1000) -> dict:
-    """95 % bootstrap intervals (over images / composites) of clean accuracy, accuracy on all
-    composites, per background group, and of the drop neutral - against (groups resampled
-    separately). ``clean_hits (N,)``, ``hits (M,)`` booleans, ``kind (M,)`` group names.
+def accuracy_intervals(clean_hits, hits, kind, seed: int = 0, n_boot: int = 1000,
+                       clusters=None) -> dict:
+    """95 % intervals of clean accuracy (over target images), of accuracy on all composites
+    and per background group, and of the drop neutral - against (groups resampled
+    separately), the composite ones over ``clusters`` (each composite's background image;
+    None: composites). ``clean_hits (N,)``, ``hits (M,)`` booleans, ``kind (M,)`` group names.
+    ``intervals`` holds each as ``Interval.to_dict()`` (value, interval, unit, n).
 
     Example:
         >>> r = accuracy_intervals([1, 1], [1, 0, 1, 0], ["neutral", "neutral", "against",
-        ...                                               "against"])
+        ...                                               "against"], clusters=[0, 0, 1, 1])
         >>> r["clean_ci95"], r["n_clean"], r["n_composites"], r["n_against"]
         ([1.0, 1.0], 2, 4, 2)
+        >>> r["intervals"]["against"]["unit"], r["intervals"]["against"]["n"]
+        ('background image', 1)
     """
     import numpy as np
 
     clean_hits = np.asarray(clean_hits, float)
     hits, kind = np.asarray(hits, float), np.asarray(kind)
-    out = {"clean_ci95": list(bootstrap_ci(clean_hits, seed=seed, n_boot=n_boot)),
-           "n_clean": int(clean_hits.size),
-           "all_composites_ci95": list(bootstrap_ci(hits, seed=seed, n_boot=n_boot)),
-           "n_composites": int(hits.size)}
+    unit = V.UNIT if clusters is not None else "composite"
+    clusters = np.arange(hits.size) if clusters is None else np.asarray(clusters)
+    kw = dict(seed=seed, n_boot=n_boot)
+    ivs = {"clean": cluster_mean(clean_hits, unit="target image", **kw),
+           "all composites": cluster_mean(hits, clusters, unit=unit, **kw)}
     for k in ("agrees", "neutral", "against"):
-        sel = hits[kind == k]
-        out[f"{k}_ci95"] = list(bootstrap_ci(sel, seed=seed, n_boot=n_boot))
-        out[f"n_{k}"] = int(sel.size)
+        ivs[k] = cluster_mean(hits[kind == k], clusters[kind == k], unit=unit, **kw)
     both = (kind == "neutral") | (kind == "against")
     h, g = hits[both], kind[both]
     if (g == "neutral").any() and (g == "against").any():
         def drop(i):
             return h[i][g[i] == "neutral"].mean() - h[i][g[i] == "against"].mean()
-        out["drop_against_vs_neutral_ci95"] = list(bootstrap_ci(
-            drop, h.size, seed=seed, n_boot=n_boot, strata=g))
-    else:
-        out["drop_against_vs_neutral_ci95"] = [float("nan"), float("nan")]
+        ivs["drop against vs neutral"] = cluster_statistic(drop, clusters[both], unit=unit,
+                                                           strata=g, **kw)
+    out = {"clean_ci95": list(ivs["clean"].ci), "n_clean": int(clean_hits.size),
+           "all_composites_ci95": list(ivs["all composites"].ci),
+           "n_composites": int(hits.size)}
+    for k in ("agrees", "neutral", "against"):
+        out[f"{k}_ci95"] = list(ivs[k].ci)
+        out[f"n_{k}"] = int((kind == k).sum())
+    drop_iv = ivs.get("drop against vs neutral")
+    out["drop_against_vs_neutral_ci95"] = list(drop_iv.ci) if drop_iv else [float("nan")] * 2
+    out["intervals"] = {k: v.to_dict() for k, v in ivs.items()}
     return out
 
 
 def run(ctx: AuditContext, examples: int = 8, **params) -> AnalysisResult:
     """Accuracy of every target model on composites, per background group and class, with
-    95 % bootstrap intervals (:func:`accuracy_intervals`)."""
+    95 % intervals over background images (:func:`accuracy_intervals`); models compared on
+    the same composites as pairs, and claim 000.composites tested when the audit has
+    fine-tuned and from-scratch models."""
     seed = int(params.get("seed", 0))
     p = plan(ctx, **params)
     comp, classes = p.composites, ctx.target_classes
     kind = group_of(p, classes)
     names = next(iter(ctx.source_data.values())).classes
-    rows, per_bg, summary = [], [], {"reference_model": p.reference, "composites": len(comp),
-                                     "side_fraction": comp.side_fraction, "models": {}}
+    bg, ov = comp.items[:, 0].numpy(), comp.items[:, 1].numpy()
+    rows, per_bg = [], []
+    summary = {"reference_model": p.reference, "composites": len(comp),
+               "side_fraction": comp.side_fraction, "background_images": V.n_units(bg),
+               "unit": V.UNIT, "models": {}}
     frame = pd.DataFrame({"kind": kind, "background": comp.background_labels.tolist(),
                           "pasted": comp.targets.tolist()})
-    preds = {}
+    preds, hits, drops = {}, {}, {}
     for model_name, model in ctx.targets.items():
-        clean = ctx.predict(model, ctx.target_data).accuracy()
+        clean_pred = ctx.predict(model, ctx.target_data)
+        clean = clean_pred.accuracy()
         pred = ctx.predict(model, comp, desc=f"composites: {model_name}")
         preds[model_name] = pred.preds
         frame[model_name] = (pred.preds == comp.targets).numpy()
@@ -172,18 +189,27 @@ def run(ctx: AuditContext, examples: int = 8, **params) -> AnalysisResult:
                      "all composites": float(frame[model_name].mean()),
                      **{f"background {k}": acc.get(k, float("nan"))
                         for k in ("agrees", "neutral", "against")}})
-        clean_hits = (ctx.predict(model, ctx.target_data).preds ==
-                      ctx.target_data.targets).numpy()
+        clean_hits = (clean_pred.preds == ctx.target_data.targets).numpy()
+        hits[model_name] = frame[model_name].to_numpy(float)
+        drops[model_name] = clean_hits[ov].astype(float) - hits[model_name]
         summary["models"][model_name] = {"clean": clean, **{k: float(v) for k, v in acc.items()},
                                          "drop_against_vs_neutral":
                                          acc.get("neutral", float("nan")) -
                                          acc.get("against", float("nan")),
-                                         **accuracy_intervals(clean_hits, frame[model_name],
-                                                              frame["kind"], seed)}
-    for (bg, pasted), grp in frame.groupby(["background", "pasted"]):
-        per_bg.append({"background class": int(bg), "background name": names[bg],
-                       "group": _label(p.groups[bg], classes),
-                       f"bias of {p.reference} toward pasted": float(p.bias[bg, pasted]),
+                                         **accuracy_intervals(clean_hits, hits[model_name],
+                                                              frame["kind"], seed, clusters=bg)}
+    summary["comparisons"] = V.pairwise(hits, list(ctx.targets), bg, seed)
+    against = frame["kind"].to_numpy() == "against"
+    ft, scratch = V.model_groups(ctx)
+    if against.any():
+        cut = {k: v[against] for k, v in drops.items()}
+        claim = V.group_comparison(cut, cut, ft, scratch, bg[against], seed)
+        if claim:
+            summary["claim"] = claim
+    for (bg_c, pasted), grp in frame.groupby(["background", "pasted"]):
+        per_bg.append({"background class": int(bg_c), "background name": names[bg_c],
+                       "group": _label(p.groups[bg_c], classes),
+                       f"bias of {p.reference} toward pasted": float(p.bias[bg_c, pasted]),
                        "pasted class": classes[pasted], "composites": len(grp),
                        **{m: float(grp[m].mean()) for m in ctx.targets}})
     result = AnalysisResult("composites", summary,
@@ -195,7 +221,8 @@ def run(ctx: AuditContext, examples: int = 8, **params) -> AnalysisResult:
         f"{len(comp)} composites: {len(comp.background_ids)} background images x "
         f"{len(comp.overlay_ids)} overlays x {comp.repeats} placements; overlay side "
         f"{comp.side_fraction:.3f} of the image; backgrounds chosen by the bias of "
-        f"{p.reference}.")
+        f"{p.reference}. Intervals: 95 % cluster bootstrap over background images (clean "
+        "accuracy: over target images); models compared as pairs on the same composites.")
     return result
 
 
@@ -244,31 +271,56 @@ class CompositesOptions(CompositeOptions):
     examples: int = Field(8, ge=0, description="composites shown in the figure")
 
 
+def _points(iv) -> str:
+    """An accuracy difference interval in percentage points, with its unit and n."""
+    if iv is None or iv.value != iv.value:
+        return "n/a"
+    ci = f" [{100 * iv.lo:.0f}, {100 * iv.hi:.0f}]" if iv.finite else ""
+    return f"{100 * iv.value:.0f} points{ci} over {iv.n} {plural(iv.unit, iv.n)}"
+
+
 def finding(result: AnalysisResult) -> Finding | None:
-    """Accuracy on clean images vs composites over neutral and biased-against backgrounds
-    (the groups the plan has)."""
-    e = html.escape
+    """Accuracy on clean images vs composites over neutral and biased-against backgrounds,
+    paired comparisons of the models, and claim 000.composites."""
+    s = result.summary
     groups = ("clean", "neutral", "against")
     models = {k: {g: v[g] for g in groups if v.get(g) is not None}
-              for k, v in result.summary["models"].items()}
+              for k, v in s.get("models", {}).items()}
     if not models:
         return None
-    from transferscope.analyses._stats import with_ci
-
-    full = result.summary["models"]
-    parts = []
+    clauses, estimates = [], []
     for k, v in models.items():
-        text = f"{e(k)} " + ", ".join(f"{100 * a:.0f}% {g}" for g, a in v.items())
-        drop, ci = full[k].get("drop_against_vs_neutral"), full[k].get(
-            "drop_against_vs_neutral_ci95")
-        if drop is not None and ci is not None:
-            clear = ci[0] > 0 or ci[1] < 0
-            text += (f" (drop against vs neutral {with_ci(drop, ci, '.0f', 100, ' points')}"
+        ivs = s["models"][k].get("intervals", {})
+        text = f"{k} " + ", ".join(f"{100 * a:.0f} % {g}" for g, a in v.items())
+        drop = V.interval(ivs.get("drop against vs neutral"))
+        if drop is not None:
+            clear = drop.excludes(0.0)
+            text += (f" (drop against vs neutral {_points(drop)}"
                      f"{'' if clear else ': no clear difference'})")
-        parts.append(text)
-    return Finding.from_html("<b>Composites</b>: accuracy on clean target images, on composites over "
-                   "neutral backgrounds, and over backgrounds biased against the pasted class - "
-                   + "; ".join(parts) + ".", models)
+            estimates.append((f"{k}: drop against vs neutral", drop))
+        for g in groups:
+            if V.interval(ivs.get(g)) is not None:
+                estimates.append((f"{k}: {g}", V.interval(ivs[g])))
+        clauses.append(text)
+    for d in s.get("comparisons", []):
+        c = V.comparison(d)
+        clauses.append(c.words("in accuracy on the same composites"))
+        estimates.append((f"{c.a} minus {c.b} on composites", c.difference))
+    claim = V.comparison((s.get("claim") or {}).get("comparison"))
+    if claim is not None:
+        clauses.append(claim.words("in accuracy lost from the clean overlay image to its "
+                                   "composite over a background biased against it"))
+        estimates.append(("accuracy drop, fine-tuned minus from scratch", claim.difference))
+    check = V.claim_check("000.composites", claim, ">", "per composite over a background "
+                          "biased against the pasted class: (clean correct - composite "
+                          "correct) of the fine-tuned minus that of the from-scratch models")
+    return Finding(
+        "Composites", "accuracy on clean target images, on composites over neutral "
+        "backgrounds, and over backgrounds biased against the pasted class (paper 000, Fig. 2; "
+        "95 % intervals over background images)",
+        clauses=tuple(clauses), estimates=tuple(estimates), checks=(check,) if check else (),
+        caveat=V.caveat(s["background_images"]) if "background_images" in s else "",
+        numbers=models)
 
 
 register_analysis("composites", title="Composite images", paper="paper 000, Fig. 2; paper 001, "

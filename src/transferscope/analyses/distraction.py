@@ -5,6 +5,10 @@ a target model for its predicted target class and that of the source model for t
 background's source class, both restricted to the background (outside the pasted box); P80
 keeps exactly the top 20 % of each restricted map's pixels by rank (:func:`top_fraction`).
 High values mean the target model looks where the source model sees its source class.
+Equal values are ordered the same way for both maps (identical maps score 1); a target map
+without signal on the background scores 0, a source map without it leaves the composite
+unscored (counted). Intervals resample background images; models are compared as pairs on
+the same composites, and fine-tuned vs from-scratch tests claim 001.distraction.
 
 Composites follow paper 001 by default: backgrounds are source images of the lingering
 classes L with random target overlays (:func:`lingering_composites`); the plan chosen by
@@ -13,24 +17,25 @@ eq. 1 bias (:mod:`.composites`) stays available as ``protocol="bias"``.
 
 from __future__ import annotations
 
-import html
-from typing import Literal
 import math
+from typing import Literal
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from transferscope.analyses import _composite_verdicts as V
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, register_analysis
-from transferscope.analyses.composites import CompositeOptions, plan
-from transferscope.analyses._stats import ci_fields
 from transferscope.analyses._thumbs import cam_gallery
+from transferscope.analyses.composites import CompositeOptions, plan
 from transferscope.analyses.context import AuditContext
 from transferscope.data.composite import CompositeSet
 from transferscope.engine.attribution import gradcam
 from transferscope.errors import ConfigError
+from transferscope.stats import cluster_mean
 
 
 def box_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -47,14 +52,32 @@ def _kept_count(keep: torch.Tensor, fraction: float) -> torch.Tensor:
     return torch.ceil(torch.round(n * fraction * 1e9) / 1e9).long()
 
 
+def _distance_to_mass(maps: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W)``: per pixel, the Euclidean distance to the nearest kept pixel above the
+    map's kept minimum (0 everywhere for a map without such a pixel)."""
+    from scipy.ndimage import distance_transform_edt
+
+    vals = maps.detach().double()
+    lo = vals.masked_fill(~keep, float("inf")).flatten(1).min(1).values
+    hot = (keep & (vals > lo[:, None, None])).numpy()
+    out = torch.zeros(vals.shape, dtype=torch.float64)
+    for i in range(len(hot)):
+        if hot[i].any():
+            out[i] = torch.from_numpy(distance_transform_edt(~hot[i]))
+    return out
+
+
 def top_fraction(maps: torch.Tensor, keep: torch.Tensor, fraction: float = 0.2,
-                 tie_seed: int | None = None) -> torch.Tensor:
+                 tie_seed: int | None = None, near: bool = False) -> torch.Tensor:
     """Per map, exactly ``ceil(fraction * n)`` of its ``n`` kept pixels: the highest values.
 
-    Pixels are ranked by value (descending); equal values are ordered by flat pixel index
-    (``tie_seed=None``) or by a seeded random permutation per map (``tie_seed`` an int), so
-    the result is deterministic either way. A percentile threshold (``>= P80``) is not used:
-    when most kept values are 0 (common after Grad-CAM's ReLU) it keeps them all.
+    Pixels are ranked by value (descending); equal values are ordered, with ``near``, first by
+    their distance to the map's own mass (kept pixels above its minimum, nearest first), then
+    by flat pixel index (``tie_seed=None``) or by a seeded random permutation per map
+    (``tie_seed`` an int: map ``i`` gets the same permutation in every call), so the result is
+    deterministic and identical maps select identical pixels. A percentile threshold
+    (``>= P80``) is not used: when most kept values are 0 (common after Grad-CAM's ReLU) it
+    keeps them all.
 
     ``maps (N, H, W)``, ``keep (N, H, W)`` bool -> ``(N, H, W)`` bool.
 
@@ -62,18 +85,23 @@ def top_fraction(maps: torch.Tensor, keep: torch.Tensor, fraction: float = 0.2,
         >>> m = torch.tensor([[[0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]]])
         >>> top_fraction(m, torch.ones(1, 2, 5, dtype=torch.bool), 0.2).int().tolist()
         [[[1, 0, 0, 0, 0], [0, 0, 0, 0, 1]]]
+        >>> top_fraction(m, torch.ones(1, 2, 5, dtype=torch.bool), 0.2, near=True).int().tolist()
+        [[[0, 0, 0, 0, 1], [0, 0, 0, 0, 1]]]
     """
     n_maps = maps.shape[0]
     vals = maps.detach().flatten(1).double().masked_fill(~keep.flatten(1), float("-inf"))
     hw = vals.shape[1]
     if tie_seed is None:
-        order = torch.arange(hw).expand(n_maps, hw)
+        ranked = torch.arange(hw).expand(n_maps, hw)
     else:
         g = torch.Generator().manual_seed(int(tie_seed))
-        order = torch.stack([torch.randperm(hw, generator=g) for _ in range(n_maps)]) \
+        ranked = torch.stack([torch.randperm(hw, generator=g) for _ in range(n_maps)]) \
             if n_maps else torch.zeros(0, hw, dtype=torch.long)
-    by_value = torch.sort(vals.gather(1, order), dim=1, descending=True, stable=True).indices
-    ranked = order.gather(1, by_value)  # pixel indices, best first
+    keys = [vals.neg()]  # stable sorts, last key first: value, then distance, then order
+    if near and n_maps:
+        keys.insert(0, _distance_to_mass(maps, keep).flatten(1))
+    for key in keys:
+        ranked = ranked.gather(1, torch.sort(key.gather(1, ranked), dim=1, stable=True).indices)
     take = torch.arange(hw)[None, :] < _kept_count(keep, fraction)[:, None]
     out = torch.zeros(n_maps, hw, dtype=torch.bool)
     out.scatter_(1, ranked, take)
@@ -109,17 +137,26 @@ def distraction(cam_target: torch.Tensor, cam_source: torch.Tensor, boxes: torch
     """Eq. 4 for a batch: ``(N, h, w)`` layer-resolution maps -> ``(N,)`` IoU in [0, 1].
 
     Maps are upsampled (bilinear) to ``size`` first; the top ``fraction`` of each map's
-    background pixels is chosen by :func:`top_fraction`, with ties broken by independent
-    seeded permutations for the two sides (``tie_seed`` and ``tie_seed + 1``), so tied pixels
-    overlap only by chance. NaN where either map has no signal on the background
-    (:func:`has_signal`): such a pair has no "top 20 %" to compare and is reported, not scored.
+    background pixels is chosen by :func:`top_fraction` with one tie rule for both sides
+    (nearest the map's own mass, then one shared seeded permutation), so identical maps
+    score 1 and tied pixels of unrelated maps do not overlap by construction.
+
+    A target map without signal on the background (:func:`has_signal`, e.g. all of its mass
+    on the overlay) scores 0: the model is not distracted. A source map without signal leaves
+    nothing to compare: NaN (not scored; count these).
+
+    Example:
+        >>> a = torch.zeros(1, 8, 8); a[0, 1, 1] = 1.0
+        >>> box = torch.tensor([[4, 4, 8, 8]])
+        >>> distraction(a, a.clone(), box, 8).item(), distraction(a * 0, a, box, 8).item()
+        (1.0, 0.0)
     """
     keep = box_mask(boxes, size)
     t, s = _upsample(cam_target, size), _upsample(cam_source, size)
-    out = iou(top_fraction(t, keep, fraction, tie_seed),
-              top_fraction(s, keep, fraction, tie_seed + 1))
-    return torch.where(has_signal(t, keep) & has_signal(s, keep), out,
-                       torch.full_like(out, float("nan")))
+    out = iou(top_fraction(t, keep, fraction, tie_seed, near=True),
+              top_fraction(s, keep, fraction, tie_seed, near=True))
+    out = torch.where(has_signal(t, keep), out, torch.zeros_like(out))
+    return torch.where(has_signal(s, keep), out, torch.full_like(out, float("nan")))
 
 
 def signal_counts(cams: torch.Tensor, boxes: torch.Tensor, size: int) -> int:
@@ -135,8 +172,10 @@ def lingering_composites(ctx: AuditContext, name: str | None = None, *, per_clas
     (default: the first transferred model, M^t) with seeded random target overlays.
 
     About ``per_class`` composites per class (the paper uses ~100; the default 10 keeps
-    Grad-CAM affordable on a CPU): every background image of a class in L gets the same
-    ``ceil(per_class / images per class)`` random validation images pasted once each. At most
+    Grad-CAM affordable on a CPU): every background image of a class in L carries
+    ``ceil(per_class / images per class)`` composites, each with its own random target image
+    (paper 001: "a random image from D^t on top of each instance"; drawn without replacement
+    until every target image is used once, then again). At most
     ``max_classes`` classes of L are used - those M^st recognises best (highest mean p_c).
     L comes from :func:`~transferscope.analyses.interference_detector.build` (v(c) over the training split
     when the context has one). Returns ``(None, info)`` when L is empty or absent from the
@@ -166,30 +205,55 @@ def lingering_composites(ctx: AuditContext, name: str | None = None, *, per_clas
     bg_ids = [i for i, smp in enumerate(backgrounds.samples) if smp.label in set(classes)]
     per_bg = min(sum(1 for i in bg_ids if backgrounds.samples[i].label == c) for c in classes)
     n_ov = min(len(ctx.target_data), max(1, math.ceil(per_class / per_bg)))
-    ov = torch.randperm(len(ctx.target_data), generator=torch.Generator().manual_seed(seed))
-    comp = CompositeSet(backgrounds, ctx.target_data, bg_ids, sorted(ov[:n_ov].tolist()),
-                        ctx.image_size, STYLES[style], 1, seed)
+    g, n_t = torch.Generator().manual_seed(seed), len(ctx.target_data)
+    draws = torch.cat([torch.randperm(n_t, generator=g)
+                       for _ in range(math.ceil(len(bg_ids) * n_ov / n_t))]).tolist()
+    pairs = [(b, draws[i * n_ov + j]) for i, b in enumerate(bg_ids) for j in range(n_ov)]
+    comp = CompositeSet.paired(backgrounds, ctx.target_data, pairs, ctx.image_size,
+                               STYLES[style], 1, seed)
     return comp, info
 
 
-def paired_difference(a, b, seed: int = 0) -> dict:
-    """Mean of ``a - b`` over composites scored for both models, with its bootstrap 95 %
-    interval and n (the pairs share composites, so they are resampled together).
+def summarise(scores: dict, clusters, *, fine_tuned=(), scratch=(), target_silent=None,
+              seed: int = 0) -> dict:
+    """Per model: mean distraction over scored composites with its interval over background
+    images (``clusters``: each composite's background image), the paired difference to every
+    other model on the same composites, and the fine-tuned-vs-scratch comparison of claim
+    001.distraction (per composite, mean over the fine-tuned models minus mean over the
+    from-scratch ones) when both groups are present. ``scores``: model -> ``(N,)`` eq. 4
+    values, NaN where the source map has no signal (the same composites for every model).
 
     Example:
-        >>> paired_difference([0.5, 0.25, float("nan")], [0.25, 0.0, 0.5])
-        {'mean': 0.25, 'mean_ci95': [0.25, 0.25], 'n': 2}
+        >>> s = summarise({"a": [1.0, 0.0, float("nan")], "b": [0.5, 0.0, float("nan")]},
+        ...               [0, 1, 2], fine_tuned=["a"], scratch=["b"])
+        >>> s["a"]["mean"], s["a"]["scored"], s["not_scored"], s["a"]["interval"]["n"]
+        (0.5, 2, 1, 2)
+        >>> s["claim"]["comparison"]["difference"]["value"]
+        0.25
     """
-    import numpy as np
-
-    d = np.asarray(a, float) - np.asarray(b, float)
-    d = d[np.isfinite(d)]
-    return {"mean": float(d.mean()) if d.size else float("nan"), **ci_fields("mean", d, seed=seed)}
+    names = list(scores)
+    cols = {n: np.asarray(scores[n], float) for n in names}
+    clusters = np.asarray(clusters)
+    n_items = len(clusters)
+    out: dict = {"unit": V.UNIT, "composites": n_items,
+                 "background_images": V.n_units(clusters)}
+    for n in names:
+        iv = cluster_mean(cols[n], clusters, unit=V.UNIT, seed=seed)
+        out[n] = {"mean": iv.value, "interval": iv.to_dict(), "composites": n_items,
+                  "scored": int(np.isfinite(cols[n]).sum()),
+                  "no_signal_target_maps": int((target_silent or {}).get(n, 0))}
+    out["not_scored"] = int(n_items - max((out[n]["scored"] for n in names), default=0))
+    out["comparisons"] = V.pairwise(cols, names, clusters, seed)
+    claim = V.group_comparison(cols, cols, fine_tuned, scratch, clusters, seed)
+    if claim:
+        out["claim"] = claim
+    return out
 
 
 def run(ctx: AuditContext, fraction: float = 0.2, protocol: str = "lingering",
         per_class: int = 10, max_classes: int = 20, **params) -> AnalysisResult:
-    """Mean distraction per background source class for every target model.
+    """Mean distraction of every target model with intervals over background images
+    (:func:`summarise`), and per background source class.
 
     ``protocol="lingering"`` (default, paper 001): backgrounds from the lingering set L with
     random overlays (:func:`lingering_composites`); ``"bias"``: the composites plan chosen by
@@ -214,18 +278,15 @@ def run(ctx: AuditContext, fraction: float = 0.2, protocol: str = "lingering",
                   progress=ctx.progress)
     src_cam = gradcam(ctx.source, comp, comp.background_labels, **cam_kw)  # main M^s
     frame = pd.DataFrame({"background": comp.background_labels.tolist()})
-    src_silent = signal_counts(src_cam, comp.boxes, comp.size)
-    summary = {}
-    cams = {}
+    cams, silent = {}, {}
     for name, model in ctx.targets.items():
         cams[name] = cam = gradcam(model, comp, "pred", **cam_kw)
         frame[name] = distraction(cam, src_cam, comp.boxes, comp.size, fraction).numpy()
-        scored = frame[name].dropna().to_numpy()
-        summary[name] = {"mean": float(scored.mean()) if len(scored) else float("nan"),
-                         **ci_fields("mean", scored, seed=seed), "composites": len(comp),
-                         "no_signal_target_maps": signal_counts(cam, comp.boxes, comp.size),
-                         "no_signal_source_maps": src_silent,
-                         "not_scored": int(len(comp) - len(scored))}
+        silent[name] = signal_counts(cam, comp.boxes, comp.size)
+    ft, scratch = V.model_groups(ctx)
+    summary = summarise({n: frame[n] for n in ctx.targets}, comp.items[:, 0].numpy(),
+                        fine_tuned=ft, scratch=scratch, target_silent=silent, seed=seed)
+    summary["protocol"] = used
     names = comp.backgrounds.classes
     per_class = frame.groupby("background").mean().reset_index()  # means of scored pairs
     scored_n = frame.groupby("background").count().reset_index()
@@ -233,18 +294,16 @@ def run(ctx: AuditContext, fraction: float = 0.2, protocol: str = "lingering",
         per_class[f"scored {name}"] = scored_n[name].to_numpy()
     per_class.insert(1, "background name", [names[c] for c in per_class["background"]])
     for name in ctx.targets:
+        summary[name]["protocol"] = used
         summary[name]["classes_more_distracted_than"] = {
             other: int((per_class[name] > per_class[other]).sum())
             for other in ctx.targets if other != name}
-        summary[name]["minus"] = {other: paired_difference(frame[name], frame[other], seed)
-                                  for other in ctx.targets if other != name}
-    for name in ctx.targets:
-        summary[name]["protocol"] = used
     result = AnalysisResult("distraction", summary, {"per_class": per_class})
     result.notes.append(
         f"Backgrounds: source images of {info['classes_used']} lingering classes of "
         f"{info['model']} (L has {info['lingering_classes']}; p_lo {info['p_lo']:g}, k "
-        f"{info['k']}) with random target overlays, as in paper 001." if used == "lingering"
+        f"{info['k']}), each composite with its own random target overlay, as in paper 001."
+        if used == "lingering"
         else "Backgrounds chosen by eq. 1 bias (composites plan)" +
         (f" because the lingering protocol could not run: {info['reason']}."
          if info.get("reason") else "."))
@@ -253,12 +312,14 @@ def run(ctx: AuditContext, fraction: float = 0.2, protocol: str = "lingering",
                                                                for n in cams}, ctx.target_classes)
     result.tables["gallery"] = pd.DataFrame(gallery)  # report drill-down: maps side by side
     result.notes.append(f"Top {fraction:.0%} of background pixels of each Grad-CAM map "
-                        "(exactly ceil(20 %) by rank; tied values broken by seeded permutations, "
-                        "independently per side); "
+                        "(exactly ceil(20 %) by rank; equal values: nearest the map's own mass "
+                        "first, then one seeded order shared by both maps); "
                         f"{len(comp)} composites over {per_class.shape[0]} source classes.")
-    result.notes.append("Pairs where either map is constant on the background (no signal, e.g. "
-                        "all zero after Grad-CAM's ReLU) are not scored; their counts are in "
-                        "the summary. Intervals: 95 % percentile bootstrap over composites.")
+    result.notes.append("A target map without signal on the background scores 0 (not "
+                        "distracted); pairs whose source map has none are not scored "
+                        f"({summary['not_scored']} of {len(comp)}). Intervals: 95 % cluster "
+                        "bootstrap over background images; models compared as pairs on the "
+                        "same composites.")
     return result
 
 
@@ -290,17 +351,42 @@ class DistractionOptions(CompositeOptions):
 
 
 def finding(result: AnalysisResult) -> Finding | None:
-    """Mean distraction of every target model."""
-    from transferscope.analyses._stats import compare_cis, with_ci
-
-    e = html.escape
-    s = {k: v for k, v in result.summary.items() if isinstance(v, dict) and "mean" in v}
-    parts = [f"{e(k)} {with_ci(v['mean'], v.get('mean_ci95'))}" for k, v in s.items()]
-    verdict = compare_cis({k: (v["mean"], v.get("mean_ci95")) for k, v in s.items()})
-    return Finding.from_html("<b>Grad-CAM distraction</b> (mean IoU with the source model's map on the "
-                   "background, 95 % interval over composites): " + "; ".join(parts) + "."
-                   + (f" Highest vs lowest: {e(verdict)}." if verdict else ""),
-                   {k: v["mean"] for k, v in s.items()})
+    """Mean distraction of every target model, the paired differences, claim 001.distraction."""
+    s = result.summary
+    models = {k: v for k, v in s.items() if isinstance(v, dict) and "mean" in v}
+    if not models:
+        return None
+    clauses, estimates = [], []
+    for k, v in models.items():
+        iv = V.interval(v.get("interval"))
+        text = f"{k} {iv}" if iv else f"{k} {v['mean']:.3f}"
+        if v.get("no_signal_target_maps"):
+            text += (f", {v['no_signal_target_maps']} of {v.get('composites', '?')} maps "
+                     "without signal on the background (scored 0)")
+        clauses.append(text)
+        if iv:
+            estimates.append((k, iv))
+    for d in s.get("comparisons", []):
+        c = V.comparison(d)
+        clauses.append(c.words("in distraction"))
+        estimates.append((f"{c.a} minus {c.b}", c.difference))
+    if s.get("not_scored"):
+        clauses.append(f"{s['not_scored']} of {s.get('composites', '?')} composites not "
+                       "scored: the source model's map has no signal on their background")
+    claim = s.get("claim") or {}
+    check = V.claim_check("001.distraction", V.comparison(claim.get("comparison")), ">",
+                          "distraction of the fine-tuned minus the from-scratch models on the "
+                          "same composites")
+    return Finding(
+        "Grad-CAM distraction",
+        "mean IoU of the top 20 % of each model's Grad-CAM map with the source model's, on "
+        "the background (paper 001, eq. 4; 95 % intervals over background images)",
+        clauses=tuple(clauses), estimates=tuple(estimates),
+        checks=(check,) if check else (),
+        caveat=V.caveat(s["background_images"]) if "background_images" in s else "",
+        next_step="" if check else "train a model from scratch on the same target data to "
+        "test paper 001's claim that fine-tuned models are more distracted",
+        numbers={k: v["mean"] for k, v in models.items()})
 
 
 register_analysis("distraction", title="Grad-CAM distraction", paper="paper 001, eq. 4, Fig. 3a",

@@ -54,6 +54,8 @@ class CompositeSet(torch.utils.data.Dataset):
         size: output side in pixels.
         side_fraction: overlay side / output side, in (0, 1].
         repeats: placements per (background, overlay) pair.
+        pairs: the ``(background, overlay)`` pairs to paste instead of every combination
+            (paper 001: one random overlay per composite); see :meth:`paired`.
     """
 
     backgrounds: ImageSet
@@ -65,22 +67,45 @@ class CompositeSet(torch.utils.data.Dataset):
     repeats: int = 1
     seed: int = 0
     transform: Callable | None = None
+    pairs: Sequence[tuple[int, int]] | None = None
     boxes: torch.Tensor = field(init=False)
     items: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.side_fraction <= 1:
             raise ConfigError(f"side_fraction must be in (0, 1], got {self.side_fraction}")
+        if self.pairs is not None:
+            self.pairs = [(int(b), int(o)) for b, o in self.pairs]
+            self.background_ids = sorted({b for b, _ in self.pairs})
+            self.overlay_ids = sorted({o for _, o in self.pairs})
         if not self.background_ids or not self.overlay_ids:
             raise ConfigError("composites need at least one background and one overlay image")
         self.side = max(1, round(self.side_fraction * self.size))
         g = torch.Generator().manual_seed(self.seed)
-        combos = [(b, o, r) for b in self.background_ids for o in self.overlay_ids
-                  for r in range(self.repeats)]
+        pairs = self.pairs if self.pairs is not None else \
+            [(b, o) for b in self.background_ids for o in self.overlay_ids]
+        combos = [(b, o, r) for b, o in pairs for r in range(self.repeats)]
         self.items = torch.tensor(combos, dtype=torch.long)
         free = self.size - self.side + 1
         xy = torch.randint(0, free, (len(combos), 2), generator=g)
         self.boxes = torch.cat([xy, xy + self.side], dim=1)
+
+    @classmethod
+    def paired(cls, backgrounds: ImageSet, overlays: ImageSet,
+               pairs: Sequence[tuple[int, int]], size: int = 224,
+               side_fraction: float = PAPER001_SIDE, repeats: int = 1,
+               seed: int = 0) -> "CompositeSet":
+        """Composites of the given ``(background, overlay)`` pairs only, in that order.
+
+        Example:
+            >>> from types import SimpleNamespace as NS
+            >>> imgs = NS(targets=torch.tensor([0, 1, 2]))
+            >>> c = CompositeSet.paired(imgs, imgs, [(0, 2), (1, 2), (0, 1)], size=8)
+            >>> c.items[:, :2].tolist(), c.background_ids, c.overlay_ids
+            ([[0, 2], [1, 2], [0, 1]], [0, 1], [1, 2])
+        """
+        return cls(backgrounds, overlays, [], [], size, side_fraction, repeats, seed,
+                   pairs=list(pairs))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -101,15 +126,18 @@ class CompositeSet(torch.utils.data.Dataset):
 
     @property
     def digest(self) -> str:
-        tag = json.dumps([self.backgrounds.digest, self.overlays.digest,
-                          list(map(int, self.background_ids)), list(map(int, self.overlay_ids)),
-                          self.size, self.side_fraction, self.repeats, self.seed])
+        parts = [self.backgrounds.digest, self.overlays.digest,
+                 list(map(int, self.background_ids)), list(map(int, self.overlay_ids)),
+                 self.size, self.side_fraction, self.repeats, self.seed]
+        if self.pairs is not None:  # crossed sets keep their digest (and cache entries)
+            parts.append([list(p) for p in self.pairs])
+        tag = json.dumps(parts)
         return hashlib.sha256(tag.encode()).hexdigest()
 
     def with_transform(self, transform: Callable | None) -> "CompositeSet":
         return CompositeSet(self.backgrounds, self.overlays, self.background_ids,
                             self.overlay_ids, self.size, self.side_fraction, self.repeats,
-                            self.seed, transform)
+                            self.seed, transform, self.pairs)
 
     def load_image(self, index: int, occlude_background: bool = False) -> Image.Image:
         """The composite as a PIL image; ``occlude_background`` greys out all but the overlay."""
