@@ -36,10 +36,19 @@ def test_distraction_finding_names_intervals_and_paired_difference():
 
 
 def test_cka_composites_occlusion_retained_findings_carry_intervals():
-    text = _finding("cka", {"mean_cka": {"P-T #1 & P-T #2": 0.86, "RI-T #1 & RI-T #2": 0.75},
-                            "mean_cka_ci95": {"P-T #1 & P-T #2": [0.85, 0.87],
-                                              "RI-T #1 & RI-T #2": [0.72, 0.77]}})
-    assert "0.860 [0.850, 0.870]" in text and "P-T #1 & P-T #2 is clearly higher" in text
+    from transferscope.stats import Interval
+
+    cka_summary = {"mean_cka": {"P-T #1 & P-T #2": 0.86, "RI-T #1 & RI-T #2": 0.75},
+                   "mean_cka_ci95": {"P-T #1 & P-T #2": [0.85, 0.87],
+                                     "RI-T #1 & RI-T #2": [0.72, 0.77]}, "n": 90}
+    text = _finding("cka", cka_summary)
+    assert "0.860 [0.850, 0.870] (95 % over 90 target images)" in text
+    assert "clearly higher" not in text  # issue 26: no "intervals apart" verdict any more
+    diff = Interval(0.11, 0.08, 0.14, "target image", 90).to_dict()
+    text = _finding("cka", {**cka_summary, "pt_vs_rit": {
+        "a": "P-T #1 & P-T #2", "b": "RI-T #1 & RI-T #2", "difference": diff,
+        "p_value": 0.001, "test": "paired cluster bootstrap over target images"}})
+    assert "P-T #1 & P-T #2 is higher than RI-T #1 & RI-T #2 in mean CKA by +0.110" in text
     drop = {"value": 0.01, "lo": -0.1, "hi": 0.12, "unit": "background image", "n": 14}
     comp = {"models": {"m": {"clean": 0.9, "neutral": 0.7, "against": 0.69,
                              "drop_against_vs_neutral": 0.01,

@@ -15,12 +15,14 @@ statistic is accumulated batch by batch (:class:`LinearCKA`) and activations are
 all at once (:func:`streaming_cka`). Spatial maps ``(n, C, H, W)`` are either flattened per
 sample to ``C*H*W`` features (``pool="flatten"``, Kornblith's definition; memory grows as the
 square of that count, see ``max_features``) or averaged over space to ``C`` features
-(``pool="avg"``, a cheaper, coarser comparison).
+(``pool="avg"``, a cheaper, coarser comparison). The HSIC inside CKA is either the plug-in
+("biased", Kornblith et al.'s) or the unbiased one of Song et al. ("debiased", from Gram
+matrices). Which the report uses, paper 003's setting and why magnitudes differ:
+docs/cka-estimators.md.
 """
 
 from __future__ import annotations
 
-import html
 import itertools
 from typing import Iterable, Literal, Mapping, Sequence
 
@@ -31,8 +33,10 @@ from torch import nn
 from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
-from transferscope.analyses._cka_intervals import _gram_cka, cka_intervals  # noqa: F401
+from transferscope.analyses._registry import AnalysisOptions, register_analysis
+from transferscope.analyses._cka_intervals import (_gram_cka, cka_intervals,  # noqa: F401
+                                                   cka_finding_stats, collect_grams, finding,
+                                                   gram_cka, plot_heatmap)
 from transferscope.analyses._transfer import batches, transfer_inputs
 from transferscope.analyses.context import AuditContext
 from transferscope.engine.inference import capture
@@ -270,7 +274,9 @@ def cka_all_pairs(model_a: nn.Module, model_b: nn.Module, loader: Iterable,
 def cka_tables(models: Mapping[str, nn.Module], loader: Iterable,
                pairs: Sequence[tuple[str, str]] | None = None,
                layers: Sequence[str] | None = None, *, pool: str = "flatten", device=None,
-               max_features: int = 4096, n_boot: int = 200, seed: int = 0) -> AnalysisResult:
+               max_features: int = 4096, n_boot: int = 200, seed: int = 0,
+               estimator: str = "biased", via_gram: bool = False,
+               max_images: int = 256) -> AnalysisResult:
     """Table 1 / 7: per-module CKA for model pairs, with a heat-map.
 
     Args:
@@ -280,8 +286,12 @@ def cka_tables(models: Mapping[str, nn.Module], loader: Iterable,
         layers: layer-group names or module paths (default: every non-classifier layer group
             of the first model).
         pool, device, max_features: see :func:`streaming_cka`.
-        n_boot, seed: bootstrap over images for the 95 % intervals (:func:`cka_intervals`;
-            computed with ``pool="avg"``; ``n_boot=0`` skips them).
+        n_boot, seed: bootstrap over images for the 95 % intervals (:func:`cka_intervals`
+            per layer, :func:`cka_finding_stats` for the mean and the P-T vs RI-T comparison;
+            from Gram matrices: ``pool="avg"`` or the Gram path; ``n_boot=0`` skips them).
+        estimator: ``"biased"`` (plug-in HSIC) or ``"debiased"`` (Song et al.; Gram path).
+        via_gram: compute everything from ``n x n`` Gram matrices of the first ``max_images``
+            images (any feature width, e.g. flattened maps; used for ``"debiased"``).
     """
     names = list(models)
     pairs = [tuple(p) for p in (pairs or itertools.combinations(names, 2))]
@@ -292,83 +302,85 @@ def cka_tables(models: Mapping[str, nn.Module], loader: Iterable,
         if not hasattr(first, "layer_groups"):
             raise ConfigError("give layers= (module paths) for models without layer groups")
         layers = [g.name for g in first.layer_groups(include_classifier=False)]
-    # per-sample features are kept for the bootstrap only when pooled (small): flattened
-    # C*H*W features of every image would not fit in memory on real data
-    store: dict | None = {} if n_boot > 0 and pool == "avg" else None
-    wide = streaming_cka(models, loader, pairs, list(layers), pool=pool, device=device,
-                         max_features=max_features, store=store)
+    layers = list(layers)
+    grams, n = None, 0
+    if via_gram or estimator != "biased":
+        used = list(dict.fromkeys(m for pair in pairs for m in pair))
+        grams, n = collect_grams(models, loader, used, layers, pool=pool, device=device,
+                                 max_images=max_images)
+        wide = pd.DataFrame([[gram_cka(grams[(a, la)], grams[(b, la)], None, estimator)
+                              for la in layers] for a, b in pairs],
+                            index=[f"{a} & {b}" for a, b in pairs], columns=layers)
+    else:
+        # per-sample features are kept for the bootstrap only when pooled (small): flattened
+        # C*H*W features of every image would not fit in memory on real data
+        store: dict | None = {} if n_boot > 0 and pool == "avg" else None
+        wide = streaming_cka(models, loader, pairs, layers, pool=pool, device=device,
+                             max_features=max_features, store=store)
+        if store:
+            feats = {k: torch.cat(v).numpy() for k, v in store.items()}
+            n = len(next(iter(feats.values())))
+            grams = {k: f @ f.T for k, f in feats.items()} if n <= 2000 else None
+            store.clear()
     long = wide.reset_index(names="pair").melt(id_vars="pair", var_name="layer",
                                                value_name="CKA")
-    summary = {"pool": pool, "layers": list(layers),
+    summary = {"pool": pool, "estimator": estimator, "layers": layers,
                "cka": {pair: {k: float(v) for k, v in row.items()}
                        for pair, row in wide.iterrows()},
                "mean_cka": {pair: float(np.nanmean(row.to_numpy(float)))
                             if np.isfinite(row.to_numpy(float)).any() else float("nan")
                             for pair, row in wide.iterrows()}}
-    if store:
-        feats = {k: torch.cat(v) for k, v in store.items()}
-        summary.update(cka_intervals(feats, pairs, list(layers), n_boot=n_boot, seed=seed))
-        store.clear()
+    if grams and n_boot > 0:
+        summary.update(cka_intervals(None, pairs, layers, n_boot=n_boot, seed=seed,
+                                     grams=grams, estimator=estimator))
+        summary.update(cka_finding_stats(grams, pairs, layers, n, estimator=estimator,
+                                         n_boot=n_boot, seed=seed))
     result = AnalysisResult("cka", summary, {"cka": long})
     result.figures["cka_heatmap"] = plot_heatmap(wide)
-    result.notes.append(f"Linear CKA accumulated over mini-batches in float64; features per "
-                        f"sample: {'flattened C*H*W' if pool == 'flatten' else 'spatial mean'}.")
+    result.notes.append(
+        f"Linear CKA, {estimator} HSIC, " + (f"from Gram matrices of {n} images" if via_gram or
+                                            estimator != "biased" else
+                                            "accumulated over mini-batches in float64")
+        + f"; features per image: {'flattened C*H*W' if pool == 'flatten' else 'spatial mean'}"
+        " (docs/cka-estimators.md: why the magnitudes differ from paper 003's Table 1).")
     return result
-
-
-def plot_heatmap(wide: pd.DataFrame, title: str = "linear CKA"):
-    """Heat-map with model pairs as rows, layers as columns, values written in the cells."""
-    from transferscope.analyses._figures import subplots
-
-    vals = wide.to_numpy(float)
-    fig, ax = subplots(figsize=(max(4.0, 0.7 * vals.shape[1] + 2), 0.5 * vals.shape[0] + 1.5))
-    im = ax.imshow(vals, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(vals.shape[1]))
-    ax.set_xticklabels(wide.columns, rotation=90, fontsize=7)
-    ax.set_yticks(range(vals.shape[0]))
-    ax.set_yticklabels(wide.index, fontsize=7)
-    for i, j in itertools.product(range(vals.shape[0]), range(vals.shape[1])):
-        if np.isfinite(vals[i, j]) and vals.size <= 120:
-            ax.text(j, i, f"{vals[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if vals[i, j] < 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
 
 
 class CkaOptions(AnalysisOptions):
     pool: Literal["avg", "flatten"] = Field("avg", description="per-sample features: spatial "
                                             "mean per channel, or flattened C*H*W")
     max_features: int = Field(4096, ge=1, description="flattened features kept per layer")
+    estimator: Literal["biased", "debiased"] = Field(
+        "biased", description="HSIC estimator: plug-in (Kornblith et al. 2019) or unbiased "
+        "(Song et al. 2012; from Gram matrices)")
+    setting: Literal["report", "paper003"] = Field(
+        "report", description="'paper003': paper 003's Table 1 setting as far as its text "
+        "says - each module's output flattened per image (C*H*W), Kornblith et al.'s linear "
+        "CKA with the plug-in HSIC, from Gram matrices of 'images' images")
+    images: int = Field(256, ge=4, description="images in the Gram matrices (setting "
+                        "'paper003' or estimator 'debiased')")
 
 
-def run(ctx: AuditContext, pool: str = "avg", max_features: int = 4096) -> AnalysisResult:
+def run(ctx: AuditContext, pool: str = "avg", max_features: int = 4096,
+        estimator: str = "biased", setting: str = "report", images: int = 256
+        ) -> AnalysisResult:
     """CKA of P with P-T #1 and of the P-T / RI-T pairs of ``ctx`` (Table 1)."""
     inp = transfer_inputs(ctx)
     models = {"P": ctx.source, **inp.models}
     pairs = [p for p in [("P-T #1", "P")] + inp.pairs if p[0] in models]
-    res = cka_tables(models, batches(ctx), pairs, pool=pool, max_features=max_features)
-    if pool == "avg":
-        res.notes.append("Activations are averaged over space per channel (pool='avg') so "
-                         "every layer fits the streaming accumulator.")
+    paper = setting == "paper003"
+    if paper:
+        pool, estimator = "flatten", "biased"
+    res = cka_tables(models, batches(ctx), pairs, pool=pool, max_features=max_features,
+                     estimator=estimator, via_gram=paper, max_images=images)
+    res.summary["setting"] = setting
+    res.notes.append(
+        "Setting 'paper003': every module output flattened per image and Kornblith et al.'s "
+        "plug-in linear CKA, as paper 003's text describes it (it names no pooling and no "
+        "estimator beyond the citation)." if paper else
+        "Setting 'report' (the default): activations averaged over space per channel "
+        f"(pool={pool!r}), {estimator} HSIC. Use setting='paper003' for paper 003's setting.")
     return res
-
-
-def finding(result: AnalysisResult) -> Finding | None:
-    """Mean CKA over modules per pair."""
-    from transferscope.analyses._stats import compare_cis, with_ci
-
-    mean = result.summary["mean_cka"]
-    cis = result.summary.get("mean_cka_ci95", {})
-    parts = [f"{html.escape(k)} {with_ci(v, cis.get(k), '.3f')}" for k, v in mean.items()]
-    same = {k: (v, cis.get(k)) for k, v in mean.items()
-            if k in ("P-T #1 & P-T #2", "RI-T #1 & RI-T #2")}
-    verdict = compare_cis(same)
-    return Finding.from_html("<b>Feature similarity</b> (linear CKA averaged over modules, 1 = same "
-                   "features; 95 % intervals over images): " + "; ".join(parts) + "."
-                   + (f" P-T vs RI-T pairs: {html.escape(verdict)}." if verdict else ""),
-                   dict(mean))
 
 
 register_analysis("cka", title="Feature similarity: linear CKA per module",

@@ -14,6 +14,14 @@ parameters, T_SB with theta_B = the parameters trained from scratch (starting at
 Layers differ in parameter scale, so the network-level value is the plain mean of the
 per-layer values (eq. 2), leaving out the classifier, which is task specific.
 
+T_SB needs a scratch run that has *arrived* somewhere. A run of a few epochs barely leaves
+theta_r, so ``D(theta_r, theta_SB)`` is tiny while ``D(theta_A, theta_SB)`` stays about
+``D(theta_A, theta_r)``, and T_SB lands far below 1 whatever pre-training did (paper 002's
+Table 2 has 1.83-6.94 for every data set). Rule used here: a scratch run is *short* when, in
+more than half of the non-classifier layers, it moved less than half the distance between the
+two starts, ``D(theta_r, theta_SB) < D(theta_A, theta_r) / 2``; in such a layer T_SB < 1
+follows from the triangle inequality alone. The finding then says so instead of reading T_SB.
+
 Layers are the model's :class:`~transferscope.models.LayerGroup` objects. Only *parameters*
 count: a normalisation layer's weight and bias belong to the group of its conv (the groups
 already pair them), while running statistics and other buffers are left out.
@@ -21,7 +29,6 @@ already pair them), while running statistics and other buffers are left out.
 
 from __future__ import annotations
 
-import html
 import math
 from typing import Sequence
 
@@ -32,6 +39,8 @@ from torch import nn
 
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, fmt, register_analysis
+from transferscope.findings import ClaimCheck
+from transferscope.stats import Interval, Verdict, too_few, verdict_of
 from transferscope.analyses._weights import (ParamGroup, StateDict,  # noqa: F401 (re-exported)
                                              check_state_dicts, parameter_groups)
 from transferscope.analyses._weights import state_of as _state
@@ -139,6 +148,54 @@ def whole_network_T(table: pd.DataFrame) -> float:
     return float(table.loc[keep, "T"].mean()) if keep.any() else math.nan
 
 
+#: a scratch run is short when it moved less than this share of D(theta_A, theta_r) ...
+SHORT_TRAVEL = 0.5
+#: ... in more than this share of the non-classifier layers
+SHORT_LAYERS = 0.5
+#: paper 002, Table 2: the range of T_SB over its twelve data sets
+PAPER_T_SB = (1.83, 6.94)
+
+
+def scratch_travel(sb_table: pd.DataFrame, start: pd.DataFrame) -> dict:
+    """How far the scratch run moved, against the distance between the two starts.
+
+    ``sb_table``: :func:`layer_transferability` with theta_B = theta_SB; ``start``: the same
+    with theta_B = theta_r (its ``D(theta_A, theta_B)`` column is ``D(theta_A, theta_r)``).
+    Returns ``ratio`` (median over non-classifier layers of ``D(theta_r, theta_SB) /
+    D(theta_A, theta_r)``), ``short_layers`` / ``layers`` (layers below :data:`SHORT_TRAVEL`)
+    and ``short`` (more than :data:`SHORT_LAYERS` of them).
+
+    Example:
+        >>> sb = pd.DataFrame({"D(theta_r, theta_B)": [0.01, 0.02, 0.5], "is_classifier":
+        ...                    [False, False, True]})
+        >>> st = pd.DataFrame({"D(theta_A, theta_B)": [1.0, 1.0, 0.0]})
+        >>> r = scratch_travel(sb, st); (r["short"], r["short_layers"], r["layers"])
+        (True, 2, 2)
+    """
+    moved = sb_table["D(theta_r, theta_B)"].astype(float).to_numpy()
+    apart = start["D(theta_A, theta_B)"].astype(float).to_numpy()
+    keep = ~sb_table["is_classifier"].astype(bool).to_numpy() & (apart > 0) & np.isfinite(moved)
+    ratio = moved[keep] / apart[keep]
+    n_short = int((ratio < SHORT_TRAVEL).sum())
+    return {"ratio": float(np.median(ratio)) if ratio.size else math.nan,
+            "short_layers": n_short, "layers": int(ratio.size),
+            "short": bool(ratio.size) and n_short > SHORT_LAYERS * ratio.size}
+
+
+def first_vs_max(table: pd.DataFrame) -> dict:
+    """The first non-classifier layer group's T against the highest T of those groups
+    (finite values only): ``first``, ``T_first``, ``T_max``, ``max_layer``, ``first_is_max``."""
+    t = table[~table["is_classifier"].astype(bool) & np.isfinite(table["T"].astype(float))]
+    if t.empty:
+        return {"first": None, "T_first": math.nan, "T_max": math.nan, "max_layer": None,
+                "first_is_max": None}
+    top = t.loc[t["T"].astype(float).idxmax()]
+    first = t.iloc[0]
+    return {"first": str(first["layer"]), "T_first": float(first["T"]),
+            "T_max": float(top["T"]), "max_layer": str(top["layer"]),
+            "first_is_max": bool(float(first["T"]) >= float(top["T"]))}
+
+
 def network_transferability(groups_from: TransferModel, theta_a, theta_r, fine_tuned, scratch,
                             label: str = "") -> AnalysisResult:
     """T_FB and T_SB per layer and for the whole network (eq. 1-2, Fig. 8).
@@ -151,15 +208,19 @@ def network_transferability(groups_from: TransferModel, theta_a, theta_r, fine_t
         label: names the target task in tables, summary and figure.
     """
     tables, summary, rows = {}, {}, []
+    start = layer_transferability(theta_a, theta_r, theta_r, groups_from, b_label="theta_r (as theta_B)")
     for key, theta_b, what in (("T_FB", fine_tuned, "theta_FB (fine-tuned)"),
                                ("T_SB", scratch, "theta_SB (from scratch)")):
         table = layer_transferability(theta_a, theta_b, theta_r, groups_from, b_label=what)
+        table["D(theta_A, theta_r)"] = start["D(theta_A, theta_B)"].to_numpy()
         tables[key] = table
         summary[key] = whole_network_T(table)
         summary[f"{key}_non_finite_layers"] = table.loc[~table["finite"], "layer"].tolist()
         rows.append(table.assign(variant=key, target=label))
     name = f"{label} " if label else ""
-    summary.update(label=label, layers=int(len(tables["T_FB"])))
+    summary.update(label=label, layers=int(len(tables["T_FB"])),
+                   scratch=scratch_travel(tables["T_SB"], start),
+                   lowest=first_vs_max(tables["T_FB"]))
     long = pd.concat(rows, ignore_index=True)
     long = long[["target", "variant"] + [c for c in long.columns if c not in ("target", "variant")]]
     result = AnalysisResult("transferability", summary, {"layers": long})
@@ -168,7 +229,11 @@ def network_transferability(groups_from: TransferModel, theta_a, theta_r, fine_t
         "D is the mean absolute difference pooled over the parameter elements of a layer group; "
         "normalisation weights/biases count with their conv, running statistics are excluded.",
         "Whole-network T (eq. 2) averages the finite per-layer T of all layers except the "
-        "classifier."]
+        "classifier.",
+        f"A scratch run counts as short when in more than {SHORT_LAYERS:.0%} of the "
+        f"non-classifier layers it moved less than {SHORT_TRAVEL:g} x D(theta_A, theta_r) from "
+        "theta_r; T_SB < 1 then follows from the triangle inequality, not from what "
+        "pre-training did."]
     return result
 
 
@@ -180,8 +245,9 @@ def transferability_result(per_target: dict[str, AnalysisResult],
     Table 2 when given), one line per target in the figure."""
     layers = pd.concat([r.tables["layers"] for r in per_target.values()], ignore_index=True)
     tables = {"table2": table2} if table2 is not None else {}
+    keys = ("T_FB", "T_SB", "scratch", "lowest")
     result = AnalysisResult(
-        "transferability", {k: {"T_FB": v.summary["T_FB"], "T_SB": v.summary["T_SB"]}
+        "transferability", {k: {x: v.summary[x] for x in keys if x in v.summary}
                             for k, v in per_target.items()},
         {**tables, "layers": layers}, notes=next(iter(per_target.values())).notes + list(notes))
     result.figures["layer_T_FB"] = plot_layer_T(
@@ -249,15 +315,81 @@ def run(ctx: AuditContext) -> AnalysisResult:
     return transferability_result(per)
 
 
+#: target tasks (data sets) below which the share of "first layer not the most
+#: transferable" gets no interval
+MIN_TASKS = 4
+
+
+def lower_layers_check(targets: dict) -> ClaimCheck | None:
+    """002.lower_layers from ``{target: summary}`` (each with ``lowest``, see
+    :func:`first_vs_max`): per target task, is the first layer group's T_FB below the highest?
+
+    Sweep variants (labels with ``@``) are not separate tasks. With fewer than
+    :data:`MIN_TASKS` tasks the verdict is "cannot tell" and says what these runs show; with
+    more, the share of tasks whose first layer is not the most transferable gets an exact
+    (Clopper-Pearson) interval over tasks, which must lie above 1/2 ("usually").
+    """
+    from scipy.stats import binomtest
+
+    rows = {k: v["lowest"] for k, v in targets.items()
+            if "@" not in str(k) and isinstance(v.get("lowest"), dict)
+            and v["lowest"].get("first_is_max") is not None}
+    if not rows:
+        return None
+    n, k = len(rows), sum(not r["first_is_max"] for r in rows.values())
+    seen = "; ".join(f"{t}: {r['first']} {fmt(r['T_first'])} vs highest {fmt(r['T_max'])} "
+                     f"({r['max_layer']})" for t, r in rows.items())
+    test = ("first non-classifier layer group's T_FB against the highest T_FB of those groups, "
+            "per target task; share of tasks where it is not the highest")
+    few = too_few(n, MIN_TASKS, "target tasks")
+    if few:
+        iv = Interval(k / n, math.nan, math.nan, "target task", n, method="share of tasks")
+        lead = ("in these runs the lowest layer group is not the most transferable"
+                if k == n else "in these runs the lowest layer group is the most transferable"
+                if k == 0 else f"in {k} of {n} target tasks the lowest layer group is not the "
+                "most transferable")
+        return ClaimCheck("002.lower_layers", Verdict.CANNOT_TELL,
+                          f"{lead} ({seen}); with one fine-tuned and one scratch run per target "
+                          f"this cannot tell beyond these runs - {few}", iv, test)
+    ci = binomtest(k, n).proportion_ci(0.95, method="exact")
+    iv = Interval(k / n, float(ci.low), float(ci.high), "target task", n,
+                  method="Clopper-Pearson exact")
+    verdict, why = verdict_of(iv, ">", 0.5)
+    return ClaimCheck("002.lower_layers", verdict,
+                      f"{k} of {n} target tasks have a lowest layer group below the highest "
+                      f"T_FB; {why} (one run per kind and task: about these runs)", iv, test)
+
+
+def _short_caveat(targets: dict) -> str:
+    short = {k: v for k, v in targets.items() if (v.get("scratch") or {}).get("short")}
+    if not short:
+        return ""
+    below = [k for k, v in short.items() if v["T_SB"] < 1]
+    detail = "; ".join(f"{k}: moved a median {fmt(v['scratch']['ratio'])} of the distance "
+                       f"between the starts, under {SHORT_TRAVEL:g} in "
+                       f"{v['scratch']['short_layers']} of {v['scratch']['layers']} layers"
+                       for k, v in short.items())
+    head = ("T_SB < 1 here says the scratch run is short, not that pre-training hurts"
+            if below else "the scratch run is short, so T_SB is not comparable with the paper's")
+    return (f"{head} ({detail}; paper 002's Table 2 has T_SB {PAPER_T_SB[0]:g}-"
+            f"{PAPER_T_SB[1]:g} after 100 epochs)")
+
+
 def finding(result: AnalysisResult) -> Finding | None:
-    """Whole-network T_FB and T_SB per target."""
+    """Whole-network T_FB and T_SB per target, whether the scratch runs are too short to
+    read T_SB, and the claim that the lowest layers are usually not the most transferable."""
     s = {k: v for k, v in result.summary.items() if isinstance(v, dict) and "T_FB" in v}
     if not s:
         return None
-    parts = [f"{html.escape(k)} T_FB {fmt(v['T_FB'])}, T_SB {fmt(v['T_SB'])}"
-             for k, v in s.items()]
-    return Finding.from_html("<b>Transferability</b> (1 = no better than a random start): "
-                   + "; ".join(parts) + ".", {k: v["T_FB"] for k, v in s.items()})
+    check = lower_layers_check(s)
+    caveat = _short_caveat(s)
+    return Finding("Transferability", "(1 = no better than a random start)",
+                   clauses=tuple(f"{k} T_FB {fmt(v['T_FB'])}, T_SB {fmt(v['T_SB'])}"
+                                 for k, v in s.items()),
+                   checks=(check,) if check else (), caveat=caveat,
+                   next_step="train the scratch run to convergence (paper 002: 100 epochs) "
+                   "before reading T_SB" if caveat else "",
+                   numbers={k: v["T_FB"] for k, v in s.items()})
 
 
 register_analysis("transferability", title="Layer-wise transferability T = D(theta_r, theta_B) "

@@ -6,11 +6,14 @@ domain gap, W the domain width and N the number of training images (the columns 
 ``width``, ``N`` of :mod:`.domain`'s table). Logs are natural. The size of a coefficient
 depends on the units of its factor (the paper does not state its scaling), so compare signs
 and fit quality, or pass ``standardize=True`` to fit per-standard-deviation coefficients.
+
+Paper 002's claim that a larger domain gap brings lower transferability is checked on its own
+(:func:`gap_check`): the slope of ``log T_FB`` on the gap alone, with a bootstrap interval
+that resamples target data sets (sweep variants ``name@...`` of one data set move together),
+from 4 data sets on; below that the verdict is "cannot tell".
 """
 
 from __future__ import annotations
-
-import html
 
 import numpy as np
 import pandas as pd
@@ -18,8 +21,12 @@ import pandas as pd
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, fmt, register_analysis
 from transferscope.errors import ConfigError
+from transferscope.findings import ClaimCheck
+from transferscope.stats import Interval, Verdict, cluster_statistic, too_few, verdict_of
 
 FACTORS = ("gap", "width", "log_N")
+#: distinct target data sets below which the gap claim gets no verdict
+MIN_TASKS = 4
 COEFFICIENTS = FACTORS + ("intercept",)
 
 
@@ -76,6 +83,48 @@ def fit_log_T(table: pd.DataFrame, target_col: str = "T_FB", *,
             "identifiable": int(rank) == len(COEFFICIENTS), "standardized": standardize}
 
 
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    dx = x - x.mean()
+    var = float(dx @ dx)
+    return float(dx @ (y - y.mean()) / var) if var > 0 else float("nan")
+
+
+def gap_check(rows: pd.DataFrame, target_col: str = "T_FB", *, n_boot: int = 2000,
+              seed: int = 0) -> dict:
+    """Claim 002.gap: the slope of ``log T`` on the domain gap is below 0.
+
+    Rows with finite positive T and finite gap count; the unit is the target data set (the
+    part of ``target`` before ``@``, so sweep variants of one set are resampled together).
+    Returns ``verdict``, ``why``, ``test`` and ``estimate`` (an :class:`Interval` as a dict).
+
+    Example:
+        >>> t = pd.DataFrame({"target": list("abcdef"), "gap": [0.5, 1, 2, 3, 4, 6],
+        ...                   "T_FB": np.exp([3.0, 2.9, 2.1, 1.4, 1.1, 0.2])})
+        >>> c = gap_check(t, n_boot=500); c["verdict"], round(c["estimate"]["value"], 3)
+        ('agrees', -0.528)
+    """
+    names = (rows["target"] if "target" in rows.columns else pd.Series(rows.index, rows.index))
+    cols = rows[["gap", target_col]].astype(float)
+    ok = (np.isfinite(cols).all(axis=1) & (cols[target_col] > 0)).to_numpy()
+    x, y = cols["gap"].to_numpy()[ok], np.log(cols[target_col].to_numpy()[ok])
+    sets = np.array([str(n).split("@")[0] for n in names[ok]])
+    test = (f"slope of log {target_col} on the domain gap (least squares), cluster bootstrap "
+            "over target data sets")
+    n_sets = len(set(sets.tolist()))
+    few = too_few(n_sets, MIN_TASKS, "target data sets")
+    if few:
+        iv = Interval(_slope(x, y) if len(x) else float("nan"), float("nan"), float("nan"),
+                      "target data set", n_sets)
+        return {"verdict": Verdict.CANNOT_TELL.value, "why": few, "test": test,
+                "estimate": iv.to_dict()}
+    iv = cluster_statistic(lambda i: _slope(x[i], y[i]), sets, unit="target data set",
+                           n_boot=n_boot, seed=seed)
+    verdict, why = verdict_of(iv, "<")
+    return {"verdict": verdict.value, "test": test, "estimate": iv.to_dict(),
+            "why": f"slope {iv.value:+.3g} per unit of gap; {why} (each target: one fine-tune "
+                   "and one scratch run)"}
+
+
 def fit_factors(rows: pd.DataFrame, *, standardize: bool = False) -> AnalysisResult:
     """Fit eq. 3 for ``T_FB`` and, when the column is there, ``T_SB``.
 
@@ -101,6 +150,8 @@ def fit_factors(rows: pd.DataFrame, *, standardize: bool = False) -> AnalysisRes
         if not f["identifiable"]:
             notes.append(f"{f['target']}: factors are collinear (rank {f['rank']} < 4); the "
                          "coefficients are one of many exact solutions.")
+    if "T_FB" in rows.columns and "gap" in rows.columns:
+        summary["gap_claim"] = gap_check(rows)
     result = AnalysisResult("transferability_factors", summary,
                             {"coefficients": pd.DataFrame(coef), "fitted": pd.DataFrame(points)},
                             notes=notes + ["log is natural; coefficients are in the units of the "
@@ -128,13 +179,23 @@ def _figure(fits, names):
 
 
 def finding(result: AnalysisResult) -> Finding | None:
-    """Fit quality and coefficients of eq. 3 per variant."""
-    s = result.summary
-    parts = [f"{html.escape(k)}: R^2 {fmt(v['r2'])} over {v['n']} targets ("
-             + ", ".join(f"{html.escape(c)} {fmt(b)}" for c, b in v["coefficients"].items())
-             + ")" + ("" if v["identifiable"] else ", not identifiable") for k, v in s.items()]
-    return Finding.from_html("<b>Transferability factors</b> (eq. 3, log T on gap, width and log N) - "
-                   + "; ".join(parts) + ".", {k: v["r2"] for k, v in s.items()})
+    """Fit quality and coefficients of eq. 3 per variant, and the verdict on the gap claim."""
+    s = {k: v for k, v in result.summary.items() if k in ("T_FB", "T_SB")}
+    if not s:
+        return None
+    clauses = tuple(f"{k}: R^2 {fmt(v['r2'])} over {v['n']} targets ("
+                    + ", ".join(f"{c} {fmt(b)}" for c, b in v["coefficients"].items())
+                    + ")" + ("" if v["identifiable"] else ", not identifiable")
+                    for k, v in s.items())
+    g = result.summary.get("gap_claim")
+    checks, caveat = (), ""
+    if g:
+        iv = Interval(**g["estimate"])
+        checks = (ClaimCheck("002.gap", Verdict(g["verdict"]), g["why"], iv, g["test"]),)
+        caveat = g["why"] if g["why"].startswith("too few") else ""
+    return Finding("Transferability factors", "(eq. 3, log T on gap, width and log N)",
+                   clauses=clauses, checks=checks, caveat=caveat,
+                   numbers={k: v["r2"] for k, v in s.items()})
 
 
 register_analysis("transferability_factors", title="Regression of log T on gap, width and log N",
