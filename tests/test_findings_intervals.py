@@ -25,11 +25,12 @@ def test_distraction_finding_names_intervals_and_paired_difference():
     # separate intervals overlap
     from transferscope.analyses.distraction import summarise
 
-    bg = [0, 0, 1, 1, 2, 2, 3, 3]
-    ft = [0.2, 0.25, 0.3, 0.2, 0.15, 0.2, 0.25, 0.3]
+    bg = [0, 0, 1, 1, 2, 2, 3, 3] * 2  # 8 background images: a sign-flip test can reach p<.05
+    bg = bg[:8] + [b + 4 for b in bg[8:]]
+    ft = [0.2, 0.25, 0.3, 0.2, 0.15, 0.2, 0.25, 0.3] * 2
     text = _finding("distraction", summarise({"ft": ft, "scratch": [x - 0.05 for x in ft]},
                                              bg))
-    assert "ft 0.231 [" in text and "(95 % over 4 background images)" in text
+    assert "ft 0.231 [" in text and "(95 % over 8 background images)" in text
     assert "ft is higher than scratch in distraction by +0.050 [+0.050, +0.050]" in text
     text = _finding("distraction", summarise({"ft": ft, "scratch": ft}, bg))
     assert "no clear difference between ft and scratch" in text
