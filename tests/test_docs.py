@@ -118,3 +118,51 @@ def test_check_mode_reports_a_stale_reference(tmp_path, capsys):
     out.write_text(out.read_text().replace("title of the report", "old words"))
     assert studyref.main(["--check", str(out)]) == 1
     assert "not current" in capsys.readouterr().err
+
+
+# --- the README's Python section runs -----------------------------------------------------------
+
+def readme_python_blocks(text: str) -> list[tuple[int, str]]:
+    """``(line number, code)`` of every ```python block of a Markdown text."""
+    return [(text[:m.start()].count("\n") + 2, m.group(1))
+            for m in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M)]
+
+
+def test_readme_python_section_runs(tmp_path, monkeypatch):
+    """Every ```python block of the README runs: ``>>>`` blocks as doctests (outputs checked,
+    ``...`` matches anything), the others as scripts. They run in a folder holding what the
+    README's shell steps would have left there - a run directory ``runs/ft`` and an audit folder
+    ``audit-ft`` (synthetic results: no training, no download) - with an empty data root."""
+    import doctest
+
+    from _report_synthetic import synthetic_results
+    from transferscope import create_model
+    from transferscope.models import save_model
+
+    (tmp_path / "runs" / "ft").mkdir(parents=True)
+    save_model(create_model("baseline_cnn", 2, init="random"),
+               tmp_path / "runs" / "ft" / "model.safetensors")
+    synthetic_results(tmp_path / "audit-ft")
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("TRANSFERSCOPE_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+
+    readme = ROOT / "README.md"
+    blocks = readme_python_blocks(readme.read_text())
+    assert blocks, "the README has no ```python block"
+    assert any(">>> " in code for _, code in blocks)
+    for lineno, code in blocks:
+        if ">>> " not in code:
+            exec(compile(code, f"{readme}:{lineno}", "exec"), {"__name__": "readme"})
+            continue
+        test = doctest.DocTestParser().get_doctest(code, {"__name__": "readme"}, "README",
+                                                   str(readme), lineno - 1)
+        out: list[str] = []
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        result = runner.run(test, out=out.append)
+        assert result.attempted > 5 and result.failed == 0, "".join(out)
+
+
+def test_readme_block_extraction_known_answer():
+    text = "x\n```python\na = 1\n```\n\n```bash\nb\n```\n```python\n>>> 1\n1\n```\n"
+    assert readme_python_blocks(text) == [(3, "a = 1\n"), (10, ">>> 1\n1\n")]

@@ -305,15 +305,16 @@ def test_spectra_say_plainly_when_a_model_has_few_convs():
     assert any("few convolutional layers in vit (1)" in n for n in res.notes)
 
 
-def test_readme_study_example_parses():
+def test_models_doc_study_example_parses():
+    """The study file of docs/models.md (moved there from the README) parses."""
     import re
     from pathlib import Path
 
     from transferscope.studies.spec import parse_study
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Audit your own model"):]
-    spec = parse_study(re.search(r"```toml\n(.*?)```", section, re.S).group(1), "README")
+    doc = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
+    section = doc[doc.index("## Examples"):]
+    spec = parse_study(re.search(r"```toml\n(.*?)```", section, re.S).group(1), "docs/models.md")
     assert spec.models[0].arch == "timm:vit_tiny_patch16_224" and spec.image_size == 64
 
 

@@ -17,6 +17,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 data_app = typer.Typer(no_args_is_help=True, help="Find, check and download data sets.")
 app.add_typer(data_app, name="data")
 
+DATA_HELP = ("data set: a name under the data root, a folder (ImageFolder layout) or a CSV file "
+             "path,label[,split]")
+SPLIT_DATA_HELP = ("with train and val splits: a name under the data root, a folder "
+                   "(ImageFolder layout) or a CSV file path,label,split")
 DataRoot = typer.Option(None, "--data-root", help=f"data folder (else ${config.DATA_ENV}, "
                         "else ../shared/data, else ~/.cache/transferscope/data)")
 LogTo = typer.Option(None, "--log-to", help="also log metrics, figures and the report to "

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from transferscope.cli._app import DataRoot, app, load_any_model
+from transferscope.cli._app import DATA_HELP, DataRoot, app, load_any_model
 from transferscope.errors import TransferscopeError
 
 
@@ -17,15 +17,17 @@ from transferscope.errors import TransferscopeError
 def audit_memory(
     model: list[str] = typer.Option(..., help="NAME=RUN_DIR|FILE of a target model; repeat. "
                                     "The first with the source architecture is M^t"),
-    out: Path = typer.Option(..., help="folder for results/ and figures/"),
+    out: Path = typer.Option(..., help="output folder: study.toml, results/ (findings.json), "
+                             "figures/, report.html; guard --study takes it"),
     source: str = typer.Option("efficientnet_lite0", help="source model: architecture "
                                "(ImageNet weights) or .safetensors file"),
     extra_source: list[str] = typer.Option([], help="source architecture for target models "
                                            "of another architecture (ImageNet weights); repeat"),
     init: str = typer.Option("imagenet", help="weights of --source/--extra-source given by "
                              "name: imagenet | random | PATH"),
-    target: str = typer.Option("hymenoptera", help="target data set"),
-    target_split: str = typer.Option("val"),
+    target: str = typer.Option("hymenoptera", help="target " + DATA_HELP),
+    target_split: str = typer.Option("val", help="split of the target data set: a sub-folder, "
+                                     "or the CSV rows whose split column has this value"),
     source_images: list[str] = typer.Option(["imagenet-samples", "imagenette/val"],
                                             help="ImageNet-labelled image sets; repeat"),
     views: int = typer.Option(3, help="deterministic augmented views per image, for source "
@@ -43,7 +45,11 @@ def audit_memory(
     device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda | cuda:N | mps"),
     data_root: Optional[Path] = DataRoot,
 ):
-    """Source-domain memory and interference audit (papers 000 and 001)."""
+    """Audit what a fine-tuned model remembers of its source (papers 000 and 001).
+
+    Writes the output folder of a study: study.toml, results/ (one JSON and CSV per analysis,
+    findings.json), figures/ and report.html.
+    """
     from transferscope.analyses import AuditContext
     from transferscope.studies.memory import run_memory_audit
     from transferscope.data import image_folder
@@ -165,13 +171,16 @@ def write_study_file(out: Path, *, source: str, init: str, target: str, target_s
 
 @app.command()
 def guard(images: list[Path] = typer.Argument(..., help="image files or folders to check"),
-          study: Path = typer.Option(..., help="output folder of a finished study / demo"),
+          study: Path = typer.Option(..., help="output folder of audit-memory, audit or demo"),
           model: Optional[str] = typer.Option(None, help="which fine-tuned model (default: "
                                               "the first with the source architecture)"),
           json_out: bool = typer.Option(False, "--json", help="print JSON instead of text"),
           data_root: Optional[Path] = DataRoot):
-    """Per image: the fine-tuned model's prediction and whether it activates a lingering
-    source feature (paper 001, eq. 5)."""
+    """Check images against the lingering source memories an audit found (paper 001, eq. 5).
+
+    Per image: the fine-tuned model's prediction, the detector's score against its threshold
+    and, when flagged, the lingering source class behind it.
+    """
     import torch
 
     from transferscope.analyses.interference_detector import build

@@ -9,15 +9,15 @@ from typing import Optional
 import typer
 
 from transferscope import __version__
-from transferscope.cli._app import (DataRoot, Executor, LogTo, app, data_app, load_any_model,
-                                    with_executor)
+from transferscope.cli._app import (DATA_HELP, SPLIT_DATA_HELP, DataRoot, Executor, LogTo, app,
+                                    data_app, load_any_model, with_executor)
 from transferscope.errors import ConfigError, TransferscopeError
 
 
 @app.command()
 def train(
     arch: str = typer.Option(..., help="architecture, see `transferscope models`"),
-    data: str = typer.Option(..., help="ImageFolder data set: a name under the data root or a path"),
+    data: str = typer.Option(..., help="training data set " + SPLIT_DATA_HELP),
     out: Path = typer.Option(..., help="run directory to write"),
     init: str = typer.Option("imagenet", help="imagenet (= pretrained) | random | PATH "
                              "(.safetensors/.pt)"),
@@ -78,8 +78,9 @@ def train(
 @app.command()
 def evaluate(
     model: str = typer.Option(..., help="architecture name, run directory or .safetensors file"),
-    data: str = typer.Option(..., help="data set name or path"),
-    split: Optional[str] = typer.Option(None, help="sub-folder, e.g. val"),
+    data: str = typer.Option(..., help=DATA_HELP),
+    split: Optional[str] = typer.Option(None, help="split: a sub-folder, or the CSV rows whose "
+                                        "split column has this value, e.g. val"),
     source: bool = typer.Option(False, help="labels are ImageNet classes (wnid file/folder names)"),
     init: str = typer.Option("imagenet", help="weights when --model is an architecture name"),
     image_size: Optional[int] = typer.Option(None),
@@ -123,8 +124,11 @@ def audit(study: Path = typer.Argument(..., help="study TOML file"),
                                    "report.html)"),
           data_root: Optional[Path] = DataRoot, log_to: Optional[str] = LogTo,
           executor: Optional[str] = Executor):
-    """Run a study file: train what is missing, run every analysis, write the report. Any
-    study kind (``kind = "transferability"``, ``"remedies"``, ... at the top of the file)."""
+    """Run a study file: train what is missing, run every analysis, write the report.
+
+    Any study kind: kind = "transferability", "remedies", ... at the top of the file
+    (default: a memory and what-is-transferred audit; docs/study-file.md lists every key).
+    """
     from transferscope.studies.run import StudySpec, load_any, run_study, study_kinds
 
     spec = with_executor(load_any(study), executor)
@@ -145,8 +149,11 @@ def demo(out: Path = typer.Option(Path("transferscope-demo"), help="output folde
          print_spec: bool = typer.Option(False, help="print the demo study TOML and exit"),
          data_root: Optional[Path] = DataRoot, log_to: Optional[str] = LogTo,
          executor: Optional[str] = Executor):
-    """The demo: ImageNet efficientnet_lite0 fine-tuned on hymenoptera (what it remembers) and
-    on chest X-rays (what is transferred); one report."""
+    """The demo audit: trains 7 small models, runs every analysis, writes one report.
+
+    ImageNet efficientnet_lite0 fine-tuned on hymenoptera (what it remembers) and on chest
+    X-rays (what is transferred); the data sets it needs are downloaded on the first run.
+    """
     from transferscope.studies.demo import DEMO_TOML, DEMO_TRANSFER_TOML, run_demo
 
     if print_spec:
@@ -199,8 +206,11 @@ def data_fetch(name: str, data_root: Optional[Path] = DataRoot,
                                                  "(same archive as upstream)"),
                sha256: Optional[str] = typer.Option(None, help="expected archive sha256"),
                timeout: float = typer.Option(20.0, help="network timeout in seconds")):
-    """Download a known data set (hymenoptera, imagenet-samples, imagenette) into the data
-    root: resumable, verified against the package's manifest (and --sha256)."""
+    """Download a known data set into the data root (resumable, verified).
+
+    Known sets: hymenoptera, imagenet-samples, imagenette, chest-xray; each is checked against
+    the package's manifest (and --sha256).
+    """
     from transferscope.data.fetch import fetch
 
     typer.echo(str(fetch(name, data_root, timeout=timeout, url=url, sha256=sha256)))

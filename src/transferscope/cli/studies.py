@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from transferscope.cli._app import DataRoot, app
+from transferscope.cli._app import SPLIT_DATA_HELP, DataRoot, app
 
 ExecutorOpt = typer.Option("local", "--executor", help="where the training runs execute: local "
                            "(one after another here) or ray (one Ray task each)")
@@ -17,7 +17,7 @@ from transferscope.errors import ConfigError
 
 @app.command("transferability")
 def transferability_cmd(
-    targets: list[str] = typer.Argument(..., help="target data sets (ImageFolder with train/val)"),
+    targets: list[str] = typer.Argument(..., help="target data sets, each " + SPLIT_DATA_HELP),
     out: Path = typer.Option(..., help="output folder (runs/, results/, figures/, report)"),
     arch: str = typer.Option("efficientnet_lite0"),
     source: str = typer.Option("imagenet-samples", help="source images for the domain gap"),
@@ -46,7 +46,8 @@ def transferability_cmd(
 
 @app.command("block-shuffle")
 def block_shuffle_cmd(
-    data: str = typer.Option("hymenoptera"), out: Path = typer.Option(...),
+    data: str = typer.Option("hymenoptera", help="target data set " + SPLIT_DATA_HELP),
+    out: Path = typer.Option(...),
     arch: str = typer.Option("efficientnet_lite0"),
     block_sizes: str = typer.Option("64,16,4,1,*", help="comma-separated; '*' mixes channels"),
     image_size: int = typer.Option(64), epochs: int = typer.Option(3),
@@ -65,7 +66,8 @@ def block_shuffle_cmd(
 @app.command("checkpoint-transfer")
 def checkpoint_transfer_cmd(
     pretrain_run: Path = typer.Option(..., help="run directory of a pre-training run"),
-    data: str = typer.Option("hymenoptera"), out: Path = typer.Option(...),
+    data: str = typer.Option("hymenoptera", help="target data set " + SPLIT_DATA_HELP),
+    out: Path = typer.Option(...),
     checkpoints: str = typer.Option("", help="epochs to start from (default: all saved)"),
     image_size: int = typer.Option(64), epochs: int = typer.Option(3),
     recipe: str = typer.Option("paper002"), seed: int = typer.Option(0),
@@ -82,7 +84,7 @@ def checkpoint_transfer_cmd(
 
 @app.command("remedies")
 def remedies_cmd(
-    target: str = typer.Option("hymenoptera", help="target data set (ImageFolder train/val)"),
+    target: str = typer.Option("hymenoptera", help="target data set " + SPLIT_DATA_HELP),
     out: Path = typer.Option(..., help="output folder (runs/, audit/, results/, report.html)"),
     arch: str = typer.Option("efficientnet_lite0"),
     variants: str = typer.Option(",".join(["standard", "composite-augmentation", "activation-l1",
