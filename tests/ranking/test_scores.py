@@ -165,3 +165,16 @@ def test_logme_costs_one_decomposition_not_one_per_class():
         scores.logme(f, y)
         took[c] = time.perf_counter() - t
     assert took[100] < 3 * took[2] + 0.5, took
+
+
+def test_hscore_saturates_at_c_minus_1_when_n_le_d_and_the_shrinkage_one_does_not():
+    """Known answer of the degenerate regime (N <= D, e.g. 244 images, 1280 features): any
+    features give the plain H-score C - 1, so it cannot rank; the shrinkage H-score still
+    ranks separable features above random ones."""
+    rng = np.random.default_rng(3)
+    y = np.arange(60) % 3
+    noise = rng.normal(size=(60, 100))
+    separable = noise + 3 * np.eye(3, 100)[y]
+    assert scores.hscore(noise, y) == pytest.approx(2.0, rel=1e-9)
+    assert scores.hscore(separable, y) == pytest.approx(2.0, rel=1e-9)
+    assert scores.hscore_regularised(separable, y) > scores.hscore_regularised(noise, y)

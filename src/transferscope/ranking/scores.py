@@ -78,9 +78,10 @@ def logme(features, labels) -> float:
     from ``features`` to each class's one-hot indicator (You et al., 2021).
 
     The reference's fixed-point iteration (at most 11 steps, stop at a relative change of
-    ``alpha/beta`` <= 1e-3, per class), run for all classes at once after one SVD (of
-    ``f^T f`` when N > D, keeping singular values > 1e-10, as the reference does; only
-    ``u`` and the singular values enter the score). Classes
+    ``alpha/beta`` <= 1e-3, per class), run for all classes at once after one decomposition:
+    the reference's SVD of ``f`` as the eigendecomposition of the smaller Gram matrix
+    (``f^T f`` when N > D, keeping singular values > 1e-10, as the reference does; ``f f^T``
+    otherwise). Only ``u`` and the singular values enter the score. Classes
     are ``0 .. max(labels)`` (an absent class counts, as in the reference).
     """
     f, y = _features(features, labels)
@@ -92,8 +93,10 @@ def logme(features, labels) -> float:
         keep = s > 1e-10
         s, v = s[keep], v[:, keep]
         u = (f @ v) / s
-    else:
-        u, s, vh = torch.linalg.svd(f, full_matrices=False)
+    else:  # reference: the thin SVD of f, every singular value kept; here the (N, N) Gram
+        #      matrix's eigenvectors (the same u and s; several times faster)
+        s2, u = torch.linalg.eigh(f @ f.T)
+        s = s2.clamp_min(0).sqrt()
     sigma = (s ** 2)[:, None]                                   # (k, 1)
     onehot = torch.nn.functional.one_hot(y, int(y.max()) + 1).double()  # (N, C)
     x2 = (u.T @ onehot) ** 2                                    # (k, C)
@@ -167,26 +170,69 @@ def _class_means(f: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.
     return sums / counts.clamp_min(1)[:, None], counts
 
 
-def _between_cov(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``np.cov(g)`` where ``g`` replaces each sample by its class mean: the between-class
-    covariance, ddof 1."""
+def _between_rows(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``G (C, D)`` with ``G^T G = np.cov(g)``, ``g`` each sample replaced by its class mean
+    (the between-class covariance, ddof 1): rows ``sqrt(n_c / (N - 1)) (mean_c - mean)``."""
     means, counts = _class_means(f, y)
-    g = means - (counts @ means) / counts.sum()                 # centred class means
-    return (g.T * counts) @ g / (f.shape[0] - 1)
+    centred = means - (counts @ means) / counts.sum()
+    return centred * (counts / (f.shape[0] - 1)).sqrt()[:, None]
+
+
+def _trace_inverse(x: torch.Tensor, g: torch.Tensor, scale: float, ridge: float = 0.0) -> float:
+    """``tr(M^+ G^T G)`` for ``M = scale * x^T x + ridge * I`` without forming or inverting a
+    (D, D) matrix when N < D: the eigenpairs of ``x^T x`` come from the smaller of the two
+    Gram matrices (``x^T x`` or ``x x^T``), M's pseudo-inverse keeps eigenvalues above
+    ``max(N, D) * eps`` of the largest (numpy's rank tolerance: below it an eigenvalue is
+    rounding noise)."""
+    n, d = x.shape
+    if d <= n:
+        lam, v = torch.linalg.eigh(x.T @ x)
+        proj = g @ v                                            # (C, k): G v_i
+    else:
+        lam, u = torch.linalg.eigh(x @ x.T)
+        proj = (g @ x.T) @ u / lam.clamp_min(1e-300).sqrt()     # G v_i, v_i = x^T u_i / s_i
+    ev = scale * lam.clamp_min(0) + ridge
+    keep = ev > max(n, d) * torch.finfo(torch.float64).eps * ev.max()
+    p2 = (proj[:, keep] ** 2).sum(0)
+    total = float((p2 / ev[keep]).sum())
+    if ridge > 0:  # the complement of x's span, where M = ridge * I
+        total += max(float((g ** 2).sum() - p2.sum()), 0.0) / ridge
+    return total
 
 
 def hscore(features, labels) -> float:
-    """H-score: ``tr(cov(f)^+ cov(E[f | y]))`` (Bao et al., 2019); both covariances ddof 1,
-    the pseudo-inverse cut at 1e-15 of the largest singular value as in the reference."""
+    """H-score: ``tr(cov(f)^+ cov(E[f | y]))`` (Bao et al., 2019); both covariances ddof 1.
+
+    When N <= D the features' covariance is singular and the score saturates at C - 1 for
+    any features that tell the classes apart (every model then looks perfect): use
+    :func:`hscore_regularised`. The reference inverts the (D, D) covariance with a cut at
+    1e-15 of its largest singular value, which then also inverts rounding noise; here the
+    cut is ``max(N, D) * eps`` (the same result on any well-conditioned covariance)."""
     f, y = _features(features, labels)
-    fc = f - f.mean(0)
-    covf = fc.T @ fc / (f.shape[0] - 1)
-    inv = torch.linalg.pinv(covf, rtol=1e-15, hermitian=True)
-    return float(torch.trace(inv @ _between_cov(f, y)))
+    x = f - f.mean(0)
+    return _trace_inverse(x, _between_rows(f, y), 1.0 / (f.shape[0] - 1))
+
+
+def _shrinkage(x: torch.Tensor) -> tuple[float, float]:
+    """Ledoit-Wolf shrinkage ``a`` and target scale ``mu = tr(S)/D`` of centred ``x (N, D)``
+    (``S = x^T x / N``), as ``sklearn.covariance.ledoit_wolf_shrinkage`` computes them."""
+    n, d = x.shape
+    x2 = x ** 2
+    trace_per_dim = x2.sum(0) / n
+    mu = float(trace_per_dim.sum()) / d
+    if d == 1:
+        return 0.0, mu
+    beta_ = float((x2.sum(1) ** 2).sum())                 # sum(X2^T X2)
+    gram = x @ x.T if n < d else x.T @ x                  # same Frobenius norm
+    delta_ = float((gram ** 2).sum()) / n ** 2
+    beta = 1.0 / (d * n) * (beta_ / n - delta_)
+    delta = (delta_ - 2.0 * mu * float(trace_per_dim.sum()) + d * mu ** 2) / d
+    beta = min(beta, delta)
+    return (0.0 if beta == 0 else beta / delta), mu
 
 
 def ledoit_wolf(features) -> tuple[torch.Tensor, float]:
-    """Ledoit-Wolf shrunk covariance ``(D, D)`` of centred ``features (N, D)`` and its
+    """Ledoit-Wolf shrunk covariance ``(D, D)`` of ``features (N, D)`` (centred here) and its
     shrinkage in [0, 1]: ``(1 - a) S + a tr(S)/D I`` with ``S`` the ddof-0 covariance and
     ``a`` the Ledoit-Wolf (2004) estimate, as ``sklearn.covariance.ledoit_wolf`` computes it.
 
@@ -195,35 +241,23 @@ def ledoit_wolf(features) -> tuple[torch.Tensor, float]:
     (True, torch.Size([3, 3]))
     """
     x = _f64(features)
-    n, d = x.shape
     x = x - x.mean(0)
-    emp = x.T @ x / n
-    if d == 1:
-        return emp, 0.0
-    x2 = x ** 2
-    trace_per_dim = x2.sum(0) / n
-    mu = float(trace_per_dim.sum()) / d
-    beta_ = float((x2.sum(1) ** 2).sum())                 # sum(X2^T X2)
-    gram = x @ x.T if n < d else x.T @ x                  # same Frobenius norm
-    delta_ = float((gram ** 2).sum()) / n ** 2
-    beta = 1.0 / (d * n) * (beta_ / n - delta_)
-    delta = (delta_ - 2.0 * mu * float(trace_per_dim.sum()) + d * mu ** 2) / d
-    beta = min(beta, delta)
-    shrinkage = 0.0 if beta == 0 else beta / delta
-    shrunk = (1.0 - shrinkage) * emp
-    shrunk.diagonal().add_(shrinkage * float(torch.trace(emp)) / d)
-    return shrunk, shrinkage
+    a, mu = _shrinkage(x)
+    shrunk = (1.0 - a) * (x.T @ x / x.shape[0])
+    shrunk.diagonal().add_(a * mu)
+    return shrunk, a
 
 
 def hscore_regularised(features, labels) -> float:
-    """Shrinkage H-score: ``tr(cov_a(f)^+ (1 - a) cov(E[f | y]))`` with ``cov_a`` the
+    """Shrinkage H-score: ``tr(cov_a(f)^-1 (1 - a) cov(E[f | y]))`` with ``cov_a`` the
     Ledoit-Wolf estimate of shrinkage ``a`` (Ibrahim et al., 2021): stable when D is close to
-    or above N, where the plain H-score's inverse covariance is noise."""
+    or above N, where the plain H-score's inverse covariance is noise. Computed on the
+    data's span (no (D, D) inverse when N < D)."""
     f, y = _features(features, labels)
-    f = f - f.mean(0)
-    cov, a = ledoit_wolf(f)
-    inv = torch.linalg.pinv(cov, rtol=1e-15, hermitian=True)
-    return float(torch.trace(inv @ ((1 - a) * _between_cov(f, y))))
+    x = f - f.mean(0)
+    a, mu = _shrinkage(x)
+    g = _between_rows(x, y) * math.sqrt(1 - a)
+    return _trace_inverse(x, g, (1 - a) / x.shape[0], a * mu)
 
 
 def gbc(features, labels, gaussian_type: str = "diagonal") -> float:
