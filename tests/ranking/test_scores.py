@@ -178,3 +178,20 @@ def test_hscore_saturates_at_c_minus_1_when_n_le_d_and_the_shrinkage_one_does_no
     assert scores.hscore(noise, y) == pytest.approx(2.0, rel=1e-9)
     assert scores.hscore(separable, y) == pytest.approx(2.0, rel=1e-9)
     assert scores.hscore_regularised(separable, y) > scores.hscore_regularised(noise, y)
+
+
+@pytest.mark.parametrize("n,d,dupes", [(40, 200, 0), (30, 64, 10), (80, 20, 5)])
+def test_hscore_regularised_equals_the_d_by_d_formula_for_rank_deficient_features(n, d, dupes):
+    """Known answer from the formula itself (pinv of the (D, D) Ledoit-Wolf covariance, as
+    the reference computes it) on ReLU-like features with repeated rows, where centring
+    leaves x x^T singular: a wrong basis vector for its null direction gave 1e273 (seen on
+    efficientnet_lite0 features of hymenoptera)."""
+    rng = np.random.default_rng(n + d)
+    y = np.arange(n) % 3
+    f = np.maximum(rng.normal(size=(n, d)) + np.eye(3, d)[y], 0)
+    f[n - dupes:] = f[:dupes]
+    cov, a = scores.ledoit_wolf(f)
+    x = f - f.mean(0)
+    g = np.stack([x[y == c].mean(0) for c in range(3)])[y]
+    expected = np.trace(np.linalg.pinv(cov.numpy(), rcond=1e-15) @ ((1 - a) * np.cov(g.T)))
+    assert scores.hscore_regularised(f, y) == pytest.approx(expected, rel=1e-6)

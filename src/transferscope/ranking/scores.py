@@ -181,20 +181,21 @@ def _between_rows(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _trace_inverse(x: torch.Tensor, g: torch.Tensor, scale: float, ridge: float = 0.0) -> float:
     """``tr(M^+ G^T G)`` for ``M = scale * x^T x + ridge * I`` without forming or inverting a
     (D, D) matrix when N < D: the eigenpairs of ``x^T x`` come from the smaller of the two
-    Gram matrices (``x^T x`` or ``x x^T``), M's pseudo-inverse keeps eigenvalues above
-    ``max(N, D) * eps`` of the largest (numpy's rank tolerance: below it an eigenvalue is
-    rounding noise)."""
+    Gram matrices (``x^T x`` or ``x x^T``), those above ``max(N, D) * eps`` of the largest
+    (numpy's rank tolerance) span x; M is ``ridge * I`` on the rest (its pseudo-inverse
+    drops that part when ``ridge`` is 0)."""
     n, d = x.shape
+    lam, vecs = torch.linalg.eigh(x.T @ x if d <= n else x @ x.T)
+    # x's span: eigenvalues above the rank tolerance (the rest, e.g. the one centring zeroes
+    # when N <= D, is rounding noise and its x^T u / s no unit vector)
+    keep = lam > max(n, d) * torch.finfo(torch.float64).eps * lam.max().clamp_min(0)
+    lam, vecs = lam[keep], vecs[:, keep]
     if d <= n:
-        lam, v = torch.linalg.eigh(x.T @ x)
-        proj = g @ v                                            # (C, k): G v_i
+        proj = g @ vecs                                         # (C, k): G v_i
     else:
-        lam, u = torch.linalg.eigh(x @ x.T)
-        proj = (g @ x.T) @ u / lam.clamp_min(1e-300).sqrt()     # G v_i, v_i = x^T u_i / s_i
-    ev = scale * lam.clamp_min(0) + ridge
-    keep = ev > max(n, d) * torch.finfo(torch.float64).eps * ev.max()
-    p2 = (proj[:, keep] ** 2).sum(0)
-    total = float((p2 / ev[keep]).sum())
+        proj = (g @ x.T) @ vecs / lam.sqrt()                    # G v_i, v_i = x^T u_i / s_i
+    p2 = (proj ** 2).sum(0)
+    total = float((p2 / (scale * lam + ridge)).sum())
     if ridge > 0:  # the complement of x's span, where M = ridge * I
         total += max(float((g ** 2).sum() - p2.sum()), 0.0) / ridge
     return total
