@@ -59,6 +59,15 @@ def test_features_come_from_the_cache_on_a_second_ranking(target):
     pd.testing.assert_series_equal(first.loc["m", list(SCORES)], again.loc["m", list(SCORES)])
 
 
+def test_a_random_weight_candidate_is_the_same_model_on_every_run(target):
+    def build():
+        return create_model("baseline_cnn", num_classes=10, image_size=32)
+
+    first = rank_candidates(target, {"r": build})
+    again = rank_candidates(target, {"r": build})
+    assert again.loc["r", "cached"] and first.loc["r", "logme"] == again.loc["r", "logme"]
+
+
 def test_nan_features_skip_the_feature_scores_with_the_reason(target):
     m = _cnn(0)
     with torch.no_grad():

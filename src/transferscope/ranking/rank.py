@@ -30,6 +30,7 @@ from typing import Callable, Mapping, Union
 
 import numpy as np
 import pandas as pd
+import torch
 
 from transferscope.errors import DataError
 from transferscope.models.base import TransferModel
@@ -65,7 +66,7 @@ def rank_candidates(target, candidates: Mapping[str, Candidate], *,
                     image_size: int | None = None, cache=None, batch_size: int | None = None,
                     num_workers: int | None = None, device: str = "auto",
                     source_heads: Mapping[str, bool] | None = None,
-                    progress: bool | None = None,
+                    progress: bool | None = None, seed: int = 0,
                     on_error: Callable[[str, str], None] | None = None) -> pd.DataFrame:
     """Transferability scores of each candidate for ``target`` (an ImageSet: its training
     split), a row per candidate (index: its name), sorted by LogME, best first.
@@ -78,6 +79,8 @@ def rank_candidates(target, candidates: Mapping[str, Candidate], *,
         source_heads: name -> whether the candidate's head is its source head (default:
             :func:`source_head_reason`); without one, ``leep`` and ``nce`` are NaN and
             ``skipped`` says why.
+        seed: the torch seed each builder runs under (random-weight candidates are the same
+            models on every run, and their features come from the cache).
         on_error: called ``(name, one-line reason)`` for a candidate that cannot be built or
             run; its row has NaN scores and the reason in ``error``; the others are ranked.
 
@@ -100,8 +103,12 @@ def rank_candidates(target, candidates: Mapping[str, Candidate], *,
         row: dict = {"candidate": name, **{s: math.nan for s in SCORES}, "skipped": "",
                      "error": ""}
         try:
-            model = candidate() if callable(candidate) and not isinstance(
-                candidate, TransferModel) else candidate
+            if callable(candidate) and not isinstance(candidate, TransferModel):
+                with torch.random.fork_rng(devices=[]):  # random weights: the same each run
+                    torch.manual_seed(seed)               # (so their features cache too)
+                    model = candidate()
+            else:
+                model = candidate
             size = model.input_size(image_size) if image_size else None
             tf = default_transform(model, target, size)
             row.update(arch=model.arch, init=str((model.builder or {}).get("init", "")),
