@@ -188,5 +188,5 @@ def test_each_cli_module_imports_first_in_a_fresh_interpreter(module):
     names = ast.literal_eval(done.stdout)
     for cmd in ("train", "evaluate", "audit", "audit-memory", "demo", "guard", "models",
                 "recipes", "data", "version", "transferability", "block-shuffle",
-                "checkpoint-transfer", "remedies", "cache"):
+                "checkpoint-transfer", "remedies", "cache", "rank"):
         assert cmd in names, (module, names)

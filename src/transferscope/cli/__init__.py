@@ -19,6 +19,7 @@ from transferscope.cli import commands as _commands  # noqa: F401  (registers th
 from transferscope.cli import audits as _audits  # noqa: F401  (audit-memory, guard)
 from transferscope.cli import studies as _studies  # noqa: F401  (registers the study commands)
 from transferscope.cli import cache as _cache  # noqa: F401  (registers `cache info|clear`)
+from transferscope.cli import rank as _rank  # noqa: F401  (registers `rank`)
 from transferscope.cli._app import app
 from pydantic import ValidationError
 

@@ -136,7 +136,7 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
             channels_last: bool = True, progress: bool | None = None,
             desc: str | None = None, precision: str = "fp32",
             device: str | torch.device | None = "auto",
-            fast_decode: bool | None = None) -> Predictions:
+            fast_decode: bool | None = None, with_features: bool = False) -> Predictions:
     """Run ``model`` over ``data`` and return logits (and activations of ``layers``).
 
     Args:
@@ -157,6 +157,8 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
         fast_decode: with the default transform, decode large JPEGs at reduced scale (JPEG
             draft mode, never below the resize target; own cache keys). Default:
             ``TRANSFERSCOPE_FAST_DECODE=1`` turns it on, else off.
+        with_features: also return the penultimate features ``(N, D)`` (the cached entry
+            the logits come from) as ``activations["features"]``; no ``layers``.
 
     Returns:
         :class:`Predictions` with ``logits`` ``(N, C)`` and ``labels`` ``(N,)``.
@@ -183,8 +185,13 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
                                        batch_size, num_workers, cache, channels_last,
                                        progress, desc or f"predict {model.arch} on "
                                        f"{data.root.name}", precision, device)
-        return Predictions(_head(model, tensors["features"], batch_size), tensors["labels"],
-                           from_cache=hit)
+        out = Predictions(_head(model, tensors["features"], batch_size), tensors["labels"],
+                          from_cache=hit)
+        if with_features:
+            out.activations["features"] = tensors["features"]
+        return out
+    if with_features:
+        raise ConfigError("with_features needs a TransferModel and no layers")
     key = cache.key(kind="predict", weights=model.weights_hash(), data=data.digest,
                     transform=describe_transform(transform), layers=list(layers), pool=pool,
                     **extra)

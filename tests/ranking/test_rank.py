@@ -1,0 +1,108 @@
+"""rank_candidates: a row per candidate and a column per score from one cached forward pass
+each; head scores skipped with a reason without a source head; a bad candidate leaves the
+others ranked; a one-class target is refused. check_ranking: tau and r with intervals over
+candidates, "too few candidates to tell" below 5."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import make_folder
+from transferscope.data import image_folder
+from transferscope.errors import DataError
+from transferscope.models import create_model
+from transferscope.ranking import SCORES, check_ranking, rank_candidates
+
+
+def _cnn(seed: int, init: str = "random"):
+    torch.manual_seed(seed)
+    m = create_model("baseline_cnn", num_classes=10, image_size=32)
+    m.builder["init"] = init  # "pretrained": its head counts as a source head
+    return m
+
+
+@pytest.fixture
+def target(tmp_path):
+    return image_folder(make_folder(tmp_path / "t", classes=("a", "b", "c"), per_class=5))
+
+
+def test_a_row_per_candidate_a_column_per_score_head_scores_need_a_source_head(target):
+    errors = []
+    table = rank_candidates(target, {"random": lambda: _cnn(0), "pre": lambda: _cnn(1, "x.pt"),
+                                     "broken": lambda: create_model("no_such_arch")},
+                            on_error=lambda name, why: errors.append((name, why)))
+    assert list(table.index[-1:]) == ["broken"] and set(table.index) == {"random", "pre",
+                                                                         "broken"}
+    assert [c for c in table.columns if c in SCORES] == list(SCORES)
+    for name in ("random", "pre"):
+        for s in ("logme", "hscore", "hscore_reg", "gbc", "knn"):
+            assert math.isfinite(table.loc[name, s]), (name, s)
+        assert table.loc[name, "n"] == 15 and table.loc[name, "width"] > 0
+    assert math.isfinite(table.loc["pre", "leep"]) and math.isfinite(table.loc["pre", "nce"])
+    assert math.isnan(table.loc["random", "leep"]) and math.isnan(table.loc["random", "nce"])
+    assert "leep, nce: random weights: no trained source head" in table.loc["random", "skipped"]
+    # the bad candidate: one line naming why, its scores NaN, the others ranked
+    assert len(errors) == 1 and errors[0][0] == "broken" and "\n" not in errors[0][1]
+    assert "no_such_arch" in table.loc["broken", "error"]
+    assert table.loc["broken", list(SCORES)].isna().all()
+
+
+def test_features_come_from_the_cache_on_a_second_ranking(target):
+    first = rank_candidates(target, {"m": _cnn(0)})
+    again = rank_candidates(target, {"m": _cnn(0)})
+    assert not first.loc["m", "cached"] and again.loc["m", "cached"]
+    pd.testing.assert_series_equal(first.loc["m", list(SCORES)], again.loc["m", list(SCORES)])
+
+
+def test_a_random_weight_candidate_is_the_same_model_on_every_run(target):
+    def build():
+        return create_model("baseline_cnn", num_classes=10, image_size=32)
+
+    first = rank_candidates(target, {"r": build})
+    again = rank_candidates(target, {"r": build})
+    assert again.loc["r", "cached"] and first.loc["r", "logme"] == again.loc["r", "logme"]
+
+
+def test_nan_features_skip_the_feature_scores_with_the_reason(target):
+    m = _cnn(0)
+    with torch.no_grad():
+        next(m.backbone.parameters()).fill_(float("nan"))
+    row = rank_candidates(target, {"nan": m}).loc["nan"]
+    assert row[["logme", "hscore", "gbc", "knn"]].isna().all()
+    assert "logme: features of 15 of 15 samples are NaN or infinite" in row["skipped"]
+
+
+def test_a_one_class_target_is_refused_in_one_line(tmp_path):
+    one = image_folder(make_folder(tmp_path / "one", classes=("only",), per_class=3))
+    with pytest.raises(DataError, match="at least two classes") as err:
+        rank_candidates(one, {"m": _cnn(0)})
+    assert "\n" not in str(err.value)
+
+
+def test_check_ranking_agrees_disagrees_and_says_when_there_are_too_few():
+    names = [f"m{i}" for i in range(7)]
+    acc = dict(zip(names, np.linspace(0.5, 0.95, 7)))
+    table = pd.DataFrame({"logme": np.linspace(-1, 1, 7), "gbc": np.linspace(1, -1, 7),
+                          "leep": [math.nan] * 7}, index=names)
+    out = check_ranking(table, acc).set_index("score")
+    assert out.loc["logme", "tau_w"] == pytest.approx(1.0)
+    assert out.loc["logme", "r"] == pytest.approx(1.0)
+    assert out.loc["gbc", "tau_w"] == pytest.approx(-1.0)
+    assert out.loc["logme", "n"] == 7 and out.loc["logme", "note"] == ""
+    assert out.loc["logme", "tau_interval"]["unit"] == "candidate"
+    assert out.loc["leep", "n"] == 0
+    few = check_ranking(table.iloc[:4], acc).set_index("score")
+    assert few.loc["logme", "note"] == "too few candidates to tell (4; at least 5 needed)"
+
+
+def test_check_ranking_interval_is_wide_for_noise():
+    rng = np.random.default_rng(0)
+    names = [f"m{i}" for i in range(8)]
+    table = pd.DataFrame({"logme": rng.normal(size=8)}, index=names)
+    row = check_ranking(table, dict(zip(names, rng.normal(size=8)))).iloc[0]
+    assert row.tau_lo < 0 < row.tau_hi and row.r_lo < 0 < row.r_hi
