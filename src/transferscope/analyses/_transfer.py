@@ -101,6 +101,60 @@ def train_subset(ctx: AuditContext, images: int, seed: int) -> list:
     return _sample(ctx, ctx.target_train_data, images, seed, "train_subset")
 
 
+def split_indices(n_eval_pool: int, n_bn_pool: int, eval_n: int | None, bn_n: int, seed: int,
+                  same_pool: bool) -> tuple[list[int], list[int]]:
+    """Seeded indices of the evaluation images and of the BatchNorm re-estimation images.
+
+    From two pools (validation and training split) each is a seeded sample of its own pool;
+    from one pool they are disjoint slices of one seeded permutation (re-estimation takes at
+    most half of the pool). ``eval_n`` None: the whole (remaining) pool. The evaluation
+    sample is the same one :func:`subset` draws when the pools differ.
+
+    >>> ev, bn = split_indices(10, 10, None, 3, seed=0, same_pool=True)
+    >>> len(ev), len(bn), set(ev) & set(bn)
+    (7, 3, set())
+    """
+    perm = torch.randperm(n_eval_pool, generator=torch.Generator().manual_seed(seed)).tolist()
+    if same_pool:
+        bn_take = min(bn_n, n_eval_pool // 2)
+        ev_take = min(n_eval_pool if eval_n is None else eval_n, n_eval_pool - bn_take)
+        return sorted(perm[:ev_take]), sorted(perm[ev_take:ev_take + bn_take])
+    ev = list(range(n_eval_pool)) if eval_n is None else sorted(perm[:eval_n])
+    other = torch.randperm(n_bn_pool, generator=torch.Generator().manual_seed(seed + 7919))
+    return ev, sorted(other[:bn_n].tolist())
+
+
+def eval_and_bn(ctx: AuditContext, images: int | None, bn_images: int, seed: int,
+                split: str = "validation") -> tuple[list, list, dict]:
+    """Evaluation batches, BatchNorm re-estimation batches and their sizes: the statistics
+    are re-estimated on images that are never evaluated (training images when the context
+    has them, else a disjoint part of the validation set).
+
+    ``split``: ``"validation"`` (barriers, basins) or ``"train"`` (criticality: Definition
+    3.2's training loss; the validation split stands in when there is none). ``images`` None:
+    every image of the split that is not used for re-estimation.
+    """
+    train = ctx.target_train_data
+    ev_data = train if split == "train" and train is not None else ctx.target_data
+    bn_data = train if train is not None else ctx.target_data
+    same = bn_data is ev_data
+    key = f"eval_bn/{split}/{images}/{bn_images}/{seed}"
+
+    def build():
+        ev, bn = split_indices(len(ev_data), len(bn_data), images, bn_images, seed, same)
+        tf = eval_transform(ctx.source.norm, ctx.image_size)
+        load = lambda d, idx: list(torch.utils.data.DataLoader(  # noqa: E731
+            d.subset(idx).with_transform(tf), batch_size=ctx.batch_size)) if idx else []
+        names = {id(ctx.target_data): "validation", id(train): "training"}
+        info = {"evaluation_images": len(ev), "evaluation_split": names[id(ev_data)],
+                "bn_images": len(bn), "bn_split": names[id(bn_data)], "bn_seed": seed,
+                "disjoint": not same or not set(ev) & set(bn)}
+        whole = not same and images is None and ev_data is ctx.target_data
+        return batches(ctx) if whole else load(ev_data, ev), load(bn_data, bn), info
+
+    return ctx.memoize(key, build)
+
+
 def merge(name: str, parts: dict):
     """One result from per-model results (tables get a ``model`` column)."""
     import pandas as pd

@@ -148,7 +148,8 @@ def interpolate(theta0: StateDict, theta1: StateDict, lam: float) -> dict[str, t
 
 
 # --------------------------------------------------------------------------- evaluation
-def _score(logits: torch.Tensor, y: torch.Tensor | None, acc: list, where: str = "") -> None:
+def _score(logits: torch.Tensor, y: torch.Tensor | None, acc: list, where: str = "",
+           sink: list | None = None) -> None:
     if y is None:
         raise ConfigError("the evaluation loader must yield (images, labels) batches")
     bad = int((~torch.isfinite(logits)).sum())
@@ -157,9 +158,13 @@ def _score(logits: torch.Tensor, y: torch.Tensor | None, acc: list, where: str =
                          "finite (NaN/inf), so loss and accuracy are undefined; check the "
                          "weights (e.g. BatchNorm statistics of an extrapolated model: keep "
                          "bn_reestimate on)")
-    acc[0] += float(F.cross_entropy(logits.double(), y, reduction="sum"))
-    acc[1] += int((logits.argmax(dim=1) == y).sum())
+    losses = F.cross_entropy(logits.double(), y, reduction="none")
+    hits = logits.argmax(dim=1) == y
+    acc[0] += float(losses.sum())
+    acc[1] += int(hits.sum())
     acc[2] += int(y.numel())
+    if sink is not None:  # per-image values, for intervals over evaluation images
+        sink.append((losses.cpu().numpy(), hits.cpu().numpy()))
 
 
 def _frame(accs: list, extra: dict | None = None) -> pd.DataFrame:
@@ -282,7 +287,8 @@ def evaluate_path(model: nn.Module, theta0, theta1, lambdas: Sequence[float], lo
 def evaluate_states(model: nn.Module, states: Sequence[State], loader: Iterable, *,
                     bn_reestimate_loader: Iterable | None = None, device=None,
                     precompute: bool = True, channels_last: bool = False,
-                    fold_bn: bool = True, bn_reestimate: bool | None = None) -> pd.DataFrame:
+                    fold_bn: bool = True, bn_reestimate: bool | None = None,
+                    items: list | None = None) -> pd.DataFrame:
     """Evaluate many weight settings of one architecture, reading each data batch once.
 
     A ``loader`` that is a list or tuple of batches (already decoded) is run states outer,
@@ -305,6 +311,8 @@ def evaluate_states(model: nn.Module, states: Sequence[State], loader: Iterable,
         fold_bn: fold each BatchNorm into the convolution before it, per state, after any
             re-estimation (:class:`~transferscope.engine.batchnorm.BatchNormFolder`; faster,
             results equal to ~1e-6; skipped automatically where folding would change them).
+        items: a list to append, per state, ``(loss, correct)`` arrays over the evaluation
+            images in loader order (for intervals over images).
 
     Returns:
         Columns ``point, loss, accuracy, error, n`` in the order of ``states``.
@@ -348,6 +356,7 @@ def evaluate_states(model: nn.Module, states: Sequence[State], loader: Iterable,
                 for i in range(len(fns)):
                     functional_call(model, point(i, bufs[i]), (x,))
     accs = [[0.0, 0, 0] for _ in fns]
+    sinks = [[] if items is not None else None for _ in fns]
     decoded = isinstance(loader, (list, tuple))  # batches already in memory
     folder = _folder(model, loader, device) if fold_bn and fns else None
     net, final = model, (lambda i: point(i, bufs[i]))
@@ -365,14 +374,18 @@ def evaluate_states(model: nn.Module, states: Sequence[State], loader: Iterable,
             for i in range(len(fns)):
                 st = final(i)
                 for x, y in xs:
-                    _score(functional_call(net, st, (x,)).float(), y, accs[i], f"state {i}")
+                    _score(functional_call(net, st, (x,)).float(), y, accs[i], f"state {i}",
+                           sinks[i])
         else:  # batches outer: each batch is decoded once for all states
             for batch in loader:
                 x, y = _split(batch, device)
                 x = _nhwc(x, channels_last)
                 for i in range(len(fns)):
                     _score(functional_call(net, final(i), (x,)).float(), y, accs[i],
-                           f"state {i}")
+                           f"state {i}", sinks[i])
+    if items is not None:
+        items.extend((np.concatenate([a for a, _ in sk]), np.concatenate([b for _, b in sk]))
+                     for sk in sinks)
     return _frame(accs)
 
 
@@ -380,12 +393,14 @@ def evaluate_path_batched(model: nn.Module, theta0, theta1, lambdas: Sequence[fl
                           loader: Iterable, bn_reestimate_loader: Iterable | None = None,
                           device=None, precompute: bool = True,
                           channels_last: bool = False, fold_bn: bool = True,
-                          bn_reestimate: bool | None = None) -> pd.DataFrame:
-    """:func:`evaluate_path` with data outer, lambda inner (each batch decoded once)."""
+                          bn_reestimate: bool | None = None,
+                          items: list | None = None) -> pd.DataFrame:
+    """:func:`evaluate_path` with data outer, lambda inner (each batch decoded once);
+    ``items`` as in :func:`evaluate_states`."""
     t0, t1 = _state(theta0), _state(theta1)
     df = evaluate_states(model, [lambda lam=lam: interpolate(t0, t1, lam) for lam in lambdas],
                          loader, bn_reestimate_loader=bn_reestimate_loader, device=device,
                          precompute=precompute, channels_last=channels_last, fold_bn=fold_bn,
-                         bn_reestimate=bn_reestimate)
+                         bn_reestimate=bn_reestimate, items=items)
     df.insert(0, "lambda", [float(x) for x in lambdas])
     return df

@@ -25,7 +25,6 @@ in the paper's reported basins.
 
 from __future__ import annotations
 
-import html
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -36,16 +35,23 @@ from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
-from transferscope.analyses._transfer import merge, subset, transfer_inputs
+from transferscope.analyses._transfer import eval_and_bn, merge, transfer_inputs
 from transferscope.analyses._weights import seed_of as _seed
 from transferscope.analyses._weights import state_of as _state
-from transferscope.analyses._weights import combine, evaluate_states
+from transferscope.analyses._weights import bn_loader, combine, evaluate_states
 from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError
+from transferscope.findings import ClaimCheck
+from transferscope.stats import Verdict, too_few
 
 # delta is in parameter-norm units, so its scale grows with the model (lite0, 4.6 M parameters:
 # the P-T basin on chest X-rays first meets conditions 2-3 at 256); powers of 4 up to 1024
 DEFAULT_DELTAS = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)
+#: rounding allowance of the comparisons (relative)
+TOL = 1e-9
+#: the error moves in steps of 1/images; below 250 a step exceeds the paper's epsilons
+#: (0.0034-0.0054), so the finding says too few images to tell
+MIN_IMAGES = 250
 
 
 def hull_weights(k: int, num: int, seed: int = 0) -> np.ndarray:
@@ -133,6 +139,8 @@ def basin_estimates(model: nn.Module, solutions: Sequence, loader: Iterable, *,
     values = res[metric].to_numpy(float)
     mu = float(values.mean())
     eps = float(np.abs(values - mu).mean())
+    if eps <= TOL * max(1.0, abs(mu)):  # equal values whose mean is off by rounding
+        eps = 0.0
     samples = pd.DataFrame({"sample": range(num_samples),
                             "weights": [w.round(6).tolist() for w in weights], metric: values})
 
@@ -167,13 +175,56 @@ def basin_estimates(model: nn.Module, solutions: Sequence, loader: Iterable, *,
             return float(sign * part["excess"].mean(skipna=False)) if len(part) else float("nan")
 
         e2, e3 = mean_excess(2), mean_excess(3)
-        ok = bool(e2 >= 2 * eps and e3 >= 2 * eps)
+        ok = meets(e2, eps) and meets(e3, eps)
         by_delta.append({"delta": float(delta), "cond2_excess": e2, "cond3_excess": e3,
                          "two_epsilon": 2 * eps, "satisfied": ok})
         if ok and np.isnan(delta_hat):
             delta_hat = float(delta)
-    return {"mu": mu, "epsilon": eps, "delta": delta_hat, "metric": metric,
-            "samples": samples, "vicinity": pd.DataFrame(rows), "by_delta": pd.DataFrame(by_delta)}
+    status, why = basin_status(mu, eps, delta_hat, metric, bool(pairs), max(deltas, default=0))
+    return {"mu": mu, "epsilon": eps, "delta": delta_hat, "metric": metric, "status": status,
+            "why": why, "images": int(res["n"].iloc[0]), "samples": samples,
+            "vicinity": pd.DataFrame(rows), "by_delta": pd.DataFrame(by_delta)}
+
+
+def meets(excess: float, eps: float) -> bool:
+    """Conditions 2-3 of Definition 3.1 at one delta: ``excess >= 2 epsilon`` as written, so
+    with epsilon = 0 a zero excess qualifies (float rounding forgiven up to :data:`TOL`).
+
+    >>> meets(0.0, 0.0), meets(-1e-17, 0.0), meets(0.01, 0.006), meets(float("nan"), 0.0)
+    (True, True, False, False)
+    """
+    return bool(excess >= 2 * eps - TOL * max(1.0, abs(excess)))
+
+
+def basin_status(mu: float, eps: float, delta: float, metric: str, has_pairs: bool,
+                 largest: float) -> tuple[str, str]:
+    """Definition 3.1's verdict on the hull: ``"basin"`` (some delta of the grid meets
+    conditions 2-3), ``"not a basin"`` (no delta can: the error cannot exceed 1, so when
+    mu + 2 epsilon > 1 the excess never reaches 2 epsilon; for accuracy mu - 2 epsilon < 0),
+    or ``"cannot tell"`` (no vicinity to test, or a delta beyond the grid might qualify).
+
+    >>> basin_status(0.8, 0.15, float("nan"), "error", True, 1024.0)[0]
+    'not a basin'
+    >>> basin_status(0.3, 0.05, float("nan"), "error", True, 1024.0)[0]
+    'cannot tell'
+    >>> basin_status(0.2, 0.0, 0.25, "error", True, 1024.0)[0]
+    'basin'
+    """
+    if np.isfinite(delta):
+        return "basin", (f"conditions 2-3 hold from delta = {delta:g} on (epsilon = {eps:.4g}"
+                         + ("; every point of the hull has the same value, so an unchanged "
+                            "vicinity qualifies" if eps == 0 else "") + ")")
+    bound = {"error": mu + 2 * eps - 1, "accuracy": -(mu - 2 * eps)}.get(metric)
+    if bound is not None and bound > TOL:
+        side = (f"mu + 2 epsilon = {mu + 2 * eps:.4g} > 1" if metric == "error"
+                else f"mu - 2 epsilon = {mu - 2 * eps:.4g} < 0")
+        return "not a basin", (f"{side}: no point can exceed mu by 2 epsilon, so no delta "
+                               "meets conditions 2-3")
+    if not has_pairs:
+        return "cannot tell", ("the hull is a single point: conditions 2-3 have no direction "
+                               "to test")
+    return "cannot tell", (f"no delta up to {largest:g} meets conditions 2-3; a larger delta "
+                           "might")
 
 
 def hull_basins(model: nn.Module, solutions: Mapping[str, object], loader: Iterable, **kwargs
@@ -183,7 +234,8 @@ def hull_basins(model: nn.Module, solutions: Mapping[str, object], loader: Itera
     ``kwargs`` go to :func:`basin_estimates`. The summary holds mu, epsilon and delta.
     """
     est = basin_estimates(model, list(solutions.values()), loader, **kwargs)
-    summary = {k: est[k] for k in ("mu", "epsilon", "delta", "metric")}
+    summary = {k: est[k] for k in ("mu", "epsilon", "delta", "metric", "status", "why",
+                                   "images")}
     summary["solutions"] = list(solutions)
     result = AnalysisResult("basins", summary, {k: est[k] for k in ("samples", "vicinity",
                                                                      "by_delta")})
@@ -191,8 +243,8 @@ def hull_basins(model: nn.Module, solutions: Mapping[str, object], loader: Itera
     result.notes += [
         "Uniform points of the hull are Dirichlet(1) combinations (exact for affinely "
         "independent solutions); delta is the smallest grid value meeting conditions 2 and 3.",
-        "With a single solution, or identical ones, conditions 2-3 have no direction: "
-        "epsilon is 0 and delta is NaN."]
+        "Definition 3.1 as written: with epsilon = 0 an unchanged vicinity meets conditions "
+        "2-3; when mu + 2 epsilon > 1 (error) no delta can, and the hull is not a basin."]
     return result
 
 
@@ -224,39 +276,72 @@ class BasinsOptions(AnalysisOptions):
                                        "weight-space point; default (unset): whenever the "
                                        "model has BatchNorm (extrapolated running variances "
                                        "are meaningless)")
+    bn_images: int = Field(64, ge=1, description="images the BatchNorm statistics are "
+                           "re-estimated on (training images when the study has them, else "
+                           "held-out validation images); never evaluated")
+    min_images: int = Field(MIN_IMAGES, ge=1, description="below this many evaluation images "
+                            "the finding says too few images to tell")
 
 
 def run(ctx: AuditContext, images: int = 64, samples: int = 8, pairs: int = 4, seed: int = 0,
-        bn_reestimate: bool | None = None) -> AnalysisResult:
-    """Definition 3.1 for the hull of the two P-T and of the two RI-T models of ``ctx``."""
+        bn_reestimate: bool | None = None, bn_images: int = 64,
+        min_images: int = MIN_IMAGES) -> AnalysisResult:
+    """Definition 3.1 for the hull of the two P-T and of the two RI-T models of ``ctx``; the
+    BatchNorm statistics of every point are re-estimated on images that are not evaluated."""
     inp = transfer_inputs(ctx)
-    loader = subset(ctx, images, seed)
+    needs = bn_loader(inp.first, [], [], bn_reestimate) is not None
+    loader, bn, info = eval_and_bn(ctx, images, bn_images if needs else 0, seed)
     hulls = {kind: {n: inp.models[n].state_dict() for n in (f"{kind} #1", f"{kind} #2")}
              for kind in ("P-T", "RI-T") if f"{kind} #2" in inp.models}
     parts = {kind: hull_basins(inp.first, sols, loader, num_samples=samples, num_pairs=pairs,
-                               seed=seed, bn_reestimate_loader=loader,
-                               bn_reestimate=bn_reestimate)
+                               seed=seed, bn_reestimate_loader=bn,
+                               bn_reestimate=bn_reestimate if needs else False)
              for kind, sols in hulls.items()}
+    for part in parts.values():
+        part.summary.update(bn=info if needs else None, min_images=min_images)
     res = merge("basins", parts)
-    res.notes.append(f"Estimated on {images} seeded validation images.")
+    res.notes.append(f"Estimated on {info['evaluation_images']} seeded "
+                     f"{info['evaluation_split']} images" + (
+                         f"; BatchNorm re-estimated on {info['bn_images']} other "
+                         f"{info['bn_split']} images." if needs else "."))
     return res
 
 
-def finding(result: AnalysisResult) -> Finding | None:
-    """Basin size (delta) and base error (epsilon) of each hull."""
-    s = {k: v for k, v in result.summary.items() if isinstance(v, dict) and "delta" in v}
-    def size(v):
-        d = v["delta"]
-        if d is None or d != d:  # NaN: Definition 3.1's conditions 2-3 held at no grid value
-            return (f"no delta of the tested grid meets conditions 2-3, so the data cannot "
-                    f"tell its basin (epsilon {fmt(v['epsilon'])}; mu + 2 epsilon = "
-                    f"{fmt(v.get('mu', float('nan')) + 2 * v['epsilon'])})")
-        return f"delta {fmt(d)} (epsilon {fmt(v['epsilon'])})"
+def _clause(kind: str, v: dict) -> str:
+    mu, eps = v.get("mu", float("nan")), v["epsilon"]
+    status = v.get("status") or ("basin" if v["delta"] is not None and v["delta"] == v["delta"]
+                                 else "cannot tell")
+    if status == "basin":
+        return (f"{kind} delta {fmt(v['delta'])} (epsilon {fmt(eps)}, mu {fmt(mu)}): an "
+                "(epsilon, delta)-basin")
+    if status == "not a basin":
+        return (f"{kind} not a basin: mu + 2 epsilon = {fmt(mu + 2 * eps)} exceeds 1, so no "
+                f"delta can meet conditions 2-3 (epsilon {fmt(eps)})")
+    return (f"{kind} no delta of the tested grid meets conditions 2-3, so the data cannot tell "
+            f"its basin (epsilon {fmt(eps)}; mu + 2 epsilon = {fmt(mu + 2 * eps)})")
 
-    parts = [f"{html.escape(k)} {size(v)}" for k, v in s.items()]
-    return Finding.from_html("<b>Basins</b> (Definition 3.1; delta = how far one can move from the hull "
-                   "of the solutions before the error rises) - " + "; ".join(parts) + ".",
-                   {k: v["delta"] for k, v in s.items()})
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Definition 3.1 on each hull; paper 003's claim that the P-T solutions share a basin."""
+    s = {k: v for k, v in result.summary.items() if isinstance(v, dict) and "delta" in v}
+    checks, caveat = [], ""
+    pt = s.get("P-T")
+    if pt is not None:
+        status = pt.get("status", "cannot tell")
+        verdict = {"basin": Verdict.AGREES, "not a basin": Verdict.CONTRADICTS}.get(
+            status, Verdict.CANNOT_TELL)
+        why = (f"Definition 3.1 on the hull of these two P-T runs: {status} - "
+               f"{pt.get('why', 'no delta of the grid qualifies')}")
+        few = too_few(int(pt.get("images", 0)), int(pt.get("min_images", MIN_IMAGES)),
+                      "evaluation images") if "images" in pt else None
+        if few:
+            caveat, verdict, why = few, Verdict.CANNOT_TELL, f"{few}; {why}"
+        checks.append(ClaimCheck("003.basin", verdict, why, None,
+                                 "Definition 3.1, Monte-Carlo over the hull"))
+    return Finding("Basins", "(Definition 3.1; delta = how far one can move from the hull of "
+                   "the solutions before the error rises by 2 epsilon)",
+                   clauses=tuple(_clause(k, v) for k, v in s.items()), checks=tuple(checks),
+                   caveat=caveat, numbers={k: v["delta"] for k, v in s.items()})
 
 
 register_analysis("basins", title="Basins of solutions", paper="paper 003, Definition 3.1",

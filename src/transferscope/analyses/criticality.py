@@ -36,7 +36,6 @@ Choices made here (the paper leaves them open):
 
 from __future__ import annotations
 
-import html
 import math
 from typing import Iterable, Literal, Mapping, Sequence
 
@@ -48,14 +47,20 @@ from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, register_analysis
-from transferscope.analyses._transfer import merge, train_subset, transfer_inputs
+from transferscope.analyses._transfer import eval_and_bn, merge, transfer_inputs
 from transferscope.analyses._weights import seed_of as _seed
 from transferscope.analyses._weights import state_of as _state
-from transferscope.analyses._weights import combine, evaluate_states
+from transferscope.analyses._weights import bn_loader, combine, evaluate_states
 from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError, ModelError
+from transferscope.findings import ClaimCheck
+from transferscope.stats import Verdict, too_few
 
 NOISE_MODES = ("relative", "frobenius", "absolute")
+#: fewer evaluated images than this: the finding says too few images to tell
+MIN_IMAGES = 256
+#: fewer modules cannot reach p < 0.05 in the exact permutation test of the depth trend
+MIN_MODULES = 5
 
 
 def module_params(model: nn.Module, modules=None) -> dict[str, list[str]]:
@@ -207,6 +212,7 @@ def criticality_scores(model: nn.Module, init, trained, loader: Iterable, *,
     base_value = float(base[metric].iloc[0])
     eps = base_value + tolerance if epsilon is None else float(epsilon)
     grids, scores, summary = [], [], {"epsilon": eps, "metric": metric,
+                                      "images": int(base["n"].iloc[0]),
                                       "trained_error": base_error,
                                       "trained_loss": float(base["loss"].iloc[0])}
     for label, path in {"direct": None, **(paths or {})}.items():
@@ -275,36 +281,109 @@ class CriticalityOptions(AnalysisOptions):
                                        "weight-space point; default (unset): whenever the "
                                        "model has BatchNorm (extrapolated running variances "
                                        "are meaningless)")
+    bn_images: int = Field(64, ge=1, description="training images the BatchNorm statistics "
+                           "are re-estimated on, disjoint from the evaluated ones")
+    min_images: int = Field(MIN_IMAGES, ge=1, description="below this many evaluated images "
+                            "the finding says too few images to tell (the sampling error of "
+                            "a grid point's mean loss, about 1/sqrt(images) for a per-image "
+                            "sd near 1, then exceeds 0.06, above the 0.05 tolerance)")
 
 
 def run(ctx: AuditContext, images: int = 64, modules: int = 6,
         alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
         sigmas: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.35), draws: int = 3,
-        metric: str = "loss", seed: int = 0, bn_reestimate: bool | None = None) -> AnalysisResult:
+        metric: str = "loss", seed: int = 0, bn_reestimate: bool | None = None,
+        bn_images: int = 64, min_images: int = MIN_IMAGES) -> AnalysisResult:
     """Module criticality of P-T #1 and RI-T #1 of ``ctx`` (from their initial weights), on
     ``images`` seeded training images (Definition 3.2 uses the training loss; the validation
-    split stands in when the context has no training split)."""
+    split stands in when the context has no training split). BatchNorm statistics are
+    re-estimated on other, never evaluated images."""
     inp = transfer_inputs(ctx)
     groups = [g.name for g in inp.first.layer_groups()]
     step = max(1, len(groups) // modules)
     chosen = groups[::step][:modules - 1] + [groups[-1]]
-    loader = train_subset(ctx, images, seed)
+    needs = bn_loader(inp.first, [], [], bn_reestimate) is not None
+    loader, bn, info = eval_and_bn(ctx, images, bn_images if needs else 0, seed, split="train")
     crit = {name: criticality_scores(
         inp.first, inp.inits[name], inp.models[name].state_dict(), loader,
         modules=chosen, alphas=tuple(alphas), sigmas=tuple(sigmas), samples=draws, seed=seed,
-        metric=metric, bn_reestimate_loader=loader, bn_reestimate=bn_reestimate)
+        metric=metric, bn_reestimate_loader=bn,
+        bn_reestimate=bn_reestimate if needs else False)
         for name in ("P-T #1", "RI-T #1") if name in inp.models and name in inp.inits}
+    for part in crit.values():
+        part.summary.update(bn=info if needs else None, min_images=min_images,
+                            modules=list(chosen))
     return merge("criticality", crit)
 
 
+def depth_trend(scores: Sequence[float]) -> tuple[float, float]:
+    """Spearman correlation of criticality with depth (module order) and its exact two-sided
+    permutation p over module orders (random orders beyond 8 modules); NaN when the scores
+    are all equal. ``inf`` scores rank highest.
+
+    >>> depth_trend([0.1, 0.5, 2.0, 3.0, float("inf")])
+    (1.0, 0.016666666666666666)
+    """
+    import itertools
+
+    from scipy.stats import rankdata
+
+    r = rankdata(np.asarray(scores, float))
+    n = len(r)
+    if n < 2 or np.all(r == r[0]):
+        return float("nan"), float("nan")
+    d = np.arange(n, dtype=float) - (n - 1) / 2
+    rc = r - r.mean()
+    scale = float(np.sqrt((d ** 2).sum() * (rc ** 2).sum()))
+    obs = float(d @ rc) / scale
+    perms = (np.array(list(itertools.permutations(range(n)))) if n <= 8 else
+             np.array([np.random.default_rng(i).permutation(n) for i in range(20000)]))
+    null = (rc[perms] @ d) / scale
+    return obs, float(np.mean(np.abs(null) >= abs(obs) - 1e-12))
+
+
+def criticality_check(v: dict) -> tuple[ClaimCheck, str]:
+    """Paper 003's "lower modules are less critical than higher ones" on one P-T run: the
+    rank correlation of criticality with depth (exact permutation test over module orders);
+    cannot tell below the stated minimum of images or modules. Returns the check and the
+    caveat (empty when the settings suffice)."""
+    crit = {k.split("/", 1)[1]: x for k, x in v.get("criticality", {}).items()
+            if k.startswith("direct/")}
+    rho, p = depth_trend(list(crit.values()))
+    test = "Spearman correlation of module criticality with depth, exact permutation p"
+    few = (too_few(int(v["images"]), int(v.get("min_images", MIN_IMAGES)), "images")
+           if "images" in v else None) or too_few(len(crit), MIN_MODULES, "modules")
+    stat = (f"rank correlation with depth {rho:+.2f} over {len(crit)} modules (p = {p:.2g}), "
+            "for this P-T run") if rho == rho else f"all {len(crit)} modules score alike"
+    if few:
+        return ClaimCheck("003.criticality", Verdict.CANNOT_TELL, f"{few}; {stat}", None,
+                          test), few
+    if rho == rho and p < 0.05:
+        verdict = Verdict.AGREES if rho > 0 else Verdict.CONTRADICTS
+        return ClaimCheck("003.criticality", verdict, stat, None, test), ""
+    return ClaimCheck("003.criticality", Verdict.CANNOT_TELL, f"no clear trend: {stat}", None,
+                      test), ""
+
+
 def finding(result: AnalysisResult) -> Finding | None:
-    """Network criticality (sum over modules) of each model on the direct path."""
-    s = {k: v["network_criticality/direct"] for k, v in result.summary.items()
+    """Network criticality (sum over modules) of each model on the direct path; paper 003's
+    claim on the P-T run."""
+    s = {k: v for k, v in result.summary.items()
          if isinstance(v, dict) and "network_criticality/direct" in v}
-    parts = [f"{html.escape(k)} {fmt(v)}" for k, v in s.items()]
-    return Finding.from_html("<b>Module criticality</b> (Definition 3.2, summed over the evaluated "
-                   "modules; higher = more sensitive to rewinding) - " + "; ".join(parts) + ".",
-                   s)
+    clauses = [f"{k} {fmt(v['network_criticality/direct'])}" for k, v in s.items()]
+    checks, caveat = [], ""
+    pt = s.get("P-T #1")
+    if pt is not None:
+        check, caveat = criticality_check(pt)
+        checks.append(check)
+    elif s:
+        first = next(iter(s.values()))
+        caveat = too_few(int(first.get("images", 0)), int(first.get("min_images", MIN_IMAGES)),
+                         "images") or ""
+    return Finding("Module criticality", "(Definition 3.2, summed over the evaluated modules; "
+                   "higher = more sensitive to rewinding)", clauses=tuple(clauses),
+                   checks=tuple(checks), caveat=caveat,
+                   numbers={k: v["network_criticality/direct"] for k, v in s.items()})
 
 
 register_analysis("criticality", title="Module criticality", paper="paper 003, Definition "

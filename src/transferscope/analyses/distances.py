@@ -16,11 +16,11 @@ layer groups cover all parameters).
 
 from __future__ import annotations
 
-import html
 import itertools
 import math
 from typing import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -31,9 +31,14 @@ from transferscope.analyses._transfer import transfer_inputs
 from transferscope.analyses._weights import check_state_dicts, parameter_groups
 from transferscope.analyses.context import AuditContext
 from transferscope.errors import ModelError
+from transferscope.findings import ClaimCheck
+from transferscope.stats import Verdict, cluster_statistic, too_few, verdict_of
 from transferscope.models.base import TransferModel
 
 StateDict = Mapping[str, torch.Tensor]
+#: fewer independent pairs of runs of each kind: paper 003's comparison cannot be told
+#: (with 4 against 4 an exact rank test can first reach p < 0.05)
+MIN_PAIRS = 4
 
 
 def _state(obj) -> StateDict:
@@ -186,24 +191,69 @@ def plot_per_module(table: pd.DataFrame, by: str, ylabel: str):
     return fig
 
 
+def run_pairs(states: Mapping[str, object], groups_from: TransferModel) -> dict:
+    """Whole-network l2 of independent pairs of runs per kind: ``P-T #1 & P-T #2``,
+    ``P-T #3 & P-T #4``, ... (no run in two pairs), the unit of paper 003's comparison."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in ("P-T", "RI-T"):
+        runs = sorted((k for k in states if k.startswith(f"{kind} #")),
+                      key=lambda k: int(k.rsplit("#", 1)[1]))
+        out[kind] = {f"{a} & {b}": float(layer_distances(states[a], states[b], groups_from,
+                                                         labels=(a, b))["l2"].iloc[-1])
+                     for a, b in zip(runs[::2], runs[1::2])}
+    return out
+
+
 def run(ctx: AuditContext) -> AnalysisResult:
     """l2 distances between the P-T / RI-T models of ``ctx``, to the source P (paper 003,
     Table 2: P-T & P, RI-T & P) and to their initial weights."""
     inp = transfer_inputs(ctx)
     with_p = [(k, "P") for k in inp.models if k.endswith("#1")]
     states = {**{k: m.state_dict() for k, m in inp.models.items()}, "P": ctx.source.state_dict()}
-    return distance_tables(states, inp.first, init=inp.inits or None,
-                           pairs=list(inp.pairs) + with_p, head_mismatch="skip")
+    res = distance_tables(states, inp.first, init=inp.inits or None,
+                          pairs=list(inp.pairs) + with_p, head_mismatch="skip")
+    res.summary["run_pairs"] = run_pairs(states, inp.first)
+    return res
+
+
+def distance_check(pairs: Mapping[str, Mapping[str, float]]) -> ClaimCheck:
+    """Paper 003's "two P-T models are closer in l2 than two RI-T models": the unit is an
+    independent pair of runs; RI-T minus P-T mean distance with a bootstrap over pairs within
+    each kind, and cannot tell below :data:`MIN_PAIRS` pairs of each kind."""
+    pt, ri = list(pairs.get("P-T", {}).values()), list(pairs.get("RI-T", {}).values())
+    test = "RI-T minus P-T pair distance, bootstrap over pairs of runs within each kind"
+    seen = (f"these runs: P-T {', '.join(fmt(x) for x in pt) or 'none'}; RI-T "
+            f"{', '.join(fmt(x) for x in ri) or 'none'}")
+    if not pt or not ri:
+        return ClaimCheck("003.distance", Verdict.NOT_TESTED, "needs a pair of P-T and a pair "
+                          "of RI-T runs", None, test)
+    few = too_few(min(len(pt), len(ri)), MIN_PAIRS, "independent pairs of runs per kind")
+    if few:
+        one = "one pair of runs: " if min(len(pt), len(ri)) == 1 else ""
+        return ClaimCheck("003.distance", Verdict.CANNOT_TELL, f"{one}{few}; {seen}", None,
+                          test)
+    vals = np.array(pt + ri)
+    kind = np.array([0] * len(pt) + [1] * len(ri))
+
+    def diff(i):
+        k = kind[i]
+        return float(vals[i][k == 1].mean() - vals[i][k == 0].mean())
+    iv = cluster_statistic(diff, len(vals), strata=kind, unit="pair of runs")
+    verdict, why = verdict_of(iv, ">")
+    return ClaimCheck("003.distance", verdict, f"RI-T minus P-T {iv}: {why}", iv, test)
 
 
 def finding(result: AnalysisResult) -> Finding | None:
-    """Whole-network distances between pairs and to the initial weights."""
+    """Whole-network distances between pairs and to the initial weights; paper 003's claim
+    on P-T against RI-T pairs."""
     s = result.summary
-    parts = [f"{html.escape(k)} {fmt(v)}" for k, v in s["pairwise_total"].items()]
-    parts += [f"{html.escape(k)} to its init {fmt(v)}" for k, v in s["to_init_total"].items()]
-    return Finding.from_html("<b>Parameter distances</b> (l2 over the whole network; paper 003: P-T "
-                   "models stay close to each other and to P) - " + "; ".join(parts) + ".",
-                   {**s["pairwise_total"], **s["to_init_total"]})
+    parts = [f"{k} {fmt(v)}" for k, v in s["pairwise_total"].items()]
+    parts += [f"{k} to its init {fmt(v)}" for k, v in s["to_init_total"].items()]
+    pairs = s.get("run_pairs")
+    checks = (distance_check(pairs),) if pairs else ()
+    return Finding("Parameter distances", "(l2 over the whole network; paper 003: P-T models "
+                   "stay close to each other and to P)", clauses=tuple(parts), checks=checks,
+                   numbers={**s["pairwise_total"], **s["to_init_total"]})
 
 
 register_analysis("distances", title="Parameter distances, l2 per module",

@@ -7,11 +7,17 @@ Fig. 9 and Fig. 10).
 * :func:`first_layer_ttest` - the first layer group's activations on the object region of
   one image before and after fine-tuning, compared with a paired t-test (Fig. 10: fine-tuning
   raised the mean activation, t = -16.99).
+* :func:`summarise_ttests` - the same question over independent units. Fig. 10's test takes
+  every (channel, pixel) of one image as a sample, so its t grows with the resolution
+  (upsampling an image 2x roughly doubles it) and says nothing about other images. Here each
+  image is one unit: its channels are pooled over the object region (the channels are paired
+  measurements of that image), and the images are compared before and after in a paired
+  test. With one image there is no unit-level test ("one image: cannot tell"); the paper-style
+  statistic is kept beside it, labelled as such.
 """
 
 from __future__ import annotations
 
-import html
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -26,6 +32,7 @@ from transferscope.analyses._weights import parameter_groups
 from transferscope.analyses.context import AuditContext
 from transferscope.engine.modes import eval_mode
 from transferscope.errors import ConfigError, DataError, ModelError
+from transferscope.stats import Interval
 from transferscope.models.base import TransferModel
 
 
@@ -118,7 +125,11 @@ def first_layer_ttest(before: TransferModel, after: TransferModel, x: torch.Tens
 
     Returns:
         ``t, p`` of ``scipy.stats.ttest_rel(before, after)`` over all (channel, masked pixel)
-        pairs - so t < 0 when fine-tuning raised the activations - ``mean_before``,
+        pairs - so t < 0 when fine-tuning raised the activations; the paper's statistic, which
+        treats pixels as independent samples (see :func:`summarise_ttests` for a test over
+        images) - ``difference`` (the image's unit-level value: after minus before, each
+        channel pooled over the mask, averaged over channels), ``pooled_before`` /
+        ``pooled_after`` (per channel), ``mean_before``,
         ``mean_after``, ``n`` pairs, ``channels``, ``pixels``, ``layer`` and ``identical``.
         If every pair is equal (e.g. the same weights) the test is undefined; then
         ``t = 0.0, p = 1.0`` and ``identical = True``.
@@ -141,6 +152,7 @@ def first_layer_ttest(before: TransferModel, after: TransferModel, x: torch.Tens
         raise ConfigError("the object mask is empty at the first layer's resolution; give a "
                           "mask with True on the object region")
     va, vb = a[:, m].double().flatten().numpy(), b[:, m].double().flatten().numpy()
+    pooled_a, pooled_b = a[:, m].double().mean(dim=1), b[:, m].double().mean(dim=1)
     identical = bool(np.all(va == vb))
     if identical:
         t, p = 0.0, 1.0
@@ -148,6 +160,8 @@ def first_layer_ttest(before: TransferModel, after: TransferModel, x: torch.Tens
         res = ttest_rel(va, vb)
         t, p = float(res.statistic), float(res.pvalue)
     return {"t": t, "p": p, "mean_before": float(va.mean()), "mean_after": float(vb.mean()),
+            "difference": float(pooled_b.mean() - pooled_a.mean()),
+            "pooled_before": pooled_a.tolist(), "pooled_after": pooled_b.tolist(),
             "n": int(va.size), "channels": int(a.shape[0]), "pixels": int(m.sum()),
             "layer": before.layer_groups()[0].name, "identical": identical}
 
@@ -184,19 +198,50 @@ def first_layer_ttests(before: TransferModel, after: TransferModel, images, *,
 
 
 def summarise_ttests(table: pd.DataFrame, alpha: float = 0.05) -> dict:
-    """How many images had their first-layer activations raised (t < 0, p < alpha) or lowered
-    by fine-tuning, and the median t; Fig. 10 reports one image with t = -16.99 (raised).
+    """Fig. 10's question over independent units: one row of ``table`` per image (columns
+    ``mean_before``, ``mean_after`` pooled over channels and the object region, and the
+    paper-style per-image ``t``, ``p``).
 
-    >>> summarise_ttests(pd.DataFrame({"t": [-3.0, -1.0, 2.0], "p": [0.001, 0.3, 0.01],
-    ...                                "mean_before": [1, 1, 1], "mean_after": [2, 1, 0]}))["raised"]
-    1
+    Unit level (the image): ``unit_t``, ``unit_p`` of a paired t-test over images (t < 0:
+    fine-tuning raised the activations), ``unit_difference`` (after minus before, cluster
+    bootstrap over images; an :class:`~transferscope.stats.Interval` dict) and
+    ``unit_sign_flip_p``; with one image these are NaN and ``unit_note`` says "one image:
+    cannot tell". Paper style (pixels as samples; grows with resolution): ``raised`` /
+    ``lowered`` (images with p < alpha and t < 0 / > 0) and ``median_t``.
+
+    >>> s = summarise_ttests(pd.DataFrame({"t": [-3.0, -1.0, 2.0], "p": [0.001, 0.3, 0.01],
+    ...                                    "mean_before": [1, 1, 1], "mean_after": [2, 1, 0]}))
+    >>> s["raised"], s["images"], s["unit_difference"]["value"]
+    (1, 3, 0.0)
+    >>> summarise_ttests(pd.DataFrame({"t": [-20.0], "p": [1e-9], "mean_before": [1.0],
+    ...                                "mean_after": [2.0]}))["unit_note"]
+    'one image: cannot tell'
     """
+    from scipy.stats import ttest_rel
+
+    from transferscope.stats import cluster_mean, sign_flip_p
+
     sig = table["p"] < alpha
-    return {"images": int(len(table)), "raised": int((sig & (table["t"] < 0)).sum()),
+    before = table["mean_before"].to_numpy(float)
+    after = table["mean_after"].to_numpy(float)
+    n = len(table)
+    diff = after - before
+    iv = cluster_mean(diff, unit="image")
+    t = p = float("nan")
+    note = "one image: cannot tell" if n < 2 else ""
+    if n >= 2:
+        if np.all(diff == diff[0]):
+            t, p = (0.0, 1.0) if diff[0] == 0 else (float(-np.sign(diff[0]) * np.inf), 0.0)
+        else:
+            res = ttest_rel(before, after)
+            t, p = float(res.statistic), float(res.pvalue)
+    return {"images": int(n), "unit_t": t, "unit_p": p, "unit_difference": iv.to_dict(),
+            "unit_sign_flip_p": sign_flip_p(diff) if n >= 2 else float("nan"),
+            "unit_note": note, "raised": int((sig & (table["t"] < 0)).sum()),
             "lowered": int((sig & (table["t"] > 0)).sum()),
             "median_t": float(table["t"].median()),
-            "mean_before": float(table["mean_before"].mean()),
-            "mean_after": float(table["mean_after"].mean()), "alpha": alpha}
+            "mean_before": float(before.mean()), "mean_after": float(after.mean()),
+            "alpha": alpha}
 
 
 def gradient_profiles(runs: Mapping[str, tuple], *, max_batches: int | None = None,
@@ -285,30 +330,52 @@ def run(ctx: AuditContext, max_batches: int | None = 4, ttest_images: int = 8,
         result.summary["first_layer_ttest"] = {
             m: summarise_ttests(t) for m, t in table.groupby("model", sort=False)}
         result.notes.append(
-            f"First-layer t-test (Fig. 10): paired t-test of the first layer group's outputs "
-            f"before (theta_A) and after fine-tuning over (channel, pixel) pairs in the "
+            f"First-layer test (Fig. 10): the first layer group's outputs before (theta_A) and "
+            f"after fine-tuning in the "
             f"{'central box (half of each side)' if ttest_region == 'center' else 'whole image'}"
-            f" of each of {ttest_images} evenly spaced validation images; t < 0: fine-tuning "
-            "raised the activations. The region is a stand-in for an object mask.")
+            f" of each of {ttest_images} evenly spaced validation images. Unit level: each "
+            "image's channels pooled over the region, paired t-test over images. Paper style: "
+            "paired t-test over (channel, pixel) pairs of one image, which treats pixels as "
+            "independent (its t grows with the resolution). t < 0: fine-tuning raised the "
+            "activations. The region is a stand-in for an object mask.")
     return result
 
 
+def _ttest_clause(model: str, v: dict) -> tuple[str, Interval | None]:
+    paper = (f"paper-style t over (channel, pixel) of one image, pixels taken as independent: "
+             f"median {v['median_t']:.2f}, raised in {v['raised']} of {v['images']} images at "
+             f"p < {v['alpha']:g}")
+    d = v.get("unit_difference")
+    if not d:  # a summary written before the unit-level test
+        return f"{model} first layer: {paper}", None
+    iv = Interval(**d)
+    if v.get("unit_note") or v["images"] < 2:
+        return f"{model} first layer: one image: cannot tell ({paper})", iv
+    return (f"{model} first layer after minus before {iv}, paired t over images "
+            f"{v['unit_t']:.2f} (p = {v['unit_p']:.2g}); {paper}", iv)
+
+
 def finding(result: AnalysisResult) -> Finding | None:
-    """Where the gradients are largest and smallest at the start of fine-tuning."""
+    """Where the gradients are largest and smallest at the start of fine-tuning; the first
+    layer's change over images (Fig. 10)."""
     s = {k: v for k, v in result.summary.items() if isinstance(v, dict) and "argmax_layer" in v}
-    parts = [f"{html.escape(k)} largest in {html.escape(v['argmax_layer'])}, smallest (below "
-             f"the classifier) in {html.escape(str(v['argmin_non_classifier']))}"
-             for k, v in s.items()]
-    text = ("<b>Layer-wise gradients</b> at the start of fine-tuning (paper 002, Fig. 9) - "
-            + "; ".join(parts) + ".")
+    clauses = [f"{k} largest in {v['argmax_layer']}, smallest (below the classifier) in "
+               f"{v['argmin_non_classifier']}" for k, v in s.items()]
+    estimates, caveat = [], ""
     tests = result.summary.get("first_layer_ttest")
     if isinstance(tests, dict) and all(isinstance(v, dict) and "images" in v
                                        for v in tests.values()):
-        text += " First-layer activations (Fig. 10): " + "; ".join(
-            f"{html.escape(m)}: raised in {v['raised']} of {v['images']} images, lowered in "
-            f"{v['lowered']} (paired t-test, p &lt; {v['alpha']:g}; median t "
-            f"{v['median_t']:.2f})" for m, v in tests.items()) + "."
-    return Finding.from_html(text, {k: v["argmax_layer"] for k, v in s.items()})
+        for m, v in tests.items():
+            clause, iv = _ttest_clause(m, v)
+            clauses.append(clause)
+            if iv is not None:
+                estimates.append((f"{m} first-layer activation, after minus before", iv))
+            if v["images"] < 2:
+                caveat = "one image: cannot tell whether fine-tuning moves the first layer"
+    return Finding("Layer-wise gradients", "at the start of fine-tuning (paper 002, Fig. 9; "
+                   "first-layer activations, Fig. 10)", clauses=tuple(clauses),
+                   estimates=tuple(estimates), caveat=caveat,
+                   numbers={k: v["argmax_layer"] for k, v in s.items()})
 
 
 register_analysis("layer_gradients", title="Layer-wise gradients at the start of fine-tuning",
