@@ -7,8 +7,6 @@ the epochs) per block size, and the relative accuracy drop of RI-T against P-T.
 
 from __future__ import annotations
 
-import html
-
 import pandas as pd
 
 from transferscope.analyses._base import AnalysisResult
@@ -51,13 +49,20 @@ def _bars(table: pd.DataFrame):
 
 
 def finding(result: AnalysisResult) -> Finding | None:
-    """P-T and RI-T accuracy per block size."""
+    """P-T and RI-T accuracy per block size (one run each: about these runs)."""
     s = result.summary
-    parts = [f"block {html.escape(str(b))}: P-T {fmt(r['accuracy P-T'])}, RI-T "
-             f"{fmt(r['accuracy RI-T'])}" for b, r in s.items()]
-    return Finding.from_html("<b>Block shuffling</b> (paper 003: the P-T advantage shrinks as blocks get "
-                   "smaller) - " + "; ".join(parts) + ".",
-                   {str(b): r["relative drop %"] for b, r in s.items()})
+    if not s:
+        return None
+    parts = tuple(f"block {b}: P-T {fmt(r['accuracy P-T'])}, RI-T {fmt(r['accuracy RI-T'])}"
+                  for b, r in s.items())
+    return Finding("Block shuffling", "(paper 003: the P-T advantage shrinks as blocks get "
+                   "smaller)", clauses=parts,
+                   caveat="too few runs for an interval (one P-T and one RI-T run per block "
+                   "size); the "
+                   "differences are about these runs",
+                   next_step="train more seeds per block size to tell run-to-run variation "
+                   "from the effect of the block size",
+                   numbers={str(b): r["relative drop %"] for b, r in s.items()})
 
 
 register_analysis("block_shuffle", title="Block-shuffled inputs: P-T vs RI-T",

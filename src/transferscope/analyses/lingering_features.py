@@ -5,11 +5,15 @@
 * source-only features ``F = {c : v(c) <= v_lo}`` (eq. 2);
 * lingering features ``L = {c in F : mean_{x in D^c} p_c(M^st(x)) > p_lo}`` - source-only
   classes the fine-tuned backbone still recognises through the source head (eq. 3).
+
+How sure L is non-empty: the count |L| with a bootstrap interval that resamples the evaluated
+source-only classes (count = share of them in L times their number); paper 001's claim
+(``001.lingering``) agrees when that interval excludes 0 for the first fine-tuned (not
+from-scratch) model. The interval is over classes only: a class's own mean probability over
+few views is itself uncertain, which it does not show.
 """
 
 from __future__ import annotations
-
-import html
 
 import pandas as pd
 import torch
@@ -19,6 +23,26 @@ from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
 from transferscope.analyses._stats import per_class_rate
 from transferscope.analyses.context import AuditContext
+from transferscope.findings import ClaimCheck
+from transferscope.stats import Interval, Verdict, cluster_mean, verdict_of
+
+UNIT = "source class"
+
+
+def lingering_count(linger: torch.Tensor, evaluated: torch.Tensor, seed: int = 0) -> Interval:
+    """|L| with a bootstrap interval over the evaluated source-only classes (``evaluated``:
+    boolean ``(S,)`` mask of source-only classes with images).
+
+    Example:
+        >>> iv = lingering_count(torch.tensor([True, False, False, False]), torch.ones(4, dtype=torch.bool))
+        >>> iv.value, iv.unit, iv.n
+        (1.0, 'source class', 4)
+    """
+    vals = linger[evaluated].double().numpy()
+    share = cluster_mean(vals, unit=UNIT, seed=seed)
+    k = len(vals)
+    return Interval(share.value * k, share.lo * k, share.hi * k, UNIT, share.n, share.level,
+                    share.method)
 
 
 def source_votes(source_logits: torch.Tensor, k: int = 5) -> torch.Tensor:
@@ -77,9 +101,12 @@ def run(ctx: AuditContext, k: int = 5, v_lo: int = 0, p_lo: float | None = None
         table[f"mean p_c(M^st {name})"] = mean_p.tolist()
         table[f"lingering ({name})"] = linger.tolist()
         order = torch.argsort(torch.nan_to_num(mean_p, nan=-1.0) * linger, descending=True)
+        entry = ctx.entries.get(name)
         summary["models"][name] = {
             "arch": model.arch, "lingering": int(linger.sum()),
             "evaluated_source_only": int((only & ~mean_p.isnan()).sum()),
+            "lingering_iv": lingering_count(linger, only & ~mean_p.isnan()).to_dict(),
+            "role": entry.role if entry is not None else "other",
             "top": [{"class": int(c), "name": names[c], "mean_p": float(mean_p[c])}
                     for c in order[: min(10, int(linger.sum()))].tolist()]}
     result = AnalysisResult("lingering_features", summary, {"per_class": table})
@@ -107,16 +134,43 @@ class LingeringOptions(AnalysisOptions):
                                "eq. 3 (default: 10 / number of source classes)")
 
 
+def lingering_check(models: dict) -> ClaimCheck | None:
+    """``001.lingering`` for the first fine-tuned (not from-scratch) model: |L| > 0 by its
+    interval over source-only classes."""
+    fine = [(k, m) for k, m in models.items() if "lingering_iv" in m
+            and m.get("role") != "scratch"]
+    if not fine:
+        return None
+    name, m = fine[0]
+    iv = Interval(**m["lingering_iv"])
+    if iv.n == 0:
+        return ClaimCheck("001.lingering", Verdict.CANNOT_TELL, f"{name}: no source-only class "
+                          "has source images to evaluate", iv)
+    verdict, why = verdict_of(iv, ">")
+    return ClaimCheck("001.lingering", verdict, f"{why}: {name} has {m['lingering']} lingering "
+                      f"of {m['evaluated_source_only']} source-only classes, {iv}", iv,
+                      "count of L, cluster bootstrap over source-only classes")
+
+
 def finding(result: AnalysisResult) -> Finding | None:
-    """Lingering source-only classes per transferred model."""
-    e = html.escape
+    """Lingering source-only classes per transferred model, with their class-level
+    intervals."""
     s = result.summary
-    parts = [f"{e(k)} {m['lingering']} of {m['evaluated_source_only']}"
-             + (f" (e.g. {e(', '.join(t['name'] for t in m['top'][:3]))})" if m["top"] else "")
+    parts = [f"{k} {m['lingering']} of {m['evaluated_source_only']}"
+             + (f" (e.g. {', '.join(t['name'] for t in m['top'][:3])})" if m["top"] else "")
              for k, m in s["models"].items()]
-    return Finding.from_html(f"<b>Lingering features</b> (p_lo = {s['p_lo']:g}): source-only classes "
-                   "the fine-tuned backbone still recognises - " + "; ".join(parts) + ".",
-                   {k: m["lingering"] for k, m in s["models"].items()})
+    estimates = tuple((f"lingering classes |L|, {k}", Interval(**m["lingering_iv"]))
+                      for k, m in s["models"].items() if "lingering_iv" in m)
+    check = lingering_check(s["models"])
+    few = [m["evaluated_source_only"] for m in s["models"].values()]
+    caveat = ""
+    if few and min(few) < 5:
+        caveat = (f"too few source-only classes with images to tell ({min(few)}; at least 5 "
+                  "needed for an interval over classes)")
+    return Finding("Lingering features", f"(p_lo = {s['p_lo']:g}): source-only classes the "
+                   "fine-tuned backbone still recognises", clauses=tuple(parts),
+                   estimates=estimates, checks=(check,) if check else (), caveat=caveat,
+                   numbers={k: m["lingering"] for k, m in s["models"].items()})
 
 
 register_analysis("lingering_features", title="Source-only and lingering features",

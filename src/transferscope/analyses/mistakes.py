@@ -25,11 +25,19 @@ The paper's CheXpert tables are per class (each class a binary task); for a mult
 problem the per-class rows here restrict the counts to the images whose *true* label is that
 class, and the ``all`` row counts every image. Figure 8 and Appendix B.2 also relate each
 model's per-class accuracy to the class size (Pearson R and its p-value).
+
+Raw common-mistake counts cannot be compared across pairs whose accuracies differ: two
+models that each err on 20 % of the images share about 4 % of them by chance alone. Every pair
+therefore also gets McNemar's test of equal accuracy (paired correctness on the same images),
+Cohen's kappa of the two models' error indicators (0: no more shared mistakes than
+independent errors at these accuracies would give, 1: the same mistakes) with a bootstrap
+interval over target images, and the P-T pair minus RI-T pair difference of that kappa as a
+paired bootstrap over the same target images (:func:`compare_pairs`), which tests paper 003's
+claim. With one pair of runs each, that verdict is about these runs, not about P-T training.
 """
 
 from __future__ import annotations
 
-import html
 import itertools
 import math
 from typing import Mapping, Sequence
@@ -44,6 +52,11 @@ from transferscope.analyses._stats import per_class_rate
 from transferscope.analyses._transfer import transfer_inputs
 from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError
+from transferscope.findings import ClaimCheck
+from transferscope.stats import (Comparison, Interval, cluster_statistic, mcnemar,
+                                 paired_statistic, verdict_of)
+
+UNIT = "target image"
 
 COLUMNS = ["class", "n", "acc1", "acc2", "both_correct", "g1", "g2", "common", "uncommon",
            "r1", "r2"]
@@ -129,6 +142,78 @@ def accuracy_vs_class_size(preds, labels, num_classes: int, class_sizes=None) ->
             "classes_used": int(ok.sum()), "overall_accuracy": float((p == y).double().mean())}
 
 
+def error_kappa(err_a, err_b) -> float:
+    """Cohen's kappa of two models' error indicators on the same images: how much more often
+    they err on the same images than independent errors at their error rates would give.
+
+    1 when they make exactly the same mistakes, about 0 for independent errors, negative when
+    they avoid each other's mistakes; NaN when agreement by chance is total (both models
+    always wrong, or both never).
+
+    Examples:
+        >>> error_kappa([1, 0, 1, 0], [1, 0, 1, 0])
+        1.0
+        >>> error_kappa([1, 1, 0, 0], [1, 0, 1, 0])
+        0.0
+        >>> error_kappa([1, 0], [0, 1])
+        -1.0
+    """
+    a, b = np.asarray(err_a, bool), np.asarray(err_b, bool)
+    if a.size == 0:
+        return math.nan
+    pa, pb = a.mean(), b.mean()
+    observed = float((a == b).mean())
+    chance = float(pa * pb + (1 - pa) * (1 - pb))
+    return math.nan if chance >= 1 else (observed - chance) / (1 - chance)
+
+
+def pair_statistics(correct_a, correct_b, *, seed: int = 0) -> dict:
+    """McNemar, Cohen's kappa of errors (interval over target images), and common mistakes
+    against those independent errors would give, for two models on the same images.
+
+    Example:
+        >>> s = pair_statistics([1, 1, 0, 0, 1, 0], [1, 1, 0, 0, 1, 0])
+        >>> s["kappa"].value, s["mcnemar"].p_value, s["common"], s["expected_common"]
+        (1.0, 1.0, 3, 1.5)
+    """
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    ea, eb = ~a, ~b
+    kappa = cluster_statistic(lambda i: error_kappa(ea[i], eb[i]), a.size, unit=UNIT, seed=seed)
+    expected = float(ea.mean() * eb.mean() * a.size) if a.size else math.nan
+    common = int((ea & eb).sum())
+    return {"kappa": kappa, "mcnemar": mcnemar(a, b), "common": common,
+            "expected_common": expected,
+            "common_ratio": common / expected if expected else math.nan}
+
+
+def compare_pairs(correct: Mapping[str, np.ndarray], pt=("P-T #1", "P-T #2"),
+                  rit=("RI-T #1", "RI-T #2"), *, seed: int = 0) -> Comparison | None:
+    """Kappa of errors of the P-T pair minus that of the RI-T pair, paired over the same
+    target images (every resample draws the same images for both pairs); None unless all four
+    models are in ``correct`` (model -> ``(N,)`` booleans)."""
+    if not all(k in correct for k in (*pt, *rit)):
+        return None
+    e = {k: ~np.asarray(correct[k], bool) for k in (*pt, *rit)}
+    n = len(e[pt[0]])
+    return paired_statistic(lambda i: error_kappa(e[pt[0]][i], e[pt[1]][i]),
+                            lambda i: error_kappa(e[rit[0]][i], e[rit[1]][i]), n,
+                            names=(" & ".join(pt), " & ".join(rit)), unit=UNIT, seed=seed)
+
+
+def mistakes_check(comp: Comparison | None) -> ClaimCheck | None:
+    """Paper 003's claim (P-T pairs share more mistakes than RI-T pairs) from the paired
+    difference of kappa; the verdict speaks of these runs only (one pair of each)."""
+    if comp is None:
+        return None
+    verdict, why = verdict_of(comp.difference, ">")
+    return ClaimCheck("003.mistakes", verdict,
+                      f"{why} (P-T minus RI-T kappa of errors {comp.difference}, p = "
+                      f"{comp.p_value:.2g}); about these runs only (one pair of P-T and one of "
+                      "RI-T runs; other seeds may differ)",
+                      comp.difference, "Cohen's kappa of error indicators, P-T pair minus RI-T "
+                      "pair, " + comp.test)
+
+
 def mistake_tables(named_preds: Mapping[str, tuple], class_sizes: Sequence[float] | None = None,
                    class_names: Sequence[str] | None = None) -> AnalysisResult:
     """Mistake tables for every pair of models and accuracy vs class size for every model.
@@ -159,10 +244,21 @@ def mistake_tables(named_preds: Mapping[str, tuple], class_sizes: Sequence[float
         t.insert(0, "model 1", a)
         t["class name"] = [names[c] if c != "all" else "all" for c in t["class"]]
         per_class.append(t[t["class"] != "all"])
-        last = t[t["class"] == "all"]
+        st = pair_statistics((preds[a] == ref).numpy(), (preds[b] == ref).numpy())
+        last = t[t["class"] == "all"].copy()
+        last["kappa of errors"] = st["kappa"].value
+        last["kappa lo"], last["kappa hi"] = st["kappa"].lo, st["kappa"].hi
+        last["expected common"] = st["expected_common"]
+        last["McNemar p"] = st["mcnemar"].p_value
         overall.append(last)
-        summary["pairs"][f"{a} vs {b}"] = {k: last.iloc[0][k] for k in
-                                          ("g1", "g2", "common", "r1", "r2", "acc1", "acc2")}
+        summary["pairs"][f"{a} vs {b}"] = {
+            **{k: _plain(last.iloc[0][k]) for k in ("g1", "g2", "common", "r1", "r2", "acc1",
+                                                    "acc2")},
+            "kappa": st["kappa"].to_dict(), "mcnemar": st["mcnemar"].to_dict(),
+            "expected_common": st["expected_common"], "common_ratio": st["common_ratio"]}
+    comp = compare_pairs({k: (p == ref).numpy() for k, p in preds.items()})
+    if comp is not None:
+        summary["pt_vs_rit"] = comp.to_dict()
     acc_rows, corr_rows, curves = [], [], {}
     for k, p in preds.items():
         res = accuracy_vs_class_size(p, ref, num_classes, class_sizes)
@@ -186,8 +282,16 @@ def mistake_tables(named_preds: Mapping[str, tuple], class_sizes: Sequence[float
         "g1/g2: images only model 1 / only model 2 classifies correctly; common: both wrong; "
         "r1 = g2/(g2+common) and r2 = g1/(g1+common) are the shares of each model's mistakes "
         "that the other model avoids (paper 003 Appendix B.2).",
-        "Per-class rows count the images of that true class."]
+        "Per-class rows count the images of that true class.",
+        "kappa of errors: Cohen's kappa of the two models' wrong/right indicators (0 = no more "
+        "shared mistakes than independent errors at these accuracies); 95 % interval resamples "
+        "target images. McNemar p: exact test of equal accuracy on the same images."]
     return result
+
+
+def _plain(v):
+    """A table cell as a JSON number (numpy scalars -> int/float)."""
+    return v.item() if hasattr(v, "item") else v
 
 
 def plot_accuracy_vs_size(curves: Mapping[str, dict]):
@@ -214,16 +318,49 @@ def run(ctx: AuditContext) -> AnalysisResult:
     return mistake_tables(preds, class_names=data.classes)
 
 
+def _interval(d: dict | None) -> Interval | None:
+    return Interval(**d) if isinstance(d, dict) else None
+
+
+def _pair_clause(name: str, v: dict) -> str:
+    acc = f"accuracy {fmt(v['acc1'])} / {fmt(v['acc2'])}"
+    kappa = _interval(v.get("kappa"))
+    if kappa is None:  # a result saved before kappa was computed
+        return f"{name}: {int(v['common'])} common mistakes ({acc})"
+    exp = v.get("expected_common")
+    mc = v.get("mcnemar") or {}
+    p = mc.get("p_value", math.nan)
+    acc_words = ("accuracies differ" if p < 0.05 else "no clear accuracy difference")
+    return (f"{name}: {int(v['common'])} common mistakes against {exp:.1f} expected from "
+            f"independent errors, kappa of errors {kappa} ({acc}; McNemar p = {p:.2g}, "
+            f"{acc_words})")
+
+
 def finding(result: AnalysisResult) -> Finding | None:
-    """Mistakes both models of a pair make, and their accuracies."""
-    pairs = result.summary["pairs"]
+    """Shared mistakes per pair (kappa of errors with its interval over target images, McNemar)
+    and paper 003's claim from the paired P-T minus RI-T difference of kappa."""
+    pairs = result.summary.get("pairs") or {}
     if not pairs:
         return None
-    parts = [f"{html.escape(k)}: {int(v['common'])} common mistakes "
-             f"(accuracy {fmt(v['acc1'])} / {fmt(v['acc2'])})" for k, v in pairs.items()]
-    return Finding.from_html("<b>Mistakes</b> shared by two models (paper 003: P-T models share more "
-                   "of them than RI-T models) - " + "; ".join(parts) + ".",
-                   {k: v["common"] for k, v in pairs.items()})
+    estimates = tuple((f"kappa of errors {k}", iv) for k, v in pairs.items()
+                      if (iv := _interval(v.get("kappa"))) is not None)
+    checks, clauses, caveat, step = (), [_pair_clause(k, v) for k, v in pairs.items()], "", ""
+    comp = result.summary.get("pt_vs_rit")
+    if comp:
+        c = Comparison(comp["a"], comp["b"], Interval(**comp["difference"]), comp["p_value"],
+                       comp["test"])
+        estimates += (("kappa of errors, P-T pair minus RI-T pair", c.difference),)
+        clauses.append(c.words("in kappa of errors"))
+        checks = (mistakes_check(c),)
+        caveat = ("one pair of P-T and one of RI-T runs: the comparison is about these runs; "
+                  "train more seeds to speak of P-T and RI-T training")
+    else:
+        step = "train two P-T and two RI-T runs to test paper 003's claim"
+    return Finding("Mistakes", "mistakes two models share on the same target images, against "
+                   "what independent errors at their accuracies would give (paper 003: P-T pairs "
+                   "share more than RI-T pairs)", clauses=tuple(clauses), estimates=estimates,
+                   checks=checks, caveat=caveat, next_step=step,
+                   numbers={k: v["common"] for k, v in pairs.items()})
 
 
 register_analysis("mistakes", title="Common and uncommon mistakes", paper="paper 003, section "

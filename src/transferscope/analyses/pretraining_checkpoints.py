@@ -23,12 +23,17 @@ def checkpoints_result(rows: list[dict], setting: str) -> AnalysisResult:
 
 
 def finding(result: AnalysisResult) -> Finding | None:
-    """Final accuracy of the fine-tune from each checkpoint."""
+    """Final accuracy of the fine-tune from each checkpoint (one run each)."""
     s = result.summary
-    parts = [f"epoch {e}: {fmt(r['final accuracy'])}" for e, r in s.items()]
-    return Finding.from_html("<b>Pre-training checkpoints</b> (final accuracy of the fine-tune started "
-                   "from each; paper 003: later checkpoints help less and less) - "
-                   + "; ".join(parts) + ".", {e: r["final accuracy"] for e, r in s.items()})
+    if not s:
+        return None
+    parts = tuple(f"epoch {e}: {fmt(r['final accuracy'])}" for e, r in s.items())
+    return Finding("Pre-training checkpoints", "(final accuracy of the fine-tune started from "
+                   "each; paper 003: later checkpoints help less and less)", clauses=parts,
+                   caveat="too few runs for an interval (one fine-tune per checkpoint); the "
+                   "differences are "
+                   "about these runs",
+                   numbers={e: r["final accuracy"] for e, r in s.items()})
 
 
 register_analysis("pretraining_checkpoints", title="Fine-tuning from pre-training checkpoints",

@@ -2,11 +2,17 @@
 
 Re-attach the source head to each fine-tuned backbone (M^st) and measure the recall of every
 source class on labelled source images; M^s itself is the reference.
+
+Intervals resample the source class (the views of one image are not independent); two
+models are compared on the same classes as pairs (mean per-class recall difference, cluster
+bootstrap and sign-flip p). Paper 000's claim (``000.retained``) is tested on the first
+fine-tuned M^st: against a from-scratch (random-init) backbone with the same source head
+when the audit has one (paired over source classes), else against chance, a mean per-class
+recall of 1/S: any prediction that ignores the image (uniform guessing or one constant
+class) has exactly that mean recall over S classes.
 """
 
 from __future__ import annotations
-
-import html
 
 import pandas as pd
 import torch
@@ -16,6 +22,10 @@ from transferscope.analyses._registry import Finding, first_set, register_analys
 from transferscope.analyses._stats import bootstrap_ci, ci_fields, per_class_rate
 from transferscope.analyses._thumbs import class_gallery
 from transferscope.analyses.context import AuditContext
+from transferscope.findings import ClaimCheck
+from transferscope.stats import Comparison, Interval, cluster_mean, paired_difference, verdict_of
+
+UNIT = "source class"
 
 #: Paper 000 Table 1 bins (recall in percent): "<50", then half-open [50,60[ ... and [90,100]
 #: (a recall of exactly 50 % counts toward "recall >= 50 %", as in the paper's 1000 - 495).
@@ -65,6 +75,22 @@ def recall_intervals(recall: torch.Tensor, seed: int = 0) -> dict:
     return out
 
 
+def recall_summary(rec: torch.Tensor, present: torch.Tensor, role: str = "other") -> dict:
+    """Summary of one model's per-class recall ``(S,)`` over the classes ``present``: the
+    Table-1 counts, the mean per-class recall and the share with recall >= 50 % with
+    intervals over source classes, chance (1/S) and the model's role."""
+    bins = recall_bins(rec)
+    vals = rec[present].double()
+    return {"classes": sum(bins), "mean_recall": float(vals.mean()),
+            "classes_recall_ge_50": sum(bins[1:]),  # the same rounding as the bins
+            "bins": dict(zip(RECALL_BINS, bins)), **recall_intervals(rec),
+            "mean_recall_iv": cluster_mean(vals.numpy(), unit=UNIT).to_dict(),
+            "share_recall_ge_50_iv": cluster_mean(
+                (torch.round(vals * 100, decimals=4) >= 50).double().numpy(),
+                unit=UNIT).to_dict(),
+            "chance": 1.0 / len(rec), "role": role}
+
+
 def run(ctx: AuditContext) -> AnalysisResult:
     """Per-source-class recall of M^s and of M^st for every transferred target model."""
     rows, per_class, summary = [], {}, {}
@@ -80,10 +106,10 @@ def run(ctx: AuditContext) -> AnalysisResult:
                          **dict(zip(RECALL_BINS, bins)), "All": sum(bins),
                          "mean recall": float(rec[labels_present].mean())})
             per_class[(set_name, model_name)] = rec
-            summary[f"{set_name}/{model_name}"] = {
-                "classes": sum(bins), "mean_recall": float(rec[labels_present].mean()),
-                "classes_recall_ge_50": sum(bins[1:]),  # the same rounding as the bins
-                "bins": dict(zip(RECALL_BINS, bins)), **recall_intervals(rec)}
+            summary[f"{set_name}/{model_name}"] = recall_summary(
+                rec, labels_present, _role(ctx, model_name))
+        summary.update(paired_recalls(set_name, {k: per_class[(set_name, k)][labels_present]
+                                                 for k in models}))
     for name, counts in PAPER_TABLE1.items():
         rows.append({"source images": "ImageNet val (paper)", "model": name,
                      **dict(zip(RECALL_BINS, counts)), "All": 1000,
@@ -104,6 +130,33 @@ def run(ctx: AuditContext) -> AnalysisResult:
     return result
 
 
+def _role(ctx: AuditContext, model_name: str) -> str:
+    """Role of the target model behind an M^st row ("source" for M^s rows)."""
+    name = model_name.removesuffix(" + source head (M^st)")
+    entry = ctx.entries.get(name) if name != model_name else None
+    return entry.role if entry is not None else "source"
+
+
+def paired_recalls(set_name: str, recalls: dict) -> dict:
+    """Paired comparisons over the same source classes: every M^st against the first M^s and
+    against the other M^st (``"<set>/paired"`` -> ``{"a vs b": Comparison.to_dict()}``)."""
+    st = [k for k in recalls if "M^st" in k]
+    src = [k for k in recalls if "M^s)" in k]
+    pairs = [(a, b) for a in st for b in src[:1]] + [
+        (a, b) for i, a in enumerate(st) for b in st[i + 1:]]
+    out = {}
+    for a, b in pairs:
+        comp = paired_difference(recalls[a].double().numpy(), recalls[b].double().numpy(),
+                                 names=(_short(a), _short(b)), unit=UNIT)
+        out[f"{a} vs {b}"] = comp.to_dict()
+    return {f"paired/{set_name}": out} if out else {}
+
+
+def _short(name: str) -> str:
+    return name.replace(" + source head (M^st)", " M^st").replace("source ", "").replace(
+        " (M^s)", " M^s")
+
+
 def _figure(per_class):
     from transferscope.analyses._figures import subplots
 
@@ -118,24 +171,64 @@ def _figure(per_class):
     return fig
 
 
+def retained_check(models: dict, paired: dict) -> ClaimCheck | None:
+    """Paper 000's claim for the first fine-tuned M^st (role not "scratch"): its mean
+    per-class recall above a from-scratch M^st on the same classes (paired) when there is
+    one, else above chance (1/S)."""
+    st = {k: v for k, v in models.items() if "M^st" in k and "mean_recall_iv" in v}
+    ft = [k for k, v in st.items() if v.get("role") != "scratch"]
+    if not ft:
+        return None
+    name = ft[0]
+    scratch = [k for k, v in st.items() if v.get("role") == "scratch"]
+    for other in scratch:
+        key, sign = ((f"{name} vs {other}", 1) if f"{name} vs {other}" in paired
+                     else (f"{other} vs {name}", -1))
+        if key in paired:
+            c = paired[key]
+            d = Interval(**c["difference"])
+            if sign < 0:
+                d = Interval(-d.value, -d.hi, -d.lo, d.unit, d.n, d.level, d.method)
+            verdict, why = verdict_of(d, ">")
+            return ClaimCheck("000.retained", verdict, f"{why}: mean per-class recall of "
+                              f"{_short(name)} minus {_short(other)} (a from-scratch backbone "
+                              f"with the same source head) is {d}", d, c["test"])
+    v = st[name]
+    iv = Interval(**v["mean_recall_iv"])
+    verdict, why = verdict_of(iv, ">", null=v["chance"])
+    return ClaimCheck("000.retained", verdict, f"{why} (chance: mean per-class recall "
+                      f"{v['chance']:.3g} = 1/S; no from-scratch backbone to compare): mean "
+                      f"per-class recall of {_short(name)} is {iv}", iv,
+                      "cluster bootstrap over source classes, against chance 1/S")
+
+
 def finding(result: AnalysisResult) -> Finding | None:
-    """How many source classes each M^st still recognises at recall >= 50% (95 % interval
-    over classes)."""
+    """How many source classes each M^st still recognises at recall >= 50 % (interval over
+    source classes), paired comparisons on the same classes, and paper 000's claim."""
     from transferscope.analyses._stats import with_ci
 
-    e = html.escape
     s = first_set(result.summary)
-    parts = [f"{e(k.replace(' + source head (M^st)', ''))} "
+    parts = [f"{k.replace(' + source head (M^st)', '')} "
              f"{with_ci(v['classes_recall_ge_50'], v.get('classes_recall_ge_50_ci95'), '.0f')}"
              f" of {v['classes']}" for k, v in s.items() if "M^st" in k]
-    ref = [f"{e(k.replace('source ', '').replace(' (M^s)', ''))} itself: "
+    ref = [f"{k.replace('source ', '').replace(' (M^s)', '')} itself: "
            f"{v['classes_recall_ge_50']}" for k, v in s.items() if "M^s)" in k][:1]
     if not parts:
         return None
-    return Finding.from_html("<b>Retained knowledge</b>: with the source head put back, the fine-tuned "
-                   "backbones still recognise source classes at recall &ge; 50%: "
-                   + "; ".join(parts) + (f" ({ref[0]})." if ref else "."),
-                   {k: v["classes_recall_ge_50"] for k, v in s.items()})
+    first = next(iter(result.summary)).split("/", 1)[0]
+    paired = result.summary.get(f"paired/{first}") or {}
+    clauses = parts + ref
+    for c in paired.values():
+        comp = Comparison(c["a"], c["b"], Interval(**c["difference"]), c["p_value"], c["test"])
+        clauses.append(comp.words("in mean per-class recall"))
+    estimates = tuple((f"mean per-class recall, {_short(k)}", Interval(**v["mean_recall_iv"]))
+                      for k, v in s.items() if "mean_recall_iv" in v)
+    check = retained_check(s, paired)
+    return Finding("Retained knowledge", "with the source head put back, the fine-tuned "
+                   "backbones still recognise source classes at recall \u2265 50%",
+                   clauses=tuple(clauses), estimates=estimates,
+                   checks=(check,) if check else (),
+                   numbers={k: v["classes_recall_ge_50"] for k, v in s.items()})
 
 
 register_analysis("retained_knowledge", title="Retained knowledge: source-class recall of M^st",

@@ -150,7 +150,8 @@ def evaluate_variants(spec: RemedySpec, runs: dict[str, dict], out: Path,
         rows.append({"run": name, "variant": r["variant"], "seed": r["seed"],
                      "clean": comp[name]["clean"], "against": comp[name].get("against"),
                      "neutral": comp[name].get("neutral"),
-                     "biased": bias[f"held-out source/{name}"]["strongly_biased"],
+                     # max B >= 0.8, as the remedies' notes define "biased" (descriptive)
+                     "biased": bias[f"held-out source/{name}"]["high_share"],
                      "distraction": dist[name]["mean"], "cost": r["cost"]})
     return pd.DataFrame(rows)
 
