@@ -131,7 +131,7 @@ def test_an_interrupted_predict_resumes_with_identical_results(tmp_path, monkeyp
 
 def test_an_interrupted_shared_pass_resumes_for_every_model(tmp_path, monkeypatch):
     """predict_many's one pass for two backbones, interrupted in its 5th batch: the rest is
-    decoded once and both models' features equal those of separate, whole passes."""
+    decoded once and both models' logits match those of separate, whole passes."""
     monkeypatch.setenv("TRANSFERSCOPE_CHECKPOINT_SECONDS", "0")
     data = image_folder(make_folder(tmp_path / "set", per_class=6))
     a, b = _model(0), _model(1)
@@ -148,7 +148,10 @@ def test_an_interrupted_shared_pass_resumes_for_every_model(tmp_path, monkeypatc
     for model, got in zip((a, b), resumed):
         whole = predict(model, data, image_size=32, batch_size=2, num_workers=0,
                         cache=ResultCache(tmp_path / "fresh"), progress=False)
-        assert torch.equal(got.logits, whole.logits) and torch.equal(got.labels, whole.labels)
+        # two code paths (the shared pass vs predict's own): float32 sums may run in another
+        # order on another CPU (AMD Zen 4: logits ~1e-5 apart), so within a stated tolerance
+        torch.testing.assert_close(got.logits, whole.logits, rtol=1e-4, atol=1e-4)
+        assert torch.equal(got.labels, whole.labels)
 
 
 def test_sigterm_ends_the_command_as_ctrl_c_does(tmp_path):

@@ -56,5 +56,11 @@ def test_predict_many_with_everything_cached_or_one_model_is_predict(tmp_path):
     cache = ResultCache(tmp_path / "cache")
     (one,) = predict_many([a], data, image_size=32, cache=cache, progress=False)
     (two,) = predict_many([a], data, image_size=32, cache=cache, progress=False)
-    assert not one.from_cache and two.from_cache and torch.equal(one.logits, two.logits)
+    assert not one.from_cache and two.from_cache
+    # computed vs read back from the cache: the head runs on features of another memory
+    # layout, which another CPU's kernels may sum in another order (AMD Zen 4: ~1e-5 apart)
+    torch.testing.assert_close(one.logits, two.logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(two.logits, predict_many([a], data, image_size=32, cache=cache,
+                                                        progress=False)[0].logits,
+                               rtol=0, atol=0)  # the same path (cache hit) twice: bit for bit
     assert predict_many([], data, cache=cache) == []

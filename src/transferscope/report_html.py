@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from transferscope._paths import safe_component
 from transferscope.data.imagenet import imagenet_names, imagenet_wnids, wnid_to_index
 
 #: Client-side bar charts replacing an analysis's step histogram: (analysis, table) ->
@@ -324,7 +325,7 @@ class ReportPage:
         if self.out_dir is None:
             return ""
         out = []
-        for fig in sorted((self.out_dir / "figures").glob(f"{name}__*.png")):
+        for fig in sorted((self.out_dir / "figures").glob(f"{safe_component(name, slug=True)}__*.png")):
             if (name, fig.stem.split("__", 1)[1]) in self.charted:
                 continue
             data = base64.b64encode(fig.read_bytes()).decode()

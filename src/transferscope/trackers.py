@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
+from transferscope._paths import safe_component
 from transferscope.errors import ConfigError
 
 KINDS = ("tensorboard", "mlflow")
@@ -81,7 +82,7 @@ class Tracker:
         the report."""
         for name, res in results.items():
             self.log_metrics({f"{name}/{k}": v for k, v in flatten_numbers(res.summary)})
-            for png in sorted((Path(out) / "figures").glob(f"{name}__*.png")):
+            for png in sorted((Path(out) / "figures").glob(f"{safe_component(name, slug=True)}__*.png")):
                 self.log_figure(png.stem, png)
         if report is not None and Path(report).is_file():
             self.log_artifact(Path(report))

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from transferscope._io import atomic_write_bytes, atomic_write_json
+from transferscope._paths import safe_component
 
 
 def _jsonable(obj: Any) -> Any:
@@ -47,12 +48,13 @@ class AnalysisResult:
     def load(cls, path: str | Path) -> "AnalysisResult":
         """Read back a ``results/<name>.json`` written by :meth:`save` (figures stay on disk)."""
         data = json.loads(Path(path).read_text())
-        thumbs = Path(path).parent.parent / "images" / f"{data['name']}.json"
+        stem = safe_component(data["name"], slug=True)
+        thumbs = Path(path).parent.parent / "images" / f"{stem}.json"
         images = {k: base64.b64decode(v) for k, v in json.loads(thumbs.read_text()).items()
                   } if thumbs.exists() else {}
         order = dict(data.get("columns", {}))  # the JSON's records have sorted keys
         for key, records in data["tables"].items():  # older results: the CSV header's order
-            header = Path(path).parent / f"{data['name']}__{key}.csv"
+            header = Path(path).parent / f"{stem}__{safe_component(key, slug=True)}.csv"
             if key not in order and records and header.exists():
                 with open(header, newline="") as fh:
                     cols = next(csv.reader(fh), [])
@@ -82,14 +84,15 @@ class AnalysisResult:
                    "tables": {k: json.loads(v.to_json(orient="records"))
                               for k, v in self.tables.items()},
                    "columns": {k: [str(c) for c in v.columns] for k, v in self.tables.items()}}
-        path = out_dir / "results" / f"{self.name}.json"
+        stem = safe_component(self.name, slug=True)  # a hostile name stays inside out_dir
+        path = out_dir / "results" / f"{stem}.json"
         atomic_write_json(path, payload)
         written["json"].append(str(path))
         for key, table in self.tables.items():
-            path = out_dir / "results" / f"{self.name}__{key}.csv"
+            path = out_dir / "results" / f"{stem}__{safe_component(str(key), slug=True)}.csv"
             atomic_write_bytes(path, table.to_csv(index=False).encode())
             written["csv"].append(str(path))
-        path = out_dir / "images" / f"{self.name}.json"
+        path = out_dir / "images" / f"{stem}.json"
         if self.images:
             atomic_write_json(path, {k: base64.b64encode(v).decode()
                                      for k, v in self.images.items()})
@@ -101,7 +104,7 @@ class AnalysisResult:
 
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-            path = out_dir / "figures" / f"{self.name}__{key}.png"
+            path = out_dir / "figures" / f"{stem}__{safe_component(str(key), slug=True)}.png"
             atomic_write_bytes(path, buf.getvalue())
             written["figures"].append(str(path))
             if "matplotlib.pyplot" in sys.modules:  # a pyplot figure of a user's analysis

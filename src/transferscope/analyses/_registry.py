@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from transferscope._paths import safe_component
 from transferscope.errors import ConfigError
 from transferscope.findings import Finding
 
@@ -108,6 +109,7 @@ def register_analysis(name: str, *, title: str, paper: str, section: str,
         made_by: for results without ``run(ctx)``: the study that makes them.
         applies: ``applies(ctx) -> bool``; runners skip the analysis where it is false.
     """
+    safe_component(name, "analysis name")  # results/<name>.json, figures/<name>__*.png
     if section not in SECTIONS:
         raise ConfigError(f"analysis {name!r}: unknown report section {section!r}; use one of "
                           f"{', '.join(SECTIONS)} or register_section() first")

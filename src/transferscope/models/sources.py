@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import socket
@@ -213,6 +214,34 @@ def _offline_guard():
     return old
 
 
+def _timm_offline(name: str, cfg):
+    """Before timm fetches pretrained weights: probe their host (a few seconds at most).
+    Unreachable hub: a context running timm in the hub's offline mode (cached weights still
+    load) and the reason; unreachable URL not in torch's cache: ModelError at once."""
+    from transferscope.models._online import hub_offline, hub_url, torch_hub_cached, unreachable
+
+    d = cfg.to_dict() if cfg is not None else {}
+    if d.get("file") or d.get("state_dict"):
+        return contextlib.nullcontext(), None
+    if d.get("hf_hub_id"):
+        why = unreachable(hub_url())
+        return (hub_offline() if why else contextlib.nullcontext()), why
+    url = d.get("url")
+    why = unreachable(url) if url and not torch_hub_cached(url) else None
+    if why:
+        raise _download_error(f"timm:{name}", ConnectionError(why))
+    return contextlib.nullcontext(), None
+
+
+def check_reachable(url: str, what: str) -> None:
+    """ModelError at once when ``url`` (torch.hub weights not cached yet) cannot be reached."""
+    from transferscope.models._online import torch_hub_cached, unreachable
+
+    why = None if torch_hub_cached(url) else unreachable(url)
+    if why:
+        raise _download_error(what, ConnectionError(why))
+
+
 def build_timm(name: str, num_classes: int, image_size: int | None, pretrained: bool):
     import timm
 
@@ -220,12 +249,15 @@ def build_timm(name: str, num_classes: int, image_size: int | None, pretrained: 
     kwargs = {}
     if image_size and cfg is not None and cfg.to_dict().get("fixed_input_size"):
         kwargs["img_size"] = image_size  # ViT/DeiT/Swin: position embeddings for this size
+    offline, why = _timm_offline(name, cfg) if pretrained else (contextlib.nullcontext(), None)
     old = _offline_guard()
     try:
-        net = timm.create_model(name, pretrained=pretrained, **kwargs)
+        with offline:
+            net = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as exc:
-        if pretrained:
-            raise _download_error(f"timm:{name}", exc) from exc
+        if pretrained:  # offline and not cached: say why the hub was not asked
+            raise _download_error(f"timm:{name}", ConnectionError(why) if why else exc
+                                  ) from exc
         raise ModelError(f"timm:{name} could not be built ({str(exc).splitlines()[0]})") from exc
     finally:
         socket.setdefaulttimeout(old)
@@ -247,6 +279,13 @@ def build_torchvision(name: str, num_classes: int, image_size: int | None, pretr
     import torchvision
 
     kwargs = {"image_size": image_size} if image_size and name.startswith("vit_") else {}
+    if pretrained:
+        try:
+            url = torchvision.models.get_model_weights(name).DEFAULT.url
+        except Exception:  # noqa: BLE001 - an unknown name fails below, as before
+            url = None
+        if url:
+            check_reachable(url, f"torchvision:{name}")
     old = _offline_guard()
     try:
         net = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None,

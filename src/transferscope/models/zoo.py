@@ -68,6 +68,11 @@ def _torchvision_weights(name: str):
         old = socket.getdefaulttimeout()
         socket.setdefaulttimeout(15)
         try:
+            from transferscope.models._online import torch_hub_cached, unreachable
+
+            why = None if torch_hub_cached(weights.url) else unreachable(weights.url)
+            if why:  # no internet: say so in seconds, not after the socket's timeouts
+                raise ConnectionError(why)
             return weights.get_state_dict(progress=False, check_hash=True)
         except Exception as exc:
             raise ModelError(

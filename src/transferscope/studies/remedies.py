@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import ConfigDict, Field
 
 from transferscope._io import atomic_write_json
+from transferscope._paths import run_dir
 from transferscope._progress import log
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses.context import AuditContext
@@ -33,7 +34,7 @@ from transferscope.engine.executor import TrainJob, run_trainings
 from transferscope.remedies import REMEDIES, make_remedy
 from transferscope.remedies._shared import source_model, split_source_classes
 from transferscope.studies.memory import run_memory_audit
-from transferscope.studies.spec import ExecutorFields, build_spec
+from transferscope.studies.spec import ExecutorFields, build_spec, check_runs
 
 DEFAULT_VARIANTS = (STANDARD, *REMEDIES)
 
@@ -86,7 +87,8 @@ def train_variants(spec: RemedySpec, out: Path, variants: list[str], remedy_para
         jobs = {}
         for seed in spec.seeds:
             for variant in round_:
-                name, run = f"{variant}-s{seed}", out / "runs" / f"{variant}-s{seed}"
+                name = f"{variant}-s{seed}"
+                run = run_dir(out, name, "key 'variants'")
                 jobs[name] = (variant, seed, _job(spec, variant, seed, run, rec, overrides,
                                                   remedy_params, out, data_root))
         if not jobs:
@@ -112,7 +114,7 @@ def _job(spec: RemedySpec, variant: str, seed: int, run: Path, rec, overrides: d
                              **remedy_params.get(variant, {}))
         config = config.model_copy(update={"remedy": remedy.settings})
     if variant == "pruning":  # prune the standard model of this seed, then briefly tune
-        std = out / "runs" / f"{STANDARD}-s{seed}"
+        std = run_dir(out, f"{STANDARD}-s{seed}")
         if not (std / "model.safetensors").is_file():
             raise ConfigError("pruning starts from the standard fine-tune: keep "
                               f"'{STANDARD}' in the variants")
@@ -168,28 +170,48 @@ def run_remedy_study(target: str, out: str | os.PathLike, *, data_root=None,
     return run(spec, out, data_root)
 
 
+def _params(spec: RemedySpec, variants: list[str]) -> dict[str, dict]:
+    """Each remedy's settings, with the study's ``split_seed``."""
+    return {v: {"split_seed": spec.split_seed, **(spec.remedy_params or {}).get(v, {})}
+            for v in variants if v != STANDARD}
+
+
+def check(spec: RemedySpec, data_root=None) -> None:
+    """What can fail without training, checked before the first run: the variants, their
+    settings, pruning's standard start, the architecture, the recipe and the data sets."""
+    variants = list(spec.variants)
+    unknown = [v for v in variants if v != STANDARD and v not in REMEDIES]
+    if unknown:
+        raise ConfigError(f"unknown variants {unknown}; known: {', '.join(DEFAULT_VARIANTS)}")
+    stray = sorted(set(spec.remedy_params or {}) - set(variants) - {STANDARD})
+    if stray:
+        raise ConfigError(f"settings given for {stray}, which are not among the variants "
+                          f"{variants}")
+    if "pruning" in variants and STANDARD not in variants:
+        raise ConfigError(f"pruning starts from the standard fine-tune: keep '{STANDARD}' in "
+                          "the variants")
+    for v, p in _params(spec, variants).items():
+        make_remedy(v, **p)  # unknown settings fail here, before anything trains
+    overrides = {k: v for k, v in {"batch_size": spec.batch_size, "lr": spec.lr}.items()
+                 if v is not None}
+    check_runs(arch=spec.arch, recipe=spec.recipe, recipe_args={
+        "epochs": spec.epochs, "image_size": spec.image_size, **overrides},
+        data={"target": spec.target, "source": spec.source}, data_root=data_root)
+
+
 def run(spec: RemedySpec, out: str | os.PathLike, data_root=None) -> AnalysisResult:
     """Train and audit standard fine-tuning and each remedy; writes ``out/results/remedies*``.
 
     ``spec.batch_size`` / ``spec.lr`` override the recipe's; ``spec.composites`` the
     evaluation composites (``style`` paper000: overlay 10 % of the image, paper001: 16 %).
     """
+    check(spec, data_root)
     out = Path(out)
-    seeds, remedy_params, split_seed = spec.seeds, spec.remedy_params, spec.split_seed
+    seeds = spec.seeds
     variants = list(spec.variants)
-    unknown = [v for v in variants if v != STANDARD and v not in REMEDIES]
-    if unknown:
-        raise ConfigError(f"unknown variants {unknown}; known: {', '.join(DEFAULT_VARIANTS)}")
     if STANDARD in variants:  # the standard runs come first: references and pruning starts
         variants = [STANDARD] + [v for v in variants if v != STANDARD]
-    stray = sorted(set(remedy_params or {}) - set(variants) - {STANDARD})
-    if stray:
-        raise ConfigError(f"settings given for {stray}, which are not among the variants "
-                          f"{variants}")
-    params = {v: {"split_seed": split_seed, **(remedy_params or {}).get(v, {})}
-              for v in variants if v != STANDARD}
-    for v, p in params.items():
-        make_remedy(v, **p)  # unknown settings fail here, before anything trains
+    params = _params(spec, variants)
     comp = {"style": "paper000", "n_biased": 5, "overlays_per_class": 10, "repeats": 2,
             **spec.composites}
     if STANDARD in variants and "reference" not in comp:  # backgrounds biased for standard

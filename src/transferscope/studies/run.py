@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from transferscope._paths import run_dir, safe_component
 from transferscope.analyses.context import ModelEntry
 from transferscope.errors import ConfigError
 from transferscope.studies.demo_toml import DEMO_TOML
@@ -42,7 +43,7 @@ def train_jobs(spec: StudySpec, out: Path, data_root=None, tracker=None) -> dict
         extra = {"device": spec.device}
         if tracker:
             extra["on_epoch"] = tracker.epoch_logger(m.name)
-        jobs[m.name] = TrainJob(cfg, out / "runs" / m.name, data_root=data_root,
+        jobs[m.name] = TrainJob(cfg, run_dir(out, m.name, "models.name"), data_root=data_root,
                                 keep_checkpoints=m.keep_checkpoints, cpus=spec.run_cpus,
                                 gpus=spec.run_gpus, progress=None, extra=extra)
     return jobs
@@ -95,7 +96,7 @@ def build_context(spec: StudySpec, out: Path, data_root=None, train_missing: boo
             log(f"[bold]model[/bold] {m.name} from {m.path}")
             models[m.name] = _load_given(m)
         else:
-            run = out / "runs" / m.name
+            run = run_dir(out, m.name, "models.name")
             if not (run / "model.safetensors").exists():
                 raise ConfigError(f"model '{m.name}' has no finished run at {run}; run "
                                   f"`transferscope audit` on the study first")
@@ -123,23 +124,50 @@ def _train_split_or_none(spec: StudySpec, data_root=None):
         return None
 
 
+def _role(spec: StudySpec, m: ModelSpec) -> str:
+    """``"fine-tuned"`` (P-T), ``"scratch"`` (RI-T) or ``"other"`` for a model of ``spec``."""
+    if m.path is not None:
+        return "other"
+    roles = {"imagenet": "fine-tuned", "pretrained": "fine-tuned", "random": "scratch"}
+    if spec.source.init not in roles:  # a weights file: the models started from it are P-T
+        roles[spec.source.init] = "fine-tuned"
+    return roles.get(m.init, "other")
+
+
 def model_entries(spec: StudySpec, models: dict, out: Path) -> dict[str, ModelEntry]:
     """Role, architecture, init, seed and run directory of every model of the study: models
     the study trains from ``"imagenet"`` / ``"pretrained"`` - or from the weights file that is
     the study's source (``init`` equal to ``source.init``) - are fine-tuned (P-T), from
     ``"random"`` from scratch (RI-T); loaded models (``path``) have role ``"other"``."""
-    roles = {"imagenet": "fine-tuned", "pretrained": "fine-tuned", "random": "scratch"}
-    if spec.source.init not in roles:  # a weights file: the models started from it are P-T
-        roles[spec.source.init] = "fine-tuned"
     entries = {}
     for m in spec.models:
         trained = m.path is None
-        run_dir = out / "runs" / m.name if trained else Path(m.path)
+        run = run_dir(out, m.name, "models.name") if trained else Path(m.path)
         entries[m.name] = ModelEntry(
-            m.name, roles.get(m.init, "other") if trained else "other", models[m.name].arch,
+            m.name, _role(spec, m), models[m.name].arch,
             init=m.init if trained else None, seed=m.seed if trained else None,
-            run_dir=run_dir if run_dir.is_dir() else None)
+            run_dir=run if run.is_dir() else None)
     return entries
+
+
+def check(spec: StudySpec) -> None:
+    """Everything about an audit study that can fail without training, checked before the
+    first run: model names usable as folder names, loaded models' paths present, and - when
+    the what-is-transferred analyses are selected - a P-T or RI-T model of the source
+    architecture for them (ConfigError, one line naming the key)."""
+    for m in spec.models:
+        safe_component(m.name, "key 'models.name'")
+        if m.path is not None and not Path(m.path).expanduser().exists():
+            raise ConfigError(f"key models '{m.name}' path: {m.path} does not exist; give a "
+                              "finished run directory or .safetensors file, or drop 'path' "
+                              "to train the model")
+    if spec.analyses.transfer != "none" and not any(
+            _role(spec, m) in ("fine-tuned", "scratch") and m.arch == spec.source.arch
+            for m in spec.models):
+        raise ConfigError(
+            "key 'analyses.transfer': papers 003/004 need models of the source architecture "
+            f"({spec.source.arch}) trained from 'imagenet' (P-T) or 'random' (RI-T) init; add "
+            "one or set transfer = \"none\"")
 
 
 def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None = None,
@@ -151,6 +179,7 @@ def run_study(spec: StudySpec, out: str | os.PathLike, *, spec_text: str | None 
 
     from transferscope._lock import writer_lock
 
+    check(spec)  # before any download or training
     ensure_sets([spec.target.data, *spec.source_images.sets], data_root)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

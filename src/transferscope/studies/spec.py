@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from transferscope._paths import safe_component
 from transferscope.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -205,6 +206,8 @@ def study_from_dict(data: dict, source: str = "study") -> StudySpec:
                           ) from exc
     _check_analysis_names(spec, source)
     names = [m.name for m in spec.models]
+    for name in names:  # each becomes OUT/runs/NAME
+        safe_component(name, f"{source}: key 'models.name'")
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: model names must be unique, got {names}")
     for m in spec.models:
@@ -345,3 +348,36 @@ def load_spec_file(path: str | os.PathLike, cls: type[BaseModel]):
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax there") from exc
     return build_spec(cls, data, str(path))
+
+
+def check_runs(*, arch: str | None = None, recipe: str | None = None, recipe_args=None,
+               data: dict[str, str] | None = None, data_root=None) -> None:
+    """The checks every study kind that trains makes before its first run: ``arch`` is a
+    known model, ``recipe`` a known recipe (with its overrides), and each data entry of
+    ``data`` (``{setting: name or path}``) exists - ConfigError / DataError naming the key."""
+    if arch is not None:
+        from transferscope.models import check_model_name
+
+        try:
+            check_model_name(arch)
+        except ConfigError as exc:
+            raise ConfigError(f"key 'arch': {exc}") from None
+    if recipe is not None:
+        from transferscope.engine import get_recipe
+
+        try:
+            get_recipe(recipe, **(recipe_args or {}))
+        except ConfigError as exc:
+            raise ConfigError(f"key 'recipe': {exc}") from None
+    from transferscope.data.folder import _resolve_file, resolve_folder
+    from transferscope.errors import DataError
+
+    for key, entry in (data or {}).items():
+        if str(entry).endswith(".csv"):
+            if not _resolve_file(entry, data_root).is_file():
+                raise DataError(f"key '{key}': data table not found: {entry}")
+            continue
+        try:
+            resolve_folder(entry, None, data_root)
+        except DataError as exc:
+            raise DataError(f"key '{key}': {exc}") from None

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
+from transferscope._paths import run_dir
 from transferscope._progress import log
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses.block_shuffle import block_shuffle_result, optimisation_speed
@@ -22,7 +23,7 @@ from transferscope.engine import TrainConfig, get_recipe
 from transferscope.engine.executor import TrainJob, run_trainings
 from transferscope.errors import ConfigError
 from transferscope.report import write_report
-from transferscope.studies.spec import ExecutorFields
+from transferscope.studies.spec import ExecutorFields, check_runs
 
 
 class _Runs(ExecutorFields):
@@ -86,15 +87,19 @@ def run_block_shuffle(arch: str, data: str, block_sizes: list, out: str | os.Pat
     ``execution``: :class:`~transferscope.studies.spec.ExecutorFields` settings."""
     out = Path(out)
     rows, jobs = [], {}
-    for b in block_sizes:
+    for b in block_sizes:  # everything checkable fails before the first run
         if b != "*" and image_size % int(b):
             raise ConfigError(f"block size {b} does not divide the image size {image_size}; "
                               "choose divisors of --image-size or '*'")
+    check_runs(arch=arch, recipe=recipe, recipe_args={
+        "epochs": epochs, "image_size": image_size, "batch_size": batch_size},
+        data={"data": data}, data_root=data_root)
+    for b in block_sizes:
         for kind, init in (("P-T", "imagenet"), ("RI-T", "random")):
             cfg = TrainConfig(arch=arch, init=init, data=data, seed=seed, block_shuffle=b,
                               recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                                 batch_size=batch_size))
-            jobs[b, kind] = (cfg, out / "runs" / f"block{b if b != '*' else 'star'}-{kind}")
+            jobs[b, kind] = (cfg, run_dir(out, f"block{b if b != '*' else 'star'}-{kind}"))
     log(f"[bold]block shuffling[/bold]: {len(jobs)} runs")
     done = _train_all(jobs, data_root, execution)
     for b in block_sizes:
@@ -133,6 +138,9 @@ def run_checkpoint_transfer(pretrain_run: str | os.PathLike, data: str,
         raise ConfigError(f"{pre} has no checkpoints for epochs {missing}; it has {available}"
                           " (pre-train with `transferscope train --keep-epochs "
                           f"{','.join(map(str, missing))}` or --keep-checkpoints all)")
+    check_runs(recipe=recipe, recipe_args={"epochs": epochs, "image_size": image_size,
+                                           "batch_size": batch_size},
+               data={"data": data}, data_root=data_root)
     rows, out, jobs = [], Path(out), {}
     for c in [0] + chosen:
         init = str(pre / ("init.safetensors" if c == 0 else
@@ -140,7 +148,7 @@ def run_checkpoint_transfer(pretrain_run: str | os.PathLike, data: str,
         cfg = TrainConfig(arch=arch, init=init, data=data, seed=seed,
                           recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                             batch_size=batch_size))
-        jobs[c] = (cfg, out / "runs" / f"from-epoch{c:04d}")
+        jobs[c] = (cfg, run_dir(out, f"from-epoch{c:04d}"))
     log(f"[bold]fine-tuning from {len(jobs)} checkpoints[/bold]")
     done = _train_all(jobs, data_root, execution)
     for c in [0] + chosen:

@@ -12,18 +12,20 @@ import pandas as pd
 import torch
 from pydantic import ConfigDict, Field
 
+from transferscope._paths import run_dir
 from transferscope._progress import log
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses.domain import domain_statistics
 from transferscope.analyses.layer_gradients import gradient_profiles
 from transferscope.analyses.transferability import network_transferability, transferability_result
-from transferscope.analyses.transferability_factors import fit_factors
+from transferscope.analyses.transferability_factors import COEFFICIENTS, fit_factors
 from transferscope.data import eval_transform, image_folder, source_images
 from transferscope.engine import TrainConfig, get_recipe, load_run
 from transferscope.engine.executor import TrainJob, run_trainings
 from transferscope.engine.training import select_subset
+from transferscope.errors import ConfigError
 from transferscope.report import write_report
-from transferscope.studies.spec import ExecutorFields, build_spec
+from transferscope.studies.spec import ExecutorFields, build_spec, check_runs
 
 
 def _variants(targets, fractions, class_counts, sweep_target):
@@ -74,9 +76,39 @@ def run_transferability(arch: str, targets: list[str], out: str | os.PathLike, *
     return run(spec, out, data_root)
 
 
+def check(spec: TransferabilitySpec, data_root=None) -> None:
+    """What can fail without training, checked before the first run: enough target tasks
+    for the regression (eq. 3 fits 4 coefficients), distinct labels, the architecture, the
+    recipe and the data sets."""
+    variants = _variants(spec.targets, spec.fractions, spec.class_counts, spec.sweep_target)
+    labels = [_label(*v) for v in variants]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise ConfigError(f"key 'targets': several target tasks are labelled {twice} (the "
+                          "folder name); give sets with different folder names")
+    if 2 <= len(variants) < len(COEFFICIENTS):
+        raise ConfigError(
+            f"fitting log T_FB needs at least {len(COEFFICIENTS)} target tasks, got "
+            f"{len(variants)} ({', '.join(labels)}): add target sets or sweep variants "
+            "(fractions / class_counts), or give a single target to skip the regression")
+    bad = [f for f in spec.fractions if not 0 < f <= 1]
+    if bad:
+        raise ConfigError(f"key 'fractions': {bad} outside (0, 1]; give fractions of the "
+                          "training images, e.g. 0.25,0.5")
+    bad = [k for k in spec.class_counts if k < 2]
+    if bad:
+        raise ConfigError(f"key 'class_counts': {bad}; give class counts of at least 2")
+    check_runs(arch=spec.arch, recipe=spec.recipe, recipe_args={
+        "epochs": spec.epochs, "image_size": spec.image_size, "batch_size": spec.batch_size},
+        data={**{f"targets[{i}]": t for i, t in enumerate(spec.targets)},
+              **({"sweep_target": spec.sweep_target} if spec.sweep_target else {}),
+              "source": spec.source}, data_root=data_root)
+
+
 def run(spec: TransferabilitySpec, out: str | os.PathLike, data_root=None
         ) -> dict[str, AnalysisResult]:
     """Train what is missing under ``out/runs`` (resumable), analyse, write ``out``."""
+    check(spec, data_root)
     out = Path(out)
     arch, targets, image_size, epochs = spec.arch, spec.targets, spec.image_size, spec.epochs
     recipe, batch_size, seed = spec.recipe, spec.batch_size, spec.seed
@@ -92,7 +124,7 @@ def run(spec: TransferabilitySpec, out: str | os.PathLike, data_root=None
                               data_fraction=fraction, max_classes=classes,
                               recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                                 batch_size=batch_size))
-            jobs[label, kind] = TrainJob(cfg, out / "runs" / f"{label}-{kind}",
+            jobs[label, kind] = TrainJob(cfg, run_dir(out, f"{label}-{kind}", slug=True),
                                          data_root=data_root, keep_checkpoints=1,
                                          cpus=spec.run_cpus, gpus=spec.run_gpus, progress=None)
     log(f"[bold]training[/bold] {len(jobs)} runs ({spec.executor} executor)")
