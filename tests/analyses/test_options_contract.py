@@ -36,3 +36,14 @@ def test_every_option_reaches_run(name):
     takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
     missing = [k for k in spec.options.model_fields if k not in params]
     assert takes_any or not missing, f"{name}: options {missing} never reach run"
+
+
+def test_the_barrier_path_has_one_home():
+    """barrier_paths (pure), run and the options model walk the same lambdas by default."""
+    import inspect as _inspect
+
+    from transferscope.analyses import barriers
+
+    assert list(barriers.LAMBDAS) == barriers.BarriersOptions().lambdas
+    assert _inspect.signature(barriers.run).parameters["lambdas"].default == barriers.LAMBDAS
+    assert "LAMBDAS if lambdas is None" in _inspect.getsource(barriers.barrier_paths)

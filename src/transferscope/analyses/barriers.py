@@ -97,6 +97,10 @@ def barrier_intervals(lambdas: Sequence[float], items: Sequence[tuple]) -> dict:
             "endpoint_loss": float(np.mean(ends)), "images": int(n)}
 
 
+# The one home of the default path (issue 25: it was 11, 3 and 9 points in three places).
+LAMBDAS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+
+
 def barrier_paths(model: nn.Module, named_pairs: Mapping[str, tuple], loader: Iterable,
                   lambdas: Sequence[float] | None = None, *,
                   bn_reestimate_loader: Iterable | None = None, batched: bool = True,
@@ -104,14 +108,15 @@ def barrier_paths(model: nn.Module, named_pairs: Mapping[str, tuple], loader: It
                   bn_reestimate: bool | None = None) -> AnalysisResult:
     """Loss/accuracy along the line of every pair, with barrier heights (Figures 4, 12-18).
 
-    ``named_pairs``: label -> ``(theta_0, theta_1)``; ``lambdas`` default to 11 points on
-    [0, 1] (``np.linspace(-1, 2, 31)`` extrapolates). ``model``'s weights are left unchanged.
+    ``named_pairs``: label -> ``(theta_0, theta_1)``; ``lambdas`` default to :data:`LAMBDAS`,
+    the options model's path (interpolation and extrapolation; ``np.linspace(-1, 2, 31)``
+    is finer). ``model``'s weights are left unchanged.
     ``channels_last`` (default) runs NHWC: faster on CPU, rounding differs at ~1e-7.
     BatchNorm statistics are re-estimated at every point whenever the model has BatchNorm,
     on ``bn_reestimate_loader`` or ``loader`` (``bn_reestimate=False`` turns it off).
     """
     reest = bn_loader(model, loader, bn_reestimate_loader, bn_reestimate)
-    lambdas = list(np.linspace(0, 1, 11) if lambdas is None else lambdas)
+    lambdas = list(LAMBDAS if lambdas is None else lambdas)
     frames, summary = [], {}
     for name, (t0, t1) in named_pairs.items():
         items: list = []
@@ -159,8 +164,7 @@ def plot_paths(table: pd.DataFrame, metric: str):
 
 
 class BarriersOptions(AnalysisOptions):
-    lambdas: list[float] = Field(default_factory=lambda: [-1.0, -0.5, 0.0, 0.25, 0.5, 0.75,
-                                                          1.0, 1.5, 2.0], min_length=1,
+    lambdas: list[float] = Field(default_factory=lambda: list(LAMBDAS), min_length=1,
                                  description="points (1 - lambda) theta_0 + lambda theta_1")
     bn_reestimate: bool | None = Field(None, description="re-estimate BatchNorm statistics at every "
                                        "weight-space point; default (unset): whenever the "
@@ -177,7 +181,7 @@ class BarriersOptions(AnalysisOptions):
                             "the finding says too few images to tell")
 
 
-def run(ctx: AuditContext, lambdas: Sequence[float] = (0.0, 0.5, 1.0),
+def run(ctx: AuditContext, lambdas: Sequence[float] = LAMBDAS,
         bn_reestimate: bool | None = None, bn_images: int = 64, seed: int = 0,
         margin: float = 0.05, min_images: int = MIN_IMAGES) -> AnalysisResult:
     """Barriers between the two P-T and the two RI-T models of ``ctx`` (section 3.3); the
