@@ -24,7 +24,6 @@ Protocol (held out):
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +33,11 @@ from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
-from transferscope.analyses._stats import auroc, bootstrap_ci
+from transferscope.analyses._detector_verdicts import (MAX_CLEAN_FLAG_RATE, detector_finding,
+                                                      mistake_auroc, operating_point,
+                                                      split_backgrounds, useful)
+from transferscope.analyses._stats import auroc
+from transferscope.stats import cluster_statistic
 from transferscope.analyses.composites import CompositeOptions
 from transferscope.analyses.context import AuditContext
 from transferscope.analyses.lingering_features import (class_mean_prob, lingering, source_only,
@@ -99,11 +102,12 @@ def lingering_set(votes_logits: torch.Tensor, st_probs: torch.Tensor, st_labels:
 
 
 def separation(clean: np.ndarray, composites: np.ndarray, p_lo: float, *, seed: int = 0,
-               n_boot: int = 1000) -> dict:
+               n_boot: int = 1000, clusters=None) -> dict:
     """How well scores separate clean images (negatives) from composites (positives).
 
     Returns AUROC with its bootstrap interval (resampling clean images and composites
-    separately), the flag rates ``score > p_lo`` of both, their difference (Youden's J), the
+    separately; composites by ``clusters``, their background images, when given - many
+    composites share one background and are not independent), the flag rates ``score > p_lo`` of both, their difference (Youden's J), the
     counts, and a ``reason`` when the scores are undefined (L empty).
 
     Example:
@@ -122,8 +126,12 @@ def separation(clean: np.ndarray, composites: np.ndarray, p_lo: float, *, seed: 
     scores = np.concatenate([clean, composites])
     pos = np.concatenate([np.zeros(clean.size, bool), np.ones(composites.size, bool)])
     a = auroc(scores, pos)
-    lo, hi = bootstrap_ci(lambda i: auroc(scores[i], pos[i]), len(scores), n_boot=n_boot,
-                          seed=seed, strata=pos)
+    units = np.concatenate([[f"img{i}" for i in range(clean.size)],
+                            [f"bg{c}" for c in (np.arange(composites.size) if clusters is None
+                                                 else np.asarray(clusters))]])
+    iv = cluster_statistic(lambda i: auroc(scores[i], pos[i]), units, strata=pos,
+                           n_boot=n_boot, seed=seed)
+    lo, hi = iv.lo, iv.hi
     fc, fp = float((clean > p_lo).mean()), float((composites > p_lo).mean())
     out.update(auroc=a, auroc_ci95=[lo, hi], flag_rate_clean=fc, flag_rate_composites=fp,
                youden_j=fp - fc, separates=bool(lo > 0.5), reason="")
@@ -158,6 +166,11 @@ def _train_split(ctx: AuditContext):
         else ctx.target_data
 
 
+def source_probs(ctx: AuditContext, m_st) -> tuple[torch.Tensor, torch.Tensor]:
+    """M^st's source-class probabilities and labels over every source-image set."""
+    return _source_probs(ctx, m_st)
+
+
 def _source_probs(ctx: AuditContext, m_st) -> tuple[torch.Tensor, torch.Tensor]:
     probs, labels = [], []
     for data in ctx.source_data.values():
@@ -185,12 +198,15 @@ def evaluate_on(detector: InterferenceDetector, ctx: AuditContext, name: str, da
 
 
 def calibrate(ctx: AuditContext, name: str, composites, *, v_lo: int = PAPER_V_LO,
-              seed: int = 0, overlays: int = 20) -> tuple[dict, pd.DataFrame]:
+              seed: int = 0, overlays: int = 20,
+              background_ids=None) -> tuple[dict, pd.DataFrame]:
     """(p_lo, k) from a held-out half of the training split.
 
     v(c) uses half A; clean images of half B and composites pasting up to ``overlays`` half-B
     images on the backgrounds of ``composites`` are scored for every (p_lo, k) of the grid
     (p_lo = factor / S for ``P_LO_FACTORS``, k in ``K_GRID``). The best Youden's J wins.
+    ``background_ids``: the backgrounds of the calibration composites (default: those of
+    ``composites``; :func:`run` passes a half disjoint from the evaluation's).
     Returns the chosen ``{"p_lo", "k"}`` and the grid table.
     """
     from transferscope.data.composite import CompositeSet
@@ -200,7 +216,8 @@ def calibrate(ctx: AuditContext, name: str, composites, *, v_lo: int = PAPER_V_L
     half_a, half_b = train.subset(sorted(perm[::2])), train.subset(sorted(perm[1::2]))
     pick = sorted(torch.randperm(len(half_b), generator=torch.Generator().manual_seed(seed + 1))
                   [:overlays].tolist())
-    calib = CompositeSet(composites.backgrounds, half_b, list(composites.background_ids), pick,
+    bgs = list(composites.background_ids if background_ids is None else background_ids)
+    calib = CompositeSet(composites.backgrounds, half_b, bgs, pick,
                          composites.size, composites.side_fraction, 1, composites.seed + 1)
     m_st = ctx.m_st(name)
     probs, labels = _source_probs(ctx, m_st)
@@ -227,9 +244,10 @@ def calibrate(ctx: AuditContext, name: str, composites, *, v_lo: int = PAPER_V_L
     return {"p_lo": float(best["p_lo"]), "k": int(best["k"])}, grid
 
 
-def run(ctx: AuditContext, extra_sets: dict | None = None, composites: dict | None = None, *,
+def run(ctx: AuditContext, composites: dict | None = None, *,
         k: int = PAPER_K, v_lo: int = PAPER_V_LO, p_lo: float | None = None, seed: int = 0,
-        n_boot: int = 1000, calibrate_setting: bool = True) -> AnalysisResult:
+        n_boot: int = 1000, calibrate_setting: bool = True,
+        extra_sets: dict | None = None) -> AnalysisResult:
     """Score every transferred model's detector at the paper's setting and at a calibrated
     one: clean validation images vs composites, and M^t's mistakes on every data set
     (``composites``: options of the shared composite plan, whose composites are scored)."""
@@ -246,25 +264,52 @@ def run(ctx: AuditContext, extra_sets: dict | None = None, composites: dict | No
         sets["composites"] = comps[0]
     comp = comps[0]
     held_out = getattr(ctx, "target_train_data", None) is not None
+    cal_bg, eval_bg = split_backgrounds(comp.items[:, 0].tolist(), seed)
+    can_split = bool(cal_bg) and bool(eval_bg)
+    comp_bg = comp.items[:, 0].numpy()
+    in_eval = np.isin(comp_bg, eval_bg) if can_split else np.ones(len(comp), bool)
     rows, sep_rows, summary = [], [], {}
     for name in ctx.transferred():
         settings = {"paper": {"p_lo": 10.0 / ctx.source.num_classes if p_lo is None else p_lo,
                               "k": k}}
-        if calibrate_setting and len(_train_split(ctx)) >= 4:
-            settings["calibrated"], grid = calibrate(ctx, name, comp, v_lo=v_lo, seed=seed)
+        rows_grid = None
+        if calibrate_setting and can_split and len(_train_split(ctx)) >= 4:
+            settings["calibrated"], grid = calibrate(ctx, name, comp, v_lo=v_lo, seed=seed,
+                                                     background_ids=cal_bg)
             rows_grid = grid.assign(model=name)
-        else:
-            rows_grid = None
-        entry = {"held_out": held_out, "settings": {}}
+        entry = {"held_out": held_out, "settings": {},
+                 "backgrounds": {"calibration": len(cal_bg) if can_split else 0,
+                                 "evaluation": int(len(set(comp_bg[in_eval].tolist())))}}
+        m_t = ctx.targets[name]
+        wrong_clean = (ctx.predict(m_t, ctx.target_data).preds
+                       != torch.as_tensor(ctx.target_data.targets)).numpy()
         for label, st in settings.items():
             det = build(ctx, name, k=st["k"], v_lo=v_lo, p_lo=st["p_lo"])
             clean = det.score_logits(ctx.predict(det.m_st, ctx.target_data).logits).numpy()
-            pos = det.score_logits(ctx.predict(det.m_st, comp).logits).numpy()
-            sep = separation(clean, pos, det.p_lo, seed=seed, n_boot=n_boot)
-            sep.update(k=st["k"], lingering_classes=len(det.classes), verdict=verdict(sep))
+            comp_scores = det.score_logits(ctx.predict(det.m_st, comp).logits).numpy()
+            in_l = np.isin(comp.background_labels.numpy(), det.classes.numpy())
+            pos_mask = in_eval & in_l  # positives: evaluation backgrounds of classes in L
+            pos = comp_scores[pos_mask]
+            sep = separation(clean, pos, det.p_lo, seed=seed, n_boot=n_boot,
+                             clusters=comp_bg[pos_mask])
+            sep.update(k=st["k"], lingering_classes=len(det.classes), verdict=verdict(sep),
+                       label=label)
+            if not sep.get("reason"):
+                sep["operating_point"] = operating_point(clean, pos, comp_bg[pos_mask],
+                                                         det.p_lo, seed=seed, n_boot=n_boot)
+                sep["mistakes_clean"] = mistake_auroc(
+                    clean, wrong_clean, np.arange(clean.size), "target image", seed=seed,
+                    n_boot=n_boot)
+                wrong_comp = (ctx.predict(m_t, comp).preds != comp.targets).numpy()
+                sep["mistakes_composites"] = mistake_auroc(
+                    comp_scores[in_eval], wrong_comp[in_eval], comp_bg[in_eval],
+                    "background image", seed=seed, n_boot=n_boot)
+                sep["useful"], sep["why_not"] = useful(sep["operating_point"],
+                                                       sep["mistakes_clean"])
             entry["settings"][label] = sep
             sep_rows.append({"model": name, "setting": label, **{
-                kk: v for kk, v in sep.items() if kk != "auroc_ci95"},
+                kk: v for kk, v in sep.items() if kk not in (
+                    "auroc_ci95", "operating_point", "mistakes_clean", "mistakes_composites")},
                 "auroc lo": sep["auroc_ci95"][0], "auroc hi": sep["auroc_ci95"][1]})
             for dlabel, data in sets.items():
                 rows.append({"model": name, "setting": label, "lingering classes":
@@ -273,20 +318,30 @@ def run(ctx: AuditContext, extra_sets: dict | None = None, composites: dict | No
                 entry.update(lingering_classes=len(det.classes), p_lo=det.p_lo, k=st["k"],
                              by_data=[r for r in rows if r["model"] == name and
                                       r["setting"] == "paper"])
-        # the verdict is that of the calibrated setting (chosen on training data only), not
-        # the better of the two on the evaluation data
+        # the verdict is that of the calibrated setting (chosen on calibration backgrounds
+        # only), not the better of the two on the evaluation data; "separates" needs the
+        # clean score held out
         main = entry["settings"].get("calibrated", entry["settings"]["paper"])
-        entry["separates"] = bool(main["separates"])
-        entry["verdict"] = ("separates" if main["separates"] else "does not separate")
+        entry["separates"] = bool(main["separates"]) and held_out
+        entry["useful_warning"] = bool(main.get("useful", False))
+        entry["verdict"] = ("separates" if entry["separates"] else "does not separate"
+                            if held_out else "cannot tell (clean score not held out)")
         entry["verdict_text"] = "; ".join(f"{lab} setting (p_lo {r['p_lo']:.3g}, k {r['k']}): "
                                           f"{r['verdict']}"
                                           for lab, r in entry["settings"].items())
         if rows_grid is not None:
             entry["calibration_grid"] = rows_grid.drop(columns="model").to_dict("records")
         summary[name] = entry
-    notes = ["Separation: clean validation images (negatives) vs composites (positives); "
-             "AUROC of M^st's largest probability over L with a 95 % bootstrap interval; "
-             "'separates' when the interval's lower end is above 0.5.",
+    notes = ["Separation: clean validation images (negatives) vs composites over backgrounds "
+             "of lingering classes L (positives), on background images disjoint from those "
+             "the (p_lo, k) calibration used; AUROC of M^st's largest probability over L with "
+             "a 95 % interval resampling target images and background images; 'separates' "
+             "when the interval's lower end is above 0.5 and the clean score is held out.",
+             "The operating point: flag rates on clean images and composites, the share of "
+             "composites flagged at 5 % false positives on clean images, and the AUROC of the "
+             "score for M^t's own mistakes (the warning a user wants); a flag is called a "
+             f"useful warning only when it flags at most {MAX_CLEAN_FLAG_RATE:.0%} of clean "
+             "images and the mistake-AUROC interval lies above 0.5.",
              "v(c) over the target training split (the fine-tuning data); calibration on a "
              "held-out half of it." if held_out else
              "No training split in the context: v(c) was counted on the validation images the "
@@ -308,22 +363,14 @@ class DetectorOptions(AnalysisOptions):
                                     "held-out half of the training split")
     composites: CompositeOptions | None = Field(None, description="also evaluate on the "
                                                 "composites of this plan")
+    extra_sets: dict | None = Field(None, description="more labelled sets to score the flag "
+                                    "on (Python only: name -> data set)")
 
 
 def finding(result: AnalysisResult) -> Finding | None:
-    """Whether each detector separates clean images from composites, in words, with its AUROC
-    interval (at the paper's and at the calibrated setting)."""
-    e = html.escape
-    if not result.summary:
-        return None
-    parts, numbers = [], {}
-    for name, v in result.summary.items():
-        parts.append(f"{e(name)} {e(v['verdict'])} them - {e(v['verdict_text'])}")
-        for label, r in v["settings"].items():
-            numbers[f"{name} / {label} AUROC"] = r["auroc"]
-            numbers[f"{name} / {label} AUROC ci95"] = r["auroc_ci95"]
-    return Finding.from_html("<b>Interference detector</b> (paper 001, eq. 5) on held-out clean images "
-                   "vs composites: " + "; ".join(parts) + ".", numbers)
+    """The detector at the operating point a user meets, and whether to deploy it
+    (:func:`~transferscope.analyses._detector_verdicts.detector_finding`)."""
+    return detector_finding(result.summary)
 
 
 register_analysis("interference_detector", title="Interference detector", paper="paper 001, "
