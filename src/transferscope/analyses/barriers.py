@@ -12,10 +12,13 @@ outside the simplex (extrapolation), which is combined geometrically (``prod var
 that it never goes negative; integer buffers (``num_batches_tracked``) come from the endpoint
 with the largest weight. Whenever the model has BatchNorm, its statistics are re-estimated at
 every point by default (reset, then a cumulative average over one pass of the re-estimation
-loader - the evaluation loader unless another is given - with only the BatchNorm layers in
-train mode; ``bn_reestimate=False`` turns this off; the paper's ResNet-50 uses Fixup and has
-no BatchNorm). Non-finite logits raise :class:`~transferscope.errors.ModelError` naming the
-point and how many there were, instead of being scored.
+loader with only the BatchNorm layers in train mode; ``bn_reestimate=False`` turns this off;
+the paper's ResNet-50 uses Fixup and has no BatchNorm). The analysis re-estimates on images
+it never evaluates: a seeded sample of training images, or a held-out part of the
+validation set (:func:`~transferscope.analyses._transfer.eval_and_bn`). The barrier's 95 %
+interval resamples the evaluation images (:func:`barrier_intervals`). Non-finite logits
+raise :class:`~transferscope.errors.ModelError` naming the point and how many there were,
+instead of being scored.
 
 :func:`~transferscope.analyses._weights.evaluate_path` loads each point into the model and
 runs the loader; :func:`~transferscope.analyses._weights.evaluate_path_batched` reads each data

@@ -17,10 +17,13 @@ case for k << n). mu and epsilon are the sample mean and mean absolute deviation
 conditions 2-3, the exit point f is found in weight space: along a + t (b - a) the first
 weight to reach zero fixes t. For each delta of a grid both expectations are estimated by
 Monte-Carlo, and the reported delta is the smallest grid value meeting both (NaN if none).
+The comparisons follow the definition as written: with epsilon = 0 a zero excess qualifies;
+when the error's mu + 2 epsilon exceeds 1 no delta can, and the hull is *not a basin*
+(:func:`basin_status`); "cannot tell" is left for a grid that may be too short.
 Noise is added to parameters only (n = their number); BatchNorm buffers are combined with the
 same weights, and re-estimated at every point by default whenever the model has BatchNorm
-(see :func:`~transferscope.analyses._weights.bn_loader`). l is the error rate by default, as
-in the paper's reported basins.
+(see :func:`~transferscope.analyses._weights.bn_loader`), on images that are not evaluated.
+l is the error rate by default, as in the paper's reported basins.
 """
 
 from __future__ import annotations

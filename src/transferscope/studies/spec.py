@@ -106,12 +106,15 @@ class TransferSpec(_Strict):
                                  description="performance barriers: points lambda on the line "
                                  "(1 - lambda) theta_0 + lambda theta_1 between two solutions "
                                  "(outside [0, 1]: extrapolation)")
-    bn_reestimate: bool | None = Field(None, description="re-estimate BatchNorm statistics on "
-                                       "the validation images at every combined or perturbed "
-                                       "point; default (unset): whenever the model has "
-                                       "BatchNorm")
-    criticality_images: int = Field(64, ge=1, description="validation images for module "
-                                    "criticality and the basins")
+    bn_reestimate: bool | None = Field(None, description="re-estimate BatchNorm statistics "
+                                       "at every combined or perturbed point, on images that "
+                                       "are not evaluated (training images, else held-out "
+                                       "validation images); default (unset): whenever the "
+                                       "model has BatchNorm")
+    criticality_images: int = Field(64, ge=1, description="images evaluated by module "
+                                    "criticality (training split when there is one) and the "
+                                    "basins (validation split); below 256 and 250 their "
+                                    "findings say too few images to tell")
     criticality_modules: int = Field(6, ge=2, description="layer groups tested for "
                                      "criticality, evenly spaced and always the last")
 
