@@ -296,7 +296,7 @@ def test_outputs_hold_no_pickle_but_the_weights_only_optimiser_state(runs, tmp_p
     suffixes = {p.suffix for folder in (runs / "scratch", tmp_path / "audit")
                 for p in folder.rglob("*") if p.is_file()}
     assert suffixes <= {".json", ".csv", ".safetensors", ".png", ".html", ".pt",
-                        ".lock"}  # the folders' writer-lock files (empty)
+                        ".lock", ".toml"}  # study.toml (audit-memory), the folders' writer-lock files (empty)
     # state.pt is read with weights_only=True (and its content hash checked)
     import transferscope._io as io
 

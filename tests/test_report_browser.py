@@ -46,9 +46,9 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     html = path.read_text()
     assert "data:image/png;base64," in html and "src=\"http" not in html
     assert "a note &lt;with&gt; markup" in html and "t &lt;1&gt;" in html
-    assert "Interference bias" in html and "fine-tuned: 7 (4 toward 'ants'" in html
+    assert "Interference bias" in html and "fine-tuned: 7 with max B &gt;= 0.8 (4 toward" in html
     again = write_report(tmp_path, load_results(tmp_path), title="t <1>")
-    assert "fine-tuned: 7 (4 toward" in again.read_text()
+    assert "fine-tuned: 7 with max B &gt;= 0.8 (4 toward" in again.read_text()
 
 
 @needs_chromium

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from transferscope.stats import auroc  # noqa: F401  (one implementation, re-exported)
+
 
 def per_class_rate(hits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Mean of boolean/float ``hits`` per label; NaN for labels with no sample. ``(N,) -> (C,)``."""
@@ -14,21 +16,6 @@ def per_class_rate(hits: torch.Tensor, labels: torch.Tensor, num_classes: int) -
     out = sums / counts
     out[counts == 0] = float("nan")
     return out
-
-
-def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
-    """Area under the ROC curve via the Mann-Whitney U statistic (ties count one half).
-
-    Returns NaN when either class is absent.
-    """
-    from scipy.stats import rankdata
-
-    scores, positives = np.asarray(scores, float), np.asarray(positives, bool)
-    n_pos, n_neg = positives.sum(), (~positives).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def pearson(x, y) -> tuple[float, int]:

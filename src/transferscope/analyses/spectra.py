@@ -30,7 +30,6 @@ value of the layer's map from the FFT method (for linear layers, of the matrix).
 
 from __future__ import annotations
 
-import html
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -254,9 +253,11 @@ def run(ctx: AuditContext) -> AnalysisResult:
 def finding(result: AnalysisResult) -> Finding | None:
     """Largest singular value of each model's conv layers."""
     s = result.summary
-    parts = [f"{html.escape(k)} {fmt(v['max_singular_value'])}" for k, v in s.items()]
-    return Finding.from_html("<b>Spectra</b> (largest singular value over the conv layers): "
-                   + "; ".join(parts) + ".", {k: v["max_singular_value"] for k, v in s.items()})
+    import html as _html
+
+    parts = tuple(_html.unescape(f"{k} {fmt(v['max_singular_value'])}") for k, v in s.items())
+    return Finding("Spectra", "(largest singular value over the conv layers)", clauses=parts,
+                   numbers={k: v["max_singular_value"] for k, v in s.items()})
 
 
 register_analysis("spectra", title="Conv-layer spectra via the 2-D FFT",

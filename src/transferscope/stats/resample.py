@@ -40,6 +40,11 @@ class Interval:
     level: float = 0.95
     method: str = "cluster bootstrap (expanded percentile)"
 
+    def __post_init__(self):  # read back from JSON: missing numbers are null there
+        for name in ("value", "lo", "hi"):
+            v = getattr(self, name)
+            object.__setattr__(self, name, float("nan") if v is None else float(v))
+
     @property
     def ci(self) -> tuple[float, float]:
         return (self.lo, self.hi)
@@ -177,18 +182,22 @@ def cluster_statistic(fn: Callable[[np.ndarray], float], clusters, *, unit: str 
     value = float(fn(np.arange(n_items))) if n_items else float("nan")
     if k < 2:
         return Interval(value, float("nan"), float("nan"), unit, k, level)
-    members = [np.flatnonzero(dense == c) for c in range(k)]
+    order = np.argsort(dense, kind="stable")  # items grouped by cluster, O(N log N)
+    starts = np.searchsorted(dense[order], np.arange(k))
+    members = np.split(order, starts[1:])
     rng = np.random.default_rng(seed)
     if strata is None:
         pools = [np.arange(k)]
     else:
         strata = np.asarray(strata)
-        first = np.array([strata[m[0]] for m in members])
+        first = strata[order[starts]]
         pools = [np.flatnonzero(first == s) for s in np.unique(first)]
+    singletons = k == n_items  # every item its own unit: the draw is the resample
     stats = np.empty(n_boot)
     for b in range(n_boot):
         drawn = np.concatenate([p[rng.integers(0, p.size, p.size)] for p in pools])
-        stats[b] = float(fn(np.concatenate([members[c] for c in drawn])))
+        idx = order[drawn] if singletons else np.concatenate([members[c] for c in drawn])
+        stats[b] = float(fn(idx))
     lo, hi = _percentiles(stats, level, k)
     return Interval(value, lo, hi, unit, k, level)
 
@@ -275,9 +284,12 @@ def paired_difference(a, b, clusters=None, *, names: tuple[str, str] = ("a", "b"
     Two copies of one model give ``+0.000 [+0.000, +0.000]`` and p = 1 ("no difference").
 
     Example:
-        >>> c = paired_difference([0.5, 0.25, 0.7], [0.25, 0.0, 0.45], names=("ft", "scratch"))
-        >>> c.difference.value, c.differs
-        (0.25, True)
+        >>> a = np.linspace(0.2, 0.9, 8)
+        >>> c = paired_difference(a + 0.25, a, names=("ft", "scratch"))
+        >>> round(c.difference.value, 6), c.differs, c.p_value  # 8 units: p = 2 / 2^8
+        (0.25, True, 0.0078125)
+        >>> paired_difference(a[:3] + 0.25, a[:3]).differs  # 3 units cannot reach p < .05
+        False
     """
     d = np.asarray(a, float).ravel() - np.asarray(b, float).ravel()
     iv = cluster_mean(d, clusters, unit=unit, n_boot=n_boot, seed=seed, level=level)
