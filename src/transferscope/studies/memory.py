@@ -7,23 +7,13 @@ composite evaluation share one composite plan.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from transferscope._io import atomic_write_json
 from transferscope._lock import writer_lock
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import list_analyses
 from transferscope.analyses.context import AuditContext
-
-from transferscope.studies.runner import RUN_STATS, analysis_options, run_analyses  # noqa: F401
-
-
-def audit_options(names: list[str], params: dict[str, dict] | None = None,
-                  composite_params: dict | None = None) -> dict[str, dict]:
-    """Validated options of every analysis in ``names`` (see
-    :func:`transferscope.studies.runner.analysis_options`)."""
-    return analysis_options(names, params, composite_params)
+from transferscope.studies.runner import run_analyses
 
 
 def run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str] | None = None,
@@ -43,15 +33,3 @@ def run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str]
     with writer_lock(out_dir, f"memory audit into {out_dir}"):
         return run_analyses(ctx, names, out_dir, params, composite_params=composite_params,
                             force=names if analyses is not None else ())
-
-
-def record_seconds(out_dir: str | Path, timings: dict[str, float]) -> None:
-    """Add analyses' wall seconds to ``out_dir/run_stats.json`` (what varies between runs)."""
-    path = Path(out_dir) / RUN_STATS
-    stats = json.loads(path.read_text()) if path.is_file() else {"seconds": {}}
-    stats.setdefault("seconds", {}).update({k: round(v, 3) for k, v in timings.items()})
-    atomic_write_json(path, stats)
-
-
-def summary_json(results: dict[str, AnalysisResult]) -> str:
-    return json.dumps({k: r.summary for k, r in results.items()}, indent=2, default=str)
