@@ -200,6 +200,8 @@ def analysis_options_reference() -> list[str]:
            "`[analyses.options.distraction]` then `per_class = 20`.", ""]
     for name in list_analyses(runnable=True):
         spec = get_analysis(name)
+        if not getattr(spec.run, "__module__", "").startswith("transferscope.analyses."):
+            continue  # built-in analyses only (a plug-in or a test's toy is not documented)
         rows = []
         for key, info in spec.options.model_fields.items():
             try:
