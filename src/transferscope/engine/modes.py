@@ -9,8 +9,9 @@ from torch import nn
 
 @contextlib.contextmanager
 def eval_mode(*models: nn.Module):
-    """Eval mode inside the block; every model's train/eval mode is restored on exit, also on
-    errors (``model.train(was)``, as ``nn.Module.train`` sets it: for all sub-modules).
+    """Eval mode inside the block; the train/eval mode of every model *and each of its
+    sub-modules* is restored on exit, also on errors (a fine-tuning loop that keeps some
+    BatchNorm layers in eval mode gets them back that way).
 
     Example:
         >>> from torch import nn
@@ -21,11 +22,11 @@ def eval_mode(*models: nn.Module):
         >>> m.training
         True
     """
-    modes = [(m, m.training) for m in models]
+    modes = [(sub, sub.training) for m in models for sub in m.modules()]
     try:
         for m in models:
             m.eval()
         yield models[0] if len(models) == 1 else models
     finally:
-        for m, was in modes:
-            m.train(was)
+        for sub, was in modes:
+            sub.training = was
