@@ -184,7 +184,8 @@ def test_training_curves_section_reads_the_run_directory(data_root, models, tmp_
     ctx = AuditContext(source, {"ft": tuned}, mon.target_probe.data, {}, image_size=SIZE,
                        entries={"ft": ModelEntry("ft", "fine-tuned", tuned.arch,
                                                  run_dir=run_dir)})
-    from transferscope.analyses import finding_of, get_analysis
+    from transferscope.analyses import get_analysis
+    from transferscope.analyses._registry import finding_of
 
     assert get_analysis("training_curves").applicable(ctx)
     res = run_analysis("training_curves", ctx)
