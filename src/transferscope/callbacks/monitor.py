@@ -46,8 +46,9 @@ class MonitorOptions(BaseModel):
 
     every: int = Field(1, ge=1, description="evaluate every N epochs (or steps)")
     metrics: tuple[str, ...] = Field(DEFAULT_METRICS, description="monitor metrics to compute")
-    target_images: int | None = Field(64, ge=1, description="target probe images (None: all)")
-    source_images: int | None = Field(100, ge=1, description="source probe images (None: all)")
+    target_images: int | None = Field(48, ge=1, description="target probe images (None: all)")
+    source_images: int | None = Field(50, ge=1, description="source probe images, one class "
+                                      "each in imagenet-samples (None: all)")
     image_size: int = Field(128, ge=8, description="input size of the forward passes")
     batch_size: int = Field(32, ge=1, description="probe batch size")
     seed: int = Field(0, description="which probe images are drawn")

@@ -41,6 +41,11 @@ def train(
                                   "scaling, CUDA)"),
     data_root: Optional[Path] = DataRoot,
     log_to: Optional[str] = LogTo,
+    monitor: bool = typer.Option(False, help="audit while it trains: after every epoch, "
+                                 "retained source classes, distance and CKA to the start and "
+                                 "accuracy on a fixed probe set, into <out>/monitor.jsonl "
+                                 "(transferscope.callbacks.AuditMonitor; `audit` of the run "
+                                 "shows the curves)"),
 ):
     """Fine-tune or train from scratch; writes weights, checkpoints and metrics to --out."""
     from transferscope.engine import TrainConfig, get_recipe
@@ -65,7 +70,8 @@ def train(
                            num_workers=num_workers, keep_checkpoints=keep_checkpoints,
                            keep_epochs=[int(e) for e in keep_epochs.split(",") if e.strip()],
                            on_epoch=tracker.epoch_logger(arch) if tracker else None,
-                           device=device)
+                           device=device, monitor=_monitor_for(cfg, out, data_root) if monitor
+                           else None)
     finally:
         if tracker:
             tracker.close()
@@ -73,6 +79,23 @@ def train(
     typer.echo(f"{out}: {len(result.metrics)} epochs, val_acc {last['val_acc']:.4f}, "
                f"val_loss {last['val_loss']:.4f}")
 
+
+
+def _monitor_for(cfg, out: Path, data_root):
+    """The AuditMonitor of ``train --monitor``: the source is the architecture at the run's
+    init with its own head (ImageNet's for ``imagenet``), the probe the target's val split."""
+    from transferscope.callbacks import AuditMonitor
+    from transferscope.data import image_folder, source_images
+    from transferscope.models import create_model
+
+    source = create_model(cfg.arch, init=cfg.init, image_size=cfg.recipe.image_size)
+    try:
+        src_data = source_images("imagenet-samples", data_root=data_root)
+    except TransferscopeError:
+        src_data = None  # no labelled source images: every metric but retained knowledge
+    return AuditMonitor(source, image_folder(cfg.data, cfg.val_split, data_root=data_root,
+                                             empty_classes="skip"),
+                        source_data=src_data, out=out, image_size=cfg.recipe.image_size)
 
 
 @app.command()

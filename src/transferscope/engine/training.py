@@ -184,7 +184,8 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
            data_root: str | None = None, num_workers: int = 0,
            keep_checkpoints: int | str | None = None, keep_epochs=(),
            progress: bool | None = None, hook: TrainingHook | None = None,
-           on_epoch=None, device: str | torch.device | None = "auto") -> TrainResult:
+           on_epoch=None, device: str | torch.device | None = "auto",
+           monitor=None) -> TrainResult:
     """Train ``config.arch`` on ``config.data`` and write the run directory ``out``.
 
     Disk: besides the final weights and theta_r, only the last epoch checkpoint is kept (to
@@ -192,6 +193,9 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     (e.g. those checkpoint-transfer, paper 003 section 3.5, starts from);
     ``keep_checkpoints="all"`` keeps every epoch, ``keep_checkpoints=N`` the last N.
     ``on_epoch(row)`` is called with each epoch's metrics row (e.g. a tracker's logger).
+    ``monitor``: an object with ``step(model, epoch, step)`` and ``close()`` (a
+    :class:`transferscope.callbacks.AuditMonitor`), called on rank 0 before the first epoch of
+    a fresh run (epoch 0), after every epoch (outside the epoch's timing) and at the end.
     ``device``: ``"auto"`` (CUDA when present, the process's GPU under torchrun), ``"cpu"``,
     ``"cuda[:N]"`` or ``"mps"``.
 
@@ -322,6 +326,8 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     if len(train_set) < recipe.batch_size:
         log(f"note: {len(train_set)} training images, fewer than one batch of "
             f"{recipe.batch_size}")
+    if monitor is not None and start == 0 and world.rank == 0:
+        monitor.step(model, epoch=0, step=0)  # the state training starts from
     with progress_bar(recipe.epochs, f"train {config.arch} ({config.init}) on "
                       f"{Path(config.data).name}", progress) as epoch_bar:
         epoch_bar(start)
@@ -380,8 +386,12 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                 _prune(ckpt_dir, epoch, keep_last, keep_epochs)
                 if on_epoch is not None:
                     on_epoch(metrics[-1])
+                if monitor is not None:
+                    monitor.step(model, epoch=epoch, step=epoch * len(loader))
             epoch_bar(1, description=f"train {config.arch}: epoch {epoch} val_acc {val_acc:.3f}")
     if world.rank == 0:
+        if monitor is not None:
+            monitor.close()
         save_model(model, out / "model.safetensors", role="final")
         last = ckpt_dir / f"epoch_{recipe.epochs:04d}.safetensors"
         if last.exists():  # the same weights: one file on disk
