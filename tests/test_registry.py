@@ -49,7 +49,14 @@ def tiny_ctx(tmp_path_factory):
                                    ("rit2", "scratch", "random", 1)):
         cfg = TrainConfig(arch="baseline_cnn", init=init, data=str(root / "data"), seed=seed,
                           recipe=get_recipe("quick", epochs=1, image_size=SIZE, batch_size=8))
-        res = train(cfg, root / "runs" / name)
+        monitor = None
+        if name == "pt1":  # audited while it trains: the training_curves section
+            from transferscope.callbacks import AuditMonitor
+
+            monitor = AuditMonitor(source, image_folder(root / "data" / "val"),
+                                   source_data=source_images(root / "src"), image_size=SIZE,
+                                   out=root / "runs" / name, target_images=8)
+        res = train(cfg, root / "runs" / name, monitor=monitor)
         targets[name] = res.model.eval()
         entries[name] = ModelEntry(name, role, "baseline_cnn", init, seed, root / "runs" / name)
     return AuditContext(source.eval(), targets, image_folder(root / "data" / "val"),

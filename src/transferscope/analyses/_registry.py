@@ -79,6 +79,7 @@ SECTIONS: dict[str, str] = {
     "memory": "Source-domain memory and interference (papers 000 and 001)",
     "transferability": "Transferability and domain statistics (paper 002)",
     "what_transferred": "What is being transferred (papers 003 and 004)",
+    "during_training": "During training (monitor curves)",
     "remedies": "Remedies for lingering memories",
 }
 _REGISTRY: dict[str, AnalysisSpec] = {}
@@ -145,6 +146,10 @@ def _load_builtin() -> None:
     for mod in pkgutil.iter_modules(pkg.__path__):
         if not mod.name.startswith("_") and mod.name != "context":
             importlib.import_module(f"{pkg.__name__}.{mod.name}")
+
+
+#: the sections a study's ``analyses.memory`` selects from (``"all"``: every applicable one)
+MEMORY_SECTIONS = ("memory", "during_training")
 
 
 def list_analyses(section: str | None = None, *, runnable: bool = False) -> list[str]:

@@ -19,8 +19,7 @@ import pandas as pd
 from pydantic import Field
 
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses._registry import (AnalysisOptions, Finding, register_analysis,
-                                              register_section)
+from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
 from transferscope.errors import ConfigError, DataError
 
 MONITOR_FILE = "monitor.jsonl"
@@ -87,10 +86,10 @@ def read_monitor(path: str | Path) -> list[dict]:
 
 
 class TrainingCurvesOptions(AnalysisOptions):
-    files: dict[str, str] = Field(default_factory=dict, description="model name -> a "
+    files: dict[str, str] | None = Field(None, description="model name -> a "
                                   "monitor.jsonl (or its folder) for models whose run "
                                   "directory holds none")
-    thresholds: dict[str, str] = Field(default_factory=dict, description="metric key -> "
+    thresholds: dict[str, str] | None = Field(None, description="metric key -> "
                                        "rule ('< 50'); the first epoch it held is reported "
                                        "(default: the monitor's own thresholds)")
 
@@ -108,10 +107,13 @@ def _applies(ctx) -> bool:
 
 
 def curves_table(histories: dict[str, list[dict]]) -> pd.DataFrame:
-    """Long table: ``model, epoch, step, metric, value`` (one row per metric and evaluation)."""
-    rows = [{"model": m, "epoch": r["epoch"], "step": r["step"], "metric": k, "value": v}
+    """Long table: ``model, epoch, step, metric, value, lo, hi`` (one row per metric and
+    evaluation; ``lo``/``hi``: the 95 % interval where the monitor gives one)."""
+    rows = [{"model": m, "epoch": r["epoch"], "step": r["step"], "metric": k, "value": v,
+             "lo": (r["intervals"].get(k) or {}).get("lo"),
+             "hi": (r["intervals"].get(k) or {}).get("hi")}
             for m, hist in histories.items() for r in hist for k, v in r["metrics"].items()]
-    return pd.DataFrame(rows, columns=["model", "epoch", "step", "metric", "value"])
+    return pd.DataFrame(rows, columns=["model", "epoch", "step", "metric", "value", "lo", "hi"])
 
 
 def run(ctx, files: dict[str, str] | None = None,
@@ -138,8 +140,10 @@ def run(ctx, files: dict[str, str] | None = None,
                               "seconds_per_evaluation": _mean_seconds(h)}
                           for m, h in histories.items()},
                "crossings": cross}
-    result = AnalysisResult("training_curves", summary,
-                            {"curves": table, "crossings": pd.DataFrame(cross)})
+    tables = {"curves": table}
+    if cross:
+        tables["crossings"] = pd.DataFrame(cross)
+    result = AnalysisResult("training_curves", summary, tables)
     if len(table):
         result.figures["curves"] = _figure(table)
     return result
@@ -164,7 +168,11 @@ def _figure(table: pd.DataFrame):
     fig, axes = subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for model, part in table[table["metric"] == key].groupby("model", sort=False):
-            ax.plot(part["epoch"], part["value"], marker="o", label=str(model))
+            line, = ax.plot(part["epoch"], part["value"], marker="o", label=str(model))
+            band = part.dropna(subset=["lo", "hi"])
+            if len(band):
+                ax.fill_between(band["epoch"], band["lo"].astype(float),
+                                band["hi"].astype(float), alpha=0.2, color=line.get_color())
         ax.set_title(key, fontsize=8)
         ax.set_xlabel("epoch")
     axes[0][0].legend(fontsize=7)
@@ -201,7 +209,6 @@ def _num(v) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
 
-register_section("during_training", "During training (the monitor's curves)")
-register_analysis("training_curves", title="During training: the monitor's metrics per epoch",
+register_analysis("training_curves", title="During training: monitor metrics per epoch",
                   paper="papers 000 and 003 on a probe set", section="during_training",
                   options=TrainingCurvesOptions, run=run, finding=finding, applies=_applies)

@@ -72,7 +72,8 @@ def audit_memory(
     ctx = AuditContext(src, targets, image_folder(target, target_split, data_root=data_root,
                                                   empty_classes="skip"),
                        sets, image_size=image_size, precision=precision, device=device,
-                       extra_sources={a: load_any_model(a, init, None) for a in extra_source})
+                       extra_sources={a: load_any_model(a, init, None) for a in extra_source},
+                       entries=_entries(targets, model))
     results = run_memory_audit(
         ctx, out, analyses.split(",") if analyses else None,
         composite_params={"style": composite_style, "overlays_per_class": overlays_per_class,
@@ -91,6 +92,15 @@ def audit_memory(
     stats = json.loads((Path(out) / "run_stats.json").read_text())
     typer.echo(f"{out}: {len(results)} analyses written in {sum(stats['seconds'].values()):.1f}"
                f" s; cache {stats['cache']}; report {report}")
+
+
+def _entries(targets: dict, specs: list[str]) -> dict:
+    """Each target's run directory when it was given one (its monitor.jsonl, config.json)."""
+    from transferscope.analyses.context import ModelEntry
+
+    paths = {n: Path(p) for n, _, p in (m.partition("=") for m in specs)}
+    return {n: ModelEntry(n, "other", m.arch, run_dir=paths[n] if paths[n].is_dir() else None)
+            for n, m in targets.items()}
 
 
 def trained_size(path: str | Path) -> int | None:

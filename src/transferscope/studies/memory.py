@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transferscope._lock import writer_lock
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses._registry import list_analyses
+from transferscope.analyses._registry import MEMORY_SECTIONS, list_analyses
 from transferscope.analyses.context import AuditContext
 from transferscope.studies.runner import run_analyses
 
@@ -29,7 +29,8 @@ def run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str]
     same audit run twice writes byte-identical JSON and CSV there. What varies from run to run
     (seconds per analysis, cache hits and misses) goes to ``out_dir/run_stats.json``.
     """
-    names = list_analyses("memory") if analyses is None else list(analyses)
+    names = ([n for section in MEMORY_SECTIONS for n in list_analyses(section)]
+             if analyses is None else list(analyses))
     with writer_lock(out_dir, f"memory audit into {out_dir}"):
         return run_analyses(ctx, names, out_dir, params, composite_params=composite_params,
                             force=names if analyses is not None else ())

@@ -208,11 +208,13 @@ def selected_analyses(spec: StudySpec) -> list[str]:
     from transferscope.analyses import list_analyses
 
     out = []
-    for chosen, section in ((spec.analyses.memory, "memory"),
-                            (spec.analyses.transfer, "what_transferred"),
-                            (spec.analyses.transferability, "transferability")):
-        out += ([] if chosen == "none" else list_analyses(section, runnable=True)
-                if chosen == "all" else list(chosen))
+    from transferscope.analyses._registry import MEMORY_SECTIONS
+
+    for chosen, sections in ((spec.analyses.memory, MEMORY_SECTIONS),
+                             (spec.analyses.transfer, ("what_transferred",)),
+                             (spec.analyses.transferability, ("transferability",))):
+        out += ([] if chosen == "none" else [n for s in sections for n in list_analyses(
+            s, runnable=True)] if chosen == "all" else list(chosen))
     return out
 
 

@@ -270,12 +270,14 @@ def _check_analysis_names(spec: StudySpec, source: str) -> None:
     """Unknown analysis names fail here, before any model is trained."""
     from transferscope.analyses import list_analyses
 
-    for key, chosen, section in (("analyses.memory", spec.analyses.memory, "memory"),
-                                 ("analyses.transfer", spec.analyses.transfer,
-                                  "what_transferred"),
-                                 ("analyses.transferability", spec.analyses.transferability,
-                                  "transferability")):
-        known = list_analyses(section, runnable=True)
+    from transferscope.analyses._registry import MEMORY_SECTIONS
+
+    for key, chosen, sections in (("analyses.memory", spec.analyses.memory, MEMORY_SECTIONS),
+                                  ("analyses.transfer", spec.analyses.transfer,
+                                   ("what_transferred",)),
+                                  ("analyses.transferability", spec.analyses.transferability,
+                                   ("transferability",))):
+        known = [n for s in sections for n in list_analyses(s, runnable=True)]
         unknown = [] if isinstance(chosen, str) else [n for n in chosen if n not in known]
         if unknown:
             from transferscope.errors import did_you_mean
