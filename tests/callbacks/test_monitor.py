@@ -193,3 +193,14 @@ def test_training_curves_section_reads_the_run_directory(data_root, models, tmp_
     text = finding_of(res).text
     assert "cka_to_pretrained/mean < 0.999 first at epoch 1" in text
     assert "distance_to_pretrained/total 0 ->" in text
+
+
+def test_only_rank_0_computes_and_writes(data_root, models, tmp_path, monkeypatch):
+    source, tuned = models
+    mon = _monitor(data_root, source, tmp_path, target_images=4, source_images=4)
+    monkeypatch.setenv("RANK", "1")  # another DDP process (torchrun sets RANK)
+    assert mon.step(tuned, 0) is None and mon.close()["evaluations"] == 0
+    assert not (tmp_path / "monitor.jsonl").exists()
+    assert not (tmp_path / "monitor_summary.json").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert mon.step(tuned, 0) is not None and len(read_monitor(tmp_path)) == 1
