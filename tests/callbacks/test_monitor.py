@@ -204,3 +204,27 @@ def test_only_rank_0_computes_and_writes(data_root, models, tmp_path, monkeypatc
     assert not (tmp_path / "monitor_summary.json").exists()
     monkeypatch.setenv("RANK", "0")
     assert mon.step(tuned, 0) is not None and len(read_monitor(tmp_path)) == 1
+
+
+def test_distraction_metric_is_eq4_on_fixed_composites(data_root, models, tmp_path):
+    from transferscope.analyses.distraction import distraction
+    from transferscope.engine.attribution import gradcam_batch
+    from transferscope.engine.inference import default_transform
+
+    source, tuned = models
+    mon = _monitor(data_root, source, tmp_path, target_images=6, source_images=6,
+                   metrics=("distraction",), composites=5)
+    tuned.train()
+    modes = {n: m.training for n, m in tuned.named_modules()}
+    first = mon.step(tuned, 0)
+    assert {n: m.training for n, m in tuned.named_modules()} == modes
+    assert all(p.grad is None for p in tuned.parameters())
+    probe = mon._fixed["composites"]
+    comp = probe.data
+    assert len(comp) == 5 and len(set(comp.items[:, 0].tolist())) == 5  # one per background
+    x, _ = probe.tensors(default_transform(tuned, comp, SIZE))
+    ref = distraction(gradcam_batch(tuned, x, None),
+                      gradcam_batch(source, x, comp.background_labels), comp.boxes, comp.size)
+    got = first["metrics"]["distraction/mean"]
+    assert got == pytest.approx(float(ref[torch.isfinite(ref)].mean()), abs=1e-9)
+    assert first["intervals"]["distraction/mean"]["unit"] == "background image"

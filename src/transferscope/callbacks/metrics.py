@@ -21,6 +21,11 @@ Built-in metrics (keys of :data:`MONITOR_METRICS`):
 - ``cka_to_pretrained``: paper 003 Table 1 - linear CKA of each layer group's output (spatial
   mean per channel, as the ``cka`` analysis' default) between the current and the pretrained
   model on the target probe (:func:`~transferscope.analyses.cka.linear_cka`).
+- ``distraction`` (not in the defaults: Grad-CAM needs a backward pass per composite): paper
+  001 eq. 4 (:func:`~transferscope.analyses.distraction.distraction`) on fixed composites -
+  each source probe image with one seeded target overlay (paper 001's 40 % side); the source
+  model's maps are computed once. The full analysis draws its backgrounds from the lingering
+  classes of the final model instead, so its number is not the monitor's.
 """
 
 from __future__ import annotations
@@ -100,6 +105,8 @@ class ProbeState:
     image_size: int
     batch_size: int
     device: torch.device
+    composites: int = 24
+    seed: int = 0
     fixed: dict = field(default_factory=dict)
     memo: dict = field(default_factory=dict)
 
@@ -192,3 +199,56 @@ def cka_to_pretrained(state: ProbeState) -> MetricValues:
     if finite:
         values["mean"] = sum(finite) / len(finite)
     return MetricValues(values)
+
+
+def fixed_composites(source: DecodedProbe, target: DecodedProbe, n: int, size: int,
+                     seed: int):
+    """Up to ``n`` composites: the first ``n`` source probe images, each with one target probe
+    image pasted (seeded draw, paper 001's overlay side)."""
+    from transferscope.analyses.composites import STYLES
+    from transferscope.data.composite import CompositeSet
+
+    n_bg, n_t = min(n, len(source.data)), len(target.data)
+    g = torch.Generator().manual_seed(seed)
+    overlays = torch.cat([torch.randperm(n_t, generator=g)
+                          for _ in range(-(-n_bg // n_t))]).tolist()
+    return CompositeSet.paired(source.data, target.data,
+                               [(i, overlays[i]) for i in range(n_bg)], size,
+                               STYLES["paper001"], 1, seed)
+
+
+def _cams(model: TransferModel, probe: DecodedProbe, targets, state: "ProbeState"):
+    from transferscope.engine.attribution import gradcam_batch
+
+    tf = default_transform(model, probe.data, model.input_size(state.image_size))
+    x, _ = probe.tensors(tf)
+    out = []
+    for i in range(0, len(x), state.batch_size):
+        t = None if targets is None else targets[i:i + state.batch_size].to(state.device)
+        out.append(gradcam_batch(model, x[i:i + state.batch_size].to(state.device), t).cpu())
+    return torch.cat(out)
+
+
+@register_metric("distraction", "Grad-CAM distraction on fixed composites (paper 001 eq. 4); "
+                 "not in the defaults")
+def distraction_metric(state: ProbeState) -> MetricValues:
+    from transferscope.analyses.distraction import distraction
+
+    why = "no source images" if state.source is None else state.same_backbone()
+    if why:
+        return MetricValues(skipped=why)
+    if "composites" not in state.fixed:
+        comp = fixed_composites(state.source, state.target, state.composites,
+                                state.image_size, state.seed)
+        probe = DecodedProbe(comp)
+        state.fixed["composites"] = probe
+        state.fixed["source_cams"] = _cams(state.pretrained, probe, comp.background_labels,
+                                           state)
+    probe = state.fixed["composites"]
+    comp = probe.data
+    cam_t = _cams(state.model, probe, None, state)
+    scores = distraction(cam_t, state.fixed["source_cams"], comp.boxes, comp.size)
+    iv = cluster_mean(scores.double().numpy(), comp.items[:, 0].numpy(),
+                      unit="background image")
+    return MetricValues({"mean": iv.value, "scored": float(torch.isfinite(scores).sum())},
+                        {"mean": iv})

@@ -51,6 +51,7 @@ class MonitorOptions(BaseModel):
                                       "each in imagenet-samples (None: all)")
     image_size: int = Field(128, ge=8, description="input size of the forward passes")
     batch_size: int = Field(32, ge=1, description="probe batch size")
+    composites: int = Field(24, ge=1, description="composites of the 'distraction' metric")
     seed: int = Field(0, description="which probe images are drawn")
     thresholds: dict[str, str] = Field(
         default_factory=dict, description="metric key -> rule ('< 50', '>= 0.9'): the first "
@@ -124,8 +125,8 @@ class AuditMonitor:
         src = as_transfer_model(_unwrap(source))
         self.pretrained = copy.deepcopy(src).eval().requires_grad_(False)
         target_set = _load_data(target, "target", source=False)
-        src_set = (None if source_data is None or "retained_knowledge" not in
-                   self.options.metrics else _load_data(source_data, "source_data", True))
+        src_set = (None if source_data is None or not {"retained_knowledge", "distraction"}
+                   & set(self.options.metrics) else _load_data(source_data, "source_data", True))
         t, s = probe_sets(target_set, src_set, self.options.target_images,
                           self.options.source_images, self.options.seed)
         self.target_probe, self.source_probe = DecodedProbe(t), (
@@ -178,7 +179,7 @@ class AuditMonitor:
             self.pretrained.to(device)
         state = ProbeState(tm, self.pretrained, self.target_probe, self.source_probe,
                            self.options.image_size, self.options.batch_size, device,
-                           fixed=self._fixed)
+                           self.options.composites, self.options.seed, fixed=self._fixed)
         values, intervals, skipped = {}, {}, {}
         with torch.no_grad():
             for name in self.options.metrics:

@@ -100,8 +100,8 @@ def gradcam_batch(model: TransferModel, x: torch.Tensor, target: torch.Tensor | 
         store["a"] = out.detach().requires_grad_()
         return store["a"]
 
-    was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]  # each sub-module's, not only the top's
     handle = module.register_forward_hook(hook)
     model.eval()
     try:
@@ -115,7 +115,8 @@ def gradcam_batch(model: TransferModel, x: torch.Tensor, target: torch.Tensor | 
         handle.remove()
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.train(was_training)
+        for m, was in modes:
+            m.training = was
     prefix = getattr(model, "num_prefix_tokens", 0)
     act = to_spatial(store["a"].detach(), module, prefix)
     grad = to_spatial(grad, module, prefix)
