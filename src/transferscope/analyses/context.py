@@ -10,6 +10,7 @@ from transferscope.data.image_set import ImageSet
 from transferscope.engine.cache import ResultCache
 from transferscope.engine.inference import (Predictions, auto_batch_size, check_precision,
                                             default_cache, predict)
+from transferscope.engine.settings import InferenceSettings
 from transferscope.errors import ConfigError, ModelError
 from transferscope.models.base import TransferModel, compose
 
@@ -99,11 +100,18 @@ class AuditContext:
                                   f"the {self.source.num_classes} source classes; load them with "
                                   "transferscope.data.source_images")
 
+    @property
+    def settings(self) -> InferenceSettings:
+        """How this audit's forward passes run, as one object (device, precision, batch size,
+        cache, progress)."""
+        return InferenceSettings(device=self.device, precision=self.precision,
+                                 batch_size=self.batch_size, cache=self.cache,
+                                 progress=self.progress)
+
     def predict(self, model: TransferModel, data, desc: str | None = None) -> Predictions:
         """Cached forward pass at the audit's image size."""
         return predict(model, data, image_size=model.input_size(self.image_size),
-                       batch_size=self.batch_size, cache=self.cache, progress=self.progress,
-                       desc=desc, precision=self.precision, device=self.device)
+                       settings=self.settings, desc=desc)
 
     def predict_many(self, models, data) -> list[Predictions]:
         """:meth:`predict` for several models, decoding ``data`` once for all of them
@@ -111,9 +119,7 @@ class AuditContext:
         from transferscope.engine.inference import predict_many
 
         return predict_many(list(models), data, image_size=self.image_size,
-                            batch_size=self.batch_size, cache=self.cache,
-                            progress=self.progress, precision=self.precision,
-                            device=self.device)
+                            settings=self.settings)
 
     def prefetch_source_logits(self) -> None:
         """The source images' logits that recall, bias and agreement read (every source model

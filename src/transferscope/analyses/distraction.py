@@ -182,7 +182,7 @@ def lingering_composites(ctx: AuditContext, name: str | None = None, *, per_clas
     source images.
     """
     from transferscope.analyses.composites import STYLES
-    from transferscope.analyses.interference_detector import _source_probs, build
+    from transferscope.analyses.interference_detector import build, source_probs
     from transferscope.analyses.lingering_features import class_mean_prob
 
     transferred = list(ctx.transferred())
@@ -193,7 +193,7 @@ def lingering_composites(ctx: AuditContext, name: str | None = None, *, per_clas
     data = ctx.source_data[source_set or next(iter(ctx.source_data))]
     backgrounds = getattr(data, "base", data)
     present = set(backgrounds.targets.tolist())
-    mean_p = class_mean_prob(*_source_probs(ctx, det.m_st))
+    mean_p = class_mean_prob(*source_probs(ctx, det.m_st))
     classes = [c for c in det.classes.tolist() if c in present]
     classes = sorted(classes, key=lambda c: (-float(mean_p[c]), c))[:max_classes]
     info = {"model": name, "lingering_classes": len(det.classes), "classes_used": len(classes),
@@ -273,9 +273,9 @@ def run(ctx: AuditContext, fraction: float = 0.2, protocol: str = "lingering",
     used = "lingering" if comp is not None else "bias"
     if comp is None:
         comp = plan(ctx, **params).composites
-    cam_kw = dict(image_size=ctx.image_size, batch_size=ctx.batch_size, cache=ctx.cache,
-                  device=getattr(ctx, "device", "auto"),
-                  progress=ctx.progress)
+    run = ctx.settings
+    cam_kw = dict(image_size=ctx.image_size, batch_size=run.batch_size, cache=run.cache,
+                  device=run.device, progress=run.progress)
     src_cam = gradcam(ctx.source, comp, comp.background_labels, **cam_kw)  # main M^s
     frame = pd.DataFrame({"background": comp.background_labels.tolist()})
     cams, silent = {}, {}

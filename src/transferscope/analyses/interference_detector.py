@@ -156,7 +156,7 @@ def build(ctx: AuditContext, name: str, k: int = PAPER_K, v_lo: int = PAPER_V_LO
     p_lo = 10.0 / ctx.source.num_classes if p_lo is None else p_lo
     data = votes_data if votes_data is not None else _train_split(ctx)
     m_st = ctx.m_st(name)
-    probs, labels = _source_probs(ctx, m_st)
+    probs, labels = source_probs(ctx, m_st)
     votes = ctx.predict(ctx.source_for(name), data).logits
     return InterferenceDetector(m_st, lingering_set(votes, probs, labels, k, v_lo, p_lo), p_lo)
 
@@ -168,10 +168,6 @@ def _train_split(ctx: AuditContext):
 
 def source_probs(ctx: AuditContext, m_st) -> tuple[torch.Tensor, torch.Tensor]:
     """M^st's source-class probabilities and labels over every source-image set."""
-    return _source_probs(ctx, m_st)
-
-
-def _source_probs(ctx: AuditContext, m_st) -> tuple[torch.Tensor, torch.Tensor]:
     probs, labels = [], []
     for data in ctx.source_data.values():
         pred = ctx.predict(m_st, data)
@@ -220,7 +216,7 @@ def calibrate(ctx: AuditContext, name: str, composites, *, v_lo: int = PAPER_V_L
     calib = CompositeSet(composites.backgrounds, half_b, bgs, pick,
                          composites.size, composites.side_fraction, 1, composites.seed + 1)
     m_st = ctx.m_st(name)
-    probs, labels = _source_probs(ctx, m_st)
+    probs, labels = source_probs(ctx, m_st)
     votes = ctx.predict(ctx.source_for(name), half_a).logits
     clean_logits = ctx.predict(m_st, half_b).logits
     comp_logits = ctx.predict(m_st, calib).logits

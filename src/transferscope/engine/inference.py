@@ -25,6 +25,7 @@ from transferscope.engine.device import (PRECISIONS, amp_dtype, check_amp,  # no
 from transferscope.engine.modes import eval_mode
 from transferscope.engine._memory import every, trim_heap
 from transferscope.engine.partial_pass import PartialPass
+from transferscope.engine.settings import InferenceSettings
 from transferscope.engine.loading import make_loader
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
@@ -131,12 +132,9 @@ def forward_batch(model: nn.Module, x: torch.Tensor, channels_last: bool = True,
 
 def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = None,
             transform: Callable | None = None, layers: Sequence[str] = (), pool: str = "none",
-            batch_size: int | None = None, num_workers: int | None = None,
-            cache: ResultCache | None = None,
-            channels_last: bool = True, progress: bool | None = None,
-            desc: str | None = None, precision: str = "fp32",
-            device: str | torch.device | None = "auto",
-            fast_decode: bool | None = None, with_features: bool = False) -> Predictions:
+            settings: InferenceSettings | None = None, desc: str | None = None,
+            fast_decode: bool | None = None, with_features: bool = False,
+            **overrides) -> Predictions:
     """Run ``model`` over ``data`` and return logits (and activations of ``layers``).
 
     Args:
@@ -145,15 +143,11 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
             (default: the model's evaluation preprocessing at ``image_size``).
         layers: layer-group names (see ``model.layer_groups()``) or module paths.
         pool: ``"none"`` keeps full activations, ``"avg"`` averages over space.
-        batch_size: default :func:`auto_batch_size` for the image size and device.
-        cache: a :class:`ResultCache` (default: the shared one); ``ResultCache(enabled=False)``
-            to force recomputation.
-        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (GPU) autocast (see
-            :func:`forward_batch`); part of the cache key.
-        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda[:N]"``, ``"mps"`` (see
-            :func:`~transferscope.engine.device.resolve_device`).
-        num_workers: decoding processes; None sizes them to the machine
-            (:func:`~transferscope.engine.loading.auto_workers`; same results either way).
+        settings: how the pass runs (:class:`~transferscope.engine.settings.InferenceSettings`:
+            device, precision, batch size, workers, channels_last, cache, progress); any of
+            its fields may also be given as a keyword (``batch_size=8``,
+            ``cache=ResultCache(enabled=False)`` to force recomputation, ``precision="bf16"``
+            - part of the cache key - ``device="cuda"``), overriding ``settings``.
         fast_decode: with the default transform, decode large JPEGs at reduced scale (JPEG
             draft mode, never below the resize target; own cache keys). Default:
             ``TRANSFERSCOPE_FAST_DECODE=1`` turns it on, else off.
@@ -167,25 +161,20 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
         raise ConfigError(f"pool must be 'none' or 'avg', got {pool!r}")
     if len(data) == 0:
         raise ConfigError(f"data set at {data.root} is empty; nothing to predict")
-    cache = default_cache() if cache is None else cache
-    transform = transform or default_transform(model, data, image_size, fast_decode)
-    check_precision(precision)  # before the cache key is built
     distributed.setup()
-    device = resolve_device(device)
-    check_amp(precision, device)
-    extra = {} if precision == "fp32" else {"precision": precision}  # fp32 keys stay as they were
-    if batch_size is None:
-        batch_size = auto_batch_size(image_size or model.default_size, device)
+    run = (settings or InferenceSettings()).with_(**overrides).resolved(
+        image_size, model.default_size)
+    cache = run.cache
+    transform = transform or default_transform(model, data, image_size, fast_decode)
+    extra = {} if run.precision == "fp32" else {"precision": run.precision}  # fp32 keys as before
     if not layers and isinstance(model, TransferModel):
         # logits only: cache the penultimate features under the backbone's hash, so models
         # that differ only in their head (M^t and M^st) share one backbone pass
         key = cache.key(kind="features", weights=model.backbone_hash(), data=data.digest,
                         transform=describe_transform(transform), **extra)
-        tensors, hit = _cached_forward(key, _Features(model), data, transform, {}, pool,
-                                       batch_size, num_workers, cache, channels_last,
-                                       progress, desc or f"predict {model.arch} on "
-                                       f"{data.root.name}", precision, device)
-        out = Predictions(_head(model, tensors["features"], batch_size), tensors["labels"],
+        tensors, hit = _cached_forward(key, _Features(model), data, transform, {}, pool, run,
+                                       desc or f"predict {model.arch} on {data.root.name}")
+        out = Predictions(_head(model, tensors["features"], run.batch_size), tensors["labels"],
                           from_cache=hit)
         if with_features:
             out.activations["features"] = tensors["features"]
@@ -196,9 +185,8 @@ def predict(model: TransferModel, data: ImageSet, *, image_size: int | None = No
                     transform=describe_transform(transform), layers=list(layers), pool=pool,
                     **extra)
     tensors, hit = _cached_forward(key, model, data, transform, model.resolve_layers(layers),
-                                   pool, batch_size, num_workers, cache, channels_last,
-                                   progress, desc or f"predict {model.arch} on {data.root.name}",
-                                   precision, device)
+                                   pool, run, desc or f"predict {model.arch} on "
+                                   f"{data.root.name}")
     return Predictions(tensors["logits"], tensors["labels"],
                        {k[4:]: v for k, v in tensors.items() if k.startswith("act.")},
                        from_cache=hit)
@@ -218,11 +206,8 @@ def default_transform(model: TransferModel, data: ImageSet, image_size: int | No
 
 
 def predict_many(models: Sequence[TransferModel], data: ImageSet, *,
-                 image_size: int | None = None, batch_size: int | None = None,
-                 num_workers: int | None = None, cache: ResultCache | None = None,
-                 channels_last: bool = True, progress: bool | None = None,
-                 desc: str | None = None, precision: str = "fp32",
-                 device: str | torch.device | None = "auto") -> list[Predictions]:
+                 image_size: int | None = None, settings: InferenceSettings | None = None,
+                 desc: str | None = None, **overrides) -> list[Predictions]:
     """:func:`predict` (logits) of several models over ``data``, decoding each image once
     for all models that preprocess it alike (same transform): the backbones whose features
     are not cached yet share one data pipeline, batch by batch. Same results and cache entries
@@ -232,11 +217,10 @@ def predict_many(models: Sequence[TransferModel], data: ImageSet, *,
     Example:
         >>> preds = predict_many([source, m_st], images, image_size=128)  # doctest: +SKIP
     """
-    cache = default_cache() if cache is None else cache
-    check_precision(precision)
-    dev = resolve_device(device)
-    check_amp(precision, dev)
-    extra = {} if precision == "fp32" else {"precision": precision}
+    given = (settings or InferenceSettings()).with_(**overrides)
+    run = given.resolved(image_size)
+    cache = run.cache
+    extra = {} if run.precision == "fp32" else {"precision": run.precision}
     groups: dict[str, tuple[object, dict[str, TransferModel]]] = {}
     for model in models:
         if not isinstance(model, TransferModel):
@@ -251,20 +235,18 @@ def predict_many(models: Sequence[TransferModel], data: ImageSet, *,
     if len(data) and distributed.setup().size == 1:
         for tf, todo in groups.values():
             if len(todo) > 1:  # one decoding pass for these backbones
-                _forward_together(todo, data, tf, batch_size or auto_batch_size(
-                    image_size or next(iter(todo.values())).default_size, dev), num_workers,
-                    cache, channels_last, progress, desc, precision, dev)
+                _forward_together(todo, data, tf, given.resolved(
+                    image_size, next(iter(todo.values())).default_size), desc)
     return [predict(m, data, image_size=m.input_size(image_size) if image_size else None,
-                    batch_size=batch_size, num_workers=num_workers, cache=cache,
-                    channels_last=channels_last, progress=progress, precision=precision,
-                    device=dev) for m in models]
+                    settings=given.with_(cache=cache, device=run.device)) for m in models]
 
 
-def _forward_together(todo: dict[str, TransferModel], data: ImageSet, transform, batch_size,
-                      num_workers, cache: ResultCache, channels_last, progress, desc,
-                      precision, device) -> None:
+def _forward_together(todo: dict[str, TransferModel], data: ImageSet, transform,
+                      run: InferenceSettings, desc: str | None) -> None:
     """Features of every backbone in ``todo`` (cache key -> model) from one pass over the
     decoded batches; each stored under its key, as :func:`predict` would."""
+    cache, batch_size, device = run.cache, run.batch_size, run.device
+    channels_last, precision = run.channels_last, run.precision
     with contextlib.ExitStack() as locks:
         for key in todo:
             locks.enter_context(cache.writing(key))
@@ -272,7 +254,7 @@ def _forward_together(todo: dict[str, TransferModel], data: ImageSet, transform,
         if not todo:
             return
         nets = {k: _Features(m) for k, m in todo.items()}
-        modes = {k: m.training for k, m in todo.items()}
+        modes = [(sub, sub.training) for m in todo.values() for sub in m.modules()]
         outputs: dict[str, list[torch.Tensor]] = {k: [] for k in todo}
         labels = []
         partial = PartialPass(cache, list(todo), len(data), batch_size)
@@ -280,7 +262,7 @@ def _forward_together(todo: dict[str, TransferModel], data: ImageSet, transform,
         part = data.with_transform(transform)
         if partial.done:
             part = torch.utils.data.Subset(part, range(partial.done, len(data)))
-        loader = make_loader(part, batch_size, num_workers=num_workers, device=device)
+        loader = make_loader(part, batch_size, num_workers=run.num_workers, device=device)
         try:
             for net in nets.values():
                 net.eval()
@@ -290,7 +272,7 @@ def _forward_together(todo: dict[str, TransferModel], data: ImageSet, transform,
                     net.to(memory_format=torch.channels_last)
             names = ", ".join(sorted({m.arch for m in todo.values()}))
             with progress_bar(len(data), desc or f"predict {len(todo)} models ({names}) on "
-                              f"{data.root.name}", progress) as advance:
+                              f"{data.root.name}", run.progress) as advance:
                 advance(partial.done)
                 for x, y in loader:
                     x = to_device(x, device)
@@ -308,8 +290,9 @@ def _forward_together(todo: dict[str, TransferModel], data: ImageSet, transform,
             partial.save()  # what was computed is kept for the next pass
             raise
         finally:
-            for k, m in todo.items():
-                m.train(modes[k])
+            for sub, was in modes:  # each sub-module's own mode back
+                sub.training = was
+            for m in todo.values():
                 if device.type != "cpu":
                     m.to("cpu")
         y = torch.cat(earlier.get("labels", []) + labels)
@@ -342,12 +325,11 @@ def _head(model: TransferModel, features: torch.Tensor, batch_size: int) -> torc
 
 
 def _cached_forward(key: str, model: nn.Module, data: ImageSet, transform, modules, pool,
-                    batch_size, num_workers, cache: ResultCache, channels_last, progress,
-                    desc, precision="fp32", device=None) -> tuple[dict[str, torch.Tensor], bool]:
+                    run: InferenceSettings, desc: str | None
+                    ) -> tuple[dict[str, torch.Tensor], bool]:
     """:func:`_compute_or_load` holding the cache entry's writer lock when it is missing (one
     process computes it; another one asking for it meanwhile waits, then reads it)."""
-    args = (key, model, data, transform, modules, pool, batch_size, num_workers, cache,
-            channels_last, progress, desc, precision, device)
+    args, cache = (key, model, data, transform, modules, pool, run, desc), run.cache
     if not cache.enabled or cache.path(key).is_file() or distributed.setup().size > 1:
         return _compute_or_load(*args)
     with cache.writing(key):
@@ -355,11 +337,12 @@ def _cached_forward(key: str, model: nn.Module, data: ImageSet, transform, modul
 
 
 def _compute_or_load(key: str, model: nn.Module, data: ImageSet, transform, modules, pool,
-                     batch_size, num_workers, cache: ResultCache, channels_last, progress,
-                     desc, precision="fp32", device=None) -> tuple[dict[str, torch.Tensor], bool]:
+                     run: InferenceSettings, desc: str | None
+                     ) -> tuple[dict[str, torch.Tensor], bool]:
     """Tensors ``{"logits" or "features", "labels", "act.<layer>"...}`` of ``model`` over
     ``data`` from the cache, or computed (sharded under torchrun) and stored; + hit flag."""
     out_name = "features" if isinstance(model, _Features) else "logits"
+    cache, batch_size, channels_last = run.cache, run.batch_size, run.channels_last
     world = distributed.setup()  # under torchrun: this rank runs its shard of the batches
     hit = cache.get(key)
     if distributed.everywhere(hit is not None):
@@ -372,9 +355,9 @@ def _compute_or_load(key: str, model: nn.Module, data: ImageSet, transform, modu
         part = torch.utils.data.Subset(part, distributed.shard(len(data), batch_size))
     elif partial.done:
         part = torch.utils.data.Subset(part, range(partial.done, len(data)))
-    device = world.device if device is None else device
-    loader = make_loader(part, batch_size, num_workers=num_workers, device=device)
-    was_training = model.training
+    device = world.device if run.device is None else run.device
+    loader = make_loader(part, batch_size, num_workers=run.num_workers, device=device)
+    modes = [(sub, sub.training) for sub in model.modules()]
     model.eval()
     if device.type != "cpu":
         model.to(device)
@@ -383,11 +366,11 @@ def _compute_or_load(key: str, model: nn.Module, data: ImageSet, transform, modu
     outputs, labels = [], []
     try:
         with capture(model, modules, pool) as store, \
-                progress_bar(len(part) + partial.done, desc, progress) as advance:
+                progress_bar(len(part) + partial.done, desc, run.progress) as advance:
             advance(partial.done)
             for x, y in loader:
                 outputs.append(forward_batch(model, to_device(x, device), channels_last,
-                                             precision))
+                                             run.precision))
                 labels.append(y)
                 if world.size == 1:
                     partial.add({out_name: outputs[-1], "labels": y,
@@ -400,7 +383,8 @@ def _compute_or_load(key: str, model: nn.Module, data: ImageSet, transform, modu
             partial.save()  # what was computed is kept for the next pass
         raise
     finally:
-        model.train(was_training)
+        for sub, was in modes:  # each sub-module's own mode back
+            sub.training = was
         if device.type != "cpu":
             model.to("cpu")
     parts = {out_name: outputs, "labels": labels, **{f"act.{n}": v for n, v in store.items()}}
