@@ -78,10 +78,11 @@ def _grad_step(data: Path, res: dict) -> None:
 
 def _train(data: Path, out: Path, res: dict) -> None:
     import transferscope.engine.training as tr
+    import transferscope.engine.training_steps as steps
     from transferscope.cli import main
 
-    saves, real_save = [], tr.save_model
-    tr.save_model = lambda *a, **k: (saves.append(1), real_save(*a, **k))[1]
+    saves, real_save = [], steps.save_model
+    steps.save_model = lambda *a, **k: (saves.append(1), real_save(*a, **k))[1]
     full = tr.train(_config(str(data)), out / "full")
     res["full"] = full.model.weights_hash()
     res["metrics"] = full.metrics

@@ -227,7 +227,7 @@ def test_kill_9_during_training_and_audit_then_resume_equals_uninterrupted(runs,
 def test_run_killed_during_setup_resumes_with_its_config(tmp_path, tiny_split, monkeypatch):
     """A kill after init.safetensors but before config.json used to leave a run that resumed
     without ever writing config.json/data.json."""
-    import transferscope.engine.training as tr
+    import transferscope.engine.training_steps as tr  # writes the run's start
 
     real = tr.atomic_write_json
 

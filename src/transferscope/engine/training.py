@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,24 +35,23 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from transferscope import __version__
-from transferscope._io import (atomic_write_json, load_checked_state, save_checked_state,
-                               tensors_sha256)
+from transferscope._io import atomic_write_json
 from transferscope._lock import writer_lock
 from transferscope._progress import log, progress_bar
-from transferscope.data.folder import image_folder
 from transferscope.engine import distributed
-from transferscope.engine._disk import _link_or_copy, _prune, parse_keep
+from transferscope.engine._disk import parse_keep
 from transferscope.engine.loading import make_loader
+from transferscope.engine import training_steps as steps
 from transferscope.engine.recipes import Recipe
 from transferscope.engine.training_data import (  # noqa: F401 (select_subset: public here too)
     _epoch_seed, _evaluate, _recalibrate, select_subset, training_transforms)
-from transferscope.errors import ConfigError, DataError, TransferscopeError
+from transferscope.errors import ConfigError, TransferscopeError
 from transferscope.models.base import TransferModel
-from transferscope.engine.device import check_amp, resolve_device, to_device
-from transferscope.models.io import load_model, save_model
-from transferscope.models.registry import create_model, init_weights
+from transferscope.engine.device import check_amp, resolve_device
+from transferscope.models.io import load_model
+from transferscope.models.registry import create_model
 
-STATE_FILE = "state.pt"
+from transferscope.engine.training_steps import STATE_FILE  # noqa: E402,F401 (public here)
 
 
 class TrainConfig(BaseModel):
@@ -238,87 +236,31 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
                           "transferscope.remedies.fine_tune (or `transferscope remedies`)")
     _check_existing(out, config, resume)
     recipe = config.recipe
-    train_set = image_folder(config.data, config.train_split, data_root=data_root,
-                             empty_classes="skip")  # skipped folders are listed in data.json
-    val_set = image_folder(config.data, config.val_split, data_root=data_root,
-                           empty_classes="skip")
-    if train_set.classes != val_set.classes:
-        raise ConfigError(f"{train_set.root} and {val_set.root} have different classes "
-                          f"({train_set.classes} vs {val_set.classes})")
-    train_set, val_set = select_subset(train_set, val_set, config.data_fraction,
-                                       config.max_classes, config.seed)
-    if len(train_set.classes) < 2:
-        raise DataError(f"{train_set.root}: {len(train_set.classes)} class "
-                        f"({', '.join(map(str, train_set.classes)) or 'none'}); a classifier "
-                        "needs at least two classes (one folder or label per class)")
+    train_set, val_set = steps.load_data(config, data_root)
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-
-    if (out / "model.safetensors").exists() and (out / "metrics.json").exists():
-        metrics = json.loads((out / "metrics.json").read_text())
-        if len(metrics) == recipe.epochs:
-            log(f"{out}: run already complete")
-            return TrainResult(out, load_model(out / "model.safetensors"), metrics)
+    done = steps.finished_run(out, recipe.epochs)
+    if done is not None:
+        log(f"{out}: run already complete")
+        return TrainResult(out, *done)
 
     torch.manual_seed(config.seed)
     model = create_model(config.arch, train_set.num_classes, init="random",
                          image_size=recipe.image_size, class_names=train_set.classes)
     distributed.barrier()  # every rank has looked at `out` before rank 0 writes there
-    # config.json is written last: a run killed in setup redoes it
     if not (out / "config.json").exists() and world.rank == 0:
-        theta_r = save_model(model, out / "init_random.safetensors", role="theta_r")
-        init_weights(model, config.init)
-        if hook is not None:
-            hook.setup(model, train_set, recipe.image_size, fresh=True)
-        if tensors_sha256(model.state_dict()) == theta_r:  # random init: same weights
-            _link_or_copy(out / "init_random.safetensors", out / "init.safetensors")
-        else:
-            save_model(model, out / "init.safetensors", role="init")
-        atomic_write_json(out / "data.json", {
-            "train": {"root": str(train_set.root), "digest": train_set.digest,
-                      "n": len(train_set), "counts": train_set.class_counts()},
-            "val": {"root": str(val_set.root), "digest": val_set.digest, "n": len(val_set),
-                    "counts": val_set.class_counts()},
-            "classes": train_set.classes,
-            "skipped": [s.__dict__ for s in train_set.skipped + val_set.skipped]})
-        atomic_write_json(out / "config.json", {
-            "config": json.loads(config.model_dump_json()),
-            "preprocessing": model.norm.as_dict(), "builder": model.builder,
-            "versions": {"transferscope": __version__, "torch": torch.__version__,
-                         "python": platform.python_version()}})
+        steps.start_run(model, config, out, train_set, val_set, hook, __version__)
     distributed.barrier()  # rank 0 has written the run's start
     model.to(dev)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = recipe.make_optimizer(model.parameters())
-    scheduler = recipe.make_scheduler(optimizer)
-    start, metrics = 0, []
-    # fp16 gradients underflow without loss scaling; disabled, the scaler passes through
-    scaler = torch.amp.GradScaler(dev.type, enabled=config.precision == "fp16")
-    state_path = ckpt_dir / STATE_FILE
-    if state_path.exists():
-        state = load_checked_state(state_path)  # weights_only=True and hash-verified
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        start = int(state["epoch"])
-        model.load_state_dict(load_model(ckpt_dir / f"epoch_{start:04d}.safetensors")
-                              .state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        metrics = json.loads((out / "metrics.json").read_text())[:start]
-        log(f"{out}: resuming after epoch {start}")
-    else:
-        model.load_state_dict(load_model(out / "init.safetensors").state_dict())
+    state = steps.OptimState.create(model, recipe, config.precision, dev)
+    start, metrics = steps.restore(model, state, out, ckpt_dir)
     if hook is not None:
         hook.setup(model, train_set, recipe.image_size, fresh=False)
     step = distributed.data_parallel(model)  # (features, logits); DDP under torchrun
-
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
-    autocast = torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16,
-                              enabled=amp_dtype is not None)
     recalibrate = config.recalibrates_bn(model)
-    size = recipe.image_size
-    tf_train, tf_val = training_transforms(model.norm, size, recipe.augment,
+    tf_train, tf_val = training_transforms(model.norm, recipe.image_size, recipe.augment,
                                            config.block_shuffle, config.seed)
     val_loader = make_loader(val_set.with_transform(tf_val), recipe.batch_size,  # every epoch
                              num_workers=num_workers, device=dev, persistent=True,
@@ -337,53 +279,21 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
             loader = distributed.train_loader(train_set.with_transform(tf_train),
                                               recipe.batch_size, seed, num_workers,
                                               pin_memory=dev.type == "cuda")
-            hook_gen = torch.Generator().manual_seed(distributed.rank_seed(seed) + 1)
             t0 = time.perf_counter()
-            model.train()
-            loss_sum, correct, n = 0.0, 0, 0
-            with progress_bar(len(train_set), f"epoch {epoch}", progress) as batch_bar:
-                for x, y in loader:
-                    if config.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    if hook is not None:
-                        x, y = hook.batch(x, y, hook_gen)
-                    with autocast:  # bf16: forward in bfloat16, weights and loss in fp32
-                        features, logits = step(to_device(x, dev))
-                    features, logits = features.float(), logits.float()
-                    y = to_device(y, dev)
-                    loss = torch.nn.functional.cross_entropy(logits, y)
-                    if hook is not None:
-                        extra = hook.loss(model, x, y, features, logits, hook_gen)
-                        loss = loss if extra is None else loss + extra
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    if hook is not None:
-                        hook.after_step(model)
-                    loss_sum += loss.item() * len(y)
-                    correct += (logits.argmax(1) == y).sum().item()
-                    n += len(y)
-                    batch_bar(len(y))
-            loss_sum, correct, n = distributed.sum_across(loss_sum, correct, n)
-            distributed.sync_buffers(model)  # rank 0's BatchNorm statistics on every rank
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
+            row = steps.train_epoch(model, step, loader, state, hook, config, dev, progress,
+                                    epoch, len(train_set))
+            lr = state.optimizer.param_groups[0]["lr"]
+            state.scheduler.step()
             if recalibrate:
                 _recalibrate(model, train_set.with_transform(tf_val), recipe.batch_size,
                              _epoch_seed(config.seed, epoch), config.channels_last)
             val_loss, val_acc = _evaluate(model, val_loader, config.channels_last)
-            metrics.append({"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n,
-                            "val_loss": val_loss, "val_acc": val_acc, "lr": lr})
+            metrics.append({"epoch": epoch, **row, "val_loss": val_loss, "val_acc": val_acc,
+                            "lr": lr})
             if world.rank == 0:  # the only writer under torchrun
-                save_model(model, ckpt_dir / f"epoch_{epoch:04d}.safetensors", epoch=str(epoch))
-                atomic_write_json(out / "metrics.json", metrics)
+                steps.checkpoint(model, state, out, ckpt_dir, epoch, metrics, keep_last,
+                                 keep_epochs)
                 _record_seconds(out / "timings.json", epoch, time.perf_counter() - t0)
-                save_checked_state(state_path, {
-                    "epoch": epoch, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})})
-                _prune(ckpt_dir, epoch, keep_last, keep_epochs)
                 if on_epoch is not None:
                     on_epoch(metrics[-1])
                 if monitor is not None:
@@ -392,10 +302,7 @@ def _train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
     if world.rank == 0:
         if monitor is not None:
             monitor.close()
-        save_model(model, out / "model.safetensors", role="final")
-        last = ckpt_dir / f"epoch_{recipe.epochs:04d}.safetensors"
-        if last.exists():  # the same weights: one file on disk
-            _link_or_copy(out / "model.safetensors", last)
+        steps.finish(model, out, ckpt_dir, recipe.epochs)
     distributed.barrier()  # every rank returns after the run is complete on disk
     return TrainResult(out, model.cpu(), metrics)
 
