@@ -38,16 +38,16 @@ def save_model(model: TransferModel, path: str | os.PathLike, **extra: str) -> s
 def build_from_spec(builder: dict) -> TransferModel:
     """Rebuild a model (random weights) from the builder spec :func:`save_model` stores."""
     from transferscope.data.transforms import Normalization
-    from transferscope.models.sources import create_external
+    from transferscope.models.sources import MODEL_SOURCES, create_external
 
     source, name = builder.get("source"), builder.get("name")
     n, size = int(builder["num_classes"]), builder.get("image_size")
     if source == "registry":
         model = create_model(name, n, image_size=size)
-    elif source in ("timm", "torchvision", "hf"):
+    elif source in MODEL_SOURCES:
         model = create_external(f"{source}:{name}", n, init="random",
                                 image_size=size if builder.get("fixed_size") else None,
-                                hf_config=builder.get("hf_config"))
+                                spec=builder)
     else:
         raise ModelError(f"unknown model source {source!r} in a saved builder spec")
     if builder.get("preprocessing"):

@@ -70,22 +70,22 @@ def check_model_name(name: str) -> str:
         'timm:resnet18'
     """
     from transferscope.errors import ConfigError
-    from transferscope.models.sources import check_external_name, split_name
+    from transferscope.models.sources import MODEL_SOURCES, check_external_name, split_name
 
     source, rest = split_name(name)
     if source != "registry":
         check_external_name(name)
     elif name not in _REGISTRY:
         hint = ""
-        if "/" in name and name.split("/", 1)[0] in ("timm", "torchvision", "hf"):
+        if "/" in name and name.split("/", 1)[0] in MODEL_SOURCES:
             hint = f" (did you mean {name.replace('/', ':', 1)}?)"
         else:
             from transferscope.errors import did_you_mean
 
             hint = did_you_mean(name, list_models())
         raise ConfigError(f"unknown model {name!r}{hint}; use a registered one "
-                          f"({', '.join(list_models())}) or timm:<name>, torchvision:<name>, "
-                          "hf:<folder>")
+                          f"({', '.join(list_models())}) or "
+                          + ", ".join(f"{s}:<...>" for s in MODEL_SOURCES))
     return name
 
 

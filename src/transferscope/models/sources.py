@@ -20,7 +20,10 @@ import copy
 import json
 import socket
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -30,13 +33,52 @@ from transferscope.errors import ConfigError, ModelError
 from transferscope.models.base import ClassifierHead, LayerGroup, TransferModel
 from transferscope.models.groups import auto_groups
 
-SOURCES = {
-    "timm": "timm:<name>  any timm model (timm.list_models()), e.g. timm:convnext_atto",
-    "torchvision": "torchvision:<name>  any classification builder in torchvision.models, "
-                   "e.g. torchvision:mobilenet_v3_small",
-    "hf": "hf:<folder>  a Hugging Face image classifier saved with save_pretrained "
-          "(pip install 'transferscope[hf]')",
-}
+@dataclass(frozen=True)
+class ModelSource:
+    """A library models come from, named by the prefix of ``"<source>:<name>"``.
+
+    Attributes:
+        name: the prefix (``"timm"``).
+        usage: one line for ``transferscope models``.
+        build: ``build(name, num_classes, image_size, pretrained, spec) -> TransferModel``;
+            ``spec`` is the saved builder spec when rebuilding (else ``{}``).
+        check: ``check(name)`` raises a one-line ConfigError for a name that does not exist
+            (called when settings are parsed, before anything trains).
+    """
+
+    name: str
+    usage: str
+    build: Callable[..., TransferModel]
+    check: Callable[[str], None] | None = None
+
+
+#: every model source by prefix; add one with :func:`register_source` (one file)
+MODEL_SOURCES: dict[str, ModelSource] = {}
+
+
+def register_source(name: str, usage: str, build: Callable[..., TransferModel],
+                    check: Callable[[str], None] | None = None) -> ModelSource:
+    """Register ``"<name>:..."`` model names (see :class:`ModelSource`)."""
+    if not name.isidentifier() or name == "registry":
+        raise ConfigError(f"model source name {name!r}: use a Python identifier, not 'registry'")
+    MODEL_SOURCES[name] = ModelSource(name, usage, build, check)
+    return MODEL_SOURCES[name]
+
+
+class _Usage(Mapping):
+    """``SOURCES[name] -> usage line``, read live from :data:`MODEL_SOURCES`."""
+
+    def __getitem__(self, key: str) -> str:
+        return MODEL_SOURCES[key].usage
+
+    def __iter__(self):
+        return iter(MODEL_SOURCES)
+
+    def __len__(self) -> int:
+        return len(MODEL_SOURCES)
+
+
+SOURCES: Mapping[str, str] = _Usage()
 PRETRAINED = ("imagenet", "pretrained")
 _INTERP = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL resample codes (HF configs)
 
@@ -52,6 +94,12 @@ def split_name(name: str) -> tuple[str, str]:
 def check_external_name(name: str) -> None:
     """One-line :class:`ConfigError` unless ``name`` (``source:rest``) resolves."""
     source, rest = split_name(name)
+    found = MODEL_SOURCES.get(source)
+    if found is not None and found.check is not None:
+        found.check(rest)
+
+
+def _check_builtin(source: str, rest: str) -> None:
     if source == "timm":
         import timm
 
@@ -338,24 +386,37 @@ def build_hf(folder: str, pretrained: bool, hf_config: dict | None = None):
 
 
 def create_external(arch: str, num_classes: int | None, *, init="random",
-                    image_size: int | None = None, hf_config: dict | None = None
+                    image_size: int | None = None, spec: dict | None = None
                     ) -> TransferModel:
-    """Build ``timm:``/``torchvision:``/``hf:`` models; ``init`` ``"imagenet"``/
-    ``"pretrained"`` asks the library for its weights, anything else builds random weights
-    (the caller loads a weights file afterwards). The head is replaced by a fresh one when
+    """Build a ``<source>:<name>`` model through its :class:`ModelSource`; ``init``
+    ``"imagenet"``/``"pretrained"`` asks the library for its weights, anything else builds
+    random weights (the caller loads a weights file afterwards). ``spec``: the saved builder
+    spec when rebuilding a saved model. The head is replaced by a fresh one when
     ``num_classes`` differs from the library model's."""
-    check_external_name(arch) if hf_config is None else None
     source, name = split_name(arch)
-    pretrained = str(init) in PRETRAINED
-    if source == "timm":
-        model = build_timm(name, num_classes, image_size, pretrained)
-    elif source == "torchvision":
-        model = build_torchvision(name, num_classes, image_size, pretrained)
-    elif source == "hf":
-        model = build_hf(name, pretrained, hf_config)
-    else:
+    if source not in MODEL_SOURCES:
         raise ConfigError(f"unknown model source in {arch!r}; use one of {', '.join(SOURCES)}")
+    if spec is None:
+        check_external_name(arch)
+    model = MODEL_SOURCES[source].build(name, num_classes, image_size, str(init) in PRETRAINED,
+                                        spec or {})
     if num_classes is not None and num_classes != model.num_classes:
         model.reset_classifier(num_classes)
         model.builder["num_classes"] = num_classes
     return model
+
+
+register_source("timm", "timm:<name>  any timm model (timm.list_models()), e.g. "
+                "timm:convnext_atto",
+                lambda name, n, size, pretrained, spec: build_timm(name, n, size, pretrained),
+                lambda rest: _check_builtin("timm", rest))
+register_source("torchvision", "torchvision:<name>  any classification builder in "
+                "torchvision.models, e.g. torchvision:mobilenet_v3_small",
+                lambda name, n, size, pretrained, spec: build_torchvision(name, n, size,
+                                                                          pretrained),
+                lambda rest: _check_builtin("torchvision", rest))
+register_source("hf", "hf:<folder>  a Hugging Face image classifier saved with save_pretrained "
+                "(pip install 'transferscope[hf]')",
+                lambda name, n, size, pretrained, spec: build_hf(name, pretrained,
+                                                                 spec.get("hf_config")),
+                lambda rest: _check_builtin("hf", rest))
