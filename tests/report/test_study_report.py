@@ -173,7 +173,7 @@ def test_example_study_files_parse():
 
     from transferscope.studies.spec import load_study
 
-    examples = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.toml"))
     assert examples
     for path in examples:
         spec, _ = load_study(path)

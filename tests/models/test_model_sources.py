@@ -312,7 +312,7 @@ def test_models_doc_study_example_parses():
 
     from transferscope.studies.spec import parse_study
 
-    doc = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "models.md").read_text()
     section = doc[doc.index("## Examples"):]
     spec = parse_study(re.search(r"```toml\n(.*?)```", section, re.S).group(1), "docs/models.md")
     assert spec.models[0].arch == "timm:vit_tiny_patch16_224" and spec.image_size == 64
