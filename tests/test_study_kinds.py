@@ -82,3 +82,42 @@ def test_audit_command_runs_every_kind_with_executor_override(tmp_path, capsys):
     with pytest.raises(ConfigError, match="models 'scratch-cnn' recipe: unknown recipe "
                                           "'paper000-scrach'"):
         load_any(path)
+
+
+def test_a_study_kind_added_in_one_registration_runs_from_a_study_file(tmp_path, capsys):
+    """A new kind: a spec and a run, registered once; `transferscope audit FILE` parses (with
+    did-you-mean on its keys), runs it and ends in one StudyOutput."""
+    from pydantic import BaseModel, ConfigDict
+
+    from transferscope.cli import main
+    from transferscope.studies import kinds
+
+    class CountSpec(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        data: str
+        top: int = 3
+
+    def run(spec, out, data_root=None):
+        from pathlib import Path
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "report.html").write_text(f"<p>{spec.data} {spec.top}</p>")
+        return {"count": spec.top}
+
+    kinds.register_study_kind("count", CountSpec, run)
+    try:
+        path = tmp_path / "count.toml"
+        path.write_text('kind = "count"\ndata = "hymenoptera"\ntop = 5\n')
+        assert main(["audit", str(path), "--out", str(tmp_path / "out")]) == 0
+        assert (tmp_path / "out" / "report.html").read_text() == "<p>hymenoptera 5</p>"
+        output = kinds.run_kind(load_any(path), tmp_path / "again")
+        assert output.results == {"count": 5} and output.report == tmp_path / "again" / \
+            "report.html"
+        path.write_text('kind = "count"\ndata = "x"\ntpo = 5\n')
+        with pytest.raises(ConfigError, match="key 'tpo'.*top"):
+            load_any(path)
+        path.write_text('kind = "cuont"\n')
+        with pytest.raises(ConfigError, match="did you mean 'count'"):
+            load_any(path)
+    finally:
+        kinds._KINDS.pop("count")

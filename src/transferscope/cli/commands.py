@@ -152,13 +152,13 @@ def audit(study: Path = typer.Argument(..., help="study TOML file"),
     Any study kind: kind = "transferability", "remedies", ... at the top of the file
     (default: a memory and what-is-transferred audit; docs/study-file.md lists every key).
     """
-    from transferscope.studies.run import StudySpec, load_any, run_study, study_kinds
+    from transferscope.studies.kinds import run_kind
+    from transferscope.studies.run import StudySpec, load_any, run_study
 
     spec = with_executor(load_any(study), executor)
     if not isinstance(spec, StudySpec):
-        kind = next(k for k, (cls, _) in study_kinds().items() if type(spec) is cls)
-        study_kinds()[kind][1](spec, out, data_root)
-        typer.echo(f"report: {out / 'report.html'}")
+        output = run_kind(spec, out, data_root)
+        typer.echo(f"report: {output.report or out / 'report.html'}")
         return
     _, report = run_study(spec, out, spec_text=study.read_text(), data_root=data_root,
                           log_to=log_to)

@@ -294,14 +294,11 @@ def run(spec: StudySpec, out: str | os.PathLike, data_root=None):
 
 
 def study_kinds() -> dict[str, tuple[type, object]]:
-    """``kind`` of a study file -> (its typed spec, its ``run(spec, out, data_root)``)."""
-    from transferscope.studies import remedies, training_runs, transferability
+    """``kind`` of a study file -> (its typed spec, its ``run(spec, out, data_root)``);
+    the registry is :mod:`transferscope.studies.kinds`."""
+    from transferscope.studies.kinds import study_kinds as kinds
 
-    return {"audit": (StudySpec, run),
-            "transferability": (transferability.TransferabilitySpec, transferability.run),
-            "block_shuffle": (training_runs.BlockShuffleSpec, training_runs.run),
-            "pretraining_checkpoints": (training_runs.CheckpointSpec, training_runs.run),
-            "remedies": (remedies.RemedySpec, remedies.run)}
+    return {k.name: (k.spec, k.run) for k in kinds().values()}
 
 
 def load_any(path: str | os.PathLike):
@@ -321,8 +318,10 @@ def load_any(path: str | os.PathLike):
     kind = data.pop("kind", "audit")
     kinds = study_kinds()
     if kind not in kinds:
-        raise ConfigError(f"{path}: key 'kind': unknown study kind {kind!r}; use one of "
-                          f"{', '.join(kinds)}")
+        from transferscope.errors import did_you_mean
+
+        raise ConfigError(f"{path}: key 'kind': unknown study kind {kind!r}"
+                          f"{did_you_mean(str(kind), kinds)}; use one of {', '.join(kinds)}")
     if kind == "audit":
         return study_from_dict(data, str(path))
     cls = kinds[kind][0]
@@ -335,5 +334,6 @@ def run_file(path: str | os.PathLike, out: str | os.PathLike, data_root=None):
     spec = load_any(path)
     if isinstance(spec, StudySpec):
         return run_study(spec, out, spec_text=Path(path).read_text(), data_root=data_root)
-    kind = next(k for k, (cls, _) in study_kinds().items() if type(spec) is cls)
-    return study_kinds()[kind][1](spec, out, data_root)
+    from transferscope.studies.kinds import kind_of
+
+    return kind_of(spec).run(spec, out, data_root)
