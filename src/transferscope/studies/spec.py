@@ -101,22 +101,23 @@ class CompositeSpec(_Strict):
 class TransferSpec(_Strict):
     """Options of the papers 003/004 analyses."""
 
-    lambdas: list[float] = Field(default_factory=lambda: [-1.0, -0.5, 0.0, 0.25, 0.5, 0.75,
-                                                          1.0, 1.5, 2.0],
-                                 description="performance barriers: points lambda on the line "
-                                 "(1 - lambda) theta_0 + lambda theta_1 between two solutions "
-                                 "(outside [0, 1]: extrapolation)")
+    lambdas: list[float] | None = Field(None, description="performance barriers: points "
+                                        "lambda on the line (1 - lambda) theta_0 + lambda "
+                                        "theta_1 between two solutions (outside [0, 1]: "
+                                        "extrapolation); default: the barriers analysis' own")
     bn_reestimate: bool | None = Field(None, description="re-estimate BatchNorm statistics "
                                        "at every combined or perturbed point, on images that "
                                        "are not evaluated (training images, else held-out "
                                        "validation images); default (unset): whenever the "
                                        "model has BatchNorm")
-    criticality_images: int = Field(64, ge=1, description="images evaluated by module "
-                                    "criticality (training split when there is one) and the "
-                                    "basins (validation split); below 256 and 250 their "
-                                    "findings say too few images to tell")
-    criticality_modules: int = Field(6, ge=2, description="layer groups tested for "
-                                     "criticality, evenly spaced and always the last")
+    criticality_images: int | None = Field(None, ge=1, description="images evaluated by "
+                                           "module criticality (training split when there is "
+                                           "one) and the basins (validation split); below 256 "
+                                           "and 250 their findings say too few images to tell;"
+                                           " default: each analysis's own")
+    criticality_modules: int | None = Field(None, ge=2, description="layer groups tested for "
+                                            "criticality, evenly spaced and always the last; "
+                                            "default: the analysis's own")
 
 
 class AnalysesSpec(_Strict):

@@ -19,15 +19,28 @@ from transferscope.errors import ConfigError
 from transferscope.studies.runner import cached_analysis, run_analyses  # noqa: F401
 
 
-def transfer_options(lambdas=None, bn_reestimate: bool | None = None, criticality_images: int = 64,
-                     criticality_modules: int = 6, seed: int = 0) -> dict[str, dict]:
-    """Options of the what-is-transferred analyses from a study's ``transfer_options``."""
-    shared = {"bn_reestimate": bn_reestimate}
-    return {"barriers": {**shared, **({"lambdas": list(lambdas)} if lambdas is not None
-                                      else {})},
-            "basins": {**shared, "images": criticality_images, "seed": seed},
-            "criticality": {**shared, "images": criticality_images,
-                            "modules": criticality_modules, "seed": seed}}
+def transfer_options(lambdas=None, bn_reestimate: bool | None = None,
+                     criticality_images: int | None = None,
+                     criticality_modules: int | None = None,
+                     seed: int | None = None) -> dict[str, dict]:
+    """Options of the what-is-transferred analyses from a study's ``transfer_options`` (the
+    older shorthand): only what it sets; every default lives in the analysis's options model.
+
+    Example:
+        >>> transfer_options(criticality_images=16)["criticality"]
+        {'images': 16}
+        >>> transfer_options()["barriers"]
+        {}
+    """
+    def given(**kw):
+        return {k: v for k, v in kw.items() if v is not None}
+
+    shared = given(bn_reestimate=bn_reestimate, seed=seed)
+    return {"barriers": given(bn_reestimate=bn_reestimate,
+                              lambdas=None if lambdas is None else list(lambdas)),
+            "basins": {**shared, **given(images=criticality_images)},
+            "criticality": {**shared, **given(images=criticality_images,
+                                              modules=criticality_modules)}}
 
 
 def run_what_transferred(ctx: AuditContext, out: str | Path, analyses=None,
