@@ -122,7 +122,7 @@ def test_registered_analysis_meets_the_contract(name, request, tmp_path):
     result.save(tmp_path)
     html = write_report(tmp_path, {name: result}).read_text()
     assert f"<h3 id='{name}'>" in html and spec.title in html
-    from transferscope.report_html import ReportPage, with_class_names
+    from transferscope.report.page import ReportPage, with_class_names
 
     assert found.analysis == name and json.loads(json.dumps(found.to_dict()))["title"]
     assert with_class_names(found.html, for_html=True) in html  # rendered as it is

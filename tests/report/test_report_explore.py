@@ -23,9 +23,9 @@ from transferscope.data.composite import CompositeSet
 from transferscope.data.views import ViewSet
 from transferscope.report import load_results, write_report
 from transferscope.findings import Finding
-from transferscope.report_findings import findings_html
+from transferscope.report.findings import findings_html
 from transferscope.stats import Interval
-from transferscope.report_html import (denominator, resolution_notes, source_class_columns,
+from transferscope.report.page import (denominator, resolution_notes, source_class_columns,
                                        table_data)
 
 
@@ -250,7 +250,7 @@ def test_analyses_leave_the_matplotlib_backend_alone(monkeypatch):
 
 
 def test_thumbnails_stay_within_the_image_budget(tmp_path):
-    from transferscope.report_html import ReportPage
+    from transferscope.report.page import ReportPage
 
     results = synthetic_results(tmp_path)
     full = embedded(ReportPage(results, tmp_path).tail())

@@ -262,7 +262,7 @@ def guard_line(r: dict, p_lo: float) -> str:
     ...             "interference": True, "lingering_class": "n01817953"}, 0.3)
     'a.jpg: bees (0.65); score 0.410 > threshold 0.300: FLAGGED, lingering class n01817953 (african grey parrot)'
     """
-    from transferscope.report_html import with_class_names
+    from transferscope.report.page import with_class_names
 
     if "error" in r:
         return f"{r['image']}: {r['error']}"

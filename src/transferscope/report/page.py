@@ -2,7 +2,7 @@
 
 Every table is embedded once as JSON (``<script type="application/json">``, with ``<``, ``>``
 and ``&`` written as ``\\u003c``...) and rendered by a small inlined script
-(``_report_assets/report.js`` and ``drill.js``): complete, sortable (numeric-aware), filterable, paginated and
+(``report/assets/report.js`` and ``drill.js``): complete, sortable (numeric-aware), filterable, paginated and
 downloadable as CSV. Rows of source classes open a drill-down (recall per model, bias toward
 each target class, the class's image and views, its composites with each model's prediction,
 Grad-CAM maps side by side) built from the analyses' galleries (:mod:`.analyses._thumbs`).
@@ -51,8 +51,8 @@ _WNID = re.compile(r"\b(n\d{8})\b(?! \()")
 
 
 def asset(name: str) -> str:
-    """Text of a file shipped in ``transferscope/_report_assets``."""
-    return resources.files("transferscope").joinpath("_report_assets", name).read_text()
+    """Text of a file shipped in ``transferscope/report/assets``."""
+    return resources.files("transferscope.report").joinpath("assets", name).read_text()
 
 
 def script() -> str:

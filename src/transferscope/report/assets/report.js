@@ -1,6 +1,6 @@
 /* transferscope report, part 1: helpers, tables from embedded JSON (sort, filter, pages,
    CSV), bar charts and heat maps. Joined with drill.js inside one function scope by
-   report_html.script(); data reaches the DOM through textContent only, nothing is fetched. */
+   report/page.py script(); data reaches the DOM through textContent only, nothing is fetched. */
   var NS = "http://www.w3.org/2000/svg";
   var COLLATOR = new Intl.Collator(undefined, {numeric: true, sensitivity: "base"});
   var MODEL_COLS = ["model", "model A", "model B"];

@@ -3,7 +3,7 @@
 Plain-words findings first, then one section per paper with its tables (next to the paper's
 published numbers where they exist) and figures, then the exact study spec and versions. The
 tables are explorable (sort, filter, CSV, a drill-down per source class): see
-:mod:`transferscope.report_html`.
+:mod:`transferscope.report.page`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from transferscope._io import atomic_write_bytes
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import SECTIONS, finding_of, get_analysis, list_analyses
 from transferscope.findings import Finding
-from transferscope.report_findings import (SMOKE_BANNER, claims_html, collect_findings,
+from transferscope.report.findings import (SMOKE_BANNER, claims_html, collect_findings,
                                           findings_html, glossary_html, summary_html)
-from transferscope.report_html import ReportPage
+from transferscope.report.page import ReportPage
 
 
 

@@ -9,7 +9,7 @@ import re
 from typing import Any, Callable
 
 from transferscope.findings import Finding, claims_table
-from transferscope.report_html import with_class_names
+from transferscope.report.page import with_class_names
 
 FindingView = Finding  # deprecated alias: findings are Finding objects now
 
