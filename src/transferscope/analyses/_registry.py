@@ -63,6 +63,7 @@ class AnalysisSpec:
     order: float
     made_by: str | None = None
     applies: Callable[[Any], bool] | None = None
+    charts: dict[str, dict] | None = None  # result table -> client-side chart (report/page.py)
 
     def applicable(self, ctx) -> bool:
         """Whether ``run(ctx)`` has what it needs (e.g. two P-T models for a barrier)."""
@@ -96,7 +97,8 @@ def register_analysis(name: str, *, title: str, paper: str, section: str,
                       run: Callable[..., Any] | None = None,
                       finding: Callable[[Any], Finding | None] | None = None,
                       order: float | None = None, made_by: str | None = None,
-                      applies: Callable[[Any], bool] | None = None):
+                      applies: Callable[[Any], bool] | None = None,
+                      charts: dict[str, dict] | None = None):
     """Register an analysis; use as a decorator of ``run`` or call it with ``run=``.
 
     Args:
@@ -109,6 +111,9 @@ def register_analysis(name: str, *, title: str, paper: str, section: str,
         order: position within the section (default: registration order).
         made_by: for results without ``run(ctx)``: the study that makes them.
         applies: ``applies(ctx) -> bool``; runners skip the analysis where it is false.
+        charts: result table name -> the report's interactive chart of it (the keys of
+            :func:`transferscope.report.page.chart_spec`: ``categories``/``total`` bars or a
+            ``kind="heatmap"``; ``replaces`` names the static figure it stands in for).
     """
     safe_component(name, "analysis name")  # results/<name>.json, figures/<name>__*.png
     if section not in SECTIONS:
@@ -121,7 +126,7 @@ def register_analysis(name: str, *, title: str, paper: str, section: str,
     def deco(fn):
         _REGISTRY[name] = AnalysisSpec(name, title, paper, section, opts, fn, finding,
                                        float(1000 + len(_REGISTRY) if order is None else order),
-                                       made_by, applies)
+                                       made_by, applies, dict(charts or {}))
         return fn
 
     if run is not None or made_by is not None:

@@ -135,4 +135,7 @@ def finding(result: AnalysisResult) -> Finding | None:
 
 
 register_analysis("agreement", title="Cross-model agreement", paper="paper 000, Fig. 5, 6",
-                  section="memory", order=3, run=run, finding=finding)
+                  section="memory", order=3, run=run, finding=finding,
+                  charts={"pearson": dict(kind="heatmap", rows="model A", cols="model B",
+                                          value="Pearson R", facets=["source images", "quantity"],
+                                          unit="Pearson R of the per-class values")})

@@ -332,4 +332,8 @@ def finding(result: AnalysisResult) -> Finding | None:
 
 register_analysis("interference_bias", title="Interference bias of source classes",
                   paper="paper 000, eq. 1, Table 2", section="memory", options=BiasOptions,
-                  order=2, run=run, finding=finding)
+                  order=2, run=run, finding=finding,
+                  charts={"table": dict(categories="bins", total="classes",
+                                        x="bias B of the source class toward the first target "
+                                        "class (Table-2 bins)", y="share of source classes (%)",
+                                        replaces="bias_hist")})

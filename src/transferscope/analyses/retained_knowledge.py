@@ -232,4 +232,7 @@ def finding(result: AnalysisResult) -> Finding | None:
 
 
 register_analysis("retained_knowledge", title="Retained knowledge: source-class recall of M^st",
-                  paper="paper 000, Table 1", section="memory", order=1, run=run, finding=finding)
+                  paper="paper 000, Table 1", section="memory", order=1, run=run, finding=finding,
+                  charts={"bins": dict(categories=RECALL_BINS, total="All",
+                                       x="recall of the source class (%)",
+                                       y="share of source classes (%)", replaces="recall_hist")})

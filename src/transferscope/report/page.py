@@ -26,20 +26,6 @@ import pandas as pd
 from transferscope._paths import safe_component
 from transferscope.data.imagenet import imagenet_names, imagenet_wnids, wnid_to_index
 
-#: Client-side bar charts replacing an analysis's step histogram: (analysis, table) ->
-#: category columns (or a prefix test), the total column (shares in %) and axis labels.
-CHARTS = {
-    ("retained_knowledge", "bins"): dict(
-        categories=["<50", "[50,60[", "[60,70[", "[70,80[", "[80,90[", "[90,100]"],  # RECALL_BINS
-        total="All", x="recall of the source class (%)", y="share of source classes (%)",
-        replaces="recall_hist"),
-    ("interference_bias", "table"): dict(
-        categories="bins", total="classes", x="bias B of the source class toward the first "
-        "target class (Table-2 bins)", y="share of source classes (%)", replaces="bias_hist"),
-    ("agreement", "pearson"): dict(
-        kind="heatmap", rows="model A", cols="model B", value="Pearson R",
-        facets=["source images", "quantity"], unit="Pearson R of the per-class values"),
-}
 #: One colour per model throughout (Tableau 10 without its grey); source models are grey.
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
            "#ff9da7", "#9c755f", "#17becf", "#bcbd22", "#8c564b"]
@@ -48,6 +34,16 @@ FEW_SAMPLES = 20  # per-class measures over at most this many samples get a reso
 IMAGE_BUDGET = 10_000_000  # bytes of embedded thumbnails (base64) per report
 
 _WNID = re.compile(r"\b(n\d{8})\b(?! \()")
+
+
+def chart_spec(analysis: str, table: str) -> dict | None:
+    """The client-side chart an analysis registered for one of its tables (``charts=`` of
+    :func:`~transferscope.analyses.register_analysis`), else None."""
+    from transferscope.analyses._registry import _REGISTRY, _load_builtin
+
+    _load_builtin()
+    spec = _REGISTRY.get(analysis)
+    return (spec.charts or {}).get(table) if spec is not None else None
 
 
 def asset(name: str) -> str:
@@ -297,7 +293,7 @@ class ReportPage:
         self.count += 1
         tid = f"tbl-{self.count}"
         data = {"analysis": name, "key": key, "file": f"{name}__{key}.csv", **table_data(df)}
-        chart = CHARTS.get((name, key))
+        chart = chart_spec(name, key)
         if chart and chart.get("kind") == "heatmap":
             if {chart["rows"], chart["cols"], chart["value"]} <= set(data["columns"]):
                 data["chart"] = chart
