@@ -7,12 +7,12 @@ from transferscope.errors import TransferscopeError
 
 __version__ = "0.1.0"
 
-__all__ = ["Finding", "Report", "Study", "TransferscopeError", "__version__", "create_model",
-           "load_model"]
+__all__ = ["Finding", "Report", "Study", "TransferscopeError", "__version__", "check",
+           "create_model", "load_model"]
 
 _LAZY = {"Study": "transferscope.studies.run", "Report": "transferscope.report",
          "Finding": "transferscope.findings", "create_model": "transferscope.models",
-         "load_model": "transferscope.models"}
+         "load_model": "transferscope.models", "check": "transferscope.studies.check"}
 
 
 def __getattr__(name: str):

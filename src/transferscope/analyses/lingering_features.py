@@ -170,7 +170,28 @@ def finding(result: AnalysisResult) -> Finding | None:
     return Finding("Lingering features", f"(p_lo = {s['p_lo']:g}): source-only classes the "
                    "fine-tuned backbone still recognises", clauses=tuple(parts),
                    estimates=estimates, checks=(check,) if check else (), caveat=caveat,
+                   next_step=remedy_step(s["models"]),
                    numbers={k: m["lingering"] for k, m in s["models"].items()})
+
+
+def remedy_step(models: dict) -> str:
+    """What to do when lingering memories are found (some model's |L| > 0, its interval
+    clear of 0 when there is one): try the remedies; nothing to do otherwise.
+
+    Example:
+        >>> remedy_step({"ft": {"lingering": 0}})
+        ''
+        >>> remedy_step({"ft": {"lingering": 12}}).split(";")[0]
+        'lingering memories found (ft: 12 classes): compare the four remedies against plain fine-tuning with `transferscope remedies --target DATA --out remedies`'
+    """
+    found = {k: m["lingering"] for k, m in models.items() if m.get("lingering", 0) > 0
+             and (m.get("lingering_iv") or {}).get("lo", 1) not in (0, 0.0)}
+    if not found:
+        return ""
+    which = ", ".join(f"{k}: {n} classes" for k, n in found.items())
+    return (f"lingering memories found ({which}): compare the four remedies against plain "
+            "fine-tuning with `transferscope remedies --target DATA --out remedies`; then "
+            "check new images with `transferscope guard` before you trust its predictions")
 
 
 register_analysis("lingering_features", title="Source-only and lingering features",

@@ -20,6 +20,7 @@ from transferscope.cli import audits as _audits  # noqa: F401  (audit-memory, gu
 from transferscope.cli import studies as _studies  # noqa: F401  (registers the study commands)
 from transferscope.cli import cache as _cache  # noqa: F401  (registers `cache info|clear`)
 from transferscope.cli import rank as _rank  # noqa: F401  (registers `rank`)
+from transferscope.cli import check as _check  # noqa: F401  (registers `check`)
 from transferscope.cli._app import app
 from pydantic import ValidationError
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from transferscope._paths import safe_component
 from transferscope.errors import ConfigError
@@ -180,6 +180,19 @@ class StudySpec(_Strict, ExecutorFields):
     models: list[ModelSpec] = Field(min_length=1, description="the target models, one "
                                     "`[[models]]` table each (at least one)")
     analyses: AnalysesSpec = Field(default_factory=AnalysesSpec, description="the analyses")
+    check: list[dict] = Field(default_factory=list, description="[[check]] tables: thresholds "
+                              "on the findings that `transferscope check OUT` tests (rules: "
+                              "docs/ci-gate.md)")
+
+    @field_validator("check")
+    @classmethod
+    def _rules_parse(cls, v):
+        from transferscope.studies.check import _rule
+
+        for i, table in enumerate(v, 1):
+            _rule(table, f"[[check]] #{i}")  # one clear line before anything trains
+        return v
+
     log_to: Literal["tensorboard", "mlflow"] | None = Field(None, description="also log to "
                                                             "this tracker (transferscope.trackers)")
 

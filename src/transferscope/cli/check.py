@@ -1,0 +1,53 @@
+"""``transferscope check``: a finished study's findings against thresholds (a CI gate)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from transferscope.cli._app import DataRoot, app
+
+
+@app.command()
+def check(out: Path = typer.Argument(..., help="a finished study's output folder (audit, "
+                                     "audit-memory or demo --out)"),
+          rules: Optional[Path] = typer.Option(None, help="TOML file with [[check]] tables "
+                                               "(default: OUT/study.toml's)"),
+          rule: Optional[List[str]] = typer.Option(None, help="a rule on the command line, "
+                                                   "repeatable: ANALYSIS:number:GLOB>=X, "
+                                                   "ANALYSIS:estimate[.lo|.hi]:GLOB<=X or "
+                                                   "claim:KEY!=VERDICT"),
+          junit: Optional[Path] = typer.Option(None, help="also write JUnit XML here"),
+          json_out: Optional[Path] = typer.Option(None, "--json", help="also write a JSON "
+                                                  "summary here"),
+          run: Optional[Path] = typer.Option(None, help="run this study file into OUT first"),
+          data_root: Optional[Path] = DataRoot):
+    """Check a study's findings against thresholds: one line per check; exit 0 when all pass,
+    1 when one fails, 2 when a rule cannot be evaluated (docs/ci-gate.md)."""
+    from transferscope.studies.check import check as run_check
+    from transferscope.studies.check import parse_rule, read_rules
+
+    chosen = (read_rules(rules) if rules else []) + [parse_rule(r) for r in rule or []]
+    if run is not None:
+        from transferscope.studies.run import run_file
+
+        run_file(run, out, data_root=data_root)
+    result = run_check(out, chosen or None)
+    for line in result.lines():
+        typer.echo(line)
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(result.to_junit())
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result.to_dict(), indent=1))
+    n = len(result.outcomes)
+    fails = sum(o.status == "FAIL" for o in result.outcomes)
+    errors = sum(o.status == "ERROR" for o in result.outcomes)
+    typer.echo(f"{n - fails - errors} of {n} checks passed" + (f", {fails} failed" if fails
+                                                                 else "")
+               + (f", {errors} could not be evaluated" if errors else ""))
+    raise typer.Exit(result.exit_code)

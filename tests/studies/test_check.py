@@ -1,0 +1,129 @@
+"""`transferscope check`: known results folders, PASS / FAIL / ERROR per checked key, exit codes,
+JUnit XML read back by a JUnit parser, the examples' rules against a quick demo's keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from transferscope.errors import ConfigError
+from transferscope.studies.check import check, parse_rule, read_rules
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _iv(label, value, lo, hi, unit="background image", n=20):
+    return {"label": label, "value": value, "lo": lo, "hi": hi, "unit": unit, "n": n,
+            "level": 0.95, "method": "cluster bootstrap"}
+
+
+def fake_results(out: Path, rules: str = "") -> Path:
+    """A results folder with known numbers, estimates and claims."""
+    (out / "results").mkdir(parents=True)
+    doc = {"findings": [
+        {"analysis": "retained_knowledge", "numbers": {
+            "source efficientnet_lite0 (M^s)": 666, "fine-tuned + source head (M^st)": 354,
+            "fine-tuned-2 + source head (M^st)": 90}, "estimates": []},
+        {"analysis": "distraction", "numbers": {"fine-tuned": 0.24},
+         "estimates": [_iv("fine-tuned", 0.24, 0.18, 0.31), _iv("scratch", 0.16, 0.1, 0.2)]},
+        {"analysis": "composites", "numbers": {"fine-tuned": {"clean": 0.84, "against": 0.37}},
+         "estimates": [_iv("fine-tuned: clean", float("nan"), None, None)]}],
+        "claims": [{"claim": "001.distraction", "verdict": "cannot tell", "why": "too few"},
+                   {"claim": "000.retained", "verdict": "agrees", "why": ""}]}
+    (out / "results" / "findings.json").write_text(json.dumps(doc))
+    if rules:
+        (out / "study.toml").write_text(rules)
+    return out
+
+
+def test_value_and_claim_rules_known_answers(tmp_path):
+    out = fake_results(tmp_path / "s")
+    rules = [parse_rule("retained_knowledge:number:*M^st*>=100"),
+             parse_rule("distraction:estimate:fine-tuned<=0.3"),
+             parse_rule("distraction:estimate.hi:fine-tuned<=0.3"),
+             parse_rule("composites:number:fine-tuned.against>=0.37"),  # a tie passes
+             parse_rule("claim:001.distraction!=contradicts"),
+             parse_rule("claim:000.retained==contradicts")]
+    res = check(out, rules)
+    got = [(o.name, o.status) for o in res.outcomes]
+    assert got == [
+        ("retained_knowledge number '*M^st*' [fine-tuned + source head (M^st)]", "PASS"),
+        ("retained_knowledge number '*M^st*' [fine-tuned-2 + source head (M^st)]", "FAIL"),
+        ("distraction estimate 'fine-tuned' [fine-tuned]", "PASS"),
+        ("distraction estimate 'fine-tuned' [fine-tuned]", "FAIL"),  # upper bound 0.31
+        ("composites number 'fine-tuned.against' [fine-tuned.against]", "PASS"),
+        ("claim 001.distraction", "PASS"), ("claim 000.retained", "FAIL")]
+    assert "upper bound of 0.24 [0.18, 0.31] (95 %, 20 background image)" in res.outcomes[3].line
+    assert res.exit_code == 1 and not res.passed
+
+
+def test_rules_that_cannot_be_evaluated_are_errors_never_silent_passes(tmp_path):
+    out = fake_results(tmp_path / "s")
+    res = check(out, [parse_rule("distracton:number:*>=0"),
+                      parse_rule("retained_knowledge:number:*M^t*>=1"),
+                      parse_rule("composites:estimate:fine-tuned: clean>=0.5"),
+                      parse_rule("claim:001.distractoin!=contradicts")])
+    assert [o.status for o in res.outcomes] == ["ERROR"] * 4
+    lines = res.lines()
+    assert "did you mean 'distraction'" in lines[0]
+    assert "matches none" in lines[1] and "fine-tuned + source head (M^st)" in lines[1]
+    assert "not a finite number" in lines[2]
+    assert "did you mean '001.distraction'" in lines[3]
+    assert res.exit_code == 2
+
+
+def test_cli_exit_codes_junit_and_json(tmp_path, capsys):
+    from junitparser import Error, Failure, JUnitXml
+
+    from transferscope.cli import main
+
+    out = fake_results(tmp_path / "s", rules='[[check]]\nname = "keeps ImageNet"\n'
+                       'analysis = "retained_knowledge"\nnumber = "fine-tuned +*"\nmin = 100\n')
+    assert main(["check", str(out)]) == 0  # the study file's own [[check]]
+    assert capsys.readouterr().out.splitlines()[0].startswith("PASS  keeps ImageNet [")
+    junit, summary = tmp_path / "r.xml", tmp_path / "r.json"
+    rc = main(["check", str(out), "--rule", "retained_knowledge:number:*M^st*>=100",
+               "--rule", "nothing:number:*>=1", "--junit", str(junit), "--json", str(summary)])
+    printed = capsys.readouterr().out.splitlines()
+    assert rc == 2 and printed[-1] == "1 of 3 checks passed, 1 failed, 1 could not be evaluated"
+    xml = JUnitXml.fromfile(str(junit))
+    suite = next(iter(xml))  # <testsuites> holding one <testsuite>
+    cases = list(suite)
+    assert (suite.tests, suite.failures, suite.errors) == (3, 1, 1)
+    kinds = [type(c.result[0]).__name__ if c.result else "pass" for c in cases]
+    assert kinds == ["pass", Failure.__name__, Error.__name__]
+    assert "fine-tuned-2" in cases[1].name and "90" in cases[1].result[0].message
+    doc = json.loads(summary.read_text())
+    assert doc["exit_code"] == 2 and [c["status"] for c in doc["checks"]] == [
+        "PASS", "FAIL", "ERROR"]
+    assert main(["check", str(out), "--rule", "retained_knowledge:number:*M^st*>=50"]) == 0
+
+
+def test_bad_rules_are_one_line(tmp_path, capsys):
+    from transferscope.cli import main
+
+    bad = tmp_path / "rules.toml"
+    bad.write_text('[[check]]\nanalysis = "distraction"\nestimate = "*"\nmaxx = 0.3\n')
+    with pytest.raises(ConfigError, match=r"unknown key 'maxx' \(did you mean 'max'\?\)"):
+        read_rules(bad)
+    bad.write_text('[[check]]\nclaim = "001.distraction"\nnot = ["contradict"]\n')
+    with pytest.raises(ConfigError, match="did you mean 'contradicts'"):
+        read_rules(bad)
+    with pytest.raises(ConfigError, match="write ANALYSIS:number:GLOB>=X"):
+        parse_rule("distraction < 0.3")
+    assert main(["check", str(tmp_path / "none"), "--rule", "a:number:*>=1"]) == 2
+    assert "no results/findings.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, code", [("check-pass.toml", 0), ("check-fail.toml", 1)])
+def test_examples_name_keys_a_quick_demo_has(tmp_path, name, code):
+    """The examples' rules, on a folder with the quick demo's finding keys and values
+    (recorded from `transferscope demo --quick`; the closing note shows the real run)."""
+    recorded = json.loads((Path(__file__).parent / "quick_demo_findings.json").read_text())
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "findings.json").write_text(json.dumps(recorded))
+    res = check(tmp_path, read_rules(EXAMPLES / name))
+    assert res.exit_code == code, res.lines()
+    assert not any(o.status == "ERROR" for o in res.outcomes)
