@@ -103,7 +103,8 @@ def test_the_audit_size_comes_from_the_trained_model(runs, tmp_path, capsys):
     tiny_split, root = runs
     assert trained_size(root / "ft") == 32 and trained_size(root / "nothere") is None
     assert audit_size(None, {"ft": str(root / "ft")}) == 32
-    assert audit_size(None, {"w": str(root / "ft" / "model.safetensors")}) == 224
+    assert audit_size(None, {"w": str(root / "ft" / "model.safetensors")}) == 32  # recorded
+    assert audit_size(None, {"n": str(root / "nothere.safetensors")}) == 224
     assert audit_size(64, {"ft": str(root / "ft")}) == 64
     assert "trained at ft 32 px" in capsys.readouterr().err
     out = tmp_path / "sized"
@@ -112,3 +113,32 @@ def test_the_audit_size_comes_from_the_trained_model(runs, tmp_path, capsys):
                  "--views", "2", "--overlays-per-class", "2", "--repeats", "1",
                  "--analyses", "retained_knowledge"]) == 0
     assert "image_size = 32" in (out / "study.toml").read_text()
+
+
+def test_one_call_python_audit_writes_what_the_cli_writes(runs, tmp_path, capsys):
+    """Issue 27: ``from transferscope import audit`` on an nn.Module - the same output folder
+    and numbers as ``audit-memory`` on the run directory, accepted by ``guard``."""
+    from transferscope import audit
+    from transferscope.engine import load_run
+
+    tiny_split, root = runs
+    common = dict(source_images=[str(root / "src")], views=2,
+                  composites={"overlays_per_class": 2, "repeats": 1},
+                  analyses=["retained_knowledge", "lingering_features"])
+    report = audit(load_run(root / "ft"), str(tiny_split), out=tmp_path / "py",
+                   name="fine-tuned", **common)
+    assert (tmp_path / "py" / "models" / "fine-tuned.safetensors").is_file()
+    texts = [str(f) for f in report.findings()]
+    assert texts[0].startswith("Retained knowledge:") and "fine-tuned" in texts[0]
+    assert main(["audit-memory", "--model", f"fine-tuned={root / 'ft'}", "--out",
+                 str(tmp_path / "cli"), "--target", str(tiny_split), "--source-images",
+                 str(root / "src"), "--views", "2", "--overlays-per-class", "2", "--repeats",
+                 "1", "--analyses", "retained_knowledge,lingering_features"]) == 0
+    for name in ("retained_knowledge", "lingering_features"):
+        py = json.loads((tmp_path / "py" / "results" / f"{name}.json").read_text())
+        cli = json.loads((tmp_path / "cli" / "results" / f"{name}.json").read_text())
+        assert py["summary"] == cli["summary"], name
+    img = next((tiny_split / "val").rglob("*.jpg"))
+    capsys.readouterr()
+    assert main(["guard", "--study", str(tmp_path / "py"), str(img)]) == 0
+    assert img.name in capsys.readouterr().out

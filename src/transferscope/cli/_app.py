@@ -31,28 +31,4 @@ Executor = typer.Option(None, "--executor", help="where training runs execute: l
                         "default: the study's `executor`, else local")
 
 
-
-def load_any_model(model: str, init: str, num_classes: int | None):
-    """A model from a run directory, a transferscope ``.safetensors`` file or a name."""
-    from pathlib import Path
-
-    from transferscope.errors import TransferscopeError
-
-    from transferscope.engine import load_run
-    from transferscope.models import create_model, load_model
-
-    path = Path(model)
-    if path.is_dir():
-        return load_run(path)
-    if not path.exists() and (model.endswith((".safetensors", ".pt", ".pth")) or (
-            "/" in model and ":" not in model.split("/")[0])):
-        raise TransferscopeError(f"{model}: no such run directory or model file; give a "
-                                 "finished run directory (train writes one) or a .safetensors "
-                                 "file, or a registered architecture (`transferscope models`)")
-    if path.suffix == ".safetensors" and path.is_file():
-        return load_model(path)
-    if path.is_file():
-        raise TransferscopeError(f"{model}: give a .safetensors model saved by transferscope or a "
-                                 "run directory; for a plain checkpoint name its architecture "
-                                 f"and pass the file as weights: --model ARCH --init {model}")
-    return create_model(model, num_classes, init=init)
+from transferscope.studies.audit_memory import load_any_model  # noqa: E402,F401 (one home)

@@ -9,8 +9,11 @@ from typing import Optional
 
 import typer
 
-from transferscope.cli._app import DATA_HELP, DataRoot, app, load_any_model
+from transferscope.cli._app import DATA_HELP, DataRoot, app
 from transferscope.errors import TransferscopeError
+from transferscope.studies import audit_memory as defaults
+from transferscope.studies.audit_memory import (audit_size, trained_size,  # noqa: F401
+                                                write_study_file)
 
 
 @app.command("audit-memory")
@@ -19,27 +22,28 @@ def audit_memory(
                                     "The first with the source architecture is M^t"),
     out: Path = typer.Option(..., help="output folder: study.toml, results/ (findings.json), "
                              "figures/, report.html; guard --study takes it"),
-    source: str = typer.Option("efficientnet_lite0", help="source model: architecture "
+    source: str = typer.Option(defaults.SOURCE, help="source model: architecture "
                                "(ImageNet weights) or .safetensors file"),
     extra_source: list[str] = typer.Option([], help="source architecture for target models "
                                            "of another architecture (ImageNet weights); repeat"),
-    init: str = typer.Option("imagenet", help="weights of --source/--extra-source given by "
+    init: str = typer.Option(defaults.INIT, help="weights of --source/--extra-source given by "
                              "name: imagenet | random | PATH"),
-    target: str = typer.Option("hymenoptera", help="target " + DATA_HELP),
-    target_split: str = typer.Option("val", help="split of the target data set: a sub-folder, "
+    target: str = typer.Option(defaults.TARGET, help="target " + DATA_HELP),
+    target_split: str = typer.Option(defaults.TARGET_SPLIT, help="split of the target data set: a sub-folder, "
                                      "or the CSV rows whose split column has this value"),
-    source_images: list[str] = typer.Option(["imagenet-samples", "imagenette/val"],
+    source_images: list[str] = typer.Option(list(defaults.SOURCE_IMAGES),
                                             help="ImageNet-labelled image sets; repeat"),
-    views: int = typer.Option(3, help="deterministic augmented views per image, for source "
+    views: int = typer.Option(defaults.VIEWS, help="deterministic augmented views per image, for source "
                               "sets with at most 2 images per class (e.g. imagenet-samples)"),
     image_size: Optional[int] = typer.Option(None, help="image size of the audit (default: "
                                              "the size the first model was trained at, from "
                                              "its run's config.json; else 224)"),
     analyses: Optional[str] = typer.Option(None, help="comma-separated subset"),
-    composite_style: str = typer.Option("paper001", help="paper001 (40%/side) | paper000 (10% area)"),
-    overlays_per_class: int = typer.Option(10),
-    repeats: int = typer.Option(2),
-    seed: int = typer.Option(0),
+    composite_style: str = typer.Option(defaults.COMPOSITES["style"],
+                                        help="paper001 (40%/side) | paper000 (10% area)"),
+    overlays_per_class: int = typer.Option(defaults.COMPOSITES["overlays_per_class"]),
+    repeats: int = typer.Option(defaults.COMPOSITES["repeats"]),
+    seed: int = typer.Option(defaults.COMPOSITES["seed"]),
     precision: str = typer.Option("fp32", help="fp32 | bf16 (bfloat16 autocast: faster on "
                                   "CPUs with AVX512-BF16/AMX and on GPUs; logits ~1e-2 apart)"),
     device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda | cuda:N | mps"),
@@ -50,133 +54,25 @@ def audit_memory(
     Writes the output folder of a study: study.toml, results/ (one JSON and CSV per analysis,
     findings.json), figures/ and report.html.
     """
-    from transferscope.analyses import AuditContext
-    from transferscope.studies.memory import run_memory_audit
-    from transferscope.data import image_folder
-    from transferscope.data.views import load_source_set
-    from transferscope.engine import resolve_device
+    from transferscope.studies.audit_memory import audit_memory as run_audit
 
-    resolve_device(device)  # a missing GPU fails before any model is loaded
-    targets = {}
+    models = {}
     for spec in model:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise TransferscopeError(f"--model {spec!r}: write NAME=RUN_DIR, e.g. "
                                      "--model fine-tuned=runs/ft")
-        targets[name] = load_any_model(path, "imagenet", None)
-    image_size = audit_size(image_size, {n: p for n, _, p in (m.partition("=") for m in model)})
-    src = load_any_model(source, init, None)
-    sets = {}
-    for spec in source_images:
-        sets[spec] = load_source_set(spec, views, seed, data_root=data_root)
-    ctx = AuditContext(src, targets, image_folder(target, target_split, data_root=data_root,
-                                                  empty_classes="skip"),
-                       sets, image_size=image_size, precision=precision, device=device,
-                       extra_sources={a: load_any_model(a, init, None) for a in extra_source},
-                       entries=_entries(targets, model))
-    results = run_memory_audit(
-        ctx, out, analyses.split(",") if analyses else None,
-        composite_params={"style": composite_style, "overlays_per_class": overlays_per_class,
-                          "repeats": repeats, "seed": seed})
-    from transferscope.report import write_report
-
-    write_study_file(out, source=source, init=init, target=target, target_split=target_split,
-                     models={n: p for n, _, p in (m.partition("=") for m in model)},
-                     source_images=source_images, views=views, image_size=image_size,
-                     analyses=analyses, precision=precision, device=device,
-                     composites={"style": composite_style,
-                                 "overlays_per_class": overlays_per_class,
-                                 "repeats": repeats, "seed": seed})
-    report = write_report(out, results, title=f"source-domain memory audit: {target}",
-                          spec_text=(Path(out) / "study.toml").read_text())
+        models[name] = path
+    results, report = run_audit(
+        models, out, source=source, extra_source=extra_source, init=init, target=target,
+        target_split=target_split, source_images=source_images, views=views,
+        image_size=image_size, analyses=analyses.split(",") if analyses else None,
+        composites={"style": composite_style, "overlays_per_class": overlays_per_class,
+                    "repeats": repeats, "seed": seed},
+        precision=precision, device=device, data_root=data_root)
     stats = json.loads((Path(out) / "run_stats.json").read_text())
     typer.echo(f"{out}: {len(results)} analyses written in {sum(stats['seconds'].values()):.1f}"
                f" s; cache {stats['cache']}; report {report}")
-
-
-def _entries(targets: dict, specs: list[str]) -> dict:
-    """Each target's run directory when it was given one (its monitor.jsonl, config.json)."""
-    from transferscope.analyses.context import ModelEntry
-
-    paths = {n: Path(p) for n, _, p in (m.partition("=") for m in specs)}
-    return {n: ModelEntry(n, "other", m.arch, run_dir=paths[n] if paths[n].is_dir() else None)
-            for n, m in targets.items()}
-
-
-def trained_size(path: str | Path) -> int | None:
-    """The image size a training run directory was trained at (its ``config.json``), or None
-    for files and runs without one."""
-    cfg = Path(path) / "config.json"
-    if not cfg.is_file():
-        return None
-    try:
-        size = json.loads(cfg.read_text())["config"]["recipe"]["image_size"]
-    except (KeyError, TypeError, ValueError):
-        return None
-    return int(size) if size else None
-
-
-def audit_size(given: int | None, models: dict[str, str]) -> int:
-    """The audit's image size: ``given``, else the size the first model was trained at (a
-    warning names models trained at other sizes), else 224."""
-    def warn(msg: str) -> None:
-        typer.echo(f"warning: {msg}", err=True)
-
-    sizes = {n: trained_size(p) for n, p in models.items()}
-    known = {n: s for n, s in sizes.items() if s}
-    if len(set(known.values())) > 1:
-        warn("models were trained at different image sizes ("
-             + ", ".join(f"{n} {s} px" for n, s in known.items()) + "); the audit runs at "
-             f"{given or next(iter(known.values()))} px (set --image-size to choose)")
-    if given:
-        off = {n: s for n, s in known.items() if s != given}
-        if off:
-            warn(f"auditing at {given} px; trained at " + ", ".join(
-                f"{n} {s} px" for n, s in off.items()))
-        return given
-    return next(iter(known.values()), 224)
-
-
-def write_study_file(out: Path, *, source: str, init: str, target: str, target_split: str,
-                     models: dict[str, str], source_images: list[str], views: int,
-                     image_size: int, analyses: str | None, precision: str, device: str,
-                     composites: dict) -> Path:
-    """``OUT/study.toml`` for what ``audit-memory`` did, so ``guard``, ``Report.from_dir`` and
-    ``audit OUT/study.toml`` (a rerun) accept its output folder like a study's. Models (and a
-    source given as a file or run) are referred to by absolute path."""
-    q = json.dumps  # a JSON string is a valid TOML basic string
-
-    def absolute(p: str) -> str:
-        return str(Path(p).resolve()) if Path(p).exists() else p
-
-    src = Path(source)
-    if src.exists():  # a file or a run directory: its architecture, these weights
-        from transferscope.models import load_model
-
-        arch = load_model(src).arch
-        weights = src / "model.safetensors" if src.is_dir() else src
-        src_lines = [f"arch = {q(arch)}", f"init = {q(str(weights.resolve()))}"]
-    else:
-        src_lines = [f"arch = {q(source)}", f"init = {q(absolute(init))}"]
-    memory = q(analyses.split(",")) if analyses else '"all"'
-    lines = ["# written by `transferscope audit-memory`: rerun with `transferscope audit "
-             "study.toml --out DIR`", f"name = {q('source-domain memory audit: ' + target)}",
-             f"image_size = {image_size}", f"precision = {q(precision)}", f"device = {q(device)}",
-             "", "[source]", *src_lines, "", "[target]", f"data = {q(absolute(target))}",
-             f"val_split = {q(target_split)}", "", "[source_images]",
-             f"sets = {q([absolute(s) for s in source_images])}", f"views = {views}", "",
-             "[analyses]", f"memory = {memory}", 'transfer = "none"',
-             'transferability = "none"', "", "[analyses.composites]",
-             *(f"{k} = {q(v)}" for k, v in composites.items())]
-    for name, path in models.items():
-        lines += ["", "[[models]]", f"name = {q(name)}", f"path = {q(absolute(path))}"]
-    path = Path(out) / "study.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    from transferscope.studies.spec import parse_study
-
-    parse_study(path.read_text(), str(path))  # what guard will read must parse
-    return path
 
 
 @app.command()
