@@ -99,7 +99,7 @@ def test_resolution_notes_known_answers():
     assert "the bins [50,60[, [70,80[ are empty by construction" in note and "ImageNet validation" in note
     res = _results_with(2, 2)
     (note,) = resolution_notes("interference_bias", res["interference_bias"], res)
-    assert "at least 2 of the 2 samples land in one target class (all of them)" in note
+    assert "with fewer than 5 samples no class is tested, so none is called strongly" in note
     assert "Table-2 bins slight bees bias, slight ants bias are empty by construction" in note
     res = _results_with(10, 10)  # 50% counts as [50,60[ (paper 000), 70% as [70,80[: none empty
     (note,) = resolution_notes("retained_knowledge", res["retained_knowledge"], res)
@@ -259,3 +259,31 @@ def test_thumbnails_stay_within_the_image_budget(tmp_path):
     capped = embedded(ReportPage(results, tmp_path, image_budget=budget).tail())
     assert sum(len(v) for v in capped["ts-images"].values()) <= budget
     assert capped["ts-meta"]["droppedImages"] == len(sizes) - len(capped["ts-images"]) > 0
+
+
+def test_bias_resolution_note_says_what_the_analysis_tests():
+    """Issue 27: the note described 'strongly biased' as max B >= 0.8 alone; the analysis
+    calls a class strongly biased by a per-class binomial test with Benjamini-Hochberg."""
+    from transferscope.analyses._base import AnalysisResult
+    from transferscope.analyses.interference_bias import FDR_Q, MIN_VIEWS
+    from transferscope.report.page import resolution_notes
+
+    def notes(views):
+        ret = AnalysisResult("retained_knowledge", {"samples/m": {"classes": 3}})
+        ret.tables["per_class"] = pd.DataFrame({"source images": ["samples"] * 3,
+                                                "class": [0, 1, 2], "recall": [0.0, 1.0, 1.0]})
+        res = AnalysisResult("interference_bias", {})
+        return resolution_notes("interference_bias", res, {"retained_knowledge": ret}), views
+
+    from transferscope.report import page
+
+    for views, expect in ((3, f"fewer than {MIN_VIEWS} samples no class is tested"),
+                          (10, f"Benjamini-Hochberg at q = {FDR_Q:g}")):
+        orig = page.samples_per_class
+        page.samples_per_class = lambda results, v=views: {"samples": {
+            "samples": v, "images": 1, "views": v}}
+        try:
+            text = " ".join(notes(views)[0])
+        finally:
+            page.samples_per_class = orig
+        assert expect in text, text

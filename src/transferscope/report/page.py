@@ -194,7 +194,8 @@ REMEDY = ("For a finer measure use more views per image ('views' under [source_i
 
 def resolution_notes(name: str, res, results: dict) -> list[str]:
     """Plain-text notes wherever a per-class measure of ``name`` rests on few samples."""
-    from transferscope.analyses.interference_bias import BIAS_EDGES, STRONG, bin_labels
+    from transferscope.analyses.interference_bias import (BIAS_EDGES, FDR_Q, MIN_VIEWS, STRONG,
+                                                          bin_labels)
     from transferscope.analyses.retained_knowledge import RECALL_BINS
 
     notes = []
@@ -215,8 +216,12 @@ def resolution_notes(name: str, res, results: dict) -> list[str]:
                     text += f"; the bins {', '.join(empty)} are empty by construction"
             if name == "interference_bias":
                 need = math.ceil(STRONG * n - 1e-9)
-                text += (f"; 'strongly biased' (max B >= {STRONG:g}) means at least {need} of "
-                         f"the {n} samples land in one target class"
+                text += (f"; with fewer than {MIN_VIEWS} samples no class is tested, so none is "
+                         "called strongly biased" if n < MIN_VIEWS else
+                         "; 'strongly biased' means a one-sided binomial test of the class's "
+                         "largest target against the base rate, significant after Benjamini-"
+                         f"Hochberg at q = {FDR_Q:g}, and a largest share max B >= {STRONG:g}: "
+                         f"at least {need} of the {n} samples in one target class"
                          + (" (all of them)" if need == n else ""))
                 targets = [k.removeprefix("base rate ") for k in res.tables.get(
                     "table", pd.DataFrame()).columns if str(k).startswith("base rate ")]
