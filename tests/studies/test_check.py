@@ -55,7 +55,7 @@ def test_value_and_claim_rules_known_answers(tmp_path):
         ("distraction estimate 'fine-tuned' [fine-tuned]", "FAIL"),  # upper bound 0.31
         ("composites number 'fine-tuned.against' [fine-tuned.against]", "PASS"),
         ("claim 001.distraction", "PASS"), ("claim 000.retained", "FAIL")]
-    assert "upper bound of 0.24 [0.18, 0.31] (95 %, 20 background image)" in res.outcomes[3].line
+    assert "upper bound 0.31 of 0.24 [0.18, 0.31] (95 %, 20 background images)" in res.outcomes[3].line
     assert res.exit_code == 1 and not res.passed
 
 

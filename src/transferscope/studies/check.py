@@ -222,10 +222,13 @@ def _flatten(numbers: dict, prefix: str = "") -> dict[str, object]:
 
 
 def _interval_words(e: dict) -> str:
+    """``0.24 [0.18, 0.31] (95 %, 20 background images)``."""
+    value = "nan" if e.get("value") is None else f"{e['value']:.4g}"
     if e.get("lo") is None or e.get("hi") is None:
-        return f"{e['value']:.4g}"
-    return (f"{e['value']:.4g} [{e['lo']:.4g}, {e['hi']:.4g}] ({round(100 * e['level'])} %, "
-            f"{e['n']} {e['unit']})")
+        return value
+    unit = e["unit"] + ("s" if e.get("n") != 1 and not e["unit"].endswith("s") else "")
+    return (f"{value} [{e['lo']:.4g}, {e['hi']:.4g}] ({round(100 * e['level'])} %, "
+            f"{e['n']} {unit})")
 
 
 def _value_rule(rule: CheckRule, finding: dict) -> list[CheckOutcome]:
@@ -245,8 +248,15 @@ def _value_rule(rule: CheckRule, finding: dict) -> list[CheckOutcome]:
                           + ([f"<= {rule.max:g}"] if rule.max is not None else []))
     out = []
     for key, (value, est) in matched.items():
-        shown = (f"{'' if rule.bound == 'value' else ('lower' if rule.bound == 'lo' else 'upper') + ' bound of '}"
-                 + (_interval_words(est) if est else repr(value)))
+        if est is None:
+            shown = repr(value)
+        elif rule.bound == "value":
+            shown = _interval_words(est)
+        else:
+            end = "lower" if rule.bound == "lo" else "upper"
+            shown = (f"{end} bound {value:.4g} of {_interval_words(est)}"
+                     if isinstance(value, (int, float)) else f"{end} bound of "
+                     + _interval_words(est))
         if not isinstance(value, (int, float)) or isinstance(value, bool) or \
                 not math.isfinite(value):
             out.append(CheckOutcome(rule.label, "ERROR", f"{shown} is not a finite number",

@@ -1,0 +1,126 @@
+"""Choosing the source before fine-tuning: transferability scores of candidate models for a
+target (LogME, LEEP, NCE, H-score and its shrinkage form, GBC, k-NN; see
+:mod:`transferscope.ranking`) and, when the candidates were fine-tuned, how well each score
+ranks them (weighted Kendall tau and Pearson r with intervals over candidates).
+
+Made by the ``ranking`` study kind (``kind = "ranking"``, :mod:`transferscope.studies.ranking`)
+and ``transferscope rank``; :func:`ranking_result` builds the result from their tables.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from transferscope.analyses._base import AnalysisResult
+from transferscope.analyses._registry import Finding, register_analysis
+from transferscope.stats import Interval, too_few
+
+#: score columns shown and compared (higher is better); the names of transferscope.ranking
+SCORE_COLUMNS = ("logme", "leep", "nce", "hscore", "hscore_reg", "gbc", "knn")
+MIN_CANDIDATES = 5
+
+
+def ranking_result(table: pd.DataFrame, check: pd.DataFrame | None = None,
+                   accuracy: dict | None = None) -> AnalysisResult:
+    """The ``ranking`` result: ``scores`` (a row per candidate, a column per score, the
+    fine-tuned accuracy when known), ``check`` (per score: tau_w, r and their intervals)."""
+    scores = table.reset_index().rename(columns={"index": "candidate"})
+    if accuracy:
+        scores["fine-tuned accuracy"] = scores["candidate"].map(accuracy)
+    ranked = [c for c in SCORE_COLUMNS if c in table and table[c].notna().any()]
+    best = {s: str(table[s].idxmax()) for s in ranked}
+    summary = {"candidates": list(map(str, table.index)), "best": best,
+               "errors": {str(k): v for k, v in table.get("error", pd.Series(dtype=str))
+                          .items() if isinstance(v, str) and v},
+               "skipped": {str(k): v for k, v in table.get("skipped", pd.Series(dtype=str))
+                           .items() if isinstance(v, str) and v},
+               "agreement": score_agreement(table, ranked)}
+    tables = {"scores": scores}
+    if check is not None and len(check):
+        summary["check"] = {r["score"]: {"tau_w": r["tau_interval"], "r": r["r_interval"],
+                                         "n": int(r["n"]), "note": r["note"]}
+                            for _, r in check.iterrows()}
+        summary["accuracy"] = {str(k): float(v) for k, v in (accuracy or {}).items()}
+        tables["check"] = check.drop(columns=["tau_interval", "r_interval"], errors="ignore")
+    result = AnalysisResult("ranking", summary, tables)
+    if check is not None and len(check) and accuracy:
+        result.figures["score_vs_accuracy"] = _scatter(table, accuracy, ranked)
+    return result
+
+
+def score_agreement(table: pd.DataFrame, scores) -> dict:
+    """Kendall tau between every two scores' rankings of the candidates (those both score).
+
+    Example:
+        >>> t = pd.DataFrame({"a": [3.0, 2.0, 1.0], "b": [1.0, 2.0, 3.0]})
+        >>> score_agreement(t, ["a", "b"])
+        {'a vs b': -1.0}
+    """
+    from scipy.stats import kendalltau
+
+    out = {}
+    for i, a in enumerate(scores):
+        for b in scores[i + 1:]:
+            ok = table[a].notna() & table[b].notna()
+            if ok.sum() >= 2:
+                tau = kendalltau(table.loc[ok, a], table.loc[ok, b]).statistic
+                out[f"{a} vs {b}"] = float(tau) if np.isfinite(tau) else math.nan
+    return out
+
+
+def _scatter(table: pd.DataFrame, accuracy: dict, scores):
+    from transferscope.analyses._figures import subplots
+
+    fig, axes = subplots(1, len(scores), figsize=(2.6 * len(scores), 2.6), squeeze=False)
+    for ax, s in zip(axes[0], scores):
+        names = [c for c in table.index if c in accuracy and np.isfinite(table.loc[c, s])]
+        ax.scatter([table.loc[c, s] for c in names], [accuracy[c] for c in names])
+        for c in names:
+            ax.annotate(str(c), (table.loc[c, s], accuracy[c]), fontsize=6)
+        ax.set_xlabel(s)
+    axes[0][0].set_ylabel("fine-tuned accuracy")
+    fig.tight_layout()
+    return fig
+
+
+def finding(result: AnalysisResult) -> Finding | None:
+    """Which candidate each score ranks first, whether the scores agree, and - with fine-tuned
+    accuracies - how well each score ranks them (intervals over candidates)."""
+    s = result.summary
+    if not s.get("best"):
+        return None
+    n = len(s["candidates"]) - len(s.get("errors", {}))
+    firsts: dict[str, list[str]] = {}
+    for score, cand in s["best"].items():
+        firsts.setdefault(cand, []).append(score)
+    clauses = [f"{c} ranks first on {', '.join(v)}" for c, v in firsts.items()]
+    agree = [v for v in s.get("agreement", {}).values() if np.isfinite(v)]
+    if agree:
+        clauses.append(f"the scores' rankings agree with Kendall tau {min(agree):.2f} to "
+                       f"{max(agree):.2f} between pairs of scores")
+    clauses += [f"{c}: not ranked ({why})" for c, why in s.get("errors", {}).items()]
+    estimates = []
+    for score, c in (s.get("check") or {}).items():
+        iv = Interval(**c["tau_w"])
+        estimates.append((f"weighted Kendall tau, {score} vs fine-tuned accuracy", iv))
+        clauses.append(f"{score}: tau_w {iv}")
+    caveat = too_few(n, MIN_CANDIDATES, "candidates") or ""
+    top = max(firsts.items(), key=lambda kv: len(kv[1]))[0]
+    step = (f"fine-tune {top} first (most scores rank it first)"
+            + ("" if s.get("check") else "; fine-tune a few candidates (fine_tune = {...}) to "
+               "check which score to trust on this target"))
+    return Finding("Ranking the source candidates", f"transferability scores of {n} "
+                   "candidates for this target, computed before fine-tuning",
+                   clauses=tuple(clauses), estimates=tuple(estimates),
+                   caveat=caveat + (" for the scores' agreement with fine-tuned accuracy"
+                                    if caveat and s.get("check") else ""),
+                   next_step=step, numbers={"best": s["best"]})
+
+
+register_analysis("ranking", title="Choosing the source: candidate models ranked",
+                  paper="paper 002 and LogME/LEEP/NCE/H-score/GBC", section="transferability",
+                  made_by="the ranking study (kind = \"ranking\") or transferscope rank",
+                  finding=finding, order=0)
