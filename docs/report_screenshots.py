@@ -1,7 +1,10 @@
 """Screenshots of a report for the docs: the first screen, a sorted and filtered per-class
-table, a class drill-down (headless Debian chromium via Playwright).
+table, a class drill-down (headless Debian chromium via Playwright); with ``--summary`` only
+the top of a quick run's report - smoke banner, "What this means for your model" - and its
+glossary.
 
     python docs/report_screenshots.py DEMO/report.html [--filter dog] [--out docs]
+    python docs/report_screenshots.py QUICK/report.html --summary [--out docs]
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ def main() -> None:
     ap.add_argument("--filter", default="terrier", help="text typed into the table's filter")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent)
     ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--summary", action="store_true", help="only report-summary.png and "
+                    "report-glossary.png")
     a = ap.parse_args()
+    if a.summary:
+        return summary_shots(a)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=a.chromium, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 820})
@@ -61,6 +68,27 @@ def main() -> None:
             path, optimize=True)
     if errors:
         raise SystemExit(f"page errors: {errors}")
+
+
+def summary_shots(a) -> None:
+    """``report-summary.png`` (banner and summary) and ``report-glossary.png``."""
+    names = ["report-summary", "report-glossary"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=a.chromium, args=ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.goto(a.report.resolve().as_uri())
+        page.wait_for_load_state("load")
+        top = page.locator(".banner.smoke").bounding_box() or {"y": 0}
+        end = page.locator("#summary").bounding_box()
+        page.screenshot(path=str(a.out / "report-summary.png"), full_page=True,
+                        clip={"x": 0, "y": max(0, top["y"] - 10), "width": 1100,
+                              "height": end["y"] + end["height"] - top["y"] + 20})
+        page.locator("#glossary").screenshot(path=str(a.out / "report-glossary.png"))
+        browser.close()
+    for name in names:
+        path = a.out / f"{name}.png"
+        Image.open(path).convert("RGB").quantize(128, dither=Image.Dither.NONE).save(
+            path, optimize=True)
 
 
 if __name__ == "__main__":
