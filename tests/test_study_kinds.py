@@ -48,7 +48,7 @@ def test_audit_is_the_default_kind_and_kinds_are_checked(tmp_path):
     path.write_text('kind = "block_shuffle"\nblock_sizes = []\n')
     with pytest.raises(ConfigError, match="block_sizes"):
         load_any(path)
-    assert set(study_kinds()) == {"audit", "transferability", "block_shuffle",
+    assert set(study_kinds()) == {"audit", "transferability", "block_shuffle", "ranking",
                                   "pretraining_checkpoints", "remedies"}
 
 

@@ -91,7 +91,18 @@ def _study_made() -> dict:
             "toy run"),
         "remedies": lambda: remedies_result(per_run, {"target": "toy"}),
         "transferability_factors": lambda: fit_factors(pd.DataFrame(rows)),
+        "ranking": lambda: _ranking_made(),
     }
+
+
+def _ranking_made():
+    from transferscope.analyses.ranking import ranking_result
+    from transferscope.ranking import check_ranking
+
+    table = pd.DataFrame({"logme": [3.0, 2.0, 1.0], "knn": [0.9, 0.8, 0.5]},
+                         index=["a", "b", "c"])
+    acc = {"a": 0.9, "b": 0.7, "c": 0.6}
+    return ranking_result(table, check_ranking(table, acc, n_boot=200), acc)
 
 
 @pytest.mark.parametrize("name", list_analyses())
@@ -139,7 +150,7 @@ def test_contract_sees_every_section_and_typed_options():
     names = list_analyses()
     assert len(names) == len(set(names)) >= 22
     assert set(list_analyses("remedies")) == {"remedies"}
-    assert {"transferability", "domain", "transferability_factors",
+    assert {"transferability", "domain", "transferability_factors", "ranking",
             "layer_gradients"} == set(list_analyses("transferability"))
     with pytest.raises(ConfigError, match="lambdas"):
         validate_options("barriers", {"lambdas": []})  # min_length=1

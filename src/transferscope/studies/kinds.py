@@ -41,7 +41,8 @@ _BUILTIN = {"audit": ("transferscope.studies.run", "StudySpec", "run"),
             "block_shuffle": ("transferscope.studies.training_runs", "BlockShuffleSpec", "run"),
             "pretraining_checkpoints": ("transferscope.studies.training_runs",
                                         "CheckpointSpec", "run"),
-            "remedies": ("transferscope.studies.remedies", "RemedySpec", "run")}
+            "remedies": ("transferscope.studies.remedies", "RemedySpec", "run"),
+            "ranking": ("transferscope.studies.ranking", "RankingSpec", "run")}
 
 
 def register_study_kind(name: str, spec: type, run: Callable[..., Any]) -> StudyKind:

@@ -1,0 +1,170 @@
+"""The ``ranking`` study kind: score candidate source models for a target before fine-tuning
+(:func:`transferscope.ranking.rank_candidates`), optionally fine-tune each through the training
+executors for ground truth (:func:`transferscope.ranking.check_ranking`), and write
+``results/ranking.json``, ``results/ranking__scores.csv`` (a row per candidate, a column per
+score), the findings and ``report.html``. ``transferscope rank`` shares the scoring path.
+
+    kind = "ranking"
+    target = "hymenoptera"
+    [[candidates]]
+    name = "lite0"
+    model = "efficientnet_lite0"          # registered, timm:/torchvision:/hf:, run dir, file
+    [[candidates]]
+    name = "lite0-random"
+    model = "efficientnet_lite0"
+    init = "random"
+    [fine_tune]                            # optional: fine-tune each for ground truth
+    recipe = "quick"
+    epochs = 2
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from transferscope.errors import ConfigError
+from transferscope.studies.spec import ExecutorFields
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CandidateSpec(_Strict):
+    name: str = Field(description="the candidate's name in the table and the report")
+    model: str = Field(description="a registered architecture, timm:<name>, torchvision:<name>, "
+                       "hf:<folder>, a run directory or a .safetensors file")
+    init: str = Field("imagenet", description="weights of a model given by name: imagenet | "
+                      "random | PATH")
+    image_size: int | None = Field(None, ge=8, description="its input side (default: the "
+                                   "study's image_size, else the model's own)")
+
+
+class FineTuneSpec(_Strict):
+    recipe: str = Field("quick", description="training recipe (`transferscope recipes`)")
+    epochs: int | None = Field(None, ge=1, description="override the recipe's epochs")
+    image_size: int | None = Field(None, ge=8, description="override the recipe's image size")
+    batch_size: int | None = Field(None, ge=1, description="override the recipe's batch size")
+    seed: int = 0
+
+
+class RankingSpec(ExecutorFields, _Strict):
+    """A ranking study file (see the module docstring)."""
+
+    target: str = Field(description="target data set: a name under the data root, a folder "
+                        "or a CSV")
+    split: str = Field("train", description="the split the scores use (the target's training "
+                       "images)")
+    val_split: str = Field("val", description="the split fine-tuned accuracy is measured on")
+    candidates: list[CandidateSpec] = Field(min_length=1, description="the candidate models")
+    image_size: int | None = Field(None, ge=8, description="input side of every candidate "
+                                   "(default: each model's own)")
+    batch_size: int | None = Field(None, ge=1)
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    seed: int = 0
+    fine_tune: FineTuneSpec | None = Field(None, description="fine-tune each candidate given "
+                                           "by name for ground truth (weighted Kendall tau and "
+                                           "Pearson r of every score against its accuracy)")
+    check: list[dict] = Field(default_factory=list, description="[[check]] rules "
+                              "(docs/ci-gate.md)")
+
+    @field_validator("candidates")
+    @classmethod
+    def _unique(cls, v):
+        from transferscope._paths import safe_component
+
+        names = [c.name for c in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"candidate names must be unique; repeated: {', '.join(dup)}")
+        for n in names:
+            safe_component(n, "candidate name")
+        return v
+
+
+def _builder(c: CandidateSpec, size: int | None):
+    from transferscope.studies.audit_memory import load_any_model
+
+    def build():
+        if Path(c.model).exists() or c.model.endswith((".safetensors", ".pt", ".pth")):
+            model = load_any_model(c.model, c.init, None)
+        else:  # by name: built for this side (fixed-size architectures need it)
+            from transferscope.models import create_model
+
+            model = create_model(c.model, init=c.init, image_size=size)
+        if size:
+            model.default_size = size  # its preprocessing at this side (recorded per row)
+        return model
+    return build
+
+
+def fine_tune_accuracy(spec: RankingSpec, out: Path, data_root=None,
+                       on_skip=None) -> dict[str, float]:
+    """Fine-tune every candidate given by name (one training run each, through the study's
+    executor) and return name -> final validation accuracy; candidates given as files or run
+    directories are skipped (``on_skip(name, why)``)."""
+    from transferscope.engine import TrainConfig, get_recipe
+    from transferscope.engine.executor import TrainJob, run_trainings
+
+    ft = spec.fine_tune
+    jobs, names = [], []
+    for c in spec.candidates:
+        if Path(c.model).exists():
+            if on_skip:
+                on_skip(c.name, "given as a file or run directory: no architecture to "
+                        "fine-tune from; fine-tune it yourself and pass its accuracy")
+            continue
+        recipe = get_recipe(ft.recipe, epochs=ft.epochs, batch_size=ft.batch_size,
+                            image_size=ft.image_size or c.image_size or spec.image_size)
+        cfg = TrainConfig(arch=c.model, init=c.init, data=spec.target, seed=ft.seed,
+                          train_split=spec.split, val_split=spec.val_split, recipe=recipe)
+        jobs.append(TrainJob(cfg, out / "runs" / c.name, data_root=data_root,
+                             cpus=spec.run_cpus, gpus=spec.run_gpus))
+        names.append(c.name)
+    results = run_trainings(jobs, spec.executor)
+    return {n: r.final_val_accuracy for n, r in zip(names, results)}
+
+
+def run(spec: RankingSpec, out: str | os.PathLike, data_root=None):
+    """Rank, (fine-tune,) write results, findings and the report; returns ``{"ranking":
+    result}``."""
+    from transferscope.analyses.ranking import ranking_result
+    from transferscope.data import image_folder
+    from transferscope.engine import resolve_device
+    from transferscope.models.registry import check_model_name
+    from transferscope.ranking import check_ranking, rank_candidates
+    from transferscope.report import write_report
+
+    out = Path(out)
+    resolve_device(spec.device)
+    for c in spec.candidates:  # a typo fails here, before any forward pass
+        if not Path(c.model).exists() and not c.model.endswith((".safetensors", ".pt")):
+            try:
+                check_model_name(c.model)
+            except ConfigError as exc:
+                raise ConfigError(f"candidate {c.name!r}: {exc}") from None
+    data = image_folder(spec.target, spec.split or None, data_root=data_root)
+    problems: dict[str, str] = {}
+
+    def bad(name, why):
+        problems[name] = why
+        import sys
+        print(f"{name}: not ranked, {why}", file=sys.stderr)
+
+    table = rank_candidates(data, {c.name: _builder(c, c.image_size or spec.image_size)
+                                   for c in spec.candidates},
+                            batch_size=spec.batch_size, device=spec.device, seed=spec.seed,
+                            on_error=bad)
+    accuracy, check = {}, None
+    if spec.fine_tune is not None:
+        ok = [c for c in spec.candidates if c.name not in problems]
+        accuracy = fine_tune_accuracy(spec.model_copy(update={"candidates": ok}), out,
+                                      data_root, on_skip=bad)
+        check = check_ranking(table, accuracy) if accuracy else None
+    result = ranking_result(table, check, accuracy)
+    result.save(out)
+    write_report(out, {"ranking": result}, title=f"ranking source candidates for {spec.target}")
+    return {"ranking": result}

@@ -1,0 +1,83 @@
+"""The `ranking` study kind on tiny data: a row per candidate and a column per score, a
+candidate that cannot be built reported in one line while the others are ranked, fine-tuned
+ground truth through the executor, findings and report."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from transferscope.errors import ConfigError
+from transferscope.studies.kinds import run_kind
+from transferscope.studies.run import load_any
+
+
+def _study(tmp_path, tiny_split, extra=""):
+    path = tmp_path / "ranking.toml"
+    path.write_text(f'''kind = "ranking"
+target = "{tiny_split}"
+image_size = 32
+[[candidates]]
+name = "cnn"
+model = "baseline_cnn"
+init = "random"
+[[candidates]]
+name = "lite0"
+model = "efficientnet_lite0"
+init = "imagenet"
+[[candidates]]
+name = "missing"
+model = "{tmp_path / 'nothere.safetensors'}"
+''' + extra)
+    return load_any(path)
+
+
+def test_ranking_study_writes_one_table_and_names_a_broken_candidate(tmp_path, tiny_split,
+                                                                      capsys):
+    out = run_kind(_study(tmp_path, tiny_split), tmp_path / "out")
+    scores = pd.read_csv(tmp_path / "out" / "results" / "ranking__scores.csv")
+    assert list(scores["candidate"])[:2] != [] and set(scores["candidate"]) == {
+        "cnn", "lite0", "missing"}
+    for col in ("logme", "leep", "nce", "hscore", "hscore_reg", "gbc", "knn"):
+        assert col in scores.columns
+    row = scores.set_index("candidate")
+    assert pd.notna(row.loc["lite0", "logme"]) and pd.notna(row.loc["cnn", "logme"])
+    assert pd.isna(row.loc["cnn", "leep"])  # random weights: no source head
+    assert "no such run directory or model file" in row.loc["missing", "error"]
+    err = capsys.readouterr().err
+    assert err.count("missing: not ranked") == 1
+    doc = json.loads((tmp_path / "out" / "results" / "findings.json").read_text())
+    (f,) = [f for f in doc["findings"] if f["analysis"] == "ranking"]
+    assert "ranks first on" in f["text"] and "too few candidates" in f["text"]
+    assert "missing: not ranked" in f["text"]
+    assert out.report is not None and "Choosing the source" in out.report.read_text()
+
+
+def test_fine_tuned_ground_truth_gives_tau_and_r_per_score(tmp_path, tiny_split):
+    spec = _study(tmp_path, tiny_split, '[fine_tune]\nrecipe = "quick"\nepochs = 1\n'
+                  'image_size = 32\nbatch_size = 8\n')
+    run_kind(spec, tmp_path / "out")
+    res = json.loads((tmp_path / "out" / "results" / "ranking.json").read_text())
+    acc = res["summary"]["accuracy"]
+    assert set(acc) == {"cnn", "lite0"} and all(0 <= a <= 1 for a in acc.values())
+    run_metrics = json.loads((tmp_path / "out" / "runs" / "lite0" / "metrics.json").read_text())
+    assert acc["lite0"] == run_metrics[-1]["val_acc"]
+    check = res["summary"]["check"]
+    assert set(check) >= {"logme", "knn"} and check["logme"]["n"] == 2
+    assert "too few candidates" in check["logme"]["note"]
+    assert (tmp_path / "out" / "figures" / "ranking__score_vs_accuracy.png").is_file()
+
+
+def test_bad_ranking_studies_fail_before_any_work(tmp_path, tiny_split):
+    path = tmp_path / "r.toml"
+    path.write_text(f'kind = "ranking"\ntarget = "{tiny_split}"\n[[candidates]]\nname = "a"\n'
+                    'model = "efficentnet_lite0"\n[[candidates]]\nname = "a"\nmodel = "x"\n')
+    with pytest.raises(ConfigError, match="repeated: a"):
+        load_any(path)
+    path.write_text(f'kind = "ranking"\ntarget = "{tiny_split}"\n[[candidates]]\nname = "a"\n'
+                    'model = "efficentnet_lite0"\n')
+    with pytest.raises(ConfigError, match="candidate 'a'.*did you mean 'efficientnet_lite0'"):
+        run_kind(load_any(path), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
