@@ -31,6 +31,9 @@ def audit_memory(
     target: str = typer.Option(defaults.TARGET, help="target " + DATA_HELP),
     target_split: str = typer.Option(defaults.TARGET_SPLIT, help="split of the target data set: a sub-folder, "
                                      "or the CSV rows whose split column has this value"),
+    train_split: str = typer.Option(defaults.TRAIN_SPLIT, help="split of the target data "
+                                    "whose images count the source votes v(c) (paper 001, "
+                                    "eq. 1), as a study does; when absent, --target-split"),
     source_images: list[str] = typer.Option(list(defaults.SOURCE_IMAGES),
                                             help="ImageNet-labelled image sets; repeat"),
     views: int = typer.Option(defaults.VIEWS, help="deterministic augmented views per image, for source "
@@ -65,7 +68,8 @@ def audit_memory(
         models[name] = path
     results, report = run_audit(
         models, out, source=source, extra_source=extra_source, init=init, target=target,
-        target_split=target_split, source_images=source_images, views=views,
+        target_split=target_split, train_split=train_split, source_images=source_images,
+        views=views,
         image_size=image_size, analyses=analyses.split(",") if analyses else None,
         composites={"style": composite_style, "overlays_per_class": overlays_per_class,
                     "repeats": repeats, "seed": seed},

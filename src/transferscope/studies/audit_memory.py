@@ -25,6 +25,7 @@ SOURCE = "efficientnet_lite0"
 INIT = "imagenet"
 TARGET = "hymenoptera"
 TARGET_SPLIT = "val"
+TRAIN_SPLIT = "train"  # the fine-tuning data the source votes v(c) count, as in a study
 SOURCE_IMAGES = ("imagenet-samples", "imagenette/val")
 VIEWS = 3
 COMPOSITES = {"style": "paper001", "overlays_per_class": 10, "repeats": 2, "seed": 0}
@@ -55,7 +56,8 @@ def load_any_model(model: str, init: str, num_classes: int | None):
 
 def audit_memory(models: dict[str, str], out: str | os.PathLike, *, source: str = SOURCE,
                  extra_source=(), init: str = INIT, target: str = TARGET,
-                 target_split: str = TARGET_SPLIT, source_images=SOURCE_IMAGES,
+                 target_split: str = TARGET_SPLIT, train_split: str = TRAIN_SPLIT,
+                 source_images=SOURCE_IMAGES,
                  views: int = VIEWS, image_size: int | None = None,
                  analyses: list[str] | None = None, composites: dict | None = None,
                  precision: str = "fp32", device: str = "auto", data_root=None):
@@ -83,11 +85,12 @@ def audit_memory(models: dict[str, str], out: str | os.PathLike, *, source: str 
                                                   empty_classes="skip"),
                        sets, image_size=image_size, precision=precision, device=device,
                        extra_sources={a: load_any_model(a, init, None) for a in extra_source},
-                       entries=_entries(targets, paths))
+                       entries=_entries(targets, paths),
+                       target_train_data=_split_or_none(target, train_split, data_root))
     results = run_memory_audit(ctx, out, list(analyses) if analyses else None,
                                composite_params=composites)
     write_study_file(out, source=source, init=init, target=target, target_split=target_split,
-                     models=paths, source_images=list(source_images), views=views,
+                     train_split=train_split, models=paths, source_images=list(source_images), views=views,
                      image_size=image_size, analyses=",".join(analyses) if analyses else None,
                      precision=precision, device=device, composites=composites)
     report = write_report(out, results, title=f"source-domain memory audit: {target}",
@@ -134,6 +137,20 @@ def audit(model, target: str = TARGET, *, out: str | os.PathLike = "audit", name
     from transferscope.report import Report
 
     return Report.from_dir(out)
+
+
+def _split_or_none(target: str, split: str, data_root):
+    """The target's ``split`` - the fine-tuning data whose images the source votes v(c) of
+    paper 001, eq. 1 count (lingering features, the detector) - or None when the data has no
+    such split (then the audited split is counted). A study (and so a rerun of the folder, and
+    ``guard``) counts the same split."""
+    from transferscope.data import image_folder
+    from transferscope.errors import TransferscopeError
+
+    try:
+        return image_folder(target, split, data_root=data_root)
+    except (TransferscopeError, OSError):
+        return None
 
 
 def _entries(targets: dict, paths: dict[str, str]) -> dict:
@@ -193,6 +210,7 @@ def audit_size(given: int | None, models: dict[str, str]) -> int:
 
 
 def write_study_file(out: Path, *, source: str, init: str, target: str, target_split: str,
+                     train_split: str = TRAIN_SPLIT,
                      models: dict[str, str], source_images: list[str], views: int,
                      image_size: int, analyses: str | None, precision: str, device: str,
                      composites: dict) -> Path:
@@ -218,7 +236,8 @@ def write_study_file(out: Path, *, source: str, init: str, target: str, target_s
              "study.toml --out DIR`", f"name = {q('source-domain memory audit: ' + target)}",
              f"image_size = {image_size}", f"precision = {q(precision)}", f"device = {q(device)}",
              "", "[source]", *src_lines, "", "[target]", f"data = {q(absolute(target))}",
-             f"val_split = {q(target_split)}", "", "[source_images]",
+             f"val_split = {q(target_split)}", f"train_split = {q(train_split)}", "",
+             "[source_images]",
              f"sets = {q([absolute(s) for s in source_images])}", f"views = {views}", "",
              "[analyses]", f"memory = {memory}", 'transfer = "none"',
              'transferability = "none"', "", "[analyses.composites]",
