@@ -81,3 +81,30 @@ def test_bad_ranking_studies_fail_before_any_work(tmp_path, tiny_split):
     with pytest.raises(ConfigError, match="candidate 'a'.*did you mean 'efficientnet_lite0'"):
         run_kind(load_any(path), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_rank_best_as_a_studys_source(tmp_path, tiny_split):
+    """``[source] arch = "rank:OUT"``: the audit study takes the ranking's best candidate (by
+    LogME, or ``#score``) as its source and can fine-tune the same architecture."""
+    from transferscope.studies.spec import parse_study
+
+    run_kind(_study(tmp_path, tiny_split), tmp_path / "rk")
+    res = json.loads((tmp_path / "rk" / "results" / "ranking.json").read_text())
+    best = res["summary"]["best"]["logme"]
+    expect = {"cnn": ("baseline_cnn", "random"), "lite0": ("efficientnet_lite0", "imagenet")}
+    spec = parse_study(f'''[source]
+arch = "rank:{tmp_path / 'rk'}"
+[target]
+data = "{tiny_split}"
+[[models]]
+name = "ft"
+arch = "rank:{tmp_path / 'rk'}#knn"
+''')
+    assert (spec.source.arch, spec.source.init) == expect[best]
+    assert spec.models[0].arch == expect[res["summary"]["best"]["knn"]][0]
+    with pytest.raises(ConfigError, match="no candidate scored by 'lgome'.*did you mean 'logme'"):
+        parse_study(f'[source]\narch = "rank:{tmp_path / "rk"}#lgome"\n[target]\ndata = "x"\n'
+                    '[[models]]\nname = "a"\narch = "baseline_cnn"\n')
+    with pytest.raises(ConfigError, match="no ranking results"):
+        parse_study(f'[source]\narch = "rank:{tmp_path / "none"}"\n[target]\ndata = "x"\n'
+                    '[[models]]\nname = "a"\narch = "baseline_cnn"\n')

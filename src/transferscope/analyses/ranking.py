@@ -109,7 +109,8 @@ def finding(result: AnalysisResult) -> Finding | None:
         clauses.append(f"{score}: tau_w {iv}")
     caveat = too_few(n, MIN_CANDIDATES, "candidates") or ""
     top = max(firsts.items(), key=lambda kv: len(kv[1]))[0]
-    step = (f"fine-tune {top} first (most scores rank it first)"
+    step = (f"fine-tune {top} first (most scores rank it first); a study audits the best "
+            "candidate with [source] arch = \"rank:OUT\" (docs/ranking.md)"
             + ("" if s.get("check") else "; fine-tune a few candidates (fine_tune = {...}) to "
                "check which score to trust on this target"))
     return Finding("Ranking the source candidates", f"transferability scores of {n} "

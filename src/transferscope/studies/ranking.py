@@ -165,6 +165,8 @@ def run(spec: RankingSpec, out: str | os.PathLike, data_root=None):
                                       data_root, on_skip=bad)
         check = check_ranking(table, accuracy) if accuracy else None
     result = ranking_result(table, check, accuracy)
+    result.summary["models"] = {c.name: {"model": c.model, "init": c.init}
+                                for c in spec.candidates}  # rank:OUT as a study's source
     result.save(out)
     write_report(out, {"ranking": result}, title=f"ranking source candidates for {spec.target}")
     return {"ranking": result}

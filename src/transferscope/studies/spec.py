@@ -206,6 +206,18 @@ def parse_study(text: str, source: str = "study") -> StudySpec:
     return study_from_dict(data, source)
 
 
+def _resolve_rank(spec: StudySpec) -> None:
+    """``rank:PATH`` source / model architectures -> the ranking study's best candidate
+    (:mod:`transferscope.studies.rank_source`)."""
+    from transferscope.studies.rank_source import PREFIX, resolve
+
+    if spec.source.arch.startswith(PREFIX):
+        spec.source.arch, spec.source.init = resolve(spec.source.arch, spec.source.init)
+    for m in spec.models:
+        if m.arch and m.arch.startswith(PREFIX):
+            m.arch = resolve(m.arch, m.init)[0]
+
+
 def study_from_dict(data: dict, source: str = "study") -> StudySpec:
     """Validate a study's data (parsed TOML); errors name the source, the key and the problem."""
     try:
@@ -221,6 +233,7 @@ def study_from_dict(data: dict, source: str = "study") -> StudySpec:
                           f"{' (' + str(err['input'])[:60] + ')' if 'input' in err and err['type'] != 'missing' else ''}"
                           f"; `transferscope demo --print-spec` prints a complete study file (format: docs/study-file.md)"
                           ) from exc
+    _resolve_rank(spec)
     _check_analysis_names(spec, source)
     names = [m.name for m in spec.models]
     for name in names:  # each becomes OUT/runs/NAME
