@@ -106,6 +106,36 @@ def _train(data: Path, out: Path, res: dict) -> None:
     res["resumed"] = tr.train(_config(str(data)), out / "cut", resume=True).model.weights_hash()
 
 
+def _monitor(data: Path, out: Path, res: dict) -> None:
+    """An AuditMonitor on a DDP-wrapped model: rank 0 computes and writes, rank 1 skips."""
+    from transferscope.callbacks import AuditMonitor
+    from transferscope.data import image_folder
+    from transferscope.models import create_model
+
+    torch.manual_seed(0)
+    source = create_model("baseline_cnn", image_size=32)  # 1000-class head: M^s
+    model = create_model("baseline_cnn", 2, image_size=32)
+    model.backbone.load_state_dict(source.backbone.state_dict())
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    mon = AuditMonitor(source, image_folder(data / "val"), source_data=None,
+                       out=out / "monitor", image_size=32, target_images=6,
+                       metrics=("target_accuracy", "distance_to_pretrained",
+                                "cka_to_pretrained"))
+    mon.step(ddp, epoch=0)
+    x = torch.randn(4, 3, 32, 32)
+    ddp(x).sum().backward()  # a real DDP step: gradients all-reduced over the ranks
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sub_(0.1 * p.grad)
+    mon.step(ddp, epoch=1)
+    mon.close()
+    torch.distributed.barrier()
+    res["monitor"] = {"records": len(mon.history),
+                      "lines": len((out / "monitor" / "monitor.jsonl").read_text().splitlines()),
+                      "moved": mon.history[-1]["metrics"]["distance_to_pretrained/total"]
+                      if mon.history else None}
+
+
 def worker(data: Path, out: Path) -> None:
     from transferscope.engine import distributed
 
@@ -116,6 +146,7 @@ def worker(data: Path, out: Path) -> None:
     if world.size > 1:
         _grad_step(data, res)
         _train(data, out, res)
+        _monitor(data, out, res)
     (out / f"rank{world.rank}.json").write_text(json.dumps(res))
 
 
@@ -192,6 +223,14 @@ def test_sharded_predict_writes_the_single_process_cache_entry(runs):
 def _data_bytes(path: Path) -> bytes:
     raw = path.read_bytes()
     return raw[8 + int.from_bytes(raw[:8], "little"):]
+
+
+@pytest.mark.slow
+def test_audit_monitor_under_ddp_rank_0_computes_and_writes(runs):
+    r0, r1 = runs[2][0]
+    assert r0["monitor"]["records"] == 2 and r1["monitor"]["records"] == 0
+    assert r0["monitor"]["lines"] == r1["monitor"]["lines"] == 2  # one file, written once
+    assert r0["monitor"]["moved"] > 0
 
 
 @pytest.mark.slow
