@@ -148,6 +148,11 @@ class ProbeState:
         return ""
 
 
+def _needs_source(state: ProbeState) -> str:
+    """Why a metric on the source images cannot run ('' when it can)."""
+    return "no source images" if state.source is None else state.same_backbone()
+
+
 @register_metric("target_accuracy", "accuracy on the target probe images")
 def target_accuracy(state: ProbeState) -> MetricValues:
     out = state.target_pass()
@@ -159,7 +164,7 @@ def target_accuracy(state: ProbeState) -> MetricValues:
 @register_metric("retained_knowledge", "source classes the backbone still recognises with the "
                  "source head (M^st, paper 000 Table 1)")
 def retained_knowledge(state: ProbeState) -> MetricValues:
-    why = "no source images" if state.source is None else state.same_backbone()
+    why = _needs_source(state)
     if why:
         return MetricValues(skipped=why)
     out = state.source_pass()
@@ -234,7 +239,7 @@ def _cams(model: TransferModel, probe: DecodedProbe, targets, state: "ProbeState
 def distraction_metric(state: ProbeState) -> MetricValues:
     from transferscope.analyses.distraction import distraction
 
-    why = "no source images" if state.source is None else state.same_backbone()
+    why = _needs_source(state)
     if why:
         return MetricValues(skipped=why)
     if "composites" not in state.fixed:

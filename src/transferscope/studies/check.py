@@ -130,16 +130,10 @@ def _rule(data: dict, where: str) -> CheckRule:
 
 def read_rules(path: str | Path) -> list[CheckRule]:
     """The ``[[check]]`` tables of a TOML file (a study file or a rules file)."""
-    import tomllib
+    from transferscope.studies.spec import read_toml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"rules file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax there") from None
-    tables = data.get("check", [])
+    tables = read_toml(path, "rules file").get("check", [])
     if isinstance(tables, dict):
         tables = [tables]
     return [_rule(t, f"{path}: [[check]] #{i}") for i, t in enumerate(tables, 1)]

@@ -370,16 +370,20 @@ def with_executor(spec, executor: str | None):
     return build_spec(type(spec), {**spec.model_dump(), "executor": executor}, "--executor")
 
 
-def load_spec_file(path: str | os.PathLike, cls: type[BaseModel]):
-    """A typed study spec (``TransferabilitySpec``, ``RemedySpec``, ...) from a TOML file."""
+def read_toml(path: str | os.PathLike, what: str = "study file") -> dict:
+    """A TOML file's data; one line when it is missing or not valid TOML."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"study file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax there") from exc
-    return build_spec(cls, data, str(path))
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax there") from None
+
+
+def load_spec_file(path: str | os.PathLike, cls: type[BaseModel]):
+    """A typed study spec (``TransferabilitySpec``, ``RemedySpec``, ...) from a TOML file."""
+    return build_spec(cls, read_toml(path), str(path))
 
 
 def check_runs(*, arch: str | None = None, recipe: str | None = None, recipe_args=None,
