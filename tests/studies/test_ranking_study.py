@@ -108,3 +108,76 @@ arch = "rank:{tmp_path / 'rk'}#knn"
     with pytest.raises(ConfigError, match="no ranking results"):
         parse_study(f'[source]\narch = "rank:{tmp_path / "none"}"\n[target]\ndata = "x"\n'
                     '[[models]]\nname = "a"\narch = "baseline_cnn"\n')
+
+
+def test_the_example_study_scaled_down_ranks_its_candidates_and_names_a_broken_one(
+        tmp_path, tiny_split, capsys):
+    """examples/ranking.toml at 32 px on 16 images, plus a candidate that cannot be built:
+    a row per candidate, a column per score, the broken one named in one line."""
+    from pathlib import Path
+
+    from transferscope.ranking import SCORES
+    from transferscope.studies.ranking import RankingSpec
+    from transferscope.studies.spec import build_spec
+
+    example = load_any(Path(__file__).parents[2] / "examples" / "ranking.toml")
+    data = example.model_dump()
+    data.update(target=str(tiny_split), image_size=32, candidates=[
+        *data["candidates"], {"name": "broken", "model": str(tmp_path / "gone.safetensors")}])
+    run_kind(build_spec(RankingSpec, data), tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "results" / "ranking__scores.csv",
+                        index_col="candidate")
+    assert list(table.columns[:len(SCORES)]) == list(SCORES)
+    assert set(table.index) == {"lite0-imagenet", "lite0-random", "resnet18-random", "broken"}
+    ranked = table.drop(index="broken")
+    assert ranked[["logme", "hscore_reg", "gbc", "knn"]].notna().all().all()
+    assert ranked["leep"].notna().tolist() == [n == "lite0-imagenet" for n in ranked.index]
+    assert table.loc["broken", SCORES].isna().all()
+    assert [ln for ln in capsys.readouterr().err.splitlines() if "broken" in ln] == [
+        f"broken: not ranked, {table.loc['broken', 'error']}"]
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_a_score_equal_to_the_accuracy_gives_tau_and_r_of_one_reversed_minus_one(
+        tmp_path, tiny_split, monkeypatch, sign):
+    """Known answer through the fine-tuning seam: the executor returns +-LogME of each
+    candidate as its accuracy, so LogME's tau_w and r must be exactly +-1."""
+    from types import SimpleNamespace
+
+    import transferscope.engine.executor as executor
+    import transferscope.ranking as ranking
+
+    tables = []
+    rank = ranking.rank_candidates
+    monkeypatch.setattr(ranking, "rank_candidates",
+                        lambda *a, **k: tables.append(rank(*a, **k)) or tables[-1])
+    monkeypatch.setattr(executor, "run_trainings", lambda jobs, executor="local", **kw: [
+        SimpleNamespace(final_val_accuracy=sign * float(tables[-1].loc[j.out.name, "logme"]))
+        for j in jobs])
+    spec = _study(tmp_path, tiny_split, '[[candidates]]\nname = "lite0-random"\n'
+                  'model = "efficientnet_lite0"\ninit = "random"\n[fine_tune]\nepochs = 1\n')
+    run_kind(spec, tmp_path / "out")
+    check = json.loads((tmp_path / "out" / "results" / "ranking.json").read_text()
+                       )["summary"]["check"]["logme"]
+    assert check["n"] == 3
+    assert check["tau_w"]["value"] == pytest.approx(sign, abs=1e-12)
+    assert check["r"]["value"] == pytest.approx(sign, abs=1e-12)
+    doc = json.loads((tmp_path / "out" / "results" / "findings.json").read_text())
+    (f,) = [f for f in doc["findings"] if f["analysis"] == "ranking"]
+    labels = [e["label"] if isinstance(e, dict) else e[0] for e in f["estimates"]]
+    assert "Pearson r, logme vs fine-tuned accuracy" in labels
+
+
+def test_given_accuracies_are_ground_truth_and_the_study_file_reads_back(tmp_path, tiny_split):
+    from transferscope.studies.ranking import spec_toml
+
+    spec = _study(tmp_path, tiny_split, '[accuracy]\ncnn = 0.4\nlite0 = 0.9\n')
+    run_kind(spec, tmp_path / "out")
+    res = json.loads((tmp_path / "out" / "results" / "ranking.json").read_text())
+    assert res["summary"]["accuracy"] == {"cnn": 0.4, "lite0": 0.9}
+    assert res["summary"]["check"]["logme"]["n"] == 2
+    again = load_any(tmp_path / "out" / "study.toml")
+    assert again == spec and spec_toml(again) == spec_toml(spec)
+    with pytest.raises(ConfigError, match="key 'accuracy'.*'lite' is no candidate.*did you "
+                       "mean 'lite0'"):
+        _study(tmp_path, tiny_split, '[accuracy]\nlite = 0.9\n')

@@ -104,9 +104,10 @@ def finding(result: AnalysisResult) -> Finding | None:
     clauses += [f"{c}: not ranked ({why})" for c, why in s.get("errors", {}).items()]
     estimates = []
     for score, c in (s.get("check") or {}).items():
-        iv = Interval(**c["tau_w"])
-        estimates.append((f"weighted Kendall tau, {score} vs fine-tuned accuracy", iv))
-        clauses.append(f"{score}: tau_w {iv}")
+        iv, r = Interval(**c["tau_w"]), Interval(**c["r"])
+        estimates += [(f"weighted Kendall tau, {score} vs fine-tuned accuracy", iv),
+                      (f"Pearson r, {score} vs fine-tuned accuracy", r)]
+        clauses.append(f"{score}: tau_w {iv}, r {r}")
     caveat = too_few(n, MIN_CANDIDATES, "candidates") or ""
     top = max(firsts.items(), key=lambda kv: len(kv[1]))[0]
     step = (f"fine-tune {top} first (most scores rank it first); a study audits the best "

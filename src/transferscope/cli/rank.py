@@ -1,7 +1,10 @@
-"""``transferscope rank``: score candidate source models for a target before fine-tuning
-(:func:`transferscope.ranking.rank_candidates`), write ``OUT/ranking.csv`` and print the table;
-with ``--accuracy`` (fine-tuned accuracies), also how well each score ranks them
-(``OUT/ranking_check.csv``)."""
+"""``transferscope rank``: score candidate source models for a target before fine-tuning. The
+options become a ``kind = "ranking"`` study (:class:`~transferscope.studies.ranking.RankingSpec`)
+run by :func:`transferscope.studies.ranking.run`, so the command writes what the study writes:
+``OUT/results/ranking__scores.csv`` (a row per candidate, a column per score),
+``OUT/results/ranking.json``, the findings, ``OUT/study.toml`` (the study: a rerun) and
+``OUT/report.html``; it prints the table. With ``--accuracy`` (fine-tuned accuracies you have)
+or ``--fine-tune RECIPE`` (fine-tune each here), also how well each score ranks them."""
 
 from __future__ import annotations
 
@@ -11,9 +14,8 @@ from typing import List, Optional
 
 import typer
 
-from transferscope.cli._app import DataRoot, app, load_any_model
+from transferscope.cli._app import DataRoot, app
 from transferscope.errors import ConfigError
-
 CANDIDATE_HELP = ("NAME=MODEL[@INIT], repeatable: MODEL a registered architecture, timm:<name>, "
                   "torchvision:<name>, hf:<folder>, a run directory or a .safetensors file; "
                   "INIT imagenet (default) | random | PATH. E.g. lite0=efficientnet_lite0, "
@@ -50,22 +52,31 @@ def _fmt(v) -> str:
 def rank(target: str = typer.Option(..., help="target data set: a name under the data root, "
                                     "a folder or a CSV (path,label[,split])"),
          candidate: List[str] = typer.Option(..., help=CANDIDATE_HELP),
-         out: Path = typer.Option(..., help="folder to write ranking.csv to"),
+         out: Path = typer.Option(..., help="output folder: results/ranking__scores.csv, "
+                                  "study.toml, report.html"),
          split: Optional[str] = typer.Option("train", help="the target's training split "
                                              "(sub-folder or CSV split); '' for all of it"),
          accuracy: List[str] = typer.Option([], help="NAME=ACC fine-tuned accuracy of a "
                                             "candidate (repeatable): then each score's "
                                             "weighted Kendall tau and Pearson r against it"),
+         fine_tune: Optional[str] = typer.Option(None, help="RECIPE: fine-tune every candidate "
+                                                 "given by name with this recipe "
+                                                 "(`transferscope recipes`) for ground truth"),
+         epochs: Optional[int] = typer.Option(None, min=1, help="with --fine-tune: override "
+                                              "the recipe's epochs"),
+         val_split: str = typer.Option("val", help="with --fine-tune: the split its accuracy "
+                                       "is measured on"),
+         executor: str = typer.Option("local", help="with --fine-tune: local | ray"),
          image_size: Optional[int] = typer.Option(None, help="input side (default: each "
                                                   "model's own)"),
          batch_size: Optional[int] = typer.Option(None),
          device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
          data_root: Optional[Path] = DataRoot):
     """Rank candidate source models for a target from one forward pass each (LogME, LEEP,
-    NCE, H-score, shrinkage H-score, GBC, k-NN); no fine-tuning."""
-    from transferscope.data import image_folder
-    from transferscope.engine import resolve_device
-    from transferscope.ranking import SCORES, check_ranking, rank_candidates
+    NCE, H-score, shrinkage H-score, GBC, k-NN); fine-tuning only with --fine-tune."""
+    from transferscope.ranking import SCORES
+    from transferscope.studies.ranking import RankingSpec, run
+    from transferscope.studies.spec import build_spec
 
     specs = parse_candidates(candidate)
     acc = {}
@@ -75,35 +86,27 @@ def rank(target: str = typer.Option(..., help="target data set: a name under the
             acc[name.strip()] = float(value)
         except ValueError:
             raise ConfigError(f"--accuracy {item!r}: write NAME=ACC, e.g. lite0=0.93") from None
-        if name.strip() not in specs:
-            raise ConfigError(f"--accuracy {name.strip()!r} names no --candidate "
-                              f"({', '.join(specs)})")
-    resolve_device(device)  # a missing GPU fails before any data is scanned
-    data = image_folder(target, split or None, data_root=data_root)
-    builders = {name: (lambda m=m, i=i: load_any_model(m, i, None))
-                for name, (m, i) in specs.items()}
-
-    def bad(name, why):
-        typer.echo(f"{name}: skipped, {why}", err=True)
-
-    table = rank_candidates(data, builders, image_size=image_size, batch_size=batch_size,
-                            device=device, on_error=bad)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "ranking.csv")
-    shown = table[[*SCORES, "width", "forward_s", "scores_s"]]
-    typer.echo(f"{data.root} ({len(data)} images, {data.num_classes} classes); higher is "
-               "better, sorted by logme")
+    given = {"target": target, "split": split or "", "val_split": val_split,
+             "candidates": [{"name": n, "model": m, "init": i} for n, (m, i) in specs.items()],
+             "image_size": image_size, "batch_size": batch_size, "device": device,
+             "executor": executor, "accuracy": acc,
+             "fine_tune": None if fine_tune is None else {"recipe": fine_tune, "epochs": epochs}}
+    spec = build_spec(RankingSpec, given, "transferscope rank")
+    result = run(spec, out, data_root)["ranking"]
+    table = result.tables["scores"].set_index("candidate")
+    shown = table[[c for c in (*SCORES, "fine-tuned accuracy", "width", "forward_s",
+                               "scores_s") if c in table]]
+    n = int(table["n"].max()) if table["n"].notna().any() else 0
+    typer.echo(f"{spec.target}: {n} training images; higher is better, sorted by logme")
     typer.echo(shown.to_string(float_format=_fmt, na_rep="-"))
     for name, row in table.iterrows():
-        if row["skipped"]:
+        if isinstance(row["skipped"], str) and row["skipped"]:
             typer.echo(f"  {name}: {row['skipped']}")
-    if acc:
-        check = check_ranking(table, acc)
-        check.drop(columns=["tau_interval", "r_interval"]).to_csv(out / "ranking_check.csv",
-                                                                  index=False)
+    check = result.tables.get("check")
+    if check is not None:
         typer.echo("score vs fine-tuned accuracy (95% bootstrap interval over candidates):")
         for _, r in check.iterrows():
             typer.echo(f"  {r['score']:10s} tau_w {_fmt(r['tau_w'])} [{_fmt(r['tau_lo'])}, "
                        f"{_fmt(r['tau_hi'])}]  r {_fmt(r['r'])} [{_fmt(r['r_lo'])}, "
                        f"{_fmt(r['r_hi'])}]  n={r['n']}  {r['note']}")
-    typer.echo(f"wrote {out / 'ranking.csv'}")
+    typer.echo(f"wrote {out / 'results' / 'ranking__scores.csv'} and {out / 'report.html'}")

@@ -2,7 +2,8 @@
 (:func:`transferscope.ranking.rank_candidates`), optionally fine-tune each through the training
 executors for ground truth (:func:`transferscope.ranking.check_ranking`), and write
 ``results/ranking.json``, ``results/ranking__scores.csv`` (a row per candidate, a column per
-score), the findings and ``report.html``. ``transferscope rank`` shares the scoring path.
+score), ``study.toml`` (the spec: a rerun), the findings and ``report.html``.
+``transferscope rank`` builds a :class:`RankingSpec` from its options and runs it here: one path.
 
     kind = "ranking"
     target = "hymenoptera"
@@ -16,16 +17,21 @@ score), the findings and ``report.html``. ``transferscope rank`` shares the scor
     [fine_tune]                            # optional: fine-tune each for ground truth
     recipe = "quick"
     epochs = 2
+    [accuracy]                             # optional: fine-tuned accuracies you already have
+    lite0-random = 0.61
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import sys
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from transferscope.errors import ConfigError
+from transferscope.errors import ConfigError, did_you_mean
 from transferscope.studies.spec import ExecutorFields
 
 
@@ -68,8 +74,24 @@ class RankingSpec(ExecutorFields, _Strict):
     fine_tune: FineTuneSpec | None = Field(None, description="fine-tune each candidate given "
                                            "by name for ground truth (weighted Kendall tau and "
                                            "Pearson r of every score against its accuracy)")
+    accuracy: dict[str, float] = Field(default_factory=dict, description="fine-tuned "
+                                       "accuracy of candidates you already have (name -> "
+                                       "accuracy): ground truth without fine-tuning here; "
+                                       "[fine_tune] replaces it for the candidates it trains")
     check: list[dict] = Field(default_factory=list, description="[[check]] rules "
                               "(docs/ci-gate.md)")
+
+    @field_validator("accuracy")
+    @classmethod
+    def _accuracy_of_candidates(cls, v, info):
+        names = [c.name for c in info.data.get("candidates") or []]
+        for name, acc in v.items():
+            if names and name not in names:
+                raise ValueError(f"{name!r} is no candidate{did_you_mean(name, names)}; "
+                                 f"candidates: {', '.join(names)}")
+            if not math.isfinite(acc):
+                raise ValueError(f"accuracy of {name!r} is {acc}; give a finite number")
+        return v
 
     @field_validator("candidates")
     @classmethod
@@ -128,9 +150,65 @@ def fine_tune_accuracy(spec: RankingSpec, out: Path, data_root=None,
     return {n: r.final_val_accuracy for n, r in zip(names, results)}
 
 
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}"
+                               for k, x in v.items()) + "}"
+    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+
+
+def spec_toml(spec: RankingSpec) -> str:
+    r"""The study file of ``spec`` (settings left at their defaults omitted; the target and
+    candidates given as existing paths made absolute), which :func:`load_any` reads back to
+    an equal spec: ``OUT/study.toml``, so ``transferscope audit OUT/study.toml`` reruns it.
+
+    >>> s = RankingSpec(target="hymenoptera", candidates=[{"name": "a", "model": "m"}],
+    ...                 accuracy={"a": 0.5}, fine_tune={"epochs": 1})
+    >>> print("\n".join(spec_toml(s).splitlines()[1:]))
+    kind = "ranking"
+    target = "hymenoptera"
+    <BLANKLINE>
+    [[candidates]]
+    name = "a"
+    model = "m"
+    <BLANKLINE>
+    [fine_tune]
+    epochs = 1
+    <BLANKLINE>
+    [accuracy]
+    "a" = 0.5
+    """
+    def absolute(p: str) -> str:
+        return str(Path(p).resolve()) if Path(p).exists() else p
+
+    data = spec.model_dump(exclude_defaults=True)
+    data["target"] = absolute(data["target"])
+    lines = ["# the ranking study that wrote this folder: rerun it with `transferscope audit "
+             "study.toml --out DIR`", 'kind = "ranking"']
+    tables: list[str] = []
+    for c in data.pop("candidates"):
+        c["model"] = absolute(c["model"])
+        tables += ["", "[[candidates]]", *(f"{k} = {_toml_value(v)}" for k, v in c.items())]
+    for key in ("fine_tune", "accuracy"):
+        if key in data:
+            tables += ["", f"[{key}]", *(f"{json.dumps(k) if key == 'accuracy' else k} = "
+                                         f"{_toml_value(v)}" for k, v in data.pop(key).items())]
+    for rule in data.pop("check", []):
+        tables += ["", "[[check]]", *(f"{k} = {_toml_value(v)}" for k, v in rule.items())]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in data.items()]
+    return "\n".join(lines + tables) + "\n"
+
+
 def run(spec: RankingSpec, out: str | os.PathLike, data_root=None):
-    """Rank, (fine-tune,) write results, findings and the report; returns ``{"ranking":
-    result}``."""
+    """Rank, (fine-tune,) write results, findings, ``study.toml`` and the report; returns
+    ``{"ranking": result}``. Ground truth: the ``accuracy`` given, replaced by the fine-tuned
+    accuracy of the candidates ``fine_tune`` trains."""
     from transferscope.analyses.ranking import ranking_result
     from transferscope.data import image_folder
     from transferscope.engine import resolve_device
@@ -147,26 +225,31 @@ def run(spec: RankingSpec, out: str | os.PathLike, data_root=None):
             except ConfigError as exc:
                 raise ConfigError(f"candidate {c.name!r}: {exc}") from None
     data = image_folder(spec.target, spec.split or None, data_root=data_root)
+    if data.num_classes < 2:  # refused by rank_candidates too; here before OUT is made
+        rank_candidates(data, {})
+    out.mkdir(parents=True, exist_ok=True)
+    spec_text = spec_toml(spec)
+    (out / "study.toml").write_text(spec_text)
     problems: dict[str, str] = {}
 
     def bad(name, why):
         problems[name] = why
-        import sys
         print(f"{name}: not ranked, {why}", file=sys.stderr)
 
     table = rank_candidates(data, {c.name: _builder(c, c.image_size or spec.image_size)
                                    for c in spec.candidates},
                             batch_size=spec.batch_size, device=spec.device, seed=spec.seed,
                             on_error=bad)
-    accuracy, check = {}, None
+    accuracy = dict(spec.accuracy)
     if spec.fine_tune is not None:
         ok = [c for c in spec.candidates if c.name not in problems]
-        accuracy = fine_tune_accuracy(spec.model_copy(update={"candidates": ok}), out,
-                                      data_root, on_skip=bad)
-        check = check_ranking(table, accuracy) if accuracy else None
+        accuracy.update(fine_tune_accuracy(spec.model_copy(update={"candidates": ok}), out,
+                                           data_root, on_skip=bad))
+    check = check_ranking(table, accuracy, seed=spec.seed) if accuracy else None
     result = ranking_result(table, check, accuracy)
     result.summary["models"] = {c.name: {"model": c.model, "init": c.init}
                                 for c in spec.candidates}  # rank:OUT as a study's source
     result.save(out)
-    write_report(out, {"ranking": result}, title=f"ranking source candidates for {spec.target}")
+    write_report(out, {"ranking": result}, title=f"ranking source candidates for {spec.target}",
+                 spec_text=spec_text)
     return {"ranking": result}
