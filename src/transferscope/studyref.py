@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from transferscope.studies.demo_toml import DEMO_TOML
+from transferscope.studies.spec import toml_value
 from transferscope.studies.spec import StudySpec
 
 DEFAULT_OUT = Path("docs") / "study-file.md"
@@ -52,23 +53,6 @@ class Row:
     description: str
     table: type[BaseModel] | None = None
     array: bool = False  # a list of tables (``[[key]]``)
-
-
-def toml_value(value) -> str:
-    """A Python default as TOML (``None`` is written as ``(unset)``; TOML has no null)."""
-    if value is None:
-        return "(unset)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"no TOML form for {value!r}")
 
 
 def _type_name(ann) -> str:

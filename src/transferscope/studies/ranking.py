@@ -23,7 +23,6 @@ score), ``study.toml`` (the spec: a rerun), the findings and ``report.html``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from transferscope.errors import ConfigError, did_you_mean
-from transferscope.studies.spec import ExecutorFields
+from transferscope.studies.spec import ExecutorFields, toml_key, toml_value
 
 
 class _Strict(BaseModel):
@@ -150,19 +149,6 @@ def fine_tune_accuracy(spec: RankingSpec, out: Path, data_root=None,
     return {n: r.final_val_accuracy for n, r in zip(names, results)}
 
 
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}"
-                               for k, x in v.items()) + "}"
-    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
-
-
 def spec_toml(spec: RankingSpec) -> str:
     r"""The study file of ``spec`` (settings left at their defaults omitted; the target and
     candidates given as existing paths made absolute), which :func:`load_any` reads back to
@@ -182,7 +168,7 @@ def spec_toml(spec: RankingSpec) -> str:
     epochs = 1
     <BLANKLINE>
     [accuracy]
-    "a" = 0.5
+    a = 0.5
     """
     def absolute(p: str) -> str:
         return str(Path(p).resolve()) if Path(p).exists() else p
@@ -194,14 +180,14 @@ def spec_toml(spec: RankingSpec) -> str:
     tables: list[str] = []
     for c in data.pop("candidates"):
         c["model"] = absolute(c["model"])
-        tables += ["", "[[candidates]]", *(f"{k} = {_toml_value(v)}" for k, v in c.items())]
+        tables += ["", "[[candidates]]", *(f"{k} = {toml_value(v)}" for k, v in c.items())]
     for key in ("fine_tune", "accuracy"):
         if key in data:
-            tables += ["", f"[{key}]", *(f"{json.dumps(k) if key == 'accuracy' else k} = "
-                                         f"{_toml_value(v)}" for k, v in data.pop(key).items())]
+            tables += ["", f"[{key}]", *(f"{toml_key(k)} = {toml_value(v)}"
+                                         for k, v in data.pop(key).items())]
     for rule in data.pop("check", []):
-        tables += ["", "[[check]]", *(f"{k} = {_toml_value(v)}" for k, v in rule.items())]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in data.items()]
+        tables += ["", "[[check]]", *(f"{k} = {toml_value(v)}" for k, v in rule.items())]
+    lines += [f"{k} = {toml_value(v)}" for k, v in data.items()]
     return "\n".join(lines + tables) + "\n"
 
 

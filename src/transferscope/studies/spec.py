@@ -8,6 +8,7 @@ under ``out/runs``), runs the analyses through the shared cache and writes ``out
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -417,3 +418,33 @@ def check_runs(*, arch: str | None = None, recipe: str | None = None, recipe_arg
             resolve_folder(entry, None, data_root)
         except DataError as exc:
             raise DataError(f"key '{key}': {exc}") from None
+
+
+def toml_value(value) -> str:
+    """A Python value as TOML (``None`` is written as ``(unset)``; TOML has no null); dict keys
+    are quoted when they are not bare keys.
+
+    >>> print(toml_value({"a-b": 1, "c.d": [0.5, "x"]}))
+    {a-b = 1, "c.d" = [0.5, "x"]}
+    """
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def toml_key(key) -> str:
+    """``key`` as a TOML key: bare when it can be, else a quoted string."""
+    import re
+
+    key = str(key)
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
