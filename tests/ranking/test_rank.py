@@ -106,3 +106,13 @@ def test_check_ranking_interval_is_wide_for_noise():
     table = pd.DataFrame({"logme": rng.normal(size=8)}, index=names)
     row = check_ranking(table, dict(zip(names, rng.normal(size=8)))).iloc[0]
     assert row.tau_lo < 0 < row.tau_hi and row.r_lo < 0 < row.r_hi
+
+
+def test_check_ranking_does_not_depend_on_the_order_accuracies_are_listed():
+    rng = np.random.default_rng(1)
+    names = [f"m{i}" for i in range(7)]
+    table = pd.DataFrame({"logme": rng.normal(size=7)}, index=names)
+    acc = dict(zip(names, rng.uniform(size=7)))
+    a = check_ranking(table, acc, n_boot=200).iloc[0]
+    b = check_ranking(table, dict(reversed(list(acc.items()))), n_boot=200).iloc[0]
+    assert (a.tau_lo, a.tau_hi, a.r_lo, a.r_hi) == (b.tau_lo, b.tau_hi, b.r_lo, b.r_hi)

@@ -32,12 +32,13 @@ def ranking_result(table: pd.DataFrame, check: pd.DataFrame | None = None,
         scores["fine-tuned accuracy"] = scores["candidate"].map(accuracy)
     ranked = [c for c in SCORE_COLUMNS if c in table and table[c].notna().any()]
     best = {s: str(table[s].idxmax()) for s in ranked}
-    summary = {"candidates": list(map(str, table.index)), "best": best,
+    tied = [s for s in ranked if table[s].notna().sum() > 1 and ties_all(table[s])]
+    summary = {"candidates": list(map(str, table.index)), "best": best, "tied": tied,
                "errors": {str(k): v for k, v in table.get("error", pd.Series(dtype=str))
                           .items() if isinstance(v, str) and v},
                "skipped": {str(k): v for k, v in table.get("skipped", pd.Series(dtype=str))
                            .items() if isinstance(v, str) and v},
-               "agreement": score_agreement(table, ranked)}
+               "agreement": score_agreement(table, [c for c in ranked if c not in tied])}
     tables = {"scores": scores}
     if check is not None and len(check):
         summary["check"] = {r["score"]: {"tau_w": r["tau_interval"], "r": r["r_interval"],
@@ -49,6 +50,20 @@ def ranking_result(table: pd.DataFrame, check: pd.DataFrame | None = None,
     if check is not None and len(check) and accuracy:
         result.figures["score_vs_accuracy"] = _scatter(table, accuracy, ranked)
     return result
+
+
+def ties_all(values: pd.Series, rtol: float = 1e-9) -> bool:
+    """Whether a score gives every candidate it scores the same value (to ``rtol`` of its
+    size): it cannot rank them, e.g. the plain H-score, which saturates at C - 1 when the
+    features outnumber the images.
+
+    >>> ties_all(pd.Series([1.0, 1.00000000000002, 0.9999999999972415]))
+    True
+    >>> ties_all(pd.Series([17.9, 0.1, float("nan")]))
+    False
+    """
+    v = values.dropna().to_numpy(float)
+    return bool(len(v) and np.ptp(v) <= rtol * max(1.0, float(np.abs(v).max())))
 
 
 def score_agreement(table: pd.DataFrame, scores) -> dict:
@@ -94,9 +109,15 @@ def finding(result: AnalysisResult) -> Finding | None:
         return None
     n = len(s["candidates"]) - len(s.get("errors", {}))
     firsts: dict[str, list[str]] = {}
+    tied = s.get("tied", [])
     for score, cand in s["best"].items():
-        firsts.setdefault(cand, []).append(score)
+        if score not in tied:
+            firsts.setdefault(cand, []).append(score)
     clauses = [f"{c} ranks first on {', '.join(v)}" for c, v in firsts.items()]
+    clauses += [f"{t} gives every candidate the same value, so it cannot rank them (the "
+                "H-score saturates when features outnumber images)" if t == "hscore" else
+                f"{t} gives every candidate the same value, so it cannot rank them"
+                for t in tied]
     agree = [v for v in s.get("agreement", {}).values() if np.isfinite(v)]
     if agree:
         clauses.append(f"the scores' rankings agree with Kendall tau {min(agree):.2f} to "
@@ -104,12 +125,16 @@ def finding(result: AnalysisResult) -> Finding | None:
     clauses += [f"{c}: not ranked ({why})" for c, why in s.get("errors", {}).items()]
     estimates = []
     for score, c in (s.get("check") or {}).items():
+        if score in tied:  # its tau and r would rank noise
+            continue
         iv, r = Interval(**c["tau_w"]), Interval(**c["r"])
         estimates += [(f"weighted Kendall tau, {score} vs fine-tuned accuracy", iv),
                       (f"Pearson r, {score} vs fine-tuned accuracy", r)]
-        clauses.append(f"{score}: tau_w {iv}, r {r}")
+        clauses.append(f"{score}: tau_w {iv}, r {r}" + (f", {c['note']}" if c.get("note")
+                                                         else ""))
     caveat = too_few(n, MIN_CANDIDATES, "candidates") or ""
-    top = max(firsts.items(), key=lambda kv: len(kv[1]))[0]
+    top = (max(firsts.items(), key=lambda kv: len(kv[1]))[0] if firsts
+           else next(iter(s["best"].values())))
     step = (f"fine-tune {top} first (most scores rank it first); a study audits the best "
             "candidate with [source] arch = \"rank:OUT\" (docs/ranking.md)"
             + ("" if s.get("check") else "; fine-tune a few candidates (fine_tune = {...}) to "

@@ -169,7 +169,8 @@ def check_ranking(table: pd.DataFrame, accuracy: Mapping[str, float], *,
     accuracy): a row per score with the weighted Kendall tau (``scipy.stats.weightedtau``,
     hyperbolic weights, ranks by decreasing score) and Pearson r over the candidates that
     have both, each with a 95% bootstrap interval over candidates (the unit), ``n`` and a
-    ``note`` ("too few candidates to tell ..." below ``min_candidates``).
+    ``note`` ("too few candidates to tell ..." below ``min_candidates``). Candidates are taken
+    in name order, so the intervals do not depend on the order ``accuracy`` lists them.
 
     Example:
         >>> t = pd.DataFrame({"logme": [0.9, 0.5, 0.1]}, index=["a", "b", "c"])
@@ -183,7 +184,7 @@ def check_ranking(table: pd.DataFrame, accuracy: Mapping[str, float], *,
     for score in scores:
         if score not in table:
             continue
-        pairs = [(float(table.loc[c, score]), float(a)) for c, a in accuracy.items()
+        pairs = [(float(table.loc[c, score]), float(a)) for c, a in sorted(accuracy.items())
                  if c in table.index and np.isfinite(table.loc[c, score]) and np.isfinite(a)]
         x = np.array([p[0] for p in pairs])
         y = np.array([p[1] for p in pairs])

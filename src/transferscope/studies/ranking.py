@@ -143,8 +143,12 @@ def fine_tune_accuracy(spec: RankingSpec, out: Path, data_root=None,
         cfg = TrainConfig(arch=c.model, init=c.init, data=spec.target, seed=ft.seed,
                           train_split=spec.split, val_split=spec.val_split, recipe=recipe)
         jobs.append(TrainJob(cfg, out / "runs" / c.name, data_root=data_root,
-                             cpus=spec.run_cpus, gpus=spec.run_gpus))
+                             cpus=spec.run_cpus, gpus=spec.run_gpus, progress=None))
         names.append(c.name)
+    if names:
+        print(f"fine-tuning {len(names)} candidates ({ft.recipe}"
+              f"{f', {ft.epochs} epochs' if ft.epochs else ''}, {spec.executor}) into "
+              f"{out / 'runs'}", file=sys.stderr)
     results = run_trainings(jobs, spec.executor)
     return {n: r.final_val_accuracy for n, r in zip(names, results)}
 
