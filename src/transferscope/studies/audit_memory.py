@@ -129,7 +129,9 @@ def audit(model, target: str = TARGET, *, out: str | os.PathLike = "audit", name
             raise ConfigError(f"audit: model {key!r} is a {type(m).__name__}; give an "
                               "nn.Module, a run directory or a .safetensors file")
         tm = m if isinstance(m, TransferModel) else wrap_module(m)
-        path = out / "models" / f"{key}.safetensors"  # guard and reruns read the model here
+        from transferscope._paths import safe_component
+
+        path = out / "models" / f"{safe_component(key, 'audit: model name')}.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_model(tm, path)
         paths[key] = str(path)
