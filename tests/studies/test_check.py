@@ -55,7 +55,10 @@ def test_value_and_claim_rules_known_answers(tmp_path):
         ("distraction estimate 'fine-tuned' [fine-tuned]", "FAIL"),  # upper bound 0.31
         ("composites number 'fine-tuned.against' [fine-tuned.against]", "PASS"),
         ("claim 001.distraction", "PASS"), ("claim 000.retained", "FAIL")]
-    assert "upper bound 0.31 of 0.24 [0.18, 0.31] (95 %, 20 background images)" in res.outcomes[3].line
+    assert res.outcomes[3].line.endswith(
+        "0.24 [0.18, 0.31] (95 %, 20 background images): upper bound 0.31 violates <= 0.3")
+    assert "point estimate 0.24 meets <= 0.3" in res.outcomes[2].line
+    assert "value (no interval) 90 violates >= 100" in res.outcomes[1].line
     assert res.exit_code == 1 and not res.passed
 
 
@@ -68,7 +71,7 @@ def test_rules_that_cannot_be_evaluated_are_errors_never_silent_passes(tmp_path)
     assert [o.status for o in res.outcomes] == ["ERROR"] * 4
     lines = res.lines()
     assert "did you mean 'distraction'" in lines[0]
-    assert "matches none" in lines[1] and "fine-tuned + source head (M^st)" in lines[1]
+    assert "matches no key" in lines[1] and "fine-tuned + source head (M^st)" in lines[1]
     assert "not a finite number" in lines[2]
     assert "did you mean '001.distraction'" in lines[3]
     assert res.exit_code == 2
@@ -111,7 +114,7 @@ def test_bad_rules_are_one_line(tmp_path, capsys):
     bad.write_text('[[check]]\nclaim = "001.distraction"\nnot = ["contradict"]\n')
     with pytest.raises(ConfigError, match="did you mean 'contradicts'"):
         read_rules(bad)
-    with pytest.raises(ConfigError, match="write ANALYSIS:number:GLOB>=X"):
+    with pytest.raises(ConfigError, match="write ANALYSIS.KEY>=X, ANALYSIS:number:GLOB>=X"):
         parse_rule("distraction < 0.3")
     assert main(["check", str(tmp_path / "none"), "--rule", "a:number:*>=1"]) == 2
     assert "no results/findings.json" in capsys.readouterr().err

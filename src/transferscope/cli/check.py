@@ -14,10 +14,11 @@ from transferscope.cli._app import DataRoot, app
 @app.command()
 def check(out: Path = typer.Argument(..., help="a finished study's output folder (audit, "
                                      "audit-memory or demo --out)"),
-          rules: Optional[Path] = typer.Option(None, help="TOML file with [[check]] tables "
+          rules: Optional[Path] = typer.Option(None, help="TOML file with a [check] table "
                                                "(default: OUT/study.toml's)"),
           rule: Optional[List[str]] = typer.Option(None, help="a rule on the command line, "
-                                                   "repeatable: ANALYSIS:number:GLOB>=X, "
+                                                   "repeatable: ANALYSIS.KEY>=X, "
+                                                   "ANALYSIS:number:GLOB>=X, "
                                                    "ANALYSIS:estimate[.lo|.hi]:GLOB<=X or "
                                                    "claim:KEY!=VERDICT"),
           junit: Optional[Path] = typer.Option(None, help="also write JUnit XML here"),
@@ -44,10 +45,5 @@ def check(out: Path = typer.Argument(..., help="a finished study's output folder
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result.to_dict(), indent=1))
-    n = len(result.outcomes)
-    fails = sum(o.status == "FAIL" for o in result.outcomes)
-    errors = sum(o.status == "ERROR" for o in result.outcomes)
-    typer.echo(f"{n - fails - errors} of {n} checks passed" + (f", {fails} failed" if fails
-                                                                 else "")
-               + (f", {errors} could not be evaluated" if errors else ""))
+    typer.echo(result.tally())
     raise typer.Exit(result.exit_code)
