@@ -4,12 +4,13 @@ JUnit XML read back by a JUnit parser, the examples' rules against a quick demo'
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from transferscope.errors import ConfigError
-from transferscope.studies.check import check, parse_rule, read_rules
+from transferscope.studies.check import check, parse_rule, read_rules, rules_from_table
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -130,3 +131,103 @@ def test_examples_name_keys_a_quick_demo_has(tmp_path, name, code):
     res = check(tmp_path, read_rules(EXAMPLES / name))
     assert res.exit_code == code, res.lines()
     assert not any(o.status == "ERROR" for o in res.outcomes)
+
+
+def _summaries(out: Path) -> Path:
+    """results/ANALYSIS.json summaries (an Interval dict, an X_ci95 pair) and index.json."""
+    rk = {"imagenet-samples/fine-tuned + source head (M^st)": {
+        "classes_recall_ge_50": 354, "classes_recall_ge_50_ci95": [320.0, 390.0],
+        "bins": {"[50,60[": 12}, "role": "fine-tuned"}}
+    barrier = {"P-T #1 - P-T #2": {"loss_barrier": 0.026, "loss_barrier_interval": _iv(
+        "", 0.026, 0.0, 0.073, "evaluation image", 250), "images": 250}}
+    for name, summary in (("retained_knowledge", rk), ("barriers", barrier)):
+        (out / "results" / f"{name}.json").write_text(json.dumps({"summary": summary}))
+    (out / "results" / "index.json").write_text(json.dumps({
+        "analyses": ["retained_knowledge", "distraction", "composites", "barriers"],
+        "skipped_analyses": ["training_curves"]}))
+    return out
+
+
+SHORT = '''
+[check]
+"retained_knowledge.numbers.*M^st*" = { min = 100 }
+distraction.fine-tuned = { min = 0.2, ci_max = 0.32 }
+"distraction.fine-tuned " = { ci_max = 0.3, name = "distraction below 0.3, whole interval" }
+"barriers.P-T #1 - P-T #2.loss_barrier" = { ci_max = 0.1 }
+"retained_knowledge.imagenet-samples/fine-tuned + source head (M^st).classes_recall_ge_50" = { ci_min = 330 }
+"retained_knowledge.*.bins.[50,60[" = { max = 12 }
+claims."001.distraction" = { not = "contradicts" }
+claims."000.retained" = { verdict = ["contradicts", "cannot tell"] }
+'''
+
+
+def test_short_form_summary_paths_and_interval_limits_known_answers(tmp_path):
+    out = _summaries(fake_results(tmp_path / "s", rules=SHORT.replace('fine-tuned "', '*"')))
+    res = check(out)  # the study file's [check]
+    got = [(o.name, o.status) for o in res.outcomes]
+    assert got == [
+        ("retained_knowledge.numbers.*M^st* [fine-tuned + source head (M^st)]", "PASS"),
+        ("retained_knowledge.numbers.*M^st* [fine-tuned-2 + source head (M^st)]", "FAIL"),
+        ("distraction.fine-tuned [estimates: fine-tuned]", "PASS"),  # not the plain number
+        ("distraction below 0.3, whole interval [estimates: fine-tuned]", "FAIL"),  # hi 0.31
+        ("distraction below 0.3, whole interval [estimates: scratch]", "PASS"),     # hi 0.2
+        ("barriers.P-T #1 - P-T #2.loss_barrier [summary: P-T #1 - P-T #2.loss_barrier]",
+         "PASS"),
+        ("retained_knowledge.imagenet-samples/fine-tuned + source head (M^st)."
+         "classes_recall_ge_50 [summary: imagenet-samples/fine-tuned + source head (M^st)."
+         "classes_recall_ge_50]", "FAIL"),                               # lo 320 < 330
+        ("retained_knowledge.*.bins.[50,60[ [summary: imagenet-samples/fine-tuned + source "
+         "head (M^st).bins.[50,60[]", "PASS"),                           # a tie passes
+        ("claim 001.distraction", "PASS"), ("claim 000.retained", "FAIL")]
+    lines = res.lines()
+    assert lines[2].endswith("0.24 [0.18, 0.31] (95 %, 20 background images): point estimate "
+                             "0.24 meets >= 0.2; upper bound 0.31 meets <= 0.32")
+    assert lines[5].endswith("0.026 [0, 0.073] (95 %, 250 evaluation images): upper bound "
+                             "0.073 meets <= 0.1")
+    assert lines[6].endswith("354 [320, 390] (95 %): lower bound 320 violates >= 330")
+    assert res.exit_code == 1
+    doc = res.to_dict()["checks"]
+    assert doc[6]["interval"] == [320.0, 390.0] and doc[6]["tested"] == [
+        {"on": "lower bound", "value": 320.0, "op": ">=", "threshold": 330.0, "ok": False}]
+
+
+def test_short_form_errors_name_what_exists(tmp_path):
+    out = _summaries(fake_results(tmp_path / "s"))
+    rules = rules_from_table({"retained_knowledge": {"*M^st*": {"ci_min": 10}},
+                              "training_curves.retained": {"min": 1},
+                              "barriers.P-T #1 - P-T #2.loss_barier": {"max": 0.1},
+                              "barriers.P-T #1 - P-T #2.images": {"min": 100}}, "rules.toml")
+    res = check(out, rules)
+    lines = res.lines()
+    assert [o.status for o in res.outcomes] == ["ERROR", "ERROR", "ERROR", "ERROR", "PASS"]
+    assert "has no interval, so its lower bound cannot be tested; use min/max" in lines[0]
+    assert "no results of 'training_curves' (it was skipped); it has: retained_knowledge" \
+        in lines[2]
+    assert "did you mean 'P-T #1 - P-T #2.loss_barrier'" in lines[3]
+    assert "its estimates: (none); numbers: (none); summary: 'P-T #1 - P-T #2.loss_barrier'" \
+        in lines[3]
+    assert res.exit_code == 2
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[check]\n"distraction.ft" = { ci_mx = 0.3 }\n', "unknown option 'ci_mx' (did you mean 'ci_max'?)"),
+    ('[check]\n"distraction.ft" = 0.3\n', "write it as 'distraction.ft' = { min = ... }"),
+    ('[check]\ndistraction = { max = 0.3 }\n', "name a key after the analysis"),
+    ('[check]\nclaims."001.distraction" = { not = "contradict" }\n', "did you mean 'contradicts'"),
+    ('[check]\n"distraction.ft" = { verdict = "agrees" }\n', "verdict / not are for claim"),
+    ('[check]\n"distraction.ft" = { name = "x" }\n', "needs min, max, ci_min and/or ci_max"),
+])
+def test_short_form_bad_rules_are_one_line(tmp_path, text, message):
+    bad = tmp_path / "rules.toml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        read_rules(bad)
+
+
+def test_a_study_file_with_a_bad_check_table_fails_before_it_runs():
+    from transferscope.studies.spec import parse_study
+
+    study = (EXAMPLES / "byo-models.toml").read_text()
+    assert parse_study(study + '\n[check]\n"distraction.*" = { max = 0.3 }\n').check
+    with pytest.raises(ConfigError, match=r"unknown option 'maxx' \(did you mean 'max'\?\)"):
+        parse_study(study + '\n[check]\n"distraction.*" = { maxx = 0.3 }\n')

@@ -251,7 +251,7 @@ class _Study:
         numbers = {k: _Obs(v) for k, v in _flatten(finding.get("numbers") or {}).items()}
         estimates = {e["label"]: _Obs(e.get("value"), e) for e in finding.get("estimates") or []}
         wanted = [w for w in ("number", "estimate", "summary") if getattr(rule, w) is not None] \
-            or ["number", "estimate", "summary"]
+            or ["estimate", "number", "summary"]  # the short form: intervals first
         out = []
         for w in wanted:
             items = numbers if w == "number" else estimates if w == "estimate" else \
@@ -272,8 +272,9 @@ class _Study:
         tried = []
         for where, items in self.sources(rule):
             matched = _match(items, rule.glob)
-            if matched:
-                return [_test(rule, k, obs) for k, obs in matched.items()]
+            if matched:  # a short-form key says where it was found
+                return [_test(rule, f"{where}: {k}" if rule.path is not None else k, obs)
+                        for k, obs in matched.items()]
             tried.append((where, items))
         near = [k for _, items in tried for k in items]
         shown = "; ".join(f"{where}: " + (", ".join(map(repr, list(items)[:12]))
@@ -309,8 +310,8 @@ def check(out: str | Path, rules: list[CheckRule] | None = None) -> CheckResult:
         >>> res = check(out, [parse_rule("distraction.ft<=0.3"),
         ...                   *rules_from_table({"distraction.ft": {"ci_max": 0.3}}, "x")])
         >>> print("\\n".join(res.lines()))
-        PASS  distraction.ft [ft]: 0.2 [0.1, 0.35] (95 %, 20 images): point estimate 0.2 meets <= 0.3
-        FAIL  distraction.ft [ft]: 0.2 [0.1, 0.35] (95 %, 20 images): upper bound 0.35 violates <= 0.3
+        PASS  distraction.ft [estimates: ft]: 0.2 [0.1, 0.35] (95 %, 20 images): point estimate 0.2 meets <= 0.3
+        FAIL  distraction.ft [estimates: ft]: 0.2 [0.1, 0.35] (95 %, 20 images): upper bound 0.35 violates <= 0.3
         >>> res.exit_code
         1
     """

@@ -2,15 +2,17 @@
 long ``[[check]]`` form, and ``--rule`` text, all validated into :class:`CheckRule` (pydantic)
 before any result is read.
 
-The short form, one key per rule - ``ANALYSIS.KEY`` (a glob, looked up in the analysis's finding
-``numbers``, then its ``estimates`` labels, then ``results/ANALYSIS.json``'s ``summary`` by dotted
-path) or ``claims.CLAIM``::
+The short form, one key per rule: ``ANALYSIS.KEY``, where KEY (a glob) is looked up in the
+analysis's finding ``estimates`` labels (values with intervals), then its ``numbers``, then
+``results/ANALYSIS.json``'s ``summary`` by dotted path - the first that has a match; write
+``ANALYSIS.estimates.KEY``, ``ANALYSIS.numbers.KEY`` or ``ANALYSIS.summary.KEY`` to choose -
+or ``claims.CLAIM``::
 
     [check]
-    "retained_knowledge.*M^st*" = { min = 100 }               # point value >= 100
-    "distraction.fine-tuned" = { ci_max = 0.3 }               # interval's upper bound <= 0.3
-    "barriers.P-T #1 - P-T #2.loss_barrier" = { ci_max = 0.1 } # a summary value (dotted path)
-    claims."001.distraction" = { not = "contradicts" }        # a paper's claim's verdict
+    "retained_knowledge.numbers.*M^st*" = { min = 100 }         # every M^st keeps >= 100 classes
+    "distraction.fine-tuned" = { ci_max = 0.3 }                 # interval's upper bound <= 0.3
+    "barriers.summary.P-T #1 - P-T #2.loss_barrier" = { ci_max = 0.1 }  # a summary value
+    claims."001.distraction" = { not = "contradicts" }          # a paper's claim's verdict
 
 Limits: ``min`` / ``max`` test the point value (or the interval end chosen by ``bound``),
 ``ci_min`` the interval's lower bound and ``ci_max`` its upper bound (the whole interval above /
@@ -84,10 +86,10 @@ class CheckRule(BaseModel):
         if self.analysis is None or len(where) != 1:
             raise ValueError("a rule names an analysis and exactly one of number, estimate, "
                              "summary or path = 'GLOB' (or a claim)")
-        if all(x is None for x in limits):
-            raise ValueError("a value rule needs min, max, ci_min and/or ci_max")
         if self.verdict is not None or self.not_ is not None:
             raise ValueError("verdict / not are for claim rules")
+        if all(x is None for x in limits):
+            raise ValueError("a value rule needs min, max, ci_min and/or ci_max")
         return self
 
     @property
@@ -139,7 +141,10 @@ def _short(path: tuple[str, ...], options, where: str) -> CheckRule:
                           f"'{head}.KEY' (or claims.\"001.distraction\")")
     if head == "claims":
         return _rule({"claim": rest, **options}, here)
-    return _rule({"analysis": head, "path": rest, "name": options.get("name", joined),
+    where_, _, glob = rest.partition(".")
+    kind = {"numbers": "number", "estimates": "estimate", "summary": "summary"}.get(where_)
+    return _rule({"analysis": head, **({kind: glob} if kind and glob else {"path": rest}),
+                  "name": options.get("name", joined),
                   **{k: v for k, v in options.items() if k != "name"}}, here)
 
 
