@@ -121,16 +121,22 @@ def test_bad_rules_are_one_line(tmp_path, capsys):
     assert "no results/findings.json" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name, code", [("check-pass.toml", 0), ("check-fail.toml", 1)])
-def test_examples_name_keys_a_quick_demo_has(tmp_path, name, code):
-    """The examples' rules, on a folder with the quick demo's finding keys and values
-    (recorded from `transferscope demo --quick`; the closing note shows the real run)."""
-    recorded = json.loads((Path(__file__).parent / "quick_demo_findings.json").read_text())
+@pytest.mark.parametrize("name, code, outcomes", [("check-pass.toml", 0, 10),
+                                                  ("check-fail.toml", 1, 7)])
+def test_examples_name_keys_a_quick_demo_has(tmp_path, name, code, outcomes):
+    """The examples' rules, on a folder with the quick demo's findings and the summary values
+    they name (recorded from `transferscope demo --quick`; the closing note shows the real run):
+    every rule finds its keys, check-pass passes them all, check-fail fails them all."""
+    here = Path(__file__).parent
     (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "findings.json").write_text(json.dumps(recorded))
+    (tmp_path / "results" / "findings.json").write_text(
+        (here / "quick_demo_findings.json").read_text())
+    for analysis, summary in json.loads((here / "quick_demo_summaries.json").read_text()).items():
+        (tmp_path / "results" / f"{analysis}.json").write_text(json.dumps({"summary": summary}))
     res = check(tmp_path, read_rules(EXAMPLES / name))
     assert res.exit_code == code, res.lines()
-    assert not any(o.status == "ERROR" for o in res.outcomes)
+    assert {o.status for o in res.outcomes} == {"PASS" if code == 0 else "FAIL"}, res.lines()
+    assert len(res.outcomes) == outcomes, res.lines()
 
 
 def _summaries(out: Path) -> Path:

@@ -180,7 +180,7 @@ class StudySpec(_Strict, ExecutorFields):
     models: list[ModelSpec] = Field(min_length=1, description="the target models, one "
                                     "`[[models]]` table each (at least one)")
     analyses: AnalysesSpec = Field(default_factory=AnalysesSpec, description="the analyses")
-    check: dict | list[dict] = Field(default_factory=list, description="a [check] table (or "
+    check: dict | list[dict] = Field(default_factory=dict, description="a [check] table (or "
                                      "[[check]] tables): thresholds on the results that "
                                      "`transferscope check OUT` tests (docs/ci-gate.md)")
 
