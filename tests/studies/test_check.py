@@ -237,3 +237,45 @@ def test_a_study_file_with_a_bad_check_table_fails_before_it_runs():
     assert parse_study(study + '\n[check]\n"distraction.*" = { max = 0.3 }\n').check
     with pytest.raises(ConfigError, match=r"unknown option 'maxx' \(did you mean 'max'\?\)"):
         parse_study(study + '\n[check]\n"distraction.*" = { maxx = 0.3 }\n')
+
+
+def test_check_run_runs_the_study_then_checks_its_own_check_table(tmp_path, capsys):
+    """`check OUT --run STUDY`: a study kind's file with a [check] table (validated before it
+    runs), run into OUT, then checked with that table; exit 1 on the known failing value."""
+    from pydantic import BaseModel, ConfigDict
+
+    from transferscope.cli import main
+    from transferscope.studies import kinds
+
+    class ToySpec(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        kept: int
+
+    ran = []
+
+    def run(spec, out, data_root=None):
+        ran.append(spec.kept)
+        fake_results(Path(out))
+        doc = json.loads((Path(out) / "results" / "findings.json").read_text())
+        doc["findings"][0]["numbers"]["fine-tuned + source head (M^st)"] = spec.kept
+        (Path(out) / "results" / "findings.json").write_text(json.dumps(doc))
+
+    kinds.register_study_kind("toy_gate", ToySpec, run)
+    try:
+        study = tmp_path / "toy.toml"
+        study.write_text('kind = "toy_gate"\nkept = 120\n[check]\n'
+                         '"retained_knowledge.numbers.fine-tuned + *" = { min = 100 }\n')
+        assert main(["check", str(tmp_path / "a"), "--run", str(study)]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == "1 of 1 checks passed"
+        study.write_text(study.read_text().replace("120", "99"))
+        assert main(["check", str(tmp_path / "b"), "--run", str(study)]) == 1
+        assert "value (no interval) 99 violates >= 100" in capsys.readouterr().out
+        study.write_text(study.read_text().replace("min =", "mn ="))
+        assert main(["check", str(tmp_path / "c"), "--run", str(study)]) == 2
+        assert "unknown option 'mn' (did you mean 'min'?)" in capsys.readouterr().err
+        study.write_text('kind = "toy_gate"\nkept = 1\n')
+        assert main(["check", str(tmp_path / "d"), "--run", str(study)]) == 2
+        assert "no [check] table" in capsys.readouterr().err
+        assert ran == [120, 99] and not (tmp_path / "c").exists()
+    finally:
+        kinds._KINDS.pop("toy_gate")

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from transferscope.cli._app import DataRoot, app
+from transferscope.errors import ConfigError
 
 
 @app.command()
@@ -24,7 +25,8 @@ def check(out: Path = typer.Argument(..., help="a finished study's output folder
           junit: Optional[Path] = typer.Option(None, help="also write JUnit XML here"),
           json_out: Optional[Path] = typer.Option(None, "--json", help="also write a JSON "
                                                   "summary here"),
-          run: Optional[Path] = typer.Option(None, help="run this study file into OUT first"),
+          run: Optional[Path] = typer.Option(None, help="run this study file into OUT first "
+                                             "(its [check] table is the default rules)"),
           data_root: Optional[Path] = DataRoot):
     """Check a study's findings against thresholds: one line per check; exit 0 when all pass,
     1 when one fails, 2 when a rule cannot be evaluated (docs/ci-gate.md)."""
@@ -33,8 +35,13 @@ def check(out: Path = typer.Argument(..., help="a finished study's output folder
 
     chosen = (read_rules(rules) if rules else []) + [parse_rule(r) for r in rule or []]
     if run is not None:
-        from transferscope.studies.run import run_file
+        from transferscope.studies.run import load_any, run_file
 
+        load_any(run)  # the study and its [check] table checked before anything runs
+        chosen = chosen or read_rules(run)
+        if not chosen:
+            raise ConfigError(f"{run}: no [check] table; add one or give --rules FILE / --rule "
+                              "(nothing was run)")
         run_file(run, out, data_root=data_root)
     result = run_check(out, chosen or None)
     for line in result.lines():
