@@ -160,7 +160,7 @@ SHORT = '''
 distraction.fine-tuned = { min = 0.2, ci_max = 0.32 }
 "distraction.fine-tuned " = { ci_max = 0.3, name = "distraction below 0.3, whole interval" }
 "barriers.P-T #1 - P-T #2.loss_barrier" = { ci_max = 0.1 }
-"retained_knowledge.imagenet-samples/fine-tuned + source head (M^st).classes_recall_ge_50" = { ci_min = 330 }
+"retained_knowledge.imagenet-samples/*(M^st).classes_recall_ge_50" = { ci_min = 330 }
 "retained_knowledge.*.bins.[50,60[" = { max = 12 }
 claims."001.distraction" = { not = "contradicts" }
 claims."000.retained" = { verdict = ["contradicts", "cannot tell"] }
@@ -179,8 +179,8 @@ def test_short_form_summary_paths_and_interval_limits_known_answers(tmp_path):
         ("distraction below 0.3, whole interval [estimates: scratch]", "PASS"),     # hi 0.2
         ("barriers.P-T #1 - P-T #2.loss_barrier [summary: P-T #1 - P-T #2.loss_barrier]",
          "PASS"),
-        ("retained_knowledge.imagenet-samples/fine-tuned + source head (M^st)."
-         "classes_recall_ge_50 [summary: imagenet-samples/fine-tuned + source head (M^st)."
+        ("retained_knowledge.imagenet-samples/*(M^st).classes_recall_ge_50 [summary: "
+         "imagenet-samples/fine-tuned + source head (M^st)."
          "classes_recall_ge_50]", "FAIL"),                               # lo 320 < 330
         ("retained_knowledge.*.bins.[50,60[ [summary: imagenet-samples/fine-tuned + source "
          "head (M^st).bins.[50,60[]", "PASS"),                           # a tie passes
@@ -216,7 +216,8 @@ def test_short_form_errors_name_what_exists(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ('[check]\n"distraction.ft" = { ci_mx = 0.3 }\n', "unknown option 'ci_mx' (did you mean 'ci_max'?)"),
+    ('[check]\n"distraction.ft" = { ci_mx = 0.3 }\n',
+     "unknown option 'ci_mx' (did you mean 'ci_max'?)"),
     ('[check]\n"distraction.ft" = 0.3\n', "write it as 'distraction.ft' = { min = ... }"),
     ('[check]\ndistraction = { max = 0.3 }\n', "name a key after the analysis"),
     ('[check]\nclaims."001.distraction" = { not = "contradict" }\n', "did you mean 'contradicts'"),

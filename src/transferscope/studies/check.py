@@ -20,8 +20,11 @@ from typing import Literal
 from xml.etree import ElementTree as ET
 
 from transferscope.errors import ConfigError, did_you_mean
-from transferscope.studies.check_rules import (VERDICTS, CheckRule, _rule,  # noqa: F401
+from transferscope.studies.check_rules import (VERDICTS, CheckRule,  # noqa: F401
                                                parse_rule, read_rules, rules_from_table)
+
+__all__ = ["VERDICTS", "CheckOutcome", "CheckResult", "CheckRule", "check", "parse_rule",
+           "read_rules", "rules_from_table", "summary_items"]
 
 
 @dataclass
@@ -309,9 +312,11 @@ def check(out: str | Path, rules: list[CheckRule] | None = None) -> CheckResult:
         ...     '"lo": 0.1, "hi": 0.35, "level": 0.95, "unit": "image", "n": 20}]}]}')
         >>> res = check(out, [parse_rule("distraction.ft<=0.3"),
         ...                   *rules_from_table({"distraction.ft": {"ci_max": 0.3}}, "x")])
-        >>> print("\\n".join(res.lines()))
-        PASS  distraction.ft [estimates: ft]: 0.2 [0.1, 0.35] (95 %, 20 images): point estimate 0.2 meets <= 0.3
-        FAIL  distraction.ft [estimates: ft]: 0.2 [0.1, 0.35] (95 %, 20 images): upper bound 0.35 violates <= 0.3
+        >>> print("\\n".join(res.lines()))  # doctest: +NORMALIZE_WHITESPACE
+        PASS  distraction.ft [estimates: ft]: 0.2 [0.1, 0.35] (95 %, 20 images):
+              point estimate 0.2 meets <= 0.3
+        FAIL  distraction.ft [estimates: ft]: 0.2 [0.1, 0.35] (95 %, 20 images):
+              upper bound 0.35 violates <= 0.3
         >>> res.exit_code
         1
     """
