@@ -1,26 +1,12 @@
-"""``transferscope check``: compare a finished study's findings with thresholds - a CI gate.
+"""``transferscope check``: compare a finished study's results with thresholds - a CI gate.
 
-Rules read ``OUT/results/findings.json`` (every finding's ``numbers`` and ``estimates``, and
-the papers' claims table). A study file or a rules file holds them as ``[[check]]`` tables::
-
-    [[check]]                          # every fine-tuned M^st keeps >= 100 source classes
-    name = "retained knowledge"
-    analysis = "retained_knowledge"
-    number = "*M^st*"                  # glob over the finding's numbers (nested: "model.key")
-    min = 100
-
-    [[check]]                          # distraction below 0.3 - its interval's upper bound
-    analysis = "distraction"
-    estimate = "fine-tuned"            # glob over the finding's estimate labels
-    max = 0.3
-    bound = "hi"                       # value (default) | lo | hi: which end of the interval
-
-    [[check]]
-    claim = "001.distraction"          # a paper's claim: its verdict must not be ...
-    not = ["contradicts"]              # (or verdict = ["agrees"]: must be one of)
-
-Every key a glob matches is checked (each a JUnit test case); a glob that matches nothing, or
-an analysis the study did not run, is an error (exit 2) - never a silent pass.
+Rules (:mod:`transferscope.studies.check_rules`: a ``[check]`` table, ``[[check]]`` tables or
+``--rule`` text) read ``OUT/results/findings.json`` (every finding's ``numbers`` and
+``estimates``, and the papers' claims table) and ``OUT/results/ANALYSIS.json``'s ``summary``.
+Every key a rule's glob matches is checked (each a JUnit test case) and its line names what was
+tested: the point value, or the lower / upper bound of its interval. A glob that matches
+nothing, an analysis the study did not run, a value that is not a number, or an interval limit
+on a value without an interval is an error (exit 2) - never a silent pass.
 """
 
 from __future__ import annotations
@@ -28,120 +14,23 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from xml.etree import ElementTree as ET
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 from transferscope.errors import ConfigError, did_you_mean
+from transferscope.studies.check_rules import (VERDICTS, CheckRule,  # noqa: F401
+                                               parse_rule, read_rules, rules_from_table)
 
-VERDICTS = ("agrees", "contradicts", "cannot tell", "not tested")
-
-
-class CheckRule(BaseModel):
-    """One ``[[check]]`` table (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    name: str | None = Field(None, description="shown in the output and as the JUnit name")
-    analysis: str | None = Field(None, description="the finding's analysis")
-    number: str | None = Field(None, description="glob over the finding's numbers")
-    estimate: str | None = Field(None, description="glob over the finding's estimate labels")
-    bound: Literal["value", "lo", "hi"] = Field("value", description="for estimates: the "
-                                                "point estimate or an end of its interval")
-    min: float | None = Field(None, description="pass when the value is at least this")
-    max: float | None = Field(None, description="pass when the value is at most this")
-    claim: str | None = Field(None, description="a claim key of the claims table, e.g. "
-                              "'001.distraction'")
-    verdict: list[str] | None = Field(None, description="the claim's verdict must be one of")
-    not_: list[str] | None = Field(None, alias="not", description="the claim's verdict must "
-                                   "not be one of")
-
-    @model_validator(mode="after")
-    def _one_kind(self):
-        if self.claim is not None:
-            if self.verdict is None and self.not_ is None:
-                raise ValueError("a claim rule needs verdict = [...] or not = [...]")
-            for v in (self.verdict or []) + (self.not_ or []):
-                if v not in VERDICTS:
-                    raise ValueError(f"verdict {v!r}{did_you_mean(v, VERDICTS)}: use one of "
-                                     f"{', '.join(VERDICTS)}")
-            return self
-        if self.analysis is None or (self.number is None) == (self.estimate is None):
-            raise ValueError("a rule names an analysis and exactly one of number = 'GLOB' or "
-                             "estimate = 'GLOB' (or a claim)")
-        if self.min is None and self.max is None:
-            raise ValueError("a value rule needs min and/or max")
-        return self
-
-    @property
-    def label(self) -> str:
-        if self.name:
-            return self.name
-        if self.claim:
-            return f"claim {self.claim}"
-        what = f"number {self.number!r}" if self.number else f"estimate {self.estimate!r}"
-        return f"{self.analysis} {what}"
-
-
-_CLI_VALUE = re.compile(r"^(?P<analysis>\w+):(?P<what>number|estimate)(?:\.(?P<bound>lo|hi))?:"
-                        r"(?P<glob>.+?)\s*(?P<op><=|>=)\s*(?P<value>[-+0-9.eE]+)$")
-_CLI_CLAIM = re.compile(r"^claim:(?P<claim>[\w.]+)\s*(?P<op>!=|==)\s*(?P<verdict>[\w ]+)$")
-
-
-def parse_rule(text: str) -> CheckRule:
-    """A rule from the command line: ``ANALYSIS:number:GLOB>=X``,
-    ``ANALYSIS:estimate[.lo|.hi]:GLOB<=X`` or ``claim:KEY!=VERDICT`` / ``claim:KEY==VERDICT``.
-
-    Example:
-        >>> parse_rule("distraction:estimate.hi:fine-tuned<=0.3").max
-        0.3
-        >>> parse_rule("claim:001.distraction!=contradicts").not_
-        ['contradicts']
-    """
-    m = _CLI_VALUE.match(text.strip())
-    if m:
-        limit = {"min" if m["op"] == ">=" else "max": float(m["value"])}
-        return _rule({"analysis": m["analysis"], m["what"]: m["glob"],
-                      "bound": m["bound"] or "value", **limit}, f"--rule {text!r}")
-    m = _CLI_CLAIM.match(text.strip())
-    if m:
-        return _rule({"claim": m["claim"], ("verdict" if m["op"] == "==" else "not"):
-                      [m["verdict"].strip()]}, f"--rule {text!r}")
-    raise ConfigError(f"--rule {text!r}: write ANALYSIS:number:GLOB>=X, "
-                      "ANALYSIS:estimate[.lo|.hi]:GLOB<=X or claim:KEY!=VERDICT")
-
-
-def _rule(data: dict, where: str) -> CheckRule:
-    try:
-        return CheckRule(**data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(map(str, err["loc"]))
-        if err["type"] == "extra_forbidden":
-            raise ConfigError(f"{where}: unknown key {key!r}"
-                              f"{did_you_mean(key, [*CheckRule.model_fields, 'not'])}") from None
-        raise ConfigError(f"{where}: {key + ': ' if key else ''}"
-                          f"{err['msg'].removeprefix('Value error, ')}") from None
-
-
-def read_rules(path: str | Path) -> list[CheckRule]:
-    """The ``[[check]]`` tables of a TOML file (a study file or a rules file)."""
-    from transferscope.studies.spec import read_toml
-
-    path = Path(path)
-    tables = read_toml(path, "rules file").get("check", [])
-    if isinstance(tables, dict):
-        tables = [tables]
-    return [_rule(t, f"{path}: [[check]] #{i}") for i, t in enumerate(tables, 1)]
+__all__ = ["VERDICTS", "CheckOutcome", "CheckResult", "CheckRule", "check", "parse_rule",
+           "read_rules", "rules_from_table", "summary_items"]
 
 
 @dataclass
 class CheckOutcome:
-    """One checked key: ``status`` PASS / FAIL / ERROR and the line that says why."""
+    """One checked key: ``status`` PASS / FAIL / ERROR and the line that says why;
+    ``tested`` lists each limit as ``{"on", "value", "op", "threshold", "ok"}``."""
 
     rule: str
     status: Literal["PASS", "FAIL", "ERROR"]
@@ -149,6 +38,8 @@ class CheckOutcome:
     key: str | None = None
     observed: float | str | None = None
     threshold: str | None = None
+    interval: tuple[float, float] | None = None
+    tested: list[dict] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -171,30 +62,37 @@ class CheckResult:
     def passed(self) -> bool:
         return all(o.status == "PASS" for o in self.outcomes)
 
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
     @property
     def exit_code(self) -> int:
-        if any(o.status == "ERROR" for o in self.outcomes):
-            return 2
-        return 1 if any(o.status == "FAIL" for o in self.outcomes) else 0
+        return 2 if self.count("ERROR") else 1 if self.count("FAIL") else 0
 
     def lines(self) -> list[str]:
         return [o.line for o in self.outcomes]
 
+    def tally(self) -> str:
+        """``5 of 7 checks passed, 1 failed, 1 could not be evaluated``."""
+        n, fails, errors = len(self.outcomes), self.count("FAIL"), self.count("ERROR")
+        return (f"{n - fails - errors} of {n} checks passed" + (f", {fails} failed" if fails
+                                                                 else "")
+                + (f", {errors} could not be evaluated" if errors else ""))
+
     def to_dict(self) -> dict:
         return {"out": str(self.out), "passed": self.passed, "exit_code": self.exit_code,
-                "checks": [{"name": o.name, "status": o.status, "message": o.message,
-                            "observed": o.observed, "threshold": o.threshold}
+                "checks": [{"name": o.name, "rule": o.rule, "key": o.key, "status": o.status,
+                            "message": o.message, "observed": o.observed,
+                            "interval": list(o.interval) if o.interval else None,
+                            "threshold": o.threshold, "tested": o.tested}
                            for o in self.outcomes]}
 
     def to_junit(self) -> str:
         """JUnit XML: ``<testsuites>`` with one testsuite, one testcase per checked key."""
-        counts = dict(tests=str(len(self.outcomes)),
-                      failures=str(sum(o.status == "FAIL" for o in self.outcomes)),
-                      errors=str(sum(o.status == "ERROR" for o in self.outcomes)))
+        counts = dict(tests=str(len(self.outcomes)), failures=str(self.count("FAIL")),
+                      errors=str(self.count("ERROR")))
         root = ET.Element("testsuites", **counts)
-        suite = ET.SubElement(root, "testsuite", name="transferscope check", tests=str(len(
-            self.outcomes)), failures=str(sum(o.status == "FAIL" for o in self.outcomes)),
-            errors=str(sum(o.status == "ERROR" for o in self.outcomes)))
+        suite = ET.SubElement(root, "testsuite", name="transferscope check", **counts)
         for o in self.outcomes:
             case = ET.SubElement(suite, "testcase", classname="transferscope.check",
                                  name=o.name)
@@ -202,6 +100,14 @@ class CheckResult:
                 ET.SubElement(case, "failure" if o.status == "FAIL" else "error",
                               message=o.message).text = o.line
         return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+@dataclass
+class _Obs:
+    """An observed value and, when it has one, its interval (an Interval's JSON dict)."""
+
+    value: object
+    iv: dict | None = None
 
 
 def _flatten(numbers: dict, prefix: str = "") -> dict[str, object]:
@@ -215,94 +121,213 @@ def _flatten(numbers: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def _interval_words(e: dict) -> str:
-    """``0.24 [0.18, 0.31] (95 %, 20 background images)``."""
-    value = "nan" if e.get("value") is None else f"{e['value']:.4g}"
-    if e.get("lo") is None or e.get("hi") is None:
-        return value
-    unit = e["unit"] + ("s" if e.get("n") != 1 and not e["unit"].endswith("s") else "")
-    return (f"{value} [{e['lo']:.4g}, {e['hi']:.4g}] ({round(100 * e['level'])} %, "
-            f"{e['n']} {unit})")
+def _as_interval(v) -> dict | None:
+    """An Interval's JSON dict, or a ``*_ci95`` pair ``[lo, hi]``, as an interval dict."""
+    if isinstance(v, dict) and {"lo", "hi"} <= v.keys():
+        return v
+    if isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+        return {"lo": v[0], "hi": v[1], "level": 0.95}
+    return None
 
 
-def _value_rule(rule: CheckRule, finding: dict) -> list[CheckOutcome]:
-    if rule.number is not None:
-        items = {k: (v, None) for k, v in _flatten(finding.get("numbers") or {}).items()}
-        glob = rule.number
-    else:
-        items = {e["label"]: (e.get(rule.bound), e) for e in finding.get("estimates") or []}
-        glob = rule.estimate
-    matched = {k: v for k, v in items.items() if fnmatch.fnmatchcase(k, glob)}
-    if not matched:
-        return [CheckOutcome(rule.label, "ERROR", f"{glob!r} matches none of "
-                             f"{rule.analysis}'s {'numbers' if rule.number else 'estimates'}: "
-                             + (", ".join(map(repr, items)) or "(none)")
-                             + did_you_mean(glob, list(items)))]
-    limits = " and ".join(([f">= {rule.min:g}"] if rule.min is not None else [])
-                          + ([f"<= {rule.max:g}"] if rule.max is not None else []))
-    out = []
-    for key, (value, est) in matched.items():
-        if est is None:
-            shown = repr(value)
-        elif rule.bound == "value":
-            shown = _interval_words(est)
+def summary_items(obj, prefix: str = "") -> dict[str, _Obs]:
+    """A summary's values by dotted path (list items by index); an Interval's dict is one
+    value with its interval, and ``X`` takes the interval of a sibling ``X_ci95`` /
+    ``X_interval`` / ``X_iv``.
+
+    Example:
+        >>> items = summary_items({"m": {"acc": 0.8, "acc_ci95": [0.7, 0.9], "runs": [3, 4]}})
+        >>> items["m.acc"].iv["hi"], items["m.runs.1"].value
+        (0.9, 4)
+    """
+    out: dict[str, _Obs] = {}
+    if isinstance(obj, dict) and {"value", "lo", "hi"} <= obj.keys():
+        return {prefix.rstrip("."): _Obs(obj["value"], obj)}
+    children = obj.items() if isinstance(obj, dict) else enumerate(obj) \
+        if isinstance(obj, list) else ()
+    for k, v in children:
+        key = f"{prefix}{k}"
+        if isinstance(v, (dict, list)):
+            out.update(summary_items(v, key + "."))
         else:
-            end = "lower" if rule.bound == "lo" else "upper"
-            shown = (f"{end} bound {value:.4g} of {_interval_words(est)}"
-                     if isinstance(value, (int, float)) else f"{end} bound of "
-                     + _interval_words(est))
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or \
-                not math.isfinite(value):
-            out.append(CheckOutcome(rule.label, "ERROR", f"{shown} is not a finite number",
-                                    key, None, limits))
-            continue
-        ok = (rule.min is None or value >= rule.min) and (rule.max is None or value <= rule.max)
-        out.append(CheckOutcome(rule.label, "PASS" if ok else "FAIL",
-                                f"{shown} {'meets' if ok else 'violates'} {limits}",
-                                key, float(value), limits))
+            out[key] = _Obs(v)
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            sibling = next((obj[k + s] for s in ("_ci95", "_interval", "_iv") if k + s in obj),
+                           None)
+            iv = _as_interval(sibling)
+            if iv is not None and not isinstance(v, (dict, list)):
+                out[f"{prefix}{k}"] = _Obs(v, iv)
     return out
 
 
-def _claim_rule(rule: CheckRule, claims: list[dict]) -> list[CheckOutcome]:
-    found = {c["claim"]: c for c in claims}
-    if rule.claim not in found:
-        return [CheckOutcome(rule.label, "ERROR", f"no claim {rule.claim!r} in the claims "
-                             f"table{did_you_mean(rule.claim, list(found))}; claims: "
-                             + ", ".join(found))]
-    verdict = found[rule.claim]["verdict"]
-    ok = (rule.verdict is None or verdict in rule.verdict) and verdict not in (rule.not_ or [])
-    want = (f"one of {rule.verdict}" if rule.verdict is not None else
-            f"none of {rule.not_}")
-    why = found[rule.claim].get("why", "")
-    return [CheckOutcome(rule.label, "PASS" if ok else "FAIL",
-                         f"verdict {verdict!r} ({'is' if ok else 'is not'} {want})"
-                         + (f": {why}" if why and not ok else ""), None, verdict, want)]
+def _interval_words(value, iv: dict) -> str:
+    """``0.24 [0.18, 0.31] (95 %, 20 background images)``."""
+    shown = "nan" if value is None else f"{value:.4g}" if isinstance(value, (int, float)) \
+        else repr(value)
+    if iv is None or iv.get("lo") is None or iv.get("hi") is None:
+        return shown
+    level = f"{round(100 * iv['level'])} %" if iv.get("level") is not None else "interval"
+    if iv.get("unit") and iv.get("n") is not None:
+        unit = iv["unit"] + ("s" if iv["n"] != 1 and not iv["unit"].endswith("s") else "")
+        level += f", {iv['n']} {unit}"
+    return f"{shown} [{iv['lo']:.4g}, {iv['hi']:.4g}] ({level})"
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _limits(rule: CheckRule) -> list[tuple[str, str, str, float]]:
+    """(what is tested, its key in the interval dict, op, threshold) for each limit."""
+    on = {"value": ("value", "value"), "lo": ("lower bound", "lo"),
+          "hi": ("upper bound", "hi")}[rule.bound]
+    out = []
+    for limit, op, what in ((rule.min, ">=", on), (rule.max, "<=", on),
+                            (rule.ci_min, ">=", ("lower bound", "lo")),
+                            (rule.ci_max, "<=", ("upper bound", "hi"))):
+        if limit is not None:
+            out.append((*what, op, float(limit)))
+    return out
+
+
+def _test(rule: CheckRule, key: str, obs: _Obs) -> CheckOutcome:
+    shown = _interval_words(obs.value, obs.iv)
+    has_iv = obs.iv is not None and obs.iv.get("lo") is not None
+    threshold = " and ".join(f"{what} {op} {t:g}"
+                             for what, _, op, t in _limits(rule))
+    parts, tested, status = [], [], "PASS"
+    for what, field_, op, limit in _limits(rule):
+        if field_ != "value" and not has_iv:
+            return CheckOutcome(rule.label, "ERROR", f"{shown} has no interval, so its {what} "
+                                f"cannot be tested; use min/max for the point value", key,
+                                obs.value if _number(obs.value) else None, threshold)
+        value = obs.value if field_ == "value" else obs.iv[field_]
+        if not _number(value):
+            return CheckOutcome(rule.label, "ERROR", f"{shown}: {what} is not a finite number",
+                                key, None, threshold)
+        ok = value >= limit if op == ">=" else value <= limit
+        status = status if ok else "FAIL"
+        said = ("point estimate" if has_iv else "value (no interval)") if field_ == "value" \
+            else what
+        parts.append(f"{said} {value:.4g} {'meets' if ok else 'violates'} {op} {limit:g}")
+        tested.append({"on": said, "value": float(value), "op": op, "threshold": limit,
+                       "ok": ok})
+    lead = f"{shown}: " if has_iv else ""
+    return CheckOutcome(rule.label, status, lead + "; ".join(parts), key,
+                        float(obs.value) if _number(obs.value) else None, threshold,
+                        (obs.iv["lo"], obs.iv["hi"]) if has_iv else None, tested)
+
+
+def _match(items: dict, glob: str) -> dict:
+    if glob in items:  # an exact key, even one with glob characters ('[50,60[')
+        return {glob: items[glob]}
+    return {k: v for k, v in items.items() if fnmatch.fnmatchcase(k, glob)}
+
+
+class _Study:
+    """A results folder's findings, claims and (read when needed) summaries."""
+
+    def __init__(self, out: Path):
+        self.results = out / "results"
+        path = self.results / "findings.json"
+        if not path.is_file():
+            raise ConfigError(f"{out}: no results/findings.json; run the study first "
+                              "(transferscope audit STUDY --out OUT, or check --run STUDY)")
+        doc = json.loads(path.read_text())
+        self.findings = {f["analysis"]: f for f in doc.get("findings", [])}
+        self.claims = {c["claim"]: c for c in doc.get("claims", [])}
+        index = self.results / "index.json"
+        self.index = json.loads(index.read_text()) if index.is_file() else {}
+        self.ran = list(dict.fromkeys([*self.findings, *self.index.get("analyses", [])]))
+        self._summaries: dict[str, dict | None] = {}
+
+    def summary(self, analysis: str):
+        if analysis not in self._summaries:
+            path = self.results / f"{analysis}.json"
+            self._summaries[analysis] = (json.loads(path.read_text()).get("summary")
+                                         if path.is_file() else None)
+        return self._summaries[analysis]
+
+    def sources(self, rule: CheckRule) -> list[tuple[str, dict[str, _Obs]]]:
+        finding = self.findings.get(rule.analysis) or {}
+        numbers = {k: _Obs(v) for k, v in _flatten(finding.get("numbers") or {}).items()}
+        estimates = {e["label"]: _Obs(e.get("value"), e) for e in finding.get("estimates") or []}
+        wanted = [w for w in ("number", "estimate", "summary") if getattr(rule, w) is not None] \
+            or ["estimate", "number", "summary"]  # the short form: intervals first
+        out = []
+        for w in wanted:
+            items = numbers if w == "number" else estimates if w == "estimate" else \
+                summary_items(self.summary(rule.analysis) or {})
+            out.append(({"number": "numbers", "estimate": "estimates",
+                         "summary": "summary"}[w], items))
+        return out
+
+    def evaluate(self, rule: CheckRule) -> list[CheckOutcome]:
+        if rule.claim is not None:
+            return [self._claim(rule)]
+        if rule.analysis not in self.findings and self.summary(rule.analysis) is None:
+            skipped = rule.analysis in self.index.get("skipped_analyses", [])
+            return [CheckOutcome(rule.label, "ERROR", f"the study has no results of "
+                                 f"{rule.analysis!r}" + (" (it was skipped)" if skipped else
+                                                         did_you_mean(rule.analysis, self.ran))
+                                 + "; it has: " + (", ".join(self.ran) or "(none)"))]
+        tried = []
+        for where, items in self.sources(rule):
+            matched = _match(items, rule.glob)
+            if matched:  # a short-form key says where it was found
+                return [_test(rule, f"{where}: {k}" if rule.path is not None else k, obs)
+                        for k, obs in matched.items()]
+            tried.append((where, items))
+        near = [k for _, items in tried for k in items]
+        shown = "; ".join(f"{where}: " + (", ".join(map(repr, list(items)[:12]))
+                                          + (", ..." if len(items) > 12 else "") or "(none)")
+                          for where, items in tried)
+        return [CheckOutcome(rule.label, "ERROR", f"{rule.glob!r} matches no key of "
+                             f"{rule.analysis}{did_you_mean(rule.glob, near)}; its {shown}")]
+
+    def _claim(self, rule: CheckRule) -> CheckOutcome:
+        if rule.claim not in self.claims:
+            return CheckOutcome(rule.label, "ERROR", f"no claim {rule.claim!r} in the claims "
+                                f"table{did_you_mean(rule.claim, list(self.claims))}; claims: "
+                                + (", ".join(self.claims) or "(none)"))
+        verdict = self.claims[rule.claim]["verdict"]
+        ok = (rule.verdict is None or verdict in rule.verdict) and \
+            verdict not in (rule.not_ or [])
+        want = f"one of {rule.verdict}" if rule.verdict is not None else f"none of {rule.not_}"
+        why = self.claims[rule.claim].get("why", "")
+        return CheckOutcome(rule.label, "PASS" if ok else "FAIL",
+                            f"verdict {verdict!r} ({'is' if ok else 'is not'} {want})"
+                            + (f": {why}" if why and not ok else ""), None, verdict, want)
 
 
 def check(out: str | Path, rules: list[CheckRule] | None = None) -> CheckResult:
-    """Check the study in ``out`` against ``rules`` (default: the ``[[check]]`` tables of
-    ``out/study.toml``)."""
+    """Check the study in ``out`` against ``rules`` (default: ``out/study.toml``'s ``check``).
+
+    Example:
+        >>> import tempfile; from pathlib import Path
+        >>> out = Path(tempfile.mkdtemp()); (out / "results").mkdir()
+        >>> _ = (out / "results" / "findings.json").write_text('{"findings": [{"analysis": '
+        ...     '"distraction", "numbers": {}, "estimates": [{"label": "ft", "value": 0.2, '
+        ...     '"lo": 0.1, "hi": 0.35, "level": 0.95, "unit": "image", "n": 20}]}]}')
+        >>> res = check(out, [parse_rule("distraction.ft<=0.3"),
+        ...                   *rules_from_table({"distraction.ft": {"ci_max": 0.3}}, "x")])
+        >>> print("\\n".join(res.lines()))  # doctest: +NORMALIZE_WHITESPACE
+        PASS  distraction.ft [estimates: ft]: 0.2 [0.1, 0.35] (95 %, 20 images):
+              point estimate 0.2 meets <= 0.3
+        FAIL  distraction.ft [estimates: ft]: 0.2 [0.1, 0.35] (95 %, 20 images):
+              upper bound 0.35 violates <= 0.3
+        >>> res.exit_code
+        1
+    """
     out = Path(out)
-    path = out / "results" / "findings.json"
-    if not path.is_file():
-        raise ConfigError(f"{out}: no results/findings.json; run the study first "
-                          "(transferscope audit STUDY --out OUT, or check --run STUDY)")
+    study = _Study(out)
     if rules is None:
         rules = read_rules(out / "study.toml") if (out / "study.toml").is_file() else []
     if not rules:
-        raise ConfigError(f"no checks: give --rules FILE or --rule, or add [[check]] tables "
+        raise ConfigError(f"no checks: give --rules FILE or --rule, or add a [check] table "
                           f"to {out / 'study.toml'}")
-    doc = json.loads(path.read_text())
-    findings = {f["analysis"]: f for f in doc.get("findings", [])}
     result = CheckResult(out)
     for rule in rules:
-        if rule.claim is not None:
-            result.outcomes += _claim_rule(rule, doc.get("claims", []))
-        elif rule.analysis not in findings:
-            result.outcomes.append(CheckOutcome(
-                rule.label, "ERROR", f"the study has no finding of {rule.analysis!r}"
-                f"{did_you_mean(rule.analysis, list(findings))}; it has: "
-                + ", ".join(findings)))
-        else:
-            result.outcomes += _value_rule(rule, findings[rule.analysis])
+        result.outcomes += study.evaluate(rule)
     return result

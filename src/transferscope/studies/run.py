@@ -325,6 +325,10 @@ def load_any(path: str | os.PathLike):
     if kind == "audit":
         return study_from_dict(data, str(path))
     cls = kinds[kind][0]
+    if "check" in data and "check" not in cls.model_fields:  # `transferscope check`'s rules
+        from transferscope.studies.check_rules import rules_from_table
+
+        rules_from_table(data.pop("check"), str(path))  # one clear line before it runs
     return build_spec(cls, {**data, **({"kind": kind} if "kind" in cls.model_fields else {})},
                       str(path))
 

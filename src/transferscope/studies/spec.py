@@ -181,17 +181,16 @@ class StudySpec(_Strict, ExecutorFields):
     models: list[ModelSpec] = Field(min_length=1, description="the target models, one "
                                     "`[[models]]` table each (at least one)")
     analyses: AnalysesSpec = Field(default_factory=AnalysesSpec, description="the analyses")
-    check: list[dict] = Field(default_factory=list, description="[[check]] tables: thresholds "
-                              "on the findings that `transferscope check OUT` tests (rules: "
-                              "docs/ci-gate.md)")
+    check: dict | list[dict] = Field(default_factory=dict, description="a [check] table (or "
+                                     "[[check]] tables): thresholds on the results that "
+                                     "`transferscope check OUT` tests (docs/ci-gate.md)")
 
     @field_validator("check")
     @classmethod
     def _rules_parse(cls, v):
-        from transferscope.studies.check import _rule
+        from transferscope.studies.check_rules import rules_from_table
 
-        for i, table in enumerate(v, 1):
-            _rule(table, f"[[check]] #{i}")  # one clear line before anything trains
+        rules_from_table(v, "study")  # one clear line before anything trains
         return v
 
     log_to: Literal["tensorboard", "mlflow"] | None = Field(None, description="also log to "
