@@ -21,7 +21,11 @@ def finding(result: AnalysisResult) -> Finding:
 
 
 @register_analysis("toy_confidence", title="Toy: mean top-1 confidence", paper="paper 000 (toy)",
-                   section="memory", options=ToyOptions, finding=finding)
+                   section="memory", options=ToyOptions, finding=finding,
+                   resolution=lambda res, results: [f"Resolution: toy over {len(res.summary)} "
+                                                    "models."],
+                   drill=(dict(widget="bars", table="confidence", value="mean confidence",
+                               heading="Toy: confidence of each model"),))
 def run(ctx, decimals: int = 3) -> AnalysisResult:
     conf = {k: float(ctx.predict(m, ctx.target_data).probs.max(1).values.mean())
             for k, m in ctx.targets.items()}

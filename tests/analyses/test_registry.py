@@ -15,7 +15,8 @@ import torch
 
 from conftest import make_folder, write_image
 from transferscope.analyses import AuditContext, ModelEntry, get_analysis, list_analyses
-from transferscope.analyses._registry import finding_of, run_analysis, validate_options
+from transferscope.analyses._registry import (finding_of, register_analysis, run_analysis,
+                                              validate_options)
 from transferscope.data import image_folder, source_images
 from transferscope.engine import ResultCache, TrainConfig, get_recipe, train
 from transferscope.errors import ConfigError
@@ -250,3 +251,12 @@ memory = [%s]
     html = write_report(tmp_path, res and {"toy_confidence": res}).read_text()
     assert "<h3 id='toy_confidence'>Toy: mean top-1 confidence (paper 000 (toy))</h3>" in html
     assert "<b>Toy confidence</b>: pt1" in html and "results/toy_confidence__confidence.csv" in html
+    # its resolution note and drill-down panel come from the registration alone
+    assert "Resolution: toy over 4 models." in html
+    meta = json.loads(html.split("id='ts-meta'>")[1].split("</script>")[0])
+    assert meta["panels"] == [{"analysis": "toy_confidence", "widget": "bars",
+                               "table": "confidence", "value": "mean confidence",
+                               "heading": "Toy: confidence of each model"}]
+    with pytest.raises(ConfigError, match="drill-down widget 'pie'"):
+        register_analysis("toy_bad", title="t", paper="p", section="memory",
+                          drill=(dict(widget="pie"),), made_by="x")

@@ -25,8 +25,8 @@ from transferscope.report import load_results, write_report
 from transferscope.findings import Finding
 from transferscope.report.findings import findings_html
 from transferscope.stats import Interval
-from transferscope.report.page import (denominator, resolution_notes, source_class_columns,
-                                       table_data)
+from transferscope.analyses._resolution import denominator
+from transferscope.report.page import resolution_notes, source_class_columns, table_data
 
 
 def embedded(html: str) -> dict[str, dict]:
@@ -275,7 +275,7 @@ def test_bias_resolution_note_says_what_the_analysis_tests():
         res = AnalysisResult("interference_bias", {})
         return resolution_notes("interference_bias", res, {"retained_knowledge": ret}), views
 
-    from transferscope.report import page
+    from transferscope.analyses import _resolution as page
 
     for views, expect in ((3, f"fewer than {MIN_VIEWS} samples no class is tested"),
                           (10, f"Benjamini-Hochberg at q = {FDR_Q:g}")):

@@ -64,6 +64,10 @@ class AnalysisSpec:
     made_by: str | None = None
     applies: Callable[[Any], bool] | None = None
     charts: dict[str, dict] | None = None  # result table -> client-side chart (report/page.py)
+    resolution: Callable[[Any, dict], list[str]] | None = None  # (result, results) -> notes
+    gallery: dict | None = None  # how the report shows the result's "gallery" table
+    drill: tuple[dict, ...] = ()  # panels of the per-source-class drill-down
+    needs: tuple[str, ...] = ()  # shared passes the runner prepares first (NEEDS)
 
     def applicable(self, ctx) -> bool:
         """Whether ``run(ctx)`` has what it needs (e.g. two P-T models for a barrier)."""
@@ -84,6 +88,10 @@ SECTIONS: dict[str, str] = {
     "remedies": "Remedies for lingering memories",
 }
 _REGISTRY: dict[str, AnalysisSpec] = {}
+GALLERY_WIDGETS = ("predictions", "maps", "strips")  # renderers in report/assets/drill.js
+DRILL_WIDGETS = ("gallery", "bars", "shares")
+#: shared work done once by the runner for every analysis that declares it in ``needs=``
+NEEDS = {"source_logits": "every model's logits on every source-image set, one decoding pass"}
 _LOADED = False
 
 
@@ -98,7 +106,10 @@ def register_analysis(name: str, *, title: str, paper: str, section: str,
                       finding: Callable[[Any], Finding | None] | None = None,
                       order: float | None = None, made_by: str | None = None,
                       applies: Callable[[Any], bool] | None = None,
-                      charts: dict[str, dict] | None = None):
+                      charts: dict[str, dict] | None = None,
+                      resolution: Callable[[Any, dict], list[str]] | None = None,
+                      gallery: dict | None = None, drill: tuple[dict, ...] | list = (),
+                      needs: tuple[str, ...] | list = ()):
     """Register an analysis; use as a decorator of ``run`` or call it with ``run=``.
 
     Args:
@@ -114,11 +125,36 @@ def register_analysis(name: str, *, title: str, paper: str, section: str,
         charts: result table name -> the report's interactive chart of it (the keys of
             :func:`transferscope.report.page.chart_spec`: ``categories``/``total`` bars or a
             ``kind="heatmap"``; ``replaces`` names the static figure it stands in for).
+        resolution: ``resolution(result, results) -> [note, ...]``: where a measure rests on
+            few samples (helpers in :mod:`transferscope.analyses._resolution`).
+        gallery: how the report shows the result's ``gallery`` table (its thumbnails):
+            ``widget`` (``"predictions"``: images with each model's predicted class;
+            ``"maps"``: an image, the source map and each model's map; ``"strips"``: a
+            class's image and views), ``by`` (the source-class column), and, to show it in
+            the section too, ``title`` and ``note``; ``replaces`` names a static figure.
+        drill: the panels this analysis adds to a source class's drill-down, in order:
+            ``{"widget": "gallery", "heading"}`` (its gallery's rows of the class),
+            ``{"widget": "bars", "table", "value", "heading"}`` (one bar per model) or
+            ``{"widget": "shares", "table", "prefix", "heading"}`` (stacked shares of the
+            columns named ``prefix...]``, e.g. ``B[target]``).
+        needs: shared work the runner does once before the analyses that need it, keys of
+            :data:`NEEDS` (``"source_logits"``: every model's logits on the source images).
     """
     safe_component(name, "analysis name")  # results/<name>.json, figures/<name>__*.png
     if section not in SECTIONS:
         raise ConfigError(f"analysis {name!r}: unknown report section {section!r}; use one of "
                           f"{', '.join(SECTIONS)} or register_section() first")
+    if gallery and gallery.get("widget") not in GALLERY_WIDGETS:
+        raise ConfigError(f"analysis {name!r}: gallery widget {gallery.get('widget')!r}; use "
+                          f"one of {', '.join(GALLERY_WIDGETS)}")
+    for panel in drill:
+        if panel.get("widget") not in DRILL_WIDGETS:
+            raise ConfigError(f"analysis {name!r}: drill-down widget {panel.get('widget')!r}; "
+                              f"use one of {', '.join(DRILL_WIDGETS)}")
+    unknown = [n for n in needs if n not in NEEDS]
+    if unknown:
+        raise ConfigError(f"analysis {name!r}: needs {unknown[0]!r}; use one of "
+                          f"{', '.join(NEEDS)}")
     opts = options or NoOptions
     if not (isinstance(opts, type) and issubclass(opts, BaseModel)):
         raise ConfigError(f"analysis {name!r}: options must be a pydantic model class")
@@ -126,7 +162,9 @@ def register_analysis(name: str, *, title: str, paper: str, section: str,
     def deco(fn):
         _REGISTRY[name] = AnalysisSpec(name, title, paper, section, opts, fn, finding,
                                        float(1000 + len(_REGISTRY) if order is None else order),
-                                       made_by, applies, dict(charts or {}))
+                                       made_by, applies, dict(charts or {}), resolution,
+                                       dict(gallery) if gallery else None,
+                                       tuple(dict(p) for p in drill), tuple(needs))
         return fn
 
     if run is not None or made_by is not None:

@@ -15,6 +15,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from transferscope.analyses import _resolution
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, first_set, fmt, register_analysis
 from transferscope.analyses._stats import pearson
@@ -134,8 +135,13 @@ def finding(result: AnalysisResult) -> Finding | None:
                    numbers={k: v["r"] if isinstance(v, dict) else v for k, v in first.items()})
 
 
-register_analysis("agreement", title="Cross-model agreement", paper="paper 000, Fig. 5, 6",
-                  section="memory", order=3, run=run, finding=finding,
+def resolution(res, results: dict) -> list[str]:
+    """Agreement correlates per-class recall and bias: say when those take few values."""
+    return _resolution.per_class_notes(results, "recall and bias")
+
+
+register_analysis("agreement", needs=("source_logits",), title="Cross-model agreement", paper="paper 000, Fig. 5, 6",
+                  section="memory", order=3, run=run, finding=finding, resolution=resolution,
                   charts={"pearson": dict(kind="heatmap", rows="model A", cols="model B",
                                           value="Pearson R", facets=["source images", "quantity"],
                                           unit="Pearson R of the per-class values")})

@@ -17,6 +17,7 @@ import torch
 from pydantic import Field
 
 from transferscope.analyses import _composite_verdicts as V
+from transferscope.analyses import _resolution
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
 from transferscope.analyses._thumbs import composite_gallery
@@ -325,6 +326,13 @@ def finding(result: AnalysisResult) -> Finding | None:
 
 register_analysis("composites", title="Composite images", paper="paper 000, Fig. 2; paper 001, "
                   "section 4", section="memory", options=CompositesOptions, order=5, run=run,
-                  finding=finding)
+                  finding=finding,
+                  resolution=lambda res, results: _resolution.composite_notes(results, True),
+                  gallery=dict(widget="predictions", by="background class",
+                               truth="pasted class", label="pasted", skip=["composite"],
+                               title="composites with each model's prediction",
+                               note="a background's name opens its class", replaces="examples"),
+                  drill=(dict(widget="gallery", heading="Composites on this background, with "
+                              "each model's prediction"),))
 
 __all__ = ["CompositeOptions", "CompositePlan", "choose_backgrounds", "group_of", "plan", "run"]

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from transferscope.analyses import _composite_verdicts as V
+from transferscope.analyses import _resolution
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, register_analysis
 from transferscope.analyses._thumbs import cam_gallery
@@ -389,5 +390,14 @@ def finding(result: AnalysisResult) -> Finding | None:
         numbers={k: v["mean"] for k, v in models.items()})
 
 
+_MAPS_NOTE = "Distraction: IoU of the top 20% background pixels of the two maps (paper 001, eq. 4)."
 register_analysis("distraction", title="Grad-CAM distraction", paper="paper 001, eq. 4, Fig. 3a",
-                  section="memory", options=DistractionOptions, order=7, run=run, finding=finding)
+                  section="memory", options=DistractionOptions, order=7, run=run, finding=finding,
+                  resolution=lambda res, results: _resolution.composite_notes(results, False),
+                  gallery=dict(widget="maps", by="background", truth="pasted class",
+                               label="composite, pasted", score="distraction",
+                               source="source model (M^s), its map of the background's class",
+                               title="Grad-CAM maps side by side",
+                               note="one composite per background class; " + _MAPS_NOTE),
+                  drill=(dict(widget="gallery", heading="Grad-CAM: source model (background "
+                              "class) vs each target model (its prediction)", note=_MAPS_NOTE),))

@@ -24,6 +24,7 @@ classes as pairs.
 
 from __future__ import annotations
 
+import math
 from itertools import combinations
 
 import numpy as np
@@ -31,6 +32,7 @@ import pandas as pd
 import torch
 from pydantic import Field
 
+from transferscope.analyses import _resolution
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, first_set, register_analysis
 from transferscope.analyses.context import AuditContext
@@ -330,9 +332,36 @@ def finding(result: AnalysisResult) -> Finding | None:
                    if caveat else "", numbers={k: v["strongly_biased"] for k, v in s.items()})
 
 
-register_analysis("interference_bias", title="Interference bias of source classes",
+def resolution(res, results: dict) -> list[str]:
+    """Where each class's bias B is a fraction over few samples: whether any class can be
+    tested at all, what 'strongly biased' needs there, and the Table-2 bins left empty."""
+    targets = [k.removeprefix("base rate ") for k in res.tables.get(
+        "table", pd.DataFrame()).columns if str(k).startswith("base rate ")]
+
+    def consequence(n: int, pct: list[float]) -> str:
+        need = math.ceil(STRONG * n - 1e-9)
+        text = (f"; with fewer than {MIN_VIEWS} samples no class is tested, so none is "
+                "called strongly biased" if n < MIN_VIEWS else
+                "; 'strongly biased' means a one-sided binomial test of the class's "
+                "largest target against the base rate, significant after Benjamini-"
+                f"Hochberg at q = {FDR_Q:g}, and a largest share max B >= {STRONG:g}: "
+                f"at least {need} of the {n} samples in one target class"
+                + (" (all of them)" if need == n else ""))
+        if len(targets) == 2:
+            hit = {sum(p >= e for e in BIAS_EDGES) for p in pct}
+            empty = [b for i, b in enumerate(bin_labels(*targets)) if i not in hit]
+            if empty:
+                text += f"; the Table-2 bins {', '.join(empty)} are empty by construction"
+        return text
+    return _resolution.per_class_notes(results, "bias B", consequence)
+
+
+register_analysis("interference_bias", needs=("source_logits",), title="Interference bias of source classes",
                   paper="paper 000, eq. 1, Table 2", section="memory", options=BiasOptions,
-                  order=2, run=run, finding=finding,
+                  order=2, run=run, finding=finding, resolution=resolution,
+                  drill=(dict(widget="shares", table="per_class", prefix="B[",
+                              heading="Where its images land: bias B toward each target class "
+                              "(eq. 1)"),),
                   charts={"table": dict(categories="bins", total="classes",
                                         x="bias B of the source class toward the first target "
                                         "class (Table-2 bins)", y="share of source classes (%)",

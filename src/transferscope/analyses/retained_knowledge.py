@@ -17,6 +17,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from transferscope.analyses import _resolution
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, first_set, register_analysis
 from transferscope.analyses._stats import bootstrap_ci, ci_fields, per_class_rate
@@ -231,8 +232,22 @@ def finding(result: AnalysisResult) -> Finding | None:
                    numbers={k: v["classes_recall_ge_50"] for k, v in s.items()})
 
 
-register_analysis("retained_knowledge", title="Retained knowledge: source-class recall of M^st",
+def resolution(res, results: dict) -> list[str]:
+    """Where each class's recall is a fraction over few samples, and the Table-1 bins that
+    cannot be filled by construction."""
+    def empty_bins(n: int, pct: list[float]) -> str:
+        hit = {(p >= 50) * (1 + sum(p >= e for e in (60, 70, 80, 90))) for p in pct}
+        empty = [b for i, b in enumerate(RECALL_BINS) if i not in hit]
+        return f"; the bins {', '.join(empty)} are empty by construction" if empty else ""
+    return _resolution.per_class_notes(results, "recall", empty_bins)
+
+
+register_analysis("retained_knowledge", needs=("source_logits",), title="Retained knowledge: source-class recall of M^st",
                   paper="paper 000, Table 1", section="memory", order=1, run=run, finding=finding,
+                  resolution=resolution, gallery=dict(widget="strips", by="class"),
+                  drill=(dict(widget="gallery", heading="Image and views"),
+                         dict(widget="bars", table="per_class", value="recall",
+                              heading="Recall of this class per model")),
                   charts={"bins": dict(categories=RECALL_BINS, total="All",
                                        x="recall of the source class (%)",
                                        y="share of source classes (%)", replaces="recall_hist")})

@@ -24,26 +24,39 @@ from typing import Any
 import pandas as pd
 
 from transferscope._paths import safe_component
+from transferscope.analyses._registry import _REGISTRY, SECTIONS, _load_builtin
+from transferscope.analyses._resolution import FEW_SAMPLES, REMEDY
 from transferscope.data.imagenet import imagenet_names, imagenet_wnids, wnid_to_index
 
 #: One colour per model throughout (Tableau 10 without its grey); source models are grey.
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
            "#ff9da7", "#9c755f", "#17becf", "#bcbd22", "#8c564b"]
 SOURCE_COLOUR = "#555555"
-FEW_SAMPLES = 20  # per-class measures over at most this many samples get a resolution note
 IMAGE_BUDGET = 10_000_000  # bytes of embedded thumbnails (base64) per report
 
 _WNID = re.compile(r"\b(n\d{8})\b(?! \()")
 
 
+def _spec(analysis: str):
+    """The analysis's registration (None for results no registered analysis made)."""
+    _load_builtin()
+    return _REGISTRY.get(analysis)
+
+
 def chart_spec(analysis: str, table: str) -> dict | None:
     """The client-side chart an analysis registered for one of its tables (``charts=`` of
     :func:`~transferscope.analyses.register_analysis`), else None."""
-    from transferscope.analyses._registry import _REGISTRY, _load_builtin
-
-    _load_builtin()
-    spec = _REGISTRY.get(analysis)
+    spec = _spec(analysis)
     return (spec.charts or {}).get(table) if spec is not None else None
+
+
+def drill_panels(results: dict) -> list[dict]:
+    """The drill-down's panels in page order: each analysis's registered ``drill=`` panels,
+    ``{"analysis", "widget", ...}``, for the analyses with results."""
+    sections = list(SECTIONS)
+    specs = sorted((s for s in map(_spec, results) if s is not None and s.drill),
+                   key=lambda s: (sections.index(s.section), s.order))
+    return [{"analysis": s.name, **p} for s in specs for p in s.drill]
 
 
 def asset(name: str) -> str:
@@ -144,107 +157,11 @@ def table_data(df: pd.DataFrame, raw_columns: tuple[str, ...] = ("image",)) -> d
             "kinds": kinds, "rows": rows, "classCol": pos[0], "nameCol": pos[1], "wnidCol": pos[2]}
 
 
-def denominator(values, max_n: int = 200) -> int | None:
-    """The smallest n <= ``max_n`` with every value a multiple of 1/n (None if there is none):
-    the sample count a set of per-class fractions was measured over.
-
-    Example:
-        >>> denominator([0.0, 0.4, 1.0, 0.6])
-        5
-    """
-    vals = [float(v) for v in values if v is not None and v == v]
-    if not vals:
-        return None
-    return next((n for n in range(1, max_n + 1)
-                 if all(abs(v * n - round(v * n)) < 1e-6 for v in vals)), None)
-
-
-def samples_per_class(results: dict) -> dict[str, dict]:
-    """Per source-image set: ``{"samples", "images", "views"}`` of its sparsest class, from the
-    retained-knowledge gallery, else inferred from the per-class recall values."""
-    out = {}
-    ret = results.get("retained_knowledge")
-    gallery = ret.tables.get("gallery") if ret else None
-    if gallery is not None and len(gallery):
-        for set_name, g in gallery.groupby("source images", sort=False):
-            row = g.loc[g["samples"].idxmin()]
-            out[str(set_name)] = {k: int(row[k]) for k in ("samples", "images", "views")}
-    elif ret is not None and "per_class" in ret.tables and len(ret.tables["per_class"]):
-        for set_name, g in ret.tables["per_class"].groupby("source images", sort=False):
-            n = denominator(g["recall"])
-            if n:
-                out[str(set_name)] = {"samples": n, "images": None, "views": None}
-    return out
-
-
-def _values_text(n: int) -> str:
-    vals = [f"{100 * k / n:.0f}" for k in range(n + 1)]
-    return ", ".join(vals if n <= 6 else vals[:3] + ["..."] + vals[-2:]) + "%"
-
-
-def _how(info: dict) -> str:
-    if info.get("images") is None:
-        return ""
-    return f" ({info['images']} image{'s' * (info['images'] != 1)} x {info['views']} views)"
-
-
-REMEDY = ("For a finer measure use more views per image ('views' under [source_images]) or "
-          "labelled ImageNet validation images (50 per class) as source images.")
-
-
 def resolution_notes(name: str, res, results: dict) -> list[str]:
-    """Plain-text notes wherever a per-class measure of ``name`` rests on few samples."""
-    from transferscope.analyses.interference_bias import (BIAS_EDGES, FDR_Q, MIN_VIEWS, STRONG,
-                                                          bin_labels)
-    from transferscope.analyses.retained_knowledge import RECALL_BINS
-
-    notes = []
-    if name in ("retained_knowledge", "interference_bias", "agreement"):
-        for set_name, info in samples_per_class(results).items():
-            n = info["samples"]
-            if n > FEW_SAMPLES:
-                continue
-            pct = [100 * k / n for k in range(n + 1)]
-            what = {"retained_knowledge": "recall", "interference_bias": "bias B"}.get(
-                name, "recall and bias")
-            text = (f"Resolution: in '{set_name}' each class's {what} is a fraction over {n} "
-                    f"samples{_how(info)}, so it takes only {n + 1} values ({_values_text(n)})")
-            if name == "retained_knowledge":
-                hit = {(p >= 50) * (1 + sum(p >= e for e in (60, 70, 80, 90))) for p in pct}
-                empty = [b for i, b in enumerate(RECALL_BINS) if i not in hit]
-                if empty:
-                    text += f"; the bins {', '.join(empty)} are empty by construction"
-            if name == "interference_bias":
-                need = math.ceil(STRONG * n - 1e-9)
-                text += (f"; with fewer than {MIN_VIEWS} samples no class is tested, so none is "
-                         "called strongly biased" if n < MIN_VIEWS else
-                         "; 'strongly biased' means a one-sided binomial test of the class's "
-                         "largest target against the base rate, significant after Benjamini-"
-                         f"Hochberg at q = {FDR_Q:g}, and a largest share max B >= {STRONG:g}: "
-                         f"at least {need} of the {n} samples in one target class"
-                         + (" (all of them)" if need == n else ""))
-                targets = [k.removeprefix("base rate ") for k in res.tables.get(
-                    "table", pd.DataFrame()).columns if str(k).startswith("base rate ")]
-                if len(targets) == 2:
-                    hit = {sum(p >= e for e in BIAS_EDGES) for p in pct}
-                    empty = [b for i, b in enumerate(bin_labels(*targets)) if i not in hit]
-                    if empty:
-                        text += f"; the Table-2 bins {', '.join(empty)} are empty by construction"
-            notes.append(text + ". " + REMEDY)
-    if name in ("composites", "distraction") and "composites" in results:
-        per_bg = results["composites"].tables.get("per_background")
-        if per_bg is not None and len(per_bg) and "composites" in per_bg:
-            col = "composites" if name == "composites" else None
-            k = int(per_bg[col].min()) if col else \
-                int(per_bg.groupby("background class")["composites"].sum().min())
-            if k <= FEW_SAMPLES:
-                what = ("each per-background accuracy (per pasted class)" if col else
-                        "each class's mean distraction")
-                notes.append(f"Resolution: {what} rests on as few as {k} composites"
-                             + (f", so an accuracy takes only {k + 1} values" if col else "")
-                             + ". More 'overlays_per_class' or 'repeats' under "
-                             "[analyses.composites] give a finer measure.")
-    return notes
+    """Plain-text notes wherever a measure of ``name`` rests on few samples: the analysis's
+    registered ``resolution(result, results)``."""
+    spec = _spec(name)
+    return list(spec.resolution(res, results)) if spec and spec.resolution else []
 
 
 def model_colours(results: dict, out_dir: Path | None) -> dict[str, str]:
@@ -290,11 +207,12 @@ class ReportPage:
 
     def table(self, name: str, key: str, df: pd.DataFrame) -> str:
         """A table's placeholder; its rows go once into an embedded JSON block."""
-        if key == "gallery":  # drill-down data, embedded by tail(); shown in two sections
-            if name == "composites":
-                self.charted.add((name, "examples"))  # the static grid had no predictions
+        if key == "gallery":  # drill-down data, embedded by tail(); in the section if titled
+            gallery = (_spec(name).gallery if _spec(name) else None) or {}
+            if gallery.get("replaces"):
+                self.charted.add((name, gallery["replaces"]))
             return f"<div class='ts-gallery' data-analysis='{html.escape(name)}'></div>" \
-                if name in ("composites", "distraction") and len(df) else ""
+                if gallery.get("title") and len(df) else ""
         self.count += 1
         tid = f"tbl-{self.count}"
         data = {"analysis": name, "key": key, "file": f"{name}__{key}.csv", **table_data(df)}
@@ -341,8 +259,10 @@ class ReportPage:
             g = res.tables.get("gallery")
             if g is None or not len(g):
                 continue
-            galleries[name] = table_data(g, raw_columns=tuple(
-                c for c in g.columns if c == "image" or str(c).startswith("cam ")))
+            spec = _spec(name)
+            galleries[name] = {**table_data(g, raw_columns=tuple(
+                c for c in g.columns if c == "image" or str(c).startswith("cam "))),
+                "spec": (spec.gallery if spec else None) or {"widget": "strips"}}
             for key, data in res.images.items():
                 b64 = base64.b64encode(data).decode()
                 if used + len(b64) > self.image_budget:
@@ -351,7 +271,8 @@ class ReportPage:
                 images[f"{name}:{key}"] = b64
                 used += len(b64)
         meta = {"colours": self.colours, "galleries": galleries, "droppedImages": dropped,
-                "fewSamples": FEW_SAMPLES, "remedy": REMEDY}
+                "panels": drill_panels(self.results), "fewSamples": FEW_SAMPLES,
+                "remedy": REMEDY}
         return ("<aside id='drill' hidden aria-live='polite'></aside>" + "".join(self.blocks)
                 + f"<script type='application/json' id='ts-meta'>{script_json(meta)}</script>"
                 + f"<script type='application/json' id='ts-images'>{script_json(images)}"

@@ -27,7 +27,6 @@ from transferscope.errors import ConfigError, did_you_mean
 
 RUN_STATS = "run_stats.json"  # volatile: seconds per analysis and cache hits of the last run
 CACHED_SECTIONS = ("what_transferred",)  # results cached whole (their inputs are weights)
-SHARED_SOURCE_PASS = {"retained_knowledge", "interference_bias", "agreement"}
 
 
 def check_names(names: list[str]) -> None:
@@ -55,8 +54,9 @@ def analysis_options(names: list[str], options: dict[str, dict] | None = None,
     params: dict[str, dict] = {}
     for name in users:
         params[name] = dict(comp)
-    if "interference_detector" in names and users:
-        params.setdefault("interference_detector", {})["composites"] = comp
+    for name in names:  # analyses that evaluate on composites take the plan as an option
+        if users and name not in users and "composites" in get_analysis(name).options.model_fields:
+            params.setdefault(name, {})["composites"] = comp
     for name, given in (options or {}).items():
         params.setdefault(name, {}).update(given or {})
     return {n: validate_options(n, params.get(n)).model_dump() for n in names}
@@ -125,7 +125,7 @@ def run_analyses(ctx, names: list[str], out: str | Path, options: dict[str, dict
     skipped = [n for n in names if n not in run]
     for n in skipped:
         log(f"[bold]analysis[/bold] {n}: skipped (does not apply to these models)")
-    if SHARED_SOURCE_PASS & set(run):
+    if any("source_logits" in get_analysis(n).needs for n in run):
         log("[bold]source images[/bold]: logits of every model, one decoding pass per set")
         t0 = time.perf_counter()
         ctx.prefetch_source_logits()

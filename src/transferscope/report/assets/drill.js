@@ -51,21 +51,22 @@
     fig.append(el("figcaption", {text: caption}));
     return fig;
   }
-  var CAM_NOTE = "Distraction: IoU of the top 20% background pixels of the two maps (paper 001, eq. 4).";
-  function compositeFigures(rows, named) {
-    var models = META.galleries.composites.columns.filter(function (x) {
-      return ["background class", "composite", "pasted class", "image"].indexOf(x) < 0;
-    });
+  /* Gallery widgets, chosen by the analysis's registration (gallery=, drill=); they name
+     columns given there, never an analysis. */
+  function classLink(b) {
+    var link = el("a", {href: "#class-" + b, text: classInfo(b).name});
+    link.addEventListener("click", function (e) { e.preventDefault(); openClass(b); });
+    return link;
+  }
+  function predictions(name, g, rows, named) {  // images with each model's predicted class
+    var s = g.spec, skip = [s.by, s.truth, "image"].concat(s.skip || []);
+    var models = g.columns.filter(function (x) { return skip.indexOf(x) < 0; });
     var th = el("div", {class: "thumbs"});
     rows.forEach(function (r) {
-      var fig = thumb(imageSrc("composites", r.image), "pasted: " + r["pasted class"]);
-      if (named) {  // section gallery: name the background; a click opens its drill-down
-        var b = r["background class"], link = el("a", {href: "#class-" + b, text: classInfo(b).name});
-        link.addEventListener("click", function (e) { e.preventDefault(); openClass(b); });
-        fig.lastChild.prepend(link, el("br"));
-      }
+      var fig = thumb(imageSrc(name, r.image), s.label + ": " + r[s.truth]);
+      if (named) fig.lastChild.prepend(classLink(r[s.by]), el("br"));
       models.forEach(function (m) {
-        var ok = r[m] === r["pasted class"];
+        var ok = r[m] === r[s.truth];
         fig.lastChild.append(el("br"), swatch(colour(m)),
           el("span", {class: ok ? "ok" : "bad", text: m + ": " + r[m] + (ok ? " \u2713" : " \u2717")}));
       });
@@ -73,38 +74,45 @@
     });
     return th;
   }
-  function camRow(r) {
-    var th = el("div", {class: "thumbs"});
-    th.append(thumb(imageSrc("distraction", r.image), "composite, pasted: " + r["pasted class"]));
-    th.append(thumb(imageSrc("distraction", r["cam source"]), "source model (M^s), its map of the background's class"));
+  function maps(name, g, r) {  // an image, the source model's map and each model's map
+    var s = g.spec, th = el("div", {class: "thumbs"});
+    th.append(thumb(imageSrc(name, r.image), s.label + ": " + r[s.truth]));
+    th.append(thumb(imageSrc(name, r["cam source"]), s.source));
     Object.keys(r).filter(function (k) { return k.slice(0, 4) === "cam " && k !== "cam source"; })
       .forEach(function (k) {
-        var m = k.slice(4), f = thumb(imageSrc("distraction", r[k]), m + ": distraction " +
-          fmt(r["distraction " + m], "float"));
+        var m = k.slice(4), f = thumb(imageSrc(name, r[k]), m + ": " + s.score + " " +
+          fmt(r[s.score + " " + m], "float"));
         f.lastChild.prepend(swatch(colour(m)));
         th.append(f);
       });
     return th;
   }
-  function sectionGallery(host) {  // composites / Grad-CAM of every background class
+  function strips(name, rows, box, label) {  // a class's image and its views, with counts
+    rows.forEach(function (r) {
+      box.append(el("div", {class: "strip"}, el("img", {src: imageSrc(name, r.image),
+        alt: label + " views"})), el("p", {class: "note",
+        text: r["source images"] + ": " + r.images + " image(s) \u00d7 " + r.views + " view(s) = " +
+              r.samples + " samples"}));
+      if (r.samples <= META.fewSamples) {
+        box.append(el("p", {class: "note resolution", text: "This class's per-class measures take only " +
+          (r.samples + 1) + " values (steps of " + (100 / r.samples).toFixed(0) + "%). " + META.remedy}));
+      }
+    });
+  }
+  function sectionGallery(host) {  // an analysis's gallery over every source class
     var name = host.dataset.analysis, g = META.galleries[name];
     if (!g) return;
     var rows = asObjects(g.columns, g.rows), shown = 6;
-    if (name === "composites") {
-      host.append(el("p", null, el("b", {text: "composites with each model's prediction"}),
-        el("span", {class: "note", text: " (" + rows.length + " examples; a background's name opens its class)"})));
-      host.append(compositeFigures(rows, true));
-      return;
-    }
-    host.append(el("p", null, el("b", {text: "Grad-CAM maps side by side"}),
-      el("span", {class: "note", text: " (one composite per background class; " + CAM_NOTE + ")"})));
+    host.append(el("p", null, el("b", {text: g.spec.title}),
+      el("span", {class: "note", text: " (" + rows.length + " examples; " + g.spec.note + ")"})));
+    if (g.spec.widget === "predictions") { host.append(predictions(name, g, rows, true)); return; }
     var list = el("div");
     function fill(n) {
       list.replaceChildren();
       rows.slice(0, n).forEach(function (r) {
-        var b = r.background, link = el("a", {href: "#class-" + b, text: classInfo(b).name});
-        link.addEventListener("click", function (e) { e.preventDefault(); openClass(b); });
-        list.append(el("p", {class: "note"}, link), camRow(r));
+        list.append(el("p", {class: "note"}, classLink(r[g.spec.by])));
+        if (g.spec.widget === "maps") list.append(maps(name, g, r));
+        else strips(name, [r], list, classInfo(r[g.spec.by]).name);
       });
     }
     fill(shown);
@@ -114,6 +122,42 @@
       more.addEventListener("click", function () { fill(rows.length); more.remove(); });
       host.append(more);
     }
+  }
+  function panel(p, c, info, box, used) {  // one registered drill-down panel of class c
+    if (p.widget === "gallery") {
+      var g = META.galleries[p.analysis];
+      if (!g) return;
+      var rows = galleryRows(p.analysis, g.spec.by || "class", c);
+      if (!rows.length) return;
+      box.append(el("h4", {text: p.heading}));
+      if (g.spec.widget === "predictions") box.append(predictions(p.analysis, g, rows, false));
+      else if (g.spec.widget === "maps") rows.forEach(function (r) { box.append(maps(p.analysis, g, r)); });
+      else strips(p.analysis, rows, box, info.name);
+      if (p.note) box.append(el("p", {class: "note", text: p.note}));
+      return;
+    }
+    var t = table(p.analysis, p.table), hit = rowsOf(t, c);
+    if (!hit.length) return;
+    used.push(t);
+    box.append(el("h4", {text: p.heading}));
+    if (p.widget === "bars") {
+      bySet(asObjects(t.d.columns, hit), function (r) {
+        return bar(shortModel(r.model), colour(r.model), [{v: r[p.value], colour: colour(r.model) || "#999"}],
+                   pct(r[p.value]));
+      }, box);
+      return;
+    }
+    var cols = t.d.columns.filter(function (x) { return x.slice(0, p.prefix.length) === p.prefix; });
+    var legend = el("div", {class: "legend"});
+    cols.forEach(function (b, j) {
+      legend.append(el("span", null, swatch(TARGET_COLOURS[j % 10]), b.slice(p.prefix.length, -1)));
+    });
+    box.append(legend);
+    bySet(asObjects(t.d.columns, hit), function (r) {
+      return bar(r.model, colour(r.model), cols.map(function (b, j) {
+        return {v: r[b], colour: TARGET_COLOURS[j % 10], title: b + " = " + pct(r[b])};
+      }), pct(r[cols[0]]));
+    }, box);
   }
   function openClass(c) {
     var info = classInfo(c), box = document.createDocumentFragment(), used = [];
@@ -125,56 +169,7 @@
       box.append(el("p", {class: "note", text: META.droppedImages + " thumbnails were left out to keep " +
         "the report within its size budget; the audit folder's images/*.json has them all."}));
     }
-    var strips = galleryRows("retained_knowledge", "class", c);
-    if (strips.length) {
-      box.append(el("h4", {text: "Image and views"}));
-      strips.forEach(function (s) {
-        box.append(el("div", {class: "strip"}, el("img", {src: imageSrc("retained_knowledge", s.image),
-          alt: info.name + " views"})), el("p", {class: "note",
-          text: s["source images"] + ": " + s.images + " image(s) \u00d7 " + s.views + " view(s) = " +
-                s.samples + " samples"}));
-        if (s.samples <= META.fewSamples) {
-          box.append(el("p", {class: "note resolution", text: "This class's recall and bias take only " +
-            (s.samples + 1) + " values (steps of " + (100 / s.samples).toFixed(0) + "%). " + META.remedy}));
-        }
-      });
-    }
-    var rt = table("retained_knowledge", "per_class"), rec = rowsOf(rt, c);
-    if (rec.length) {
-      used.push(rt);
-      box.append(el("h4", {text: "Recall of this class per model"}));
-      bySet(asObjects(rt.d.columns, rec), function (r) {
-        return bar(shortModel(r.model), colour(r.model), [{v: r.recall, colour: colour(r.model) || "#999"}],
-                   pct(r.recall));
-      }, box);
-    }
-    var bt = table("interference_bias", "per_class"), bia = rowsOf(bt, c);
-    if (bia.length) {
-      used.push(bt);
-      var bcols = bt.d.columns.filter(function (x) { return x.slice(0, 2) === "B["; });
-      box.append(el("h4", {text: "Where its images land: bias B toward each target class (eq. 1)"}));
-      var legend = el("div", {class: "legend"});
-      bcols.forEach(function (b, j) {
-        legend.append(el("span", null, swatch(TARGET_COLOURS[j % 10]), b.slice(2, -1)));
-      });
-      box.append(legend);
-      bySet(asObjects(bt.d.columns, bia), function (r) {
-        return bar(r.model, colour(r.model), bcols.map(function (b, j) {
-          return {v: r[b], colour: TARGET_COLOURS[j % 10], title: b + " = " + pct(r[b])};
-        }), pct(r[bcols[0]]));
-      }, box);
-    }
-    var comps = galleryRows("composites", "background class", c);
-    if (comps.length) {
-      box.append(el("h4", {text: "Composites on this background, with each model's prediction"}));
-      box.append(compositeFigures(comps, false));
-    }
-    var cams = galleryRows("distraction", "background", c);
-    if (cams.length) {
-      box.append(el("h4", {text: "Grad-CAM: source model (background class) vs each target model (its prediction)"}));
-      cams.forEach(function (r) { box.append(camRow(r)); });
-      box.append(el("p", {class: "note", text: CAM_NOTE}));
-    }
+    META.panels.forEach(function (p) { panel(p, c, info, box, used); });
     TABLES.forEach(function (t) {
       if (t.d.classCol < 0 || used.indexOf(t) >= 0) return;
       var rows = rowsOf(t, c);
