@@ -69,7 +69,7 @@ def test_run_pairs_models_and_takes_roles_from_the_entries(audit):
     paired = res.summary["paired/samples"]
     assert "fine-tuned + source head (M^st) vs scratch + source head (M^st)" in paired
     assert all(c["difference"]["unit"] == "source class" for c in paired.values())
-    assert res.summary["samples/scratch + source head (M^st)"]["role"] == "scratch"
+    assert res.summary["samples/scratch + source head (M^st)"]["role"] == "RI-T"
     f = finding_of(res)
     assert f.checks[0].verdict is Verdict.CANNOT_TELL  # identical backbones: no difference
     assert f.text.startswith("Retained knowledge: with the source head put back")

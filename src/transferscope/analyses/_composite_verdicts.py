@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from transferscope import roles
 from transferscope.findings import ClaimCheck
 from transferscope.stats import (Comparison, Interval, Verdict, paired_difference, too_few,
                                 verdict_of)
@@ -27,8 +28,8 @@ def model_groups(ctx) -> tuple[list[str], list[str]]:
     also need a source model of their architecture (:meth:`AuditContext.transferred`).
     Models of unknown role (``"other"``) are in neither group."""
     transferred = ctx.transferred()
-    ft = [k for k in ctx.with_role("fine-tuned", same_arch=False) if k in transferred]
-    return ft, ctx.with_role("scratch", same_arch=False)
+    ft = [k for k in ctx.with_role(roles.PT, same_arch=False) if k in transferred]
+    return ft, ctx.with_role(roles.RIT, same_arch=False)
 
 
 def group_mean(columns: dict, names: Sequence[str]) -> np.ndarray:

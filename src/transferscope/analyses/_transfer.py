@@ -1,7 +1,7 @@
 """Inputs shared by the what-is-transferred analyses (papers 003/004), built once per context.
 
-The models are the target models of the source architecture with role ``"fine-tuned"``
-(labelled ``P-T #1``, ``P-T #2``, ...) and ``"scratch"`` (``RI-T #1``, ...); their initial
+The models are the target models of the source architecture with role P-T
+(labelled ``P-T #1``, ``P-T #2``, ...) and RI-T (``RI-T #1``, ...); their initial
 weights come from their run directories. Validation batches are decoded once and shared.
 """
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from transferscope import roles
 from transferscope._io import tensors_sha256
 from transferscope.analyses.context import AuditContext
 from transferscope.data import eval_transform
@@ -41,7 +42,7 @@ def transfer_inputs(ctx: AuditContext) -> TransferInputs:
     def build() -> TransferInputs:
         from transferscope.engine import load_run
 
-        pt, rit = ctx.with_role("fine-tuned"), ctx.with_role("scratch")
+        pt, rit = ctx.with_role(roles.PT), ctx.with_role(roles.RIT)
         if not pt and not rit:
             raise ConfigError("papers 003/004 need models of the source architecture trained "
                               "from 'imagenet' (P-T) or 'random' (RI-T) init")

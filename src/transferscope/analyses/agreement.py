@@ -15,6 +15,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from transferscope import roles
 from transferscope.analyses import _resolution
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, first_set, fmt, register_analysis
@@ -75,7 +76,7 @@ def run(ctx: AuditContext) -> AnalysisResult:
 
 def _role(ctx: AuditContext, name: str) -> str:
     entry = ctx.entries.get(name)
-    return entry.role if entry is not None else "other"
+    return entry.role if entry is not None else roles.OTHER
 
 
 def _scatter(pairs):
@@ -101,7 +102,7 @@ def agreement_check(pairs: dict) -> ClaimCheck | None:
     """``000.agreement`` from the first pair of fine-tuned (not from-scratch) models: on the
     bias toward a target class if there is such a pair, else on recall of M^st."""
     fine = [(k, v) for k, v in pairs.items() if isinstance(v, dict)
-            and "scratch" not in v.get("roles", ["scratch"])]
+            and roles.RIT not in map(roles.role, v.get("roles", [roles.RIT]))]
     fine.sort(key=lambda kv: not kv[1]["bias"])
     if not fine:
         return None

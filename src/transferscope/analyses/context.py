@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from transferscope.data.image_set import ImageSet
 from transferscope.engine.cache import ResultCache
@@ -13,9 +13,7 @@ from transferscope.engine.inference import (Predictions, auto_batch_size, check_
 from transferscope.engine.settings import InferenceSettings
 from transferscope.errors import ConfigError, ModelError
 from transferscope.models.base import TransferModel, compose
-
-
-Role = Literal["fine-tuned", "scratch", "other"]
+from transferscope.roles import Role, role as _role
 
 
 @dataclass(frozen=True)
@@ -24,9 +22,10 @@ class ModelEntry:
 
     Attributes:
         name: its key in :attr:`AuditContext.targets`.
-        role: ``"fine-tuned"`` (paper 003's P-T: trained from the source's pre-trained
-            weights), ``"scratch"`` (RI-T: from a random init) or ``"other"`` (unknown, e.g.
-            a loaded checkpoint).
+        role: one of :mod:`transferscope.roles`: ``"P-T"`` (trained from the source's
+            pre-trained weights; shown as fine-tuned), ``"RI-T"`` (from a random init; from
+            scratch) or ``"other"`` (unknown, e.g. a loaded checkpoint); older names
+            ("fine-tuned", "scratch") are read as these.
         arch: its architecture name.
         init: the init it was trained from (``"imagenet"``, ``"random"``, a path) if known.
         seed: its training seed if known.
@@ -40,6 +39,9 @@ class ModelEntry:
     seed: int | None = None
     run_dir: Path | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "role", _role(self.role))
+
 
 @dataclass
 class AuditContext:
@@ -48,7 +50,7 @@ class AuditContext:
     Attributes:
         source: M^s, the pretrained model with its source head.
         targets: models trained on the target data, e.g. ``{"fine-tuned": M^t,
-            "scratch": M^b}``; the first whose architecture matches ``source`` is M^t.
+            "from scratch": M^b}``; the first whose architecture matches ``source`` is M^t.
         target_data: D^t (usually its validation split).
         source_data: labelled source images (labels = source-head indices), by name.
         image_size: input size for every forward pass.
@@ -149,6 +151,7 @@ class AuditContext:
 
     def with_role(self, role: Role, same_arch: bool = True) -> list[str]:
         """Target models of ``role`` (by default only those of the source's architecture)."""
+        role = _role(role)
         return [k for k, e in self.entries.items() if e.role == role
                 and (not same_arch or self.targets[k].arch == self.source.arch)]
 

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from pydantic import Field
 
+from transferscope import roles
 from transferscope.analyses import _resolution
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, first_set, register_analysis
@@ -197,7 +198,8 @@ def run(ctx: AuditContext, top: int = 10) -> AnalysisResult:
             mat = bias_matrix(pred.preds, pred.labels, ctx.source.num_classes, t)
             mats[(set_name, model_name)] = mat
             info, strength, tests = model_summary(counts, classes)
-            info["role"] = ctx.entries[model_name].role if model_name in ctx.entries else "other"
+            entry = ctx.entries.get(model_name)
+            info["role"] = entry.role if entry is not None else roles.OTHER
             strengths[model_name] = strength[present].numpy()
             row = {"source images": set_name, "model": model_name, "classes": len(present),
                    f"max B >= {STRONG} (descriptive)": info["high_share"],
@@ -284,7 +286,7 @@ def bias_check(models: dict) -> ClaimCheck | None:
     """Paper 000's claim that some source classes are strongly biased, from the fine-tuned
     (not from-scratch) models' per-class tests."""
     cand = {k: v for k, v in models.items()
-            if "tested_classes" in v and v.get("role") != "scratch"}
+            if "tested_classes" in v and roles.role(v.get("role")) != roles.RIT}
     if not cand:
         return None
     name, v = max(cand.items(), key=lambda kv: kv[1]["strongly_biased"])

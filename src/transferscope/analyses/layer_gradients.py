@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from transferscope import roles
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
 from transferscope.analyses._weights import parameter_groups
@@ -308,7 +309,7 @@ def run(ctx: AuditContext, max_batches: int | None = 4, ttest_images: int = 8,
     from transferscope.engine import load_run
 
     runs, tests = {}, []
-    for name in ctx.with_role("fine-tuned", same_arch=False):
+    for name in ctx.with_role(roles.PT, same_arch=False):
         if ctx.entries[name].run_dir is None:
             continue
         theta_a = load_run(ctx.entries[name].run_dir, "init")
@@ -382,4 +383,4 @@ register_analysis("layer_gradients", title="Layer-wise gradients at the start of
                   paper="paper 002, Fig. 9", section="transferability", order=4,
                   options=GradientOptions, run=run, finding=finding,
                   applies=lambda ctx: any(ctx.entries[n].run_dir for n in
-                                          ctx.with_role("fine-tuned", same_arch=False)))
+                                          ctx.with_role(roles.PT, same_arch=False)))

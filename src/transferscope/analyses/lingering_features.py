@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from pydantic import Field
 
+from transferscope import roles
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
 from transferscope.analyses._stats import per_class_rate
@@ -106,7 +107,7 @@ def run(ctx: AuditContext, k: int = 5, v_lo: int = 0, p_lo: float | None = None
             "arch": model.arch, "lingering": int(linger.sum()),
             "evaluated_source_only": int((only & ~mean_p.isnan()).sum()),
             "lingering_iv": lingering_count(linger, only & ~mean_p.isnan()).to_dict(),
-            "role": entry.role if entry is not None else "other",
+            "role": entry.role if entry is not None else roles.OTHER,
             "top": [{"class": int(c), "name": names[c], "mean_p": float(mean_p[c])}
                     for c in order[: min(10, int(linger.sum()))].tolist()]}
     result = AnalysisResult("lingering_features", summary, {"per_class": table})
@@ -138,7 +139,7 @@ def lingering_check(models: dict) -> ClaimCheck | None:
     """``001.lingering`` for the first fine-tuned (not from-scratch) model: |L| > 0 by its
     interval over source-only classes."""
     fine = [(k, m) for k, m in models.items() if "lingering_iv" in m
-            and m.get("role") != "scratch"]
+            and roles.role(m.get("role")) != roles.RIT]
     if not fine:
         return None
     name, m = fine[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from transferscope import roles
 from transferscope.analyses import _resolution
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, first_set, register_analysis
@@ -135,7 +136,7 @@ def _role(ctx: AuditContext, model_name: str) -> str:
     """Role of the target model behind an M^st row ("source" for M^s rows)."""
     name = model_name.removesuffix(" + source head (M^st)")
     entry = ctx.entries.get(name) if name != model_name else None
-    return entry.role if entry is not None else "source"
+    return entry.role if entry is not None else roles.P
 
 
 def paired_recalls(set_name: str, recalls: dict) -> dict:
@@ -173,15 +174,15 @@ def _figure(per_class):
 
 
 def retained_check(models: dict, paired: dict) -> ClaimCheck | None:
-    """Paper 000's claim for the first fine-tuned M^st (role not "scratch"): its mean
+    """Paper 000's claim for the first fine-tuned M^st (role not RI-T): its mean
     per-class recall above a from-scratch M^st on the same classes (paired) when there is
     one, else above chance (1/S)."""
     st = {k: v for k, v in models.items() if "M^st" in k and "mean_recall_iv" in v}
-    ft = [k for k, v in st.items() if v.get("role") != "scratch"]
+    ft = [k for k, v in st.items() if roles.role(v.get("role")) != roles.RIT]
     if not ft:
         return None
     name = ft[0]
-    scratch = [k for k, v in st.items() if v.get("role") == "scratch"]
+    scratch = [k for k, v in st.items() if roles.role(v.get("role")) == roles.RIT]
     for other in scratch:
         key, sign = ((f"{name} vs {other}", 1) if f"{name} vs {other}" in paired
                      else (f"{other} vs {name}", -1))

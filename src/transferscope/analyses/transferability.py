@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from transferscope import roles
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, fmt, register_analysis
 from transferscope.findings import ClaimCheck
@@ -291,9 +292,9 @@ def _pairs(ctx: AuditContext) -> dict[str, str]:
     """Fine-tuned model -> the from-scratch model of its architecture and seed (they share
     theta_r), for models with run directories."""
     e = ctx.entries
-    scratch = [n for n in ctx.with_role("scratch", same_arch=False) if e[n].run_dir]
+    scratch = [n for n in ctx.with_role(roles.RIT, same_arch=False) if e[n].run_dir]
     out = {}
-    for ft in ctx.with_role("fine-tuned", same_arch=False):
+    for ft in ctx.with_role(roles.PT, same_arch=False):
         match = [n for n in scratch if e[n].arch == e[ft].arch and e[n].seed == e[ft].seed]
         if e[ft].run_dir and match:
             out[ft] = match[0]

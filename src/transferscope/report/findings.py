@@ -8,6 +8,7 @@ import html
 import re
 from typing import Any, Callable
 
+from transferscope import roles
 from transferscope.findings import Finding, claims_table
 from transferscope.report.page import with_class_names
 
@@ -91,9 +92,7 @@ GLOSSARY: dict[str, str] = {
     "M^st": "the fine-tuned backbone with the source head put back (paper 001): what the "
             "fine-tuned model still knows of the source classes",
     "M^t": "the fine-tuned model with its target head",
-    "P-T": "pretrained, then trained on the target (fine-tuned)",
-    "RI-T": "randomly initialised, then trained on the target (from scratch)",
-    "P": "the pretrained source model",
+    **roles.GLOSSARY,
     "L": "the lingering set: source classes whose features survive fine-tuning (paper 001)",
     "T_FB": "transferability of a layer, fine-tuned vs from scratch (paper 002, eq. 1)",
     "T_SB": "transferability of a layer, pretrained start vs from scratch (paper 002)",

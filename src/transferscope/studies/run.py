@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from transferscope import roles
 from transferscope._paths import run_dir, safe_component
 from transferscope.analyses.context import ModelEntry
 from transferscope.errors import ConfigError
@@ -125,13 +126,9 @@ def _train_split_or_none(spec: StudySpec, data_root=None):
 
 
 def _role(spec: StudySpec, m: ModelSpec) -> str:
-    """``"fine-tuned"`` (P-T), ``"scratch"`` (RI-T) or ``"other"`` for a model of ``spec``."""
-    if m.path is not None:
-        return "other"
-    roles = {"imagenet": "fine-tuned", "pretrained": "fine-tuned", "random": "scratch"}
-    if spec.source.init not in roles:  # a weights file: the models started from it are P-T
-        roles[spec.source.init] = "fine-tuned"
-    return roles.get(m.init, "other")
+    """P-T, RI-T or other (:mod:`transferscope.roles`) for a model of ``spec``: a model
+    started from the study's source weights file is P-T too."""
+    return roles.OTHER if m.path is not None else roles.role_of_init(m.init, spec.source.init)
 
 
 def model_entries(spec: StudySpec, models: dict, out: Path) -> dict[str, ModelEntry]:
@@ -162,7 +159,7 @@ def check(spec: StudySpec) -> None:
                               "finished run directory or .safetensors file, or drop 'path' "
                               "to train the model")
     if spec.analyses.transfer != "none" and not any(
-            _role(spec, m) in ("fine-tuned", "scratch") and m.arch == spec.source.arch
+            _role(spec, m) in (roles.PT, roles.RIT) and m.arch == spec.source.arch
             for m in spec.models):
         raise ConfigError(
             "key 'analyses.transfer': papers 003/004 need models of the source architecture "

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
+from transferscope import roles
 from transferscope._paths import run_dir
 from transferscope._progress import log
 from transferscope.analyses._base import AnalysisResult
@@ -95,20 +96,20 @@ def run_block_shuffle(arch: str, data: str, block_sizes: list, out: str | os.Pat
         "epochs": epochs, "image_size": image_size, "batch_size": batch_size},
         data={"data": data}, data_root=data_root)
     for b in block_sizes:
-        for kind, init in (("P-T", "imagenet"), ("RI-T", "random")):
-            cfg = TrainConfig(arch=arch, init=init, data=data, seed=seed, block_shuffle=b,
+        for kind in (roles.PT, roles.RIT):
+            cfg = TrainConfig(arch=arch, init=roles.INIT[kind], data=data, seed=seed, block_shuffle=b,
                               recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                                 batch_size=batch_size))
             jobs[b, kind] = (cfg, run_dir(out, f"block{b if b != '*' else 'star'}-{kind}"))
     log(f"[bold]block shuffling[/bold]: {len(jobs)} runs")
     done = _train_all(jobs, data_root, execution)
     for b in block_sizes:
-        res = {kind: done[b, kind] for kind in ("P-T", "RI-T")}
-        a_pt, a_rit = res["P-T"].final_val_accuracy, res["RI-T"].final_val_accuracy
+        res = {kind: done[b, kind] for kind in (roles.PT, roles.RIT)}
+        a_pt, a_rit = res[roles.PT].final_val_accuracy, res[roles.RIT].final_val_accuracy
         rows.append({"block size": str(b), "accuracy P-T": a_pt, "accuracy RI-T": a_rit,
                      "relative drop %": 100 * (a_pt - a_rit) / a_pt if a_pt else float("nan"),
-                     "speed P-T": optimisation_speed(res["P-T"].metrics),
-                     "speed RI-T": optimisation_speed(res["RI-T"].metrics)})
+                     "speed P-T": optimisation_speed(res[roles.PT].metrics),
+                     "speed RI-T": optimisation_speed(res[roles.RIT].metrics)})
     result = block_shuffle_result(rows, f"{arch} on {data} at {image_size}px, {epochs} "
                                   f"epochs ({recipe})")
     result.save(out)

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from pydantic import ConfigDict, Field
 
+from transferscope import roles
 from transferscope._paths import run_dir
 from transferscope._progress import log
 from transferscope.analyses._base import AnalysisResult
@@ -119,20 +120,19 @@ def run(spec: TransferabilitySpec, out: str | os.PathLike, data_root=None
     jobs = {}
     for target, fraction, classes in variants:
         label = _label(target, fraction, classes)
-        for kind, init in (("fine-tuned", "imagenet"), ("scratch", "random")):
-            cfg = TrainConfig(arch=arch, init=init, data=target, seed=seed,
+        for kind in (roles.PT, roles.RIT):
+            cfg = TrainConfig(arch=arch, init=roles.INIT[kind], data=target, seed=seed,
                               data_fraction=fraction, max_classes=classes,
                               recipe=get_recipe(recipe, epochs=epochs, image_size=image_size,
                                                 batch_size=batch_size))
-            jobs[label, kind] = TrainJob(cfg, run_dir(out, f"{label}-{kind}", slug=True),
+            jobs[label, kind] = TrainJob(cfg, run_dir(out, f"{label}-{roles.FOLDER[kind]}", slug=True),
                                          data_root=data_root, keep_checkpoints=1,
                                          cpus=spec.run_cpus, gpus=spec.run_gpus, progress=None)
     log(f"[bold]training[/bold] {len(jobs)} runs ({spec.executor} executor)")
     done = dict(zip(jobs, run_trainings(list(jobs.values()), executor=spec.executor)))
     for target, fraction, classes in variants:
         label = _label(target, fraction, classes)
-        runs = {kind: done[label, kind] for kind in ("fine-tuned", "scratch")}
-        ft, sc = runs["fine-tuned"], runs["scratch"]
+        ft, sc = done[label, roles.PT], done[label, roles.RIT]
         theta_a = load_run(ft.run_dir, "init")
         theta_r = load_run(sc.run_dir, "init_random")
         res = network_transferability(theta_a, theta_a.state_dict(), theta_r.state_dict(),
