@@ -169,14 +169,19 @@ def test_remedy_study_end_to_end_on_held_out_halves(tiny_split, source_folder, t
     """Two seeds x (standard, pruning) on tiny data: one row per run,
     paired verdicts, backgrounds from the mean bias of the standard runs, and evaluation
     composites only on source classes that training never saw."""
-    from transferscope.studies.remedies import run_remedy_study
+    from transferscope.studies.kinds import run_kind
+    from transferscope.studies.run import load_any
 
     out = tmp_path / "study"
-    res = run_remedy_study(str(tiny_split), out, epochs=1, image_size=32, seeds=(0, 1),
-                           variants=["pruning", STANDARD],
-                           source=str(source_folder), views=1, batch_size=8,
-                           composite_params={"style": "paper001", "n_biased": 1,
-                                             "overlays_per_class": 2, "repeats": 1})
+    study = tmp_path / "remedies.toml"  # through the study file, as `transferscope audit` runs it
+    study.write_text(f'kind = "remedies"\ntarget = "{tiny_split}"\nepochs = 1\nimage_size = 32\n'
+                     f'seeds = [0, 1]\nvariants = ["pruning", "{STANDARD}"]\n'
+                     f'source = "{source_folder}"\nviews = 1\nbatch_size = 8\n'
+                     '[composites]\nstyle = "paper001"\nn_biased = 1\n'
+                     'overlays_per_class = 2\nrepeats = 1\n')
+    output = run_kind(load_any(study), out)
+    res = output.results["remedies"]
+    assert output.report is not None and output.report.is_file()
     per_run = res.tables["per_run"]
     assert sorted(per_run["run"]) == sorted(f"{v}-s{s}" for v in
                                             ("standard", "pruning") for s in (0, 1))

@@ -269,16 +269,22 @@ def test_transferability_study_end_to_end(tmp_path):
     """Two tiny targets + a class sweep: runs share theta_r, Table 2 and the report appear."""
     from conftest import make_folder, write_image
     from transferscope.engine import load_run
-    from transferscope.studies.transferability import run_transferability
+    from transferscope.studies.kinds import run_kind
+    from transferscope.studies.run import load_any
 
     for name, seed in (("a", 1), ("b", 2)):
         make_folder(tmp_path / name / "train", classes=("x", "y", "z"), per_class=4, seed=seed)
         make_folder(tmp_path / name / "val", classes=("x", "y", "z"), per_class=2, seed=seed + 5)
     for wnid, rgb in (("n01440764", (200, 40, 40)), ("n01443537", (40, 200, 40))):
         write_image(tmp_path / "src" / f"{wnid}_0.JPEG", rgb)
-    res = run_transferability("efficientnet_lite0", [str(tmp_path / "a"), str(tmp_path / "b")],
-                              tmp_path / "out", source=str(tmp_path / "src"), image_size=32,
-                              epochs=1, batch_size=8, class_counts=(2,), fractions=(0.5,))
+    study = tmp_path / "study.toml"  # through the study file, as `transferscope audit` runs it
+    a, b, src = (tmp_path / n for n in ("a", "b", "src"))
+    study.write_text(f'kind = "transferability"\ntargets = ["{a}", "{b}"]\nsource = "{src}"\n'
+                     'image_size = 32\nepochs = 1\nbatch_size = 8\nclass_counts = [2]\n'
+                     'fractions = [0.5]\n')
+    output = run_kind(load_any(study), tmp_path / "out")
+    res = output.results
+    assert output.report == tmp_path / "out" / "report.html"
     table = res["transferability"].tables["table2"].set_index("target")
     assert list(table.index) == ["a", "b", "a@0.5N", "a@2cls"]
     assert table.loc["a@2cls", "classes"] == 2 and table.loc["a@0.5N", "N"] == 6

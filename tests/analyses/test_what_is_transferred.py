@@ -410,10 +410,16 @@ def test_model_spectra(tmp_path):
 
 def test_block_shuffle_and_checkpoint_runners(tiny_split, tmp_path):
     from transferscope.engine import TrainConfig, get_recipe, train
-    from transferscope.studies.training_runs import run_block_shuffle, run_checkpoint_transfer
+    from transferscope.studies.kinds import run_kind
+    from transferscope.studies.run import load_any
+    from transferscope.studies.training_runs import run_checkpoint_transfer
 
-    res = run_block_shuffle("efficientnet_lite0", str(tiny_split), [32, 8, "*"], tmp_path / "bs",
-                            image_size=32, epochs=1, batch_size=8)
+    study = tmp_path / "shuffle.toml"  # through the study file, as `transferscope audit` runs it
+    study.write_text(f'kind = "block_shuffle"\ndata = "{tiny_split}"\nblock_sizes = [32, 8, "*"]\n'
+                     'image_size = 32\nepochs = 1\nbatch_size = 8\n')
+    output = run_kind(load_any(study), tmp_path / "bs")
+    res = output.results["block_shuffle"]
+    assert output.report == tmp_path / "bs" / "report.html"
     table = res.tables["accuracy"]
     assert list(table["block size"]) == ["32", "8", "*"]
     assert ((table["speed P-T"] >= 0) & (table["speed P-T"] <= 1)).all()
@@ -421,8 +427,11 @@ def test_block_shuffle_and_checkpoint_runners(tiny_split, tmp_path):
     pre = TrainConfig(arch="efficientnet_lite0", init="random", data=str(tiny_split),
                       recipe=get_recipe("quick", epochs=2, image_size=32, batch_size=8))
     train(pre, tmp_path / "pre", keep_epochs=[1])  # the epoch checkpoint-transfer asks for
-    ck = run_checkpoint_transfer(tmp_path / "pre", str(tiny_split), tmp_path / "ck",
-                                 image_size=32, epochs=1, batch_size=8)
+    study = tmp_path / "ck.toml"
+    pre = tmp_path / "pre"
+    study.write_text(f'kind = "pretraining_checkpoints"\npretrain_run = "{pre}"\n'
+                     f'data = "{tiny_split}"\nimage_size = 32\nepochs = 1\nbatch_size = 8\n')
+    ck = run_kind(load_any(study), tmp_path / "ck").results["pretraining_checkpoints"]
     assert list(ck.tables["checkpoints"]["pre-training epoch"]) == [0, 1, 2]
     again = run_checkpoint_transfer(tmp_path / "pre", str(tiny_split), tmp_path / "ck",
                                     checkpoints=[0, 2], image_size=32, epochs=1, batch_size=8)

@@ -104,7 +104,6 @@ def remedies_cmd(
     views: int = typer.Option(2, help="views per held-out source image"),
     data_root: Optional[Path] = DataRoot, executor: str = ExecutorOpt):
     """Remedies for lingering memories: standard fine-tuning vs each remedy, over seeds."""
-    from transferscope.report import load_results, write_report
     from transferscope.studies.remedies import run_remedy_study
 
     res = run_remedy_study(target, out, arch=arch, recipe=recipe, epochs=epochs,
@@ -116,7 +115,6 @@ def remedies_cmd(
                            composite_params={"style": composite_style}, executor=executor,
                            data_root=data_root)
     typer.echo(res.tables["summary"].to_string(index=False))
-    write_report(out, load_results(out), title=f"remedies: {arch} -> {target}")
     typer.echo(f"report: {Path(out) / 'report.html'}")
 
 

@@ -200,7 +200,8 @@ def check(spec: RemedySpec, data_root=None) -> None:
 
 
 def run(spec: RemedySpec, out: str | os.PathLike, data_root=None) -> AnalysisResult:
-    """Train and audit standard fine-tuning and each remedy; writes ``out/results/remedies*``.
+    """Train and audit standard fine-tuning and each remedy; writes ``out/results/remedies*``
+    and ``out/report.html`` (as every study kind, whichever command runs it).
 
     ``spec.batch_size`` / ``spec.lr`` override the recipe's; ``spec.composites`` the
     evaluation composites (``style`` paper000: overlay 10 % of the image, paper001: 16 %).
@@ -228,4 +229,7 @@ def run(spec: RemedySpec, out: str | os.PathLike, data_root=None) -> AnalysisRes
     result.save(out)
     atomic_write_json(out / "remedies_runs.json",
                       {n: {**r, "run": str(r["run"])} for n, r in runs.items()})
+    from transferscope.report import load_results, write_report
+
+    write_report(out, load_results(out), title=f"remedies: {spec.arch} -> {spec.target}")
     return result
