@@ -112,8 +112,29 @@ def _tgz(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def _medmnist_npz(per_label: dict[str, int]) -> bytes:
+    """A MedMNIST-shaped .npz: uint8 64 x 64 images and (n, 1) labels per split; label 0
+    images dark, label 1 bright, so the unpacked folders are checkable."""
+    import numpy as np
+
+    arrays = {}
+    for split, n in per_label.items():
+        labels = np.repeat([0, 1], n).reshape(-1, 1).astype(np.uint8)
+        arrays[f"{split}_images"] = np.where(labels[:, :, None] == 1, 200, 30).astype(
+            np.uint8) * np.ones((1, 64, 64), np.uint8)
+        arrays[f"{split}_labels"] = labels
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+MEDMNIST = _medmnist_npz({"train": 4, "val": 3, "test": 1})
+
+
 def _upstream(name: str, root: Path, alter=lambda rel, data: data) -> bytes:
     """The set's archive in its upstream layout, holding the PICK files (+ extras upstream has)."""
+    if name == "pneumoniamnist":
+        return MEDMNIST
     src = {rel: alter(rel, (root / name / rel).read_bytes()) for rel in PICK[name]}
     if name == "hymenoptera":
         members = {f"hymenoptera_data/{rel}": d for rel, d in src.items()}
@@ -146,6 +167,12 @@ def tiny(data_root, tmp_path, monkeypatch):
                     if name == "chest-xray" else "") for r in rels]
         (manifests / f"{name}.sha256").write_text("# test manifest\n" + "\n".join(lines) + "\n")
     monkeypatch.setattr(fetch_mod, "MANIFESTS", manifests)
+    import dataclasses
+
+    small = dataclasses.replace(  # the synthetic archive's MD5; 3 + 2 images per class
+        fetch_mod.KNOWN_REMOTE["pneumoniamnist"], md5=hashlib.md5(MEDMNIST).hexdigest(),
+        medmnist={"labels": {0: "NORMAL", 1: "PNEUMONIA"}, "per_class": {"train": 3, "val": 2}})
+    monkeypatch.setitem(fetch_mod.KNOWN_REMOTE, "pneumoniamnist", small)
     monkeypatch.delenv(fetch_mod.MIRROR_ENV, raising=False)
     archives = {spec.filename: _upstream(name, data_root)
                 for name, spec in fetch_mod.KNOWN_REMOTE.items()}
@@ -160,15 +187,33 @@ def test_demo_sets_fetched_into_empty_root(tiny, tmp_path, monkeypatch):
 
     from transferscope.studies.demo import demo_studies
 
-    entries = sorted({e for spec, _, _ in demo_studies() for e in (spec.target.data,
-                                                                    *spec.source_images.sets)})
     shared, archives = tiny
     root = tmp_path / "empty-root"
+    entries = sorted({e for spec, _, _ in demo_studies(data_root=root)
+                      for e in (spec.target.data, *spec.source_images.sets)})
+    assert "pneumoniamnist" in entries and "chest-xray" not in entries  # 20 MB, not 1.2 GB
+    first_run = sum(fetch_mod.KNOWN_REMOTE[n].megabytes for n in {e.split("/")[0] for e in entries})
+    assert first_run < 300, first_run
     with _Server(archives) as srv:
         monkeypatch.setenv(fetch_mod.MIRROR_ENV, srv.base + "/")
-        assert sorted(ensure_sets(entries, root)) == sorted(fetch_mod.KNOWN_REMOTE)
+        assert sorted(ensure_sets(entries, root)) == sorted(set(fetch_mod.KNOWN_REMOTE)
+                                                            - {"chest-xray"})
         assert ensure_sets(entries, root) == []  # present now: nothing downloaded again
         assert len(srv.requests) == 4
+    record = json.loads((root / "pneumoniamnist" / "DOWNLOAD.json").read_text())
+    assert record["counts"] == {"train/NORMAL": 3, "train/PNEUMONIA": 3, "val/NORMAL": 2,
+                                "val/PNEUMONIA": 2}
+    assert record["verification"] == "archive MD5 equal to the one MedMNIST publishes"
+    xray = image_folder(root / "pneumoniamnist", "train")
+    assert xray.classes == ["NORMAL", "PNEUMONIA"] and len(xray) == 6
+    import numpy as np
+
+    for img, y in (xray[i] for i in range(len(xray))):  # NORMAL (label 0) dark, PNEUMONIA bright
+        assert (np.asarray(img).mean() > 100) == (xray.classes[y] == "PNEUMONIA")
+    with _Server(archives) as srv:  # the prepared X-ray copy, fetched when asked for by name
+        monkeypatch.setenv(fetch_mod.MIRROR_ENV, srv.base + "/")
+        assert ensure_sets(["chest-xray"], root) == ["chest-xray"]
+    assert [s.target.data for s, _, _ in demo_studies(data_root=root)][1] == "chest-xray"
     for name, rels in PICK.items():
         record = json.loads((root / name / "DOWNLOAD.json").read_text())
         assert record["files"] == record["files_matching_manifest"] == len(rels)
@@ -285,10 +330,11 @@ def test_offline_demo_names_each_missing_set(tmp_path, capsys, monkeypatch):
                "--data-root", str(tmp_path / "empty")])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
-    lines = err.strip().splitlines()
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("downloading ")]
     assert len(lines) == 6, err
-    for line, name in zip(lines[1:5], ("chest-xray", "hymenoptera", "imagenet-samples",
-                                       "imagenette")):
+    assert "about 271 MB in all" in err  # the total, said before anything downloads
+    for line, name in zip(lines[1:5], ("hymenoptera", "imagenet-samples", "imagenette",
+                                       "pneumoniamnist")):
         assert line.startswith(f"  {name}: ") and "B from http://127.0.0.1:9/" in line
     assert "--data-root" in lines[-1]
     assert not (tmp_path / "out" / "runs").exists()
@@ -304,3 +350,29 @@ def test_a_missing_unknown_set_fails_before_any_download(tmp_path, monkeypatch):
     (tmp_path / "my-set" / "val").mkdir(parents=True)
     assert ensure_sets(["imagenet-samples", "my-set/val", str(tmp_path)], tmp_path) == [
         "imagenet-samples"] and len(calls) == 1
+
+
+def test_pneumoniamnist_checked_against_the_published_md5_and_its_layout(tiny, tmp_path,
+                                                                          monkeypatch):
+    """A changed archive fails on MedMNIST's MD5 (and is deleted); an npz of another layout
+    fails in one line naming the arrays it lacks."""
+    import numpy as np
+
+    from transferscope.data._medmnist import unpack_npz
+
+    _, archives = tiny
+    flipped = MEDMNIST[:100] + bytes([MEDMNIST[100] ^ 1]) + MEDMNIST[101:]
+    changed = dict(archives, **{"pneumoniamnist_64.npz": flipped})
+    with _Server(changed) as srv:
+        monkeypatch.setenv(fetch_mod.MIRROR_ENV, srv.base + "/")
+        with pytest.raises(DataError, match="checksum mismatch for pneumoniamnist.*MD5"):
+            fetch("pneumoniamnist", tmp_path / "root")
+    assert not list((tmp_path / "root" / ".downloads").glob("*.part"))
+    assert not (tmp_path / "root" / "pneumoniamnist").exists()
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.zeros((2, 4, 4), np.uint8))
+    with pytest.raises(DataError, match="no uint8 'train_images'"):
+        unpack_npz(other, tmp_path / "out", {0: "a"}, {"train": 1})
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        unpack_npz(tmp_path / "bad.npz", tmp_path / "out", {0: "a"}, {"train": 1})

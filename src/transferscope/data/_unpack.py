@@ -63,9 +63,12 @@ class Unpacked:
     differing: list[str] = field(default_factory=list)
     left_out: int = 0  # archive files not in the manifest
     counts: dict[str, int] = field(default_factory=dict)  # folder -> files written
+    checked: str = ""  # how the files were verified when not against a manifest
 
     @property
     def verification(self) -> str:
+        if self.checked:
+            return self.checked
         if self.matching == self.files:
             return "every file's sha256 matches the pinned manifest"
         return ("file names and counts match the pinned manifest; the contents are other "

@@ -1,5 +1,6 @@
-"""Downloading the known data sets (hymenoptera, imagenet-samples, imagenette, chest-xray)
-into the data root: resumable, with progress bars, verified against manifests shipped with the package.
+"""Downloading the known data sets (hymenoptera, imagenet-samples, imagenette, chest-xray,
+pneumoniamnist) into the data root: resumable, with progress bars, verified against manifests
+shipped with the package (PneumoniaMNIST: against the MD5 MedMNIST publishes).
 
 What is pinned, honestly: upstream publishes no archive checksums, and the package's
 manifests (``data/manifests/<name>.sha256``) are the per-file sha256 of the prepared copies
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,8 @@ from transferscope import config
 from transferscope._io import atomic_write_json
 from transferscope._progress import log
 from transferscope.data._download import ConnectError, download
-from transferscope.data._unpack import read_manifest, unpack
+from transferscope.data._medmnist import md5_of, unpack_npz
+from transferscope.data._unpack import Unpacked, read_manifest, unpack
 from transferscope.errors import DataError
 
 MIRROR_ENV = "TRANSFERSCOPE_MIRROR"
@@ -43,6 +46,9 @@ class RemoteSet:
     size: str  # approximate download size, for messages
     description: str
     sha256: str | None = None  # None: upstream publishes none; pass sha256= to pin one
+    megabytes: float = 0.0  # approximate download size, summed before the demo downloads
+    md5: str | None = None  # the publisher's own checksum of the archive, where it has one
+    medmnist: dict | None = None  # a MedMNIST .npz: {"labels": {int: name}, "per_class": ...}
 
     @property
     def manifest(self) -> Path:
@@ -53,23 +59,35 @@ KNOWN_REMOTE = {
     "hymenoptera": RemoteSet(
         "hymenoptera", "https://download.pytorch.org/tutorial/hymenoptera_data.zip",
         "hymenoptera_data.zip", "about 47 MB",
-        "ants vs bees from the PyTorch transfer-learning tutorial, 397 images"),
+        "ants vs bees from the PyTorch transfer-learning tutorial, 397 images", megabytes=47),
     "imagenet-samples": RemoteSet(
         "imagenet-samples",
         f"https://github.com/EliSchwartz/imagenet-sample-images/archive/{_ELI}.zip",
         f"imagenet-sample-images-{_ELI}.zip", "about 110 MB",
-        "one ImageNet image per class, 1,000 images"),
+        "one ImageNet image per class, 1,000 images", megabytes=110),
     "imagenette": RemoteSet(
         "imagenette", "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
         "imagenette2-160.tgz", "about 94 MB",
-        "Imagenette 160 px, the demo's subset of 30 train + 50 val images per class (800)"),
+        "Imagenette 160 px, the demo's subset of 30 train + 50 val images per class (800)",
+        megabytes=94),
     # Kermany et al.'s release on Mendeley Data (v2, CC BY 4.0): the whole ChestXRay2017.zip;
     # only the 750 images of the demo's patient-disjoint subset are unpacked from its train/
     "chest-xray": RemoteSet(
         "chest-xray", "https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/"
         "f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded", "ChestXRay2017.zip",
         "about 1.2 GB", "pediatric chest X-rays, NORMAL vs PNEUMONIA: the demo's patient-"
-        "disjoint subset of 250 + 125 images per class (750)"),
+        "disjoint subset of 250 + 125 images per class (750)", megabytes=1200),
+    # The same Kermany et al. X-rays at 64 px as MedMNIST+'s PneumoniaMNIST (CC BY 4.0), from
+    # its Zenodo record with the MD5 MedMNIST v3.0.2 publishes (medmnist/info.py): the
+    # demo's X-ray target on a machine without 'chest-xray' (250 + 125 images per class from
+    # MedMNIST's own train and val splits)
+    "pneumoniamnist": RemoteSet(
+        "pneumoniamnist", "https://zenodo.org/records/10519652/files/pneumoniamnist_64.npz"
+        "?download=1", "pneumoniamnist_64.npz", "about 20 MB",
+        "pediatric chest X-rays at 64 px (PneumoniaMNIST), NORMAL vs PNEUMONIA: 250 + 125 "
+        "images per class (750)", megabytes=20, md5="8f4eceb4ccffa70c672198ea285246c6",
+        medmnist={"labels": {0: "NORMAL", 1: "PNEUMONIA"},
+                  "per_class": {"train": 250, "val": 125}}),
 }
 
 
@@ -133,7 +151,8 @@ def fetch(name: str, data_root: str | os.PathLike | None = None, *, timeout: flo
     if expected is not None and (len(expected) != 64 or
                                  any(c not in "0123456789abcdef" for c in expected)):
         raise DataError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits)")
-    entries = read_manifest(Path(manifest) if manifest else spec.manifest)
+    entries = None if spec.medmnist else read_manifest(Path(manifest) if manifest
+                                                        else spec.manifest)
     tag = hashlib.sha1(url.encode()).hexdigest()[:8]  # another URL: another partial file
     part = root / ".downloads" / f"{spec.filename}.{tag}.part"
     try:
@@ -150,11 +169,21 @@ def fetch(name: str, data_root: str | os.PathLike | None = None, *, timeout: flo
         raise DataError(f"checksum mismatch for {name} from {url}: got {digest}, expected "
                         f"{expected}; the download was corrupt or the file changed - deleted, "
                         "run again to retry")
+    if spec.md5 is not None and (got := md5_of(part)) != spec.md5:
+        part.unlink()
+        raise DataError(f"checksum mismatch for {name} from {url}: MD5 {got}, published "
+                        f"{spec.md5}; the download was corrupt or the file changed - deleted, "
+                        "run again to retry")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=f".{name}-") as tmp:
         staged = Path(tmp) / name
         staged.mkdir()
-        done = unpack(part, entries, staged, url)
+        if spec.medmnist:
+            counts = unpack_npz(part, staged, **spec.medmnist)
+            done = Unpacked(files=sum(counts.values()), counts=counts,
+                            checked="archive MD5 equal to the one MedMNIST publishes")
+        else:
+            done = unpack(part, entries, staged, url)
         atomic_write_json(staged / "DOWNLOAD.json", {
             "url": url, "archive_sha256": digest, "archive_sha256_pinned": expected is not None,
             "files": done.files, "counts": dict(sorted(done.counts.items())),
@@ -203,6 +232,11 @@ def ensure_sets(entries, data_root: str | os.PathLike | None = None, *,
         else:
             resolve_folder(entry, None, data_root)  # raises "data folder not found: ..."
     fetched, offline = [], []
+    total = sum(KNOWN_REMOTE[n].megabytes for n in wanted)
+    if wanted:  # said before anything downloads (printed even without progress bars)
+        print(f"downloading {len(wanted)} data set(s) into {root}, about {total:.0f} MB in all: "
+              + ", ".join(f"{n} ({KNOWN_REMOTE[n].size.removeprefix('about ')})"
+                          for n in wanted), file=sys.stderr, flush=True)
     for name in wanted:
         try:
             fetch(name, data_root, timeout=timeout)
@@ -213,7 +247,8 @@ def ensure_sets(entries, data_root: str | os.PathLike | None = None, *,
                            f"{source_url(name)} ({exc.reason or 'unreachable'})")
     if offline:
         raise DataError(
-            f"{len(offline)} data set(s) missing from {root} and not downloadable:\n"
+            f"{len(offline)} data set(s) missing from {root} and not downloadable (of about "
+            f"{total:.0f} MB to download):\n"
             + "\n".join(offline) + "\n"
             f"Point --data-root (or ${config.DATA_ENV}) at a folder that has them, or download "
             f"them elsewhere and run `transferscope data fetch NAME --url URL` (file:// works).")
