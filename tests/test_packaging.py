@@ -147,3 +147,35 @@ def test_checker_finds_an_undeclared_import(tmp_path):
                                        ("Pillow[extra]", "pillow"), ("x @ https://a/b", "x")])
 def test_requirement_names(req, name):
     assert _req_name(req) == name
+
+
+def test_every_module_declares_its_public_names():
+    """Issue 25: every module lists what it exports (``__all__``), and each listed name
+    exists (an import of the module, as ``from m import *`` would do)."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    import transferscope
+
+    root = Path(transferscope.__file__).parent
+    missing, broken = [], []
+    for f in sorted(root.rglob("*.py")):
+        if f.name == "__main__.py":
+            continue
+        tree = ast.parse(f.read_text())
+        if not any(isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "__all__"
+                                                     for t in n.targets) for n in tree.body):
+            missing.append(str(f.relative_to(root)))
+            continue
+        parts = f.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:  # an optional extra that is not installed
+            if "transferscope" in str(exc):
+                raise
+            continue
+        broken += [f"{name}.{n}" for n in module.__all__ if not hasattr(module, n)]
+    assert not missing, missing
+    assert not broken, broken

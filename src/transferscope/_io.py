@@ -15,6 +15,10 @@ from safetensors.torch import load_file, save
 
 from transferscope.errors import ModelError
 
+__all__ = ["atomic_write_bytes", "atomic_write_json", "file_sha256", "load_checked_state",
+           "load_state_dict_file", "load_tensors", "save_checked_state", "save_tensors",
+           "tensors_sha256"]
+
 
 @contextlib.contextmanager
 def _atomic_target(path: Path) -> Iterator[str]:

@@ -38,6 +38,9 @@ from filelock import FileLock, Timeout
 
 from transferscope.errors import TransferscopeError
 
+__all__ = ["describe", "holder", "LOCK_NAME", "lock_path", "LockedError", "NO_WAIT_ENV",
+           "writer_lock"]
+
 LOCK_NAME = ".transferscope.lock"
 NO_WAIT_ENV = "TRANSFERSCOPE_NO_WAIT"
 

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
+__all__ = ["enabled_by_default", "log", "progress_bar"]
+
 _console = Console(stderr=True)
 _active: list[Progress] = []
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = ["cache_dir", "CACHE_ENV", "DATA_ENV", "data_root", "default_home", "usable_cpus"]
+
 DATA_ENV = "TRANSFERSCOPE_DATA"
 CACHE_ENV = "TRANSFERSCOPE_CACHE"
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+__all__ = ["ConfigError", "DataError", "did_you_mean", "ModelError", "TransferscopeError",
+           "validation_line"]
+
 
 class TransferscopeError(Exception):
     """An error caused by the user's input, with a message that says how to fix it.

@@ -27,6 +27,8 @@ from typing import Any
 
 from transferscope.stats import Interval, Verdict
 
+__all__ = ["Claim", "CLAIM_KEYS", "ClaimCheck", "CLAIMS", "claims_table", "Finding"]
+
 
 @dataclass(frozen=True)
 class Claim:

@@ -31,6 +31,9 @@ from transferscope.studies.demo_toml import DEMO_TOML
 from transferscope.studies.spec import toml_value
 from transferscope.studies.spec import StudySpec
 
+__all__ = ["analysis_options_reference", "DEFAULT_OUT", "field_rows", "full_example", "main",
+           "render", "REQUIRED_EXAMPLE", "Row", "tables"]
+
 DEFAULT_OUT = Path("docs") / "study-file.md"
 # values for the keys without a default, in the full example
 REQUIRED_EXAMPLE = {"target.data": "hymenoptera", "models.name": "fine-tuned",

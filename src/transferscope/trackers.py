@@ -25,6 +25,9 @@ from typing import Any, Iterator
 from transferscope._paths import safe_component
 from transferscope.errors import ConfigError
 
+__all__ = ["flatten_numbers", "flatten_params", "KINDS", "MLflowTracker", "open_tracker",
+           "TensorBoardTracker", "Tracker"]
+
 KINDS = ("tensorboard", "mlflow")
 
 

@@ -16,6 +16,8 @@ import pandas as pd
 from transferscope._io import atomic_write_bytes, atomic_write_json
 from transferscope._paths import safe_component
 
+__all__ = ["AnalysisResult"]
+
 
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):

@@ -16,6 +16,9 @@ import torch
 from transferscope.findings import ClaimCheck, Finding
 from transferscope.stats import Comparison, Interval, verdict_of
 
+__all__ = ["cka_finding_stats", "cka_intervals", "CLAIM_PAIRS", "collect_grams", "ESTIMATORS",
+           "finding", "gram_cka", "plot_heatmap"]
+
 
 def _gram_cka(k: np.ndarray, l: np.ndarray, idx: np.ndarray) -> float:
     """Linear CKA of the rows ``idx`` (repeats allowed) from Gram matrices ``X X^T``."""

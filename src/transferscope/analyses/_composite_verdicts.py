@@ -19,6 +19,9 @@ from transferscope.findings import ClaimCheck
 from transferscope.stats import (Comparison, Interval, Verdict, paired_difference, too_few,
                                 verdict_of)
 
+__all__ = ["caveat", "claim_check", "comparison", "group_comparison", "group_label", "group_mean",
+           "interval", "MIN_BACKGROUNDS", "model_groups", "n_units", "pairwise", "UNIT"]
+
 UNIT = "background image"
 MIN_BACKGROUNDS = 10  # fewer background images: a finding says "too few ... to tell"
 

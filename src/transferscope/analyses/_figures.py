@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
+__all__ = ["subplots"]
+
 
 def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, dpi=None, **kwargs):
     """Like ``matplotlib.pyplot.subplots`` (``sharex``, ``squeeze``, ``gridspec_kw``, ...)

@@ -8,6 +8,8 @@ import html
 import io
 import json
 
+__all__ = ["figure_png", "PREVIEW_ROWS", "result_html", "SUMMARY_CHARS"]
+
 PREVIEW_ROWS = 10
 SUMMARY_CHARS = 3000
 

@@ -38,6 +38,11 @@ from transferscope._paths import safe_component
 from transferscope.errors import ConfigError
 from transferscope.findings import Finding
 
+__all__ = ["AnalysisOptions", "AnalysisSpec", "DRILL_WIDGETS", "finding_of", "first_set", "fmt",
+           "GALLERY_WIDGETS", "get_analysis", "list_analyses", "MEMORY_SECTIONS", "NEEDS",
+           "NoOptions", "register_analysis", "register_section", "run_analysis", "SECTIONS",
+           "summary_intervals", "unregister_analysis", "validate_options"]
+
 
 class AnalysisOptions(BaseModel):
     """Base of every analysis' options model: unknown options are errors."""

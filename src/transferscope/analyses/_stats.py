@@ -7,6 +7,8 @@ import torch
 
 from transferscope.stats import auroc  # noqa: F401  (one implementation, re-exported)
 
+__all__ = ["bootstrap_ci", "ci_fields", "compare_cis", "pearson", "per_class_rate", "with_ci"]
+
 
 def per_class_rate(hits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Mean of boolean/float ``hits`` per label; NaN for labels with no sample. ``(N,) -> (C,)``."""

@@ -27,6 +27,9 @@ from PIL import Image, ImageDraw
 
 from transferscope.config import usable_cpus
 
+__all__ = ["boxed", "cam_gallery", "class_gallery", "composite_gallery", "first_per_pair", "heat",
+           "jpeg", "overlay", "QUALITY", "strip", "tile_of"]
+
 QUALITY = 70
 
 

@@ -18,6 +18,9 @@ from transferscope.data import eval_transform
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
 
+__all__ = ["batches", "cache_key", "eval_and_bn", "merge", "PAIRS", "split_indices", "subset",
+           "train_subset", "transfer_inputs", "TransferInputs"]
+
 PAIRS = (("P-T #1", "P-T #2"), ("RI-T #1", "RI-T #2"), ("P-T #1", "RI-T #1"),
          ("P-T #2", "RI-T #2"))
 

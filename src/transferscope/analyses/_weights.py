@@ -27,6 +27,10 @@ from transferscope.engine.modes import eval_mode
 from transferscope.errors import ConfigError, ModelError
 from transferscope.models.base import TransferModel
 
+__all__ = ["bn_loader", "check_state_dicts", "combine", "evaluate", "evaluate_path",
+           "evaluate_path_batched", "evaluate_states", "interpolate", "parameter_groups",
+           "ParamGroup", "seed_of", "State", "state_of", "StateDict"]
+
 StateDict = Mapping[str, torch.Tensor]
 State = StateDict | Callable[[], StateDict]
 #: one group as used here: (layer name, parameter names, is_classifier)

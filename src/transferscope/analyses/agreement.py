@@ -26,6 +26,8 @@ from transferscope.analyses.retained_knowledge import per_class_recall
 from transferscope.findings import ClaimCheck
 from transferscope.stats import Interval, cluster_statistic, verdict_of
 
+__all__ = ["agreement_check", "finding", "pearson_interval", "resolution", "run", "UNIT"]
+
 UNIT = "source class"
 
 

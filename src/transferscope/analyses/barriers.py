@@ -47,6 +47,9 @@ from transferscope.errors import ConfigError
 from transferscope.findings import ClaimCheck
 from transferscope.stats import Interval, Verdict, cluster_statistic, too_few
 
+__all__ = ["barrier_check", "barrier_height", "barrier_intervals", "barrier_paths",
+           "BarriersOptions", "finding", "LAMBDAS", "MIN_IMAGES", "plot_paths", "run"]
+
 #: fewer evaluation images than this: the barrier verdict says too few images to tell
 MIN_IMAGES = 50
 

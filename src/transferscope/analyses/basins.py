@@ -47,6 +47,9 @@ from transferscope.errors import ConfigError
 from transferscope.findings import ClaimCheck
 from transferscope.stats import Verdict, too_few
 
+__all__ = ["basin_estimates", "basin_status", "BasinsOptions", "DEFAULT_DELTAS", "exit_weights",
+           "finding", "hull_basins", "hull_weights", "meets", "MIN_IMAGES", "run", "TOL"]
+
 # delta is in parameter-norm units, so its scale grows with the model (lite0, 4.6 M parameters:
 # the P-T basin on chest X-rays first meets conditions 2-3 at 256); powers of 4 up to 1024
 DEFAULT_DELTAS = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)

@@ -12,6 +12,8 @@ import pandas as pd
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, fmt, register_analysis
 
+__all__ = ["block_shuffle_result", "finding", "optimisation_speed"]
+
 
 def optimisation_speed(metrics: list[dict]) -> float:
     """Mean training accuracy over all epochs (paper 003, Fig. 3 right)."""

@@ -44,6 +44,9 @@ from transferscope.engine.modes import eval_mode
 from transferscope.models.base import resolve_layers
 from transferscope.errors import ConfigError
 
+__all__ = ["cka_all_pairs", "cka_matrix", "cka_tables", "CkaOptions", "linear_cka", "LinearCKA",
+           "POOLS", "run", "streaming_cka"]
+
 POOLS = ("flatten", "avg")
 
 

@@ -15,6 +15,8 @@ from transferscope.errors import ConfigError, ModelError
 from transferscope.models.base import TransferModel, compose
 from transferscope.roles import Role, role as _role
 
+__all__ = ["AuditContext", "ModelEntry"]
+
 
 @dataclass(frozen=True)
 class ModelEntry:

@@ -56,6 +56,10 @@ from transferscope.errors import ConfigError, ModelError
 from transferscope.findings import ClaimCheck
 from transferscope.stats import Verdict, too_few
 
+__all__ = ["criticality_check", "criticality_grid", "criticality_score", "criticality_scores",
+           "CriticalityOptions", "depth_trend", "finding", "MIN_IMAGES", "MIN_MODULES",
+           "module_params", "NOISE_MODES", "path_point", "plot_grids", "run"]
+
 NOISE_MODES = ("relative", "frobenius", "absolute")
 #: fewer evaluated images than this: the finding says too few images to tell
 MIN_IMAGES = 256

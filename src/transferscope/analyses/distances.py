@@ -35,6 +35,9 @@ from transferscope.findings import ClaimCheck
 from transferscope.stats import Verdict, cluster_statistic, too_few, verdict_of
 from transferscope.models.base import TransferModel
 
+__all__ = ["distance_check", "distance_tables", "finding", "l2_distance", "layer_distances",
+           "MIN_PAIRS", "plot_per_module", "run", "run_pairs", "squared_l2", "StateDict"]
+
 StateDict = Mapping[str, torch.Tensor]
 #: fewer independent pairs of runs of each kind: paper 003's comparison cannot be told
 #: (with 4 against 4 an exact rank test can first reach p < 0.05)

@@ -38,6 +38,9 @@ from transferscope.engine.attribution import gradcam
 from transferscope.errors import ConfigError
 from transferscope.stats import cluster_mean
 
+__all__ = ["box_mask", "distraction", "DistractionOptions", "finding", "has_signal", "iou",
+           "lingering_composites", "run", "signal_counts", "summarise", "top_fraction"]
+
 
 def box_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
     """``(N, 4)`` boxes ``(x0, y0, x1, y1)`` -> ``(N, size, size)`` True *outside* the box."""

@@ -53,6 +53,10 @@ from transferscope.analyses._registry import AnalysisOptions, Finding, fmt, regi
 from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError, DataError
 
+__all__ = ["ANGLES", "dataset_features", "domain_statistics", "domain_width", "DomainOptions",
+           "FEATURE_NAMES", "finding", "image_features", "linear_mmd", "median_bandwidth", "mmd",
+           "PAPER002_TABLE2", "PAPER_ROW", "pooled_gaps", "run", "SCALES", "standardize"]
+
 ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
 _DIRS = ("0", "45", "90", "135")
 _PROPS = ("ASM", "entropy", "contrast", "IDM")

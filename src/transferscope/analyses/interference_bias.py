@@ -41,6 +41,10 @@ from transferscope.findings import ClaimCheck
 from transferscope.stats import (Comparison, Interval, Verdict, benjamini_hochberg,
                                  cluster_mean, paired_difference, too_few)
 
+__all__ = ["bias_check", "bias_counts", "BIAS_EDGES", "bias_matrix", "bias_strength", "BiasOptions",
+           "bin_labels", "class_bias_tests", "FDR_Q", "finding", "MIN_VIEWS", "model_summary",
+           "PAPER_TABLE2", "resolution", "run", "STRONG", "two_class_bins", "UNIT"]
+
 #: Table 2 bins of B_a in percent: [0,20[, [20,40[, [40,60[, [60,80[, [80,100].
 BIAS_EDGES = (20, 40, 60, 80)
 #: Paper 000 Table 2 (ants = class a); columns as BIAS_EDGES bins from high-bees to high-ants.

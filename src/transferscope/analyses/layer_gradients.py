@@ -36,6 +36,10 @@ from transferscope.errors import ConfigError, DataError, ModelError
 from transferscope.stats import Interval
 from transferscope.models.base import TransferModel
 
+__all__ = ["finding", "first_layer_activation", "first_layer_ttest", "first_layer_ttests",
+           "gradient_profiles", "GradientOptions", "layer_gradients", "object_mask", "run",
+           "summarise_ttests"]
+
 
 def layer_gradients(model: TransferModel, batches: Iterable, loss_fn: Callable | None = None,
                     max_batches: int | None = None) -> pd.DataFrame:

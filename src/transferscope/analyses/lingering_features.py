@@ -27,6 +27,9 @@ from transferscope.analyses.context import AuditContext
 from transferscope.findings import ClaimCheck
 from transferscope.stats import Interval, Verdict, cluster_mean, verdict_of
 
+__all__ = ["class_mean_prob", "finding", "lingering", "lingering_check", "lingering_count",
+           "LingeringOptions", "remedy_step", "run", "source_only", "source_votes", "UNIT"]
+
 UNIT = "source class"
 
 

@@ -56,6 +56,10 @@ from transferscope.findings import ClaimCheck
 from transferscope.stats import (Comparison, Interval, cluster_statistic, mcnemar,
                                  paired_statistic, verdict_of)
 
+__all__ = ["accuracy_vs_class_size", "COLUMNS", "compare_pairs", "error_kappa", "finding",
+           "mistake_counts", "mistake_tables", "mistakes_check", "pair_statistics",
+           "plot_accuracy_vs_size", "run", "UNIT"]
+
 UNIT = "target image"
 
 COLUMNS = ["class", "n", "acc1", "acc2", "both_correct", "g1", "g2", "common", "uncommon",

@@ -19,6 +19,8 @@ from transferscope.analyses.composites import CompositeOptions, group_of, plan
 from transferscope.analyses.context import AuditContext
 from transferscope.stats import cluster_statistic, paired_difference
 
+__all__ = ["finding", "fix_intervals", "gain", "run"]
+
 
 def fix_intervals(before: torch.Tensor, after: torch.Tensor, seed: int = 0,
                   clusters=None) -> dict:

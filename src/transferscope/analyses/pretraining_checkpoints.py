@@ -12,6 +12,8 @@ import pandas as pd
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, fmt, register_analysis
 
+__all__ = ["checkpoints_result", "finding"]
+
 
 def checkpoints_result(rows: list[dict], setting: str) -> AnalysisResult:
     """The ``pretraining_checkpoints`` result from one row per checkpoint (``pre-training

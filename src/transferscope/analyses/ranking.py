@@ -18,6 +18,9 @@ from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, register_analysis
 from transferscope.stats import Interval, too_few
 
+__all__ = ["finding", "MIN_CANDIDATES", "ranking_result", "score_agreement", "SCORE_COLUMNS",
+           "ties_all"]
+
 #: score columns shown and compared (higher is better); the names of transferscope.ranking
 SCORE_COLUMNS = ("logme", "leep", "nce", "hscore", "hscore_reg", "gbc", "knn")
 MIN_CANDIDATES = 5

@@ -16,6 +16,8 @@ import pandas as pd
 from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import Finding, register_analysis
 
+__all__ = ["finding", "METRICS", "remedies_result", "STANDARD", "summarise"]
+
 STANDARD = "standard"
 METRICS = {"clean accuracy": "clean", "composite accuracy (biased against)": "against",
            "composite accuracy (neutral)": "neutral", "strongly biased classes": "biased",

@@ -27,6 +27,10 @@ from transferscope.analyses.context import AuditContext
 from transferscope.findings import ClaimCheck
 from transferscope.stats import Comparison, Interval, cluster_mean, paired_difference, verdict_of
 
+__all__ = ["finding", "paired_recalls", "PAPER_TABLE1", "per_class_recall", "RECALL_BINS",
+           "recall_bins", "recall_intervals", "recall_summary", "resolution", "retained_check",
+           "run", "UNIT"]
+
 UNIT = "source class"
 
 #: Paper 000 Table 1 bins (recall in percent): "<50", then half-open [50,60[ ... and [90,100]

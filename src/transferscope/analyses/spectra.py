@@ -44,6 +44,9 @@ from transferscope.analyses.context import AuditContext
 from transferscope.engine._hooks import run_hooked
 from transferscope.errors import ConfigError
 
+__all__ = ["circular_kernel", "conv_singular_values", "count_below", "finding", "model_spectra",
+           "plot_counts", "plot_hist", "run", "spectra_tables"]
+
 
 def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))

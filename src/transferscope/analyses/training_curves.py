@@ -22,6 +22,9 @@ from transferscope.analyses._base import AnalysisResult
 from transferscope.analyses._registry import AnalysisOptions, Finding, register_analysis
 from transferscope.errors import ConfigError, DataError
 
+__all__ = ["crossings", "curves_table", "finding", "MONITOR_FILE", "PANELS", "parse_threshold",
+           "read_monitor", "run", "SUMMARY_FILE", "TrainingCurvesOptions"]
+
 MONITOR_FILE = "monitor.jsonl"
 SUMMARY_FILE = "monitor_summary.json"
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}

@@ -49,6 +49,11 @@ from transferscope.analyses.context import AuditContext
 from transferscope.errors import ModelError
 from transferscope.models.base import LayerGroup, TransferModel
 
+__all__ = ["finding", "first_vs_max", "layer_transferability", "lower_layers_check",
+           "mean_abs_diff", "MIN_TASKS", "network_transferability", "PAPER_T_SB", "plot_layer_T",
+           "run", "scratch_travel", "SHORT_LAYERS", "SHORT_TRAVEL", "transferability_result",
+           "whole_network_T"]
+
 
 def _resolve(groups, model: nn.Module | None) -> list[ParamGroup]:
     if isinstance(groups, TransferModel):

@@ -24,6 +24,9 @@ from transferscope.errors import ConfigError
 from transferscope.findings import ClaimCheck
 from transferscope.stats import Interval, Verdict, cluster_statistic, too_few, verdict_of
 
+__all__ = ["COEFFICIENTS", "FACTORS", "finding", "fit_factors", "fit_log_T", "gap_check",
+           "MIN_TASKS"]
+
 FACTORS = ("gap", "width", "log_N")
 #: distinct target data sets below which the gap claim gets no verdict
 MIN_TASKS = 4

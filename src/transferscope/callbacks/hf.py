@@ -16,6 +16,8 @@ from transformers import TrainerCallback
 
 from transferscope.callbacks.monitor import AuditMonitor
 
+__all__ = ["HFAuditCallback"]
+
 
 class HFAuditCallback(TrainerCallback):
     """:class:`~transferscope.callbacks.AuditMonitor` as a ``transformers.TrainerCallback``.

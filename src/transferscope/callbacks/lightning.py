@@ -16,6 +16,8 @@ from lightning.pytorch.callbacks import Callback
 
 from transferscope.callbacks.monitor import AuditMonitor
 
+__all__ = ["LightningAuditCallback"]
+
 
 class LightningAuditCallback(Callback):
     """:class:`~transferscope.callbacks.AuditMonitor` as a Lightning callback.

@@ -46,6 +46,10 @@ from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel, compose
 from transferscope.stats import Interval, cluster_mean
 
+__all__ = ["check_metrics", "cka_to_pretrained", "distance_to_pretrained", "distraction_metric",
+           "fixed_composites", "MetricValues", "MONITOR_METRICS", "MonitorMetric", "ProbeState",
+           "register_metric", "retained_knowledge", "target_accuracy"]
+
 
 @dataclass
 class MetricValues:

@@ -35,6 +35,8 @@ from transferscope.callbacks.view import as_transfer_model
 from transferscope.data.image_set import ImageSet
 from transferscope.errors import ConfigError
 
+__all__ = ["AuditMonitor", "DEFAULT_METRICS", "MonitorOptions"]
+
 DEFAULT_METRICS = ("target_accuracy", "retained_knowledge", "distance_to_pretrained",
                    "cka_to_pretrained")
 

@@ -16,6 +16,8 @@ from transferscope.data.image_set import ImageSet
 from transferscope.data.transforms import describe_transform
 from transferscope.errors import ConfigError
 
+__all__ = ["DecodedProbe", "probe_sets", "sample_indices"]
+
 
 def sample_indices(n_items: int, n: int | None, seed: int) -> list[int]:
     """``n`` sorted indices of ``range(n_items)`` drawn without replacement with ``seed``

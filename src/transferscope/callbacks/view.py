@@ -22,6 +22,8 @@ from transferscope.models.base import ClassifierHead, LayerGroup, TransferModel
 from transferscope.models.groups import auto_groups
 from transferscope.models.sources import find_head
 
+__all__ = ["as_transfer_model"]
+
 
 class _HeadInput(nn.Module):
     """Runs ``net`` and returns what its final linear layer received, ``(N, D)``."""

@@ -32,3 +32,5 @@ Executor = typer.Option(None, "--executor", help="where training runs execute: l
 
 
 from transferscope.studies.audit_memory import load_any_model  # noqa: E402,F401 (one home)
+
+__all__ = ["app", "data_app", "DATA_HELP", "DataRoot", "Executor", "LogTo", "SPLIT_DATA_HELP"]

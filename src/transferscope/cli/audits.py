@@ -15,6 +15,8 @@ from transferscope.studies import audit_memory as defaults
 from transferscope.studies.audit_memory import (audit_size, trained_size,  # noqa: F401
                                                 write_study_file)
 
+__all__ = ["audit_memory", "guard", "guard_line"]
+
 
 @app.command("audit-memory")
 def audit_memory(

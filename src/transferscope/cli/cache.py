@@ -12,6 +12,8 @@ import typer
 
 from transferscope.cli._app import app
 
+__all__ = ["cache_app", "cache_clear", "cache_info", "CacheDir"]
+
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect and clear the result cache.")
 app.add_typer(cache_app, name="cache")
 

@@ -11,6 +11,8 @@ import typer
 from transferscope.cli._app import DataRoot, app
 from transferscope.errors import ConfigError
 
+__all__ = ["check"]
+
 
 @app.command()
 def check(out: Path = typer.Argument(..., help="a finished study's output folder (audit, "

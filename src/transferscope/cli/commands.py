@@ -13,6 +13,9 @@ from transferscope.cli._app import (DATA_HELP, SPLIT_DATA_HELP, DataRoot, Execut
                                     data_app, load_any_model, with_executor)
 from transferscope.errors import ConfigError, TransferscopeError
 
+__all__ = ["analyses_cmd", "audit", "data_check", "data_fetch", "demo", "evaluate", "models",
+           "recipes", "train", "version"]
+
 
 @app.command()
 def train(

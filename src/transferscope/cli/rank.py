@@ -16,6 +16,8 @@ import typer
 
 from transferscope.cli._app import DataRoot, app
 from transferscope.errors import ConfigError
+
+__all__ = ["CANDIDATE_HELP", "parse_candidates", "rank"]
 CANDIDATE_HELP = ("NAME=MODEL[@INIT], repeatable: MODEL a registered architecture, timm:<name>, "
                   "torchvision:<name>, hf:<folder>, a run directory or a .safetensors file; "
                   "INIT imagenet (default) | random | PATH. E.g. lite0=efficientnet_lite0, "

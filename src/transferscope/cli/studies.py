@@ -14,6 +14,9 @@ ExecutorOpt = typer.Option("local", "--executor", help="where the training runs 
                            "(one after another here) or ray (one Ray task each)")
 from transferscope.errors import ConfigError
 
+__all__ = ["block_shuffle_cmd", "checkpoint_transfer_cmd", "ExecutorOpt", "remedies_cmd",
+           "transferability_cmd"]
+
 
 @app.command("transferability")
 def transferability_cmd(

@@ -20,6 +20,8 @@ from transferscope import __version__
 from transferscope._progress import _console, enabled_by_default
 from transferscope.errors import DataError
 
+__all__ = ["CHUNK", "ConnectError", "download"]
+
 CHUNK = 1 << 20
 
 

@@ -26,6 +26,8 @@ from pathlib import Path, PurePosixPath
 
 from transferscope.errors import DataError
 
+__all__ = ["read_manifest", "unpack", "Unpacked"]
+
 
 def read_manifest(path: Path) -> dict[str, tuple[str, str]]:
     """``{archive path without extension: (sha256, path)}`` of a ``SHA256SUMS``-style file.

@@ -24,6 +24,9 @@ from transferscope.data.image_set import ImageSet
 from transferscope.data.transforms import Normalization
 from transferscope.errors import ConfigError
 
+__all__ = ["composite_transform", "CompositeSet", "OccludedComposites", "PAPER000_SIDE",
+           "PAPER001_SIDE", "square"]
+
 PAPER000_SIDE = 0.1 ** 0.5  # ~10% of the area
 PAPER001_SIDE = 0.4  # 40% per side, 16% of the area
 

@@ -33,6 +33,9 @@ from transferscope.data._medmnist import md5_of, unpack_npz
 from transferscope.data._unpack import Unpacked, read_manifest, unpack
 from transferscope.errors import DataError
 
+__all__ = ["ensure_sets", "fetch", "KNOWN_REMOTE", "MANIFESTS", "MIRROR_ENV", "RemoteSet",
+           "source_url"]
+
 MIRROR_ENV = "TRANSFERSCOPE_MIRROR"
 MANIFESTS = Path(__file__).parent / "manifests"
 _ELI = "bc69043e2862758a1906c6a24a792bb28c6bb2ff"  # EliSchwartz/imagenet-sample-images

@@ -18,6 +18,8 @@ from transferscope._io import atomic_write_json, file_sha256
 from transferscope._progress import progress_bar
 from transferscope.data.images import CHECK_VERSION, check_image
 
+__all__ = ["FileIndex", "SCAN_THREADS_MIN_FILES"]
+
 SCAN_THREADS_MIN_FILES = 64  # fewer new files: checking them one by one is as quick
 
 

@@ -27,6 +27,8 @@ from transferscope.data.images import IMG_EXTENSIONS, SkippedFile
 from transferscope.data.tables import csv_set, imagenet_val_labels
 from transferscope.errors import DataError
 
+__all__ = ["IGNORED_NAMES", "image_folder", "resolve_folder", "source_images"]
+
 IGNORED_NAMES = {"SOURCE.md", "SHA256SUMS", "README.md", "LICENSE", "DOWNLOAD.json", ".DS_Store"}
 
 

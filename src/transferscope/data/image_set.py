@@ -21,6 +21,8 @@ from transferscope.data.images import SkippedFile, load_rgb, load_rgb_tensor
 from transferscope.data.transforms import takes_uint8_tensor
 from transferscope.errors import DataError
 
+__all__ = ["ImageSet", "Sample"]
+
 
 @dataclass(frozen=True)
 class Sample:

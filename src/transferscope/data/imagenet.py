@@ -7,6 +7,8 @@ import re
 from functools import lru_cache
 from importlib import resources
 
+__all__ = ["imagenet_names", "imagenet_wnids", "parse_wnid", "WNID_RE", "wnid_to_index"]
+
 WNID_RE = re.compile(r"^(n\d{8})(?:[_\-\s.].*)?$")
 
 

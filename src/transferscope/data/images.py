@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+__all__ = ["check_image", "CHECK_VERSION", "DECODER_ENV", "IMG_EXTENSIONS", "jpeg_decoder",
+           "load_rgb", "load_rgb_tensor", "MAX_PIXELS", "SkippedFile"]
+
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 MAX_PIXELS = 64_000_000  # about 8000 x 8000; larger JPEGs are decoded downscaled, others skipped
 DECODER_ENV = "TRANSFERSCOPE_DECODER"  # "pil": never TorchCodec

@@ -24,6 +24,8 @@ import torch
 
 from transferscope.errors import ConfigError
 
+__all__ = ["BlockShuffle"]
+
 
 class BlockShuffle:
     """Permute ``block_size x block_size`` blocks of a ``(..., C, H, W)`` tensor.

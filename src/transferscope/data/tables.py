@@ -31,6 +31,9 @@ from transferscope.data.image_set import ImageSet, Sample
 from transferscope.data.images import IMG_EXTENSIONS, SkippedFile
 from transferscope.errors import DataError
 
+__all__ = ["csv_set", "DatasetImageSet", "DEVKIT_GT", "from_dataset", "imagenet_val_labels",
+           "KAGGLE_GT", "VAL_FILE"]
+
 VAL_FILE = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG$", re.IGNORECASE)
 DEVKIT_GT = "ILSVRC2012_validation_ground_truth.txt"
 KAGGLE_GT = "LOC_val_solution.csv"

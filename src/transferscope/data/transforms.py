@@ -7,6 +7,10 @@ from dataclasses import dataclass
 import torch
 from torchvision.transforms import v2
 
+__all__ = ["CROP_FRACTION", "describe_transform", "DraftDecode", "eval_transform", "HALF_NORM",
+           "IMAGENET_NORM", "INTERPOLATIONS", "LITE_NORM", "Normalization", "takes_uint8_tensor",
+           "train_transform"]
+
 
 CROP_FRACTION = 0.875  # resize shorter side to size/0.875 then centre-crop, as torchvision/timm
 INTERPOLATIONS = {"bilinear": v2.InterpolationMode.BILINEAR,

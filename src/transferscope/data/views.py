@@ -17,6 +17,8 @@ from torchvision.transforms.v2 import functional as F
 
 from transferscope.data.image_set import ImageSet
 
+__all__ = ["load_source_set", "ViewSet"]
+
 
 @dataclass
 class ViewSet(torch.utils.data.Dataset):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from transferscope.errors import ConfigError
 
+__all__ = ["parse_keep"]
+
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     """Make ``dst`` the same file as ``src``: a hard link (no extra disk), a copy where the

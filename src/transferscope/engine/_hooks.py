@@ -9,6 +9,8 @@ from torch import nn
 
 from transferscope.engine.modes import eval_mode
 
+__all__ = ["run_hooked"]
+
 
 def run_hooked(model: nn.Module, x: torch.Tensor, handles: Iterable = ()) -> torch.Tensor:
     """``model(x)`` in eval mode without gradients; the model's mode is restored and the hook

@@ -20,6 +20,8 @@ import ctypes.util
 import functools
 import os
 
+__all__ = ["every", "MMAP_THRESHOLD", "TRIM_EVERY", "trim_heap", "TRIM_THRESHOLD", "tune_heap"]
+
 TRIM_EVERY = 32  # batches between trims: a trim costs well under a millisecond
 
 

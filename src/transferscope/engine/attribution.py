@@ -23,6 +23,8 @@ from transferscope.engine.inference import default_cache
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
 
+__all__ = ["cam_layer", "gradcam", "gradcam_batch", "to_spatial"]
+
 
 def cam_layer(model: TransferModel) -> str:
     """Grad-CAM's default target layer.

@@ -16,6 +16,9 @@ from torch import nn
 
 from transferscope.engine._hooks import run_hooked
 
+__all__ = ["BatchNormFolder", "bn_layers", "bn_train_mode", "conv_bn_pairs", "fold_state",
+           "folded_copy", "reestimate_bn", "split_batch"]
+
 
 def bn_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
     """BatchNorm layers that keep running statistics, by name."""

@@ -19,6 +19,8 @@ import torch
 from transferscope import __version__, config
 from transferscope._io import load_tensors, save_tensors, tensors_sha256
 
+__all__ = ["CACHE_FORMAT", "log", "ResultCache"]
+
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 

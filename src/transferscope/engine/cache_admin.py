@@ -32,6 +32,8 @@ from pathlib import Path
 from transferscope import config
 from transferscope.errors import ConfigError
 
+__all__ = ["clear", "entries", "Entry", "human", "info", "parse_age", "parse_size"]
+
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
           "t": 1e12, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

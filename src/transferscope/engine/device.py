@@ -20,6 +20,8 @@ import torch
 
 from transferscope.errors import ConfigError
 
+__all__ = ["amp_dtype", "check_amp", "DEVICES", "PRECISIONS", "resolve_device", "to_device"]
+
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 PRECISIONS = ("fp32", "bf16", "fp16")
 

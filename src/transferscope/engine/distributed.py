@@ -29,6 +29,11 @@ from torch.utils.data import DataLoader, Sampler
 
 from transferscope.errors import ConfigError
 
+__all__ = ["BACKEND_ENV", "BACKENDS", "barrier", "cleanup", "data_parallel", "epoch_order",
+           "everywhere", "gather_shards", "is_main", "rank_seed", "RankShare", "setup", "shard",
+           "shard_indices", "SINGLE", "sum_across", "sync_buffers", "train_loader", "World",
+           "world", "writes_cache"]
+
 BACKEND_ENV = "TRANSFERSCOPE_DIST_BACKEND"
 BACKENDS = ("gloo", "nccl")
 

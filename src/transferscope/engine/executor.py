@@ -35,6 +35,8 @@ import torch
 from transferscope.engine.training import TrainConfig, TrainingHook, train
 from transferscope.errors import ConfigError
 
+__all__ = ["EXECUTORS", "JobResult", "run_job", "run_trainings", "TrainJob"]
+
 EXECUTORS = ("local", "ray")
 
 

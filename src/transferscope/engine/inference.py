@@ -30,6 +30,9 @@ from transferscope.engine.loading import make_loader
 from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
 
+__all__ = ["auto_batch_size", "capture", "check_precision", "default_cache", "default_transform",
+           "FAST_DECODE_ENV", "forward_batch", "predict", "predict_many", "Predictions"]
+
 _default_cache: ResultCache | None = None
 FAST_DECODE_ENV = "TRANSFERSCOPE_FAST_DECODE"
 

@@ -31,6 +31,9 @@ from torch.utils.data import DataLoader
 from transferscope.config import usable_cpus
 from transferscope.engine._memory import tune_heap
 
+__all__ = ["auto_workers", "make_loader", "MAX_WORKERS", "MIN_BATCHES_FOR_WORKERS",
+           "MIN_ITEMS_FOR_WORKERS", "WORKERS_ENV"]
+
 MIN_BATCHES_FOR_WORKERS = 4  # fewer: a worker's start-up (fork + first batch) is not repaid
 MIN_ITEMS_FOR_WORKERS = 256  # nor for a few images (0.1-0.3 s start-up; ~2 ms per decode)
 MAX_WORKERS = 8

@@ -6,6 +6,8 @@ import contextlib
 
 from torch import nn
 
+__all__ = ["eval_mode"]
+
 
 @contextlib.contextmanager
 def eval_mode(*models: nn.Module):

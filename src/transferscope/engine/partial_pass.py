@@ -27,6 +27,8 @@ import torch
 
 from transferscope._io import load_tensors, save_tensors, tensors_sha256
 
+__all__ = ["CHECKPOINT_ENV", "checkpoint_seconds", "DEFAULT_SECONDS", "log", "PartialPass"]
+
 log = logging.getLogger(__name__)
 CHECKPOINT_ENV = "TRANSFERSCOPE_CHECKPOINT_SECONDS"
 DEFAULT_SECONDS = 60.0

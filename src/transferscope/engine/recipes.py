@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from transferscope.errors import ConfigError, did_you_mean, validation_line
 
+__all__ = ["get_recipe", "Recipe", "RECIPES"]
+
 
 class Recipe(BaseModel):
     """Optimiser, schedule and length of a training run (all fields overridable)."""

@@ -12,6 +12,8 @@ from transferscope.engine.cache import ResultCache
 from transferscope.engine.device import check_amp, resolve_device
 from transferscope.errors import ConfigError
 
+__all__ = ["InferenceSettings"]
+
 
 @dataclass(frozen=True)
 class InferenceSettings:

@@ -53,6 +53,8 @@ from transferscope.models.registry import create_model
 
 from transferscope.engine.training_steps import STATE_FILE  # noqa: E402,F401 (public here)
 
+__all__ = ["load_run", "train", "TrainConfig", "TrainingHook", "TrainResult"]
+
 
 class TrainConfig(BaseModel):
     """Everything that determines a training run's result."""

@@ -14,6 +14,8 @@ from transferscope.engine.batchnorm import reestimate_bn
 from transferscope.engine.device import to_device
 from transferscope.models.base import TransferModel
 
+__all__ = ["PRECISE_BN_IMAGES", "select_subset", "training_transforms"]
+
 
 def select_subset(train_set, val_set, fraction: float = 1.0, max_classes: int | None = None,
                   seed: int = 0):

@@ -23,6 +23,9 @@ from transferscope.errors import ConfigError, DataError
 from transferscope.models.io import load_model, save_model
 from transferscope.models.registry import init_weights
 
+__all__ = ["checkpoint", "finish", "finished_run", "load_data", "OptimState", "restore",
+           "start_run", "STATE_FILE", "train_epoch"]
+
 STATE_FILE = "state.pt"
 
 

@@ -18,6 +18,9 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+__all__ = ["hub_offline", "hub_url", "NO_PROBE_ENV", "probe_timeout", "PROBE_TIMEOUT_ENV",
+           "torch_hub_cached", "unreachable"]
+
 PROBE_TIMEOUT_ENV = "TRANSFERSCOPE_PROBE_TIMEOUT"
 NO_PROBE_ENV = "TRANSFERSCOPE_NO_PROBE"
 

@@ -14,6 +14,8 @@ from transferscope.models.base import LayerGroup, TransferModel
 from transferscope.models.sources import (assemble, find_head, timm_preprocessing,
                                           torchvision_preprocessing)
 
+__all__ = ["identify", "wrap_module"]
+
 
 def wrap_module(module: nn.Module, head: str | None = None, *, arch: str | None = None,
                 norm: Normalization | None = None, groups: list[str] | None = None,

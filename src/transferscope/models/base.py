@@ -18,6 +18,8 @@ from transferscope._io import tensors_sha256
 from transferscope.data.transforms import Normalization
 from transferscope.errors import ModelError
 
+__all__ = ["ClassifierHead", "compose", "LayerGroup", "resolve_layers", "TransferModel"]
+
 
 class ClassifierHead(nn.Module):
     """``fc(dropout(features))``; shapes ``(N, D) -> (N, C)``."""

@@ -30,6 +30,8 @@ from torch import nn
 
 from transferscope.models.base import LayerGroup
 
+__all__ = ["auto_groups"]
+
 _SPLIT_AT = (nn.Conv2d, nn.Linear)
 
 

@@ -11,6 +11,8 @@ from transferscope.errors import ModelError
 from transferscope.models.base import TransferModel
 from transferscope.models.registry import create_model, list_models, load_weights
 
+__all__ = ["build_from_spec", "load_model", "load_weights_into", "save_model"]
+
 
 def save_model(model: TransferModel, path: str | os.PathLike, **extra: str) -> str:
     """Save weights + metadata (arch, classes, input size, preprocessing, sha256, and the

@@ -18,6 +18,10 @@ from transferscope._io import load_state_dict_file
 from transferscope.errors import ModelError
 from transferscope.models.base import TransferModel
 
+__all__ = ["ArchSpec", "check_model_name", "create_model", "get_spec", "init_weights",
+           "list_models", "load_weights", "register", "set_preprocessing", "SOURCE_CLASSES",
+           "to_uniform_keys"]
+
 SOURCE_CLASSES = 1000
 
 

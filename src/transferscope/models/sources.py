@@ -33,6 +33,11 @@ from transferscope.errors import ConfigError, ModelError
 from transferscope.models.base import ClassifierHead, LayerGroup, TransferModel
 from transferscope.models.groups import auto_groups
 
+__all__ = ["assemble", "build_hf", "build_timm", "build_torchvision", "check_external_name",
+           "check_reachable", "create_external", "find_head", "hf_preprocessing", "HFBackbone",
+           "MODEL_SOURCES", "ModelSource", "PRETRAINED", "register_source", "SOURCES",
+           "split_classifier", "split_name", "timm_preprocessing", "torchvision_preprocessing"]
+
 @dataclass(frozen=True)
 class ModelSource:
     """A library models come from, named by the prefix of ``"<source>:<name>"``.

@@ -15,6 +15,8 @@ from transferscope.errors import ModelError
 from transferscope.models.base import ClassifierHead, LayerGroup, TransferModel
 from transferscope.models.registry import register
 
+__all__ = ["BaselineCNN"]
+
 _CLASSIFIER = LayerGroup("classifier", ("head",), is_classifier=True)
 
 

@@ -11,6 +11,8 @@ from transferscope.models.base import TransferModel
 from transferscope.remedies._shared import (BackgroundBank, load_backgrounds, source_model,
                                             source_only_classes, split_source_classes)
 
+__all__ = ["fine_tune", "Remedy"]
+
 
 class Remedy(TrainingHook):
     """A fine-tuning variant. Source images come from ``source`` (an ImageNet-labelled set),

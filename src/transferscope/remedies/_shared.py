@@ -15,6 +15,9 @@ from transferscope.errors import ConfigError
 from transferscope.models.base import TransferModel
 from transferscope.models.registry import create_model
 
+__all__ = ["BackgroundBank", "load_backgrounds", "paste", "source_model", "source_only_classes",
+           "split_source_classes"]
+
 
 def split_source_classes(num_classes: int = 1000, seed: int = 0) -> tuple[list[int], list[int]]:
     """Seeded halves of the source classes: ``(train, eval)``. Remedies draw source images

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from transferscope.remedies._base import Remedy
 
+__all__ = ["ActivationL1"]
+
 
 class ActivationL1(Remedy):
     """L1 on the ``(N, D)`` penultimate features of each training batch."""

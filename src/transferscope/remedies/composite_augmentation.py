@@ -8,6 +8,8 @@ import torch
 
 from transferscope.remedies._base import Remedy
 
+__all__ = ["CompositeAugmentation"]
+
 
 class CompositeAugmentation(Remedy):
     """Replace ``fraction`` of each batch by composites; overlay side drawn in ``side``."""

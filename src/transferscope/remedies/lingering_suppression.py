@@ -15,6 +15,8 @@ import torch
 
 from transferscope.remedies._base import Remedy
 
+__all__ = ["LingeringSuppression"]
+
 
 class LingeringSuppression(Remedy):
     """Source-head probability mass on classes C, on ``fraction`` x batch composites."""

@@ -17,6 +17,8 @@ from transferscope.data.folder import source_images
 from transferscope.engine.modes import eval_mode
 from transferscope.remedies._base import Remedy
 
+__all__ = ["Pruning", "selectivity"]
+
 
 def _features(model, data, batch_size: int = 64) -> torch.Tensor:
     out = []

@@ -22,6 +22,11 @@ from transferscope.report.findings import (SMOKE_BANNER, claims_html, collect_fi
                                           findings_html, glossary_html, summary_html)
 from transferscope.report.page import ReportPage
 
+__all__ = ["AnalysisResult", "atomic_write_bytes", "claims_html", "collect_findings", "Finding",
+           "finding_of", "findings", "findings_html", "get_analysis", "glossary_html",
+           "list_analyses", "load_results", "Path", "Report", "ReportPage", "SECTIONS", "sections",
+           "SMOKE_BANNER", "summary_html", "title_of", "write_findings", "write_report"]
+
 
 
 def sections(results=None) -> list[tuple[str, list[str]]]:

@@ -12,6 +12,9 @@ from transferscope import roles
 from transferscope.findings import Finding, claims_table
 from transferscope.report.page import with_class_names
 
+__all__ = ["claims_html", "collect_findings", "findings_html", "FindingView", "GLOSSARY",
+           "glossary_html", "SMOKE_BANNER", "summary_html"]
+
 FindingView = Finding  # deprecated alias: findings are Finding objects now
 
 

@@ -28,6 +28,10 @@ from transferscope.analyses._registry import _REGISTRY, SECTIONS, _load_builtin
 from transferscope.analyses._resolution import FEW_SAMPLES, REMEDY
 from transferscope.data.imagenet import imagenet_names, imagenet_wnids, wnid_to_index
 
+__all__ = ["asset", "chart_spec", "drill_panels", "IMAGE_BUDGET", "model_colours", "model_key",
+           "PALETTE", "ReportPage", "resolution_notes", "script", "script_json",
+           "source_class_columns", "SOURCE_COLOUR", "table_data", "with_class_names"]
+
 #: One colour per model throughout (Tableau 10 without its grey); source models are grey.
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
            "#ff9da7", "#9c755f", "#17becf", "#bcbd22", "#8c564b"]

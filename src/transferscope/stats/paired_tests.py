@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["auroc", "benjamini_hochberg", "McNemar", "mcnemar"]
+
 
 def auroc(scores, positives) -> float:
     """Area under the ROC curve via the Mann-Whitney U statistic (ties count one half).

@@ -19,6 +19,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+__all__ = ["as_clusters", "cluster_mean", "cluster_statistic", "Comparison", "DEFAULT_BOOT",
+           "expanded_level", "Interval", "paired_difference", "paired_statistic", "plural",
+           "sign_flip_p"]
+
 DEFAULT_BOOT = 2000
 
 

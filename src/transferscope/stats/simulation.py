@@ -13,6 +13,8 @@ import numpy as np
 
 from transferscope.stats.resample import cluster_mean, paired_difference
 
+__all__ = ["clustered", "coverage", "paired_rejection_rate"]
+
 
 def clustered(rng, clusters: int, per_cluster: int, mu: float = 0.0, between: float = 1.0,
               within: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,8 @@ from enum import Enum
 
 from transferscope.stats.resample import Interval
 
+__all__ = ["too_few", "Verdict", "verdict_of"]
+
 
 class Verdict(str, Enum):
     """What the user's data say about one claim of a paper."""

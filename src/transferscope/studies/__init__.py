@@ -8,3 +8,5 @@
 * :mod:`.training_runs` - block shuffling and pre-training checkpoints (paper 003);
 * :mod:`.remedies` - remedies for lingering memories vs standard fine-tuning.
 """
+
+__all__ = []

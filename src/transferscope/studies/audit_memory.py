@@ -20,6 +20,10 @@ from pathlib import Path
 
 from transferscope.errors import ConfigError
 
+__all__ = ["audit", "audit_memory", "audit_size", "COMPOSITES", "INIT", "load_any_model", "SOURCE",
+           "SOURCE_IMAGES", "TARGET", "TARGET_SPLIT", "TRAIN_SPLIT", "trained_size", "VIEWS",
+           "write_study_file"]
+
 #: the defaults of ``audit-memory`` and :func:`audit` (one home for both)
 SOURCE = "efficientnet_lite0"
 INIT = "imagenet"

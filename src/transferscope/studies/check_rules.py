@@ -30,6 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from transferscope.errors import ConfigError, did_you_mean
 
+__all__ = ["CheckRule", "OPTION_KEYS", "parse_rule", "read_rules", "rules_from_table", "VERDICTS",
+           "WHERE"]
+
 VERDICTS = ("agrees", "contradicts", "cannot tell", "not tested")
 #: what a short-form rule's ``{ ... }`` may hold
 OPTION_KEYS = ("name", "min", "max", "ci_min", "ci_max", "bound", "verdict", "not")

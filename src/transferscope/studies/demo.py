@@ -22,6 +22,8 @@ from transferscope.studies.demo_toml import DEMO_TOML, DEMO_TRANSFER_TOML
 from transferscope.studies.run import run_study
 from transferscope.studies.spec import parse_study, quick as make_quick, with_executor
 
+__all__ = ["demo_studies", "run_demo", "TRANSFER_DIR", "xray_target"]
+
 TRANSFER_DIR = "transfer"
 #: part 2's X-ray target: the prepared copy where the data root has it, else the same
 #: Kermany et al. X-rays at 64 px as PneumoniaMNIST (a 20 MB download instead of 1.2 GB)

@@ -4,6 +4,8 @@
 from them.
 """
 
+__all__ = ["DEMO_TOML", "DEMO_TRANSFER_TOML"]
+
 DEMO_TOML = """\
 # The demo study, part 1: ImageNet EfficientNet-Lite0 fine-tuned on ants vs bees - what the
 # fine-tuned model remembers of ImageNet (papers 000/001). Part 2 (DEMO_TRANSFER_TOML) audits

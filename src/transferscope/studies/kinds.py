@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 from transferscope.errors import ConfigError
 
+__all__ = ["as_output", "kind_of", "register_study_kind", "run_kind", "study_kinds", "StudyKind",
+           "StudyOutput"]
+
 
 @dataclass
 class StudyOutput:

@@ -15,6 +15,8 @@ from transferscope.analyses._registry import MEMORY_SECTIONS, list_analyses
 from transferscope.analyses.context import AuditContext
 from transferscope.studies.runner import run_analyses
 
+__all__ = ["run_memory_audit"]
+
 
 def run_memory_audit(ctx: AuditContext, out_dir: str | Path, analyses: list[str] | None = None,
                      params: dict[str, dict] | None = None,

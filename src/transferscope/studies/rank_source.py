@@ -16,6 +16,8 @@ from pathlib import Path
 
 from transferscope.errors import ConfigError, did_you_mean
 
+__all__ = ["best_candidate", "PREFIX", "resolve"]
+
 PREFIX = "rank:"
 
 

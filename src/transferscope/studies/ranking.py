@@ -33,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from transferscope.errors import ConfigError, did_you_mean
 from transferscope.studies.spec import ExecutorFields, toml_key, toml_value
 
+__all__ = ["CandidateSpec", "fine_tune_accuracy", "FineTuneSpec", "RankingSpec", "run", "spec_toml"]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -36,6 +36,9 @@ from transferscope.remedies._shared import source_model, split_source_classes
 from transferscope.studies.memory import run_memory_audit
 from transferscope.studies.spec import ExecutorFields, build_spec, check_runs
 
+__all__ = ["check", "DEFAULT_VARIANTS", "evaluate_variants", "RemedySpec", "run",
+           "run_remedy_study", "train_variants"]
+
 DEFAULT_VARIANTS = (STANDARD, *REMEDIES)
 
 

@@ -17,6 +17,10 @@ from transferscope.studies.demo_toml import DEMO_TOML
 from transferscope.studies.spec import (ModelSpec, StudySpec, load_study, parse_study,
                                        quick, study_from_dict)
 
+__all__ = ["build_context", "check", "load_any", "model_entries", "run", "run_file", "run_study",
+           "selected_analyses", "Study", "study_kinds", "study_options", "train_jobs",
+           "train_models"]
+
 
 def _load_given(m: ModelSpec):
     """A model the study names by ``path``: a run directory or a weights file."""

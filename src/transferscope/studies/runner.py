@@ -25,6 +25,9 @@ from transferscope.analyses._registry import (get_analysis, list_analyses, run_a
 from transferscope.analyses.composites import CompositeOptions
 from transferscope.errors import ConfigError, did_you_mean
 
+__all__ = ["analysis_options", "cached_analysis", "CACHED_SECTIONS", "check_names", "code_digest",
+           "composite_users", "run_analyses", "RUN_STATS", "write_index"]
+
 RUN_STATS = "run_stats.json"  # volatile: seconds per analysis and cache hits of the last run
 CACHED_SECTIONS = ("what_transferred",)  # results cached whole (their inputs are weights)
 

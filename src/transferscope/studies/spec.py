@@ -19,6 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from transferscope._paths import safe_component
 from transferscope.errors import ConfigError
 
+__all__ = ["AnalysesSpec", "build_spec", "check_runs", "CompositeSpec", "ExecutorFields",
+           "load_spec_file", "load_study", "ModelSpec", "parse_study", "quick", "read_toml",
+           "SourceImagesSpec", "SourceSpec", "study_from_dict", "StudySpec", "TargetSpec",
+           "toml_key", "toml_value", "TransferSpec", "with_executor"]
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover

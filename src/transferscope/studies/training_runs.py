@@ -26,6 +26,9 @@ from transferscope.errors import ConfigError
 from transferscope.report import write_report
 from transferscope.studies.spec import ExecutorFields, check_runs
 
+__all__ = ["BlockShuffleSpec", "CheckpointSpec", "run", "run_block_shuffle",
+           "run_checkpoint_transfer"]
+
 
 class _Runs(ExecutorFields):
     model_config = ConfigDict(extra="forbid")

@@ -28,6 +28,8 @@ from transferscope.errors import ConfigError
 from transferscope.report import write_report
 from transferscope.studies.spec import ExecutorFields, build_spec, check_runs
 
+__all__ = ["check", "run", "run_transferability", "TransferabilitySpec"]
+
 
 def _variants(targets, fractions, class_counts, sweep_target):
     out = [(t, 1.0, None) for t in targets]

@@ -18,6 +18,8 @@ from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError
 from transferscope.studies.runner import cached_analysis, run_analyses  # noqa: F401
 
+__all__ = ["run_what_transferred", "transfer_options"]
+
 
 def transfer_options(lambdas=None, bn_reestimate: bool | None = None,
                      criticality_images: int | None = None,
