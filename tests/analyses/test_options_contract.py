@@ -14,7 +14,15 @@ from transferscope.analyses import get_analysis, list_analyses
 
 @pytest.mark.parametrize("name", list_analyses(runnable=True))
 def test_run_defaults_equal_the_options_model(name):
+    """... and ``run`` writes no default of its own: registration gives it the model's."""
+    import ast
+    import textwrap
+
     spec = get_analysis(name)
+    fn = ast.parse(textwrap.dedent(inspect.getsource(spec.run))).body[0]
+    written = [a.arg for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if d is not None]
+    written += [a.arg for a in fn.args.args[len(fn.args.args) - len(fn.args.defaults):]]
+    assert not written, f"{name}.run writes defaults for {written}: put them in its options"
     model = spec.options()
     params = inspect.signature(spec.run).parameters
     for key, p in params.items():
@@ -45,5 +53,5 @@ def test_the_barrier_path_has_one_home():
     from transferscope.analyses import barriers
 
     assert list(barriers.LAMBDAS) == barriers.BarriersOptions().lambdas
-    assert _inspect.signature(barriers.run).parameters["lambdas"].default == barriers.LAMBDAS
+    assert _inspect.signature(barriers.run).parameters["lambdas"].default == list(barriers.LAMBDAS)
     assert "LAMBDAS if lambdas is None" in _inspect.getsource(barriers.barrier_paths)

@@ -122,7 +122,8 @@ def register_analysis(name: str, *, title: str, paper: str, section: str,
         title, paper: the report heading is ``f"{title} ({paper})"``.
         section: a key of :data:`SECTIONS`.
         options: a pydantic model (subclass of :class:`AnalysisOptions`) of ``run``'s keyword
-            arguments; validated before ``run`` is called.
+            arguments; validated before ``run`` is called. It is the one home of their
+            defaults: ``run(ctx, *, name: type, ...)`` writes none, registration gives them.
         finding: ``finding(result) -> Finding | None``, the report's sentence.
         order: position within the section (default: registration order).
         made_by: for results without ``run(ctx)``: the study that makes them.
@@ -165,6 +166,8 @@ def register_analysis(name: str, *, title: str, paper: str, section: str,
         raise ConfigError(f"analysis {name!r}: options must be a pydantic model class")
 
     def deco(fn):
+        if fn is not None and opts is not NoOptions:
+            _defaults_from_options(fn, opts)
         _REGISTRY[name] = AnalysisSpec(name, title, paper, section, opts, fn, finding,
                                        float(1000 + len(_REGISTRY) if order is None else order),
                                        made_by, applies, dict(charts or {}), resolution,
@@ -176,6 +179,24 @@ def register_analysis(name: str, *, title: str, paper: str, section: str,
         deco(run)
         return run
     return deco
+
+
+def _defaults_from_options(fn: Callable, options: type[AnalysisOptions]) -> None:
+    """Give ``fn``'s keyword-only parameters that write no default of their own the options
+    model's defaults (as the study path passes them, ``model_dump()``), so a default lives
+    only in the options model and ``module.run(ctx)`` computes what a study computes."""
+    import inspect
+
+    try:
+        defaults = options().model_dump()
+    except ValidationError:  # a required option: only the fields that have a default
+        defaults = {k: f.get_default(call_default_factory=True)
+                    for k, f in options.model_fields.items() if not f.is_required()}
+    own = fn.__kwdefaults__ or {}
+    fill = {k: defaults[k] for k, p in inspect.signature(fn).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and k not in own and k in defaults}
+    if fill:
+        fn.__kwdefaults__ = {**own, **fill}
 
 
 def unregister_analysis(name: str) -> None:

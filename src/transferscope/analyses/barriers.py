@@ -187,9 +187,8 @@ class BarriersOptions(AnalysisOptions):
                             "the finding says too few images to tell")
 
 
-def run(ctx: AuditContext, lambdas: Sequence[float] = LAMBDAS,
-        bn_reestimate: bool | None = None, bn_images: int = 64, seed: int = 0,
-        margin: float = 0.05, min_images: int = MIN_IMAGES) -> AnalysisResult:
+def run(ctx: AuditContext, *, lambdas: Sequence[float], bn_reestimate: bool | None, bn_images: int,
+        seed: int, margin: float, min_images: int) -> AnalysisResult:
     """Barriers between the two P-T and the two RI-T models of ``ctx`` (section 3.3); the
     BatchNorm statistics of every point are re-estimated on images that are not evaluated."""
     inp = transfer_inputs(ctx)

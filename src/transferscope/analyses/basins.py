@@ -289,9 +289,8 @@ class BasinsOptions(AnalysisOptions):
                             "the finding says too few images to tell")
 
 
-def run(ctx: AuditContext, images: int = 64, samples: int = 8, pairs: int = 4, seed: int = 0,
-        bn_reestimate: bool | None = None, bn_images: int = 64,
-        min_images: int = MIN_IMAGES) -> AnalysisResult:
+def run(ctx: AuditContext, *, images: int, samples: int, pairs: int, seed: int,
+        bn_reestimate: bool | None, bn_images: int, min_images: int) -> AnalysisResult:
     """Definition 3.1 for the hull of the two P-T and of the two RI-T models of ``ctx``; the
     BatchNorm statistics of every point are re-estimated on images that are not evaluated."""
     inp = transfer_inputs(ctx)

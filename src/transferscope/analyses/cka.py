@@ -364,9 +364,8 @@ class CkaOptions(AnalysisOptions):
                         "'paper003' or estimator 'debiased')")
 
 
-def run(ctx: AuditContext, pool: str = "avg", max_features: int = 4096,
-        estimator: str = "biased", setting: str = "report", images: int = 256
-        ) -> AnalysisResult:
+def run(ctx: AuditContext, *, pool: str, max_features: int, estimator: str, setting: str,
+        images: int) -> AnalysisResult:
     """CKA of P with P-T #1 and of the P-T / RI-T pairs of ``ctx`` (Table 1)."""
     inp = transfer_inputs(ctx)
     models = {"P": ctx.source, **inp.models}

@@ -161,7 +161,7 @@ def accuracy_intervals(clean_hits, hits, kind, seed: int = 0, n_boot: int = 1000
     return out
 
 
-def run(ctx: AuditContext, examples: int = 8, **params) -> AnalysisResult:
+def run(ctx: AuditContext, *, examples: int, **params) -> AnalysisResult:
     """Accuracy of every target model on composites, per background group and class, with
     95 % intervals over background images (:func:`accuracy_intervals`); models compared on
     the same composites as pairs, and claim 000.composites tested when the audit has

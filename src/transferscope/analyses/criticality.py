@@ -293,11 +293,9 @@ class CriticalityOptions(AnalysisOptions):
                             "sd near 1, then exceeds 0.06, above the 0.05 tolerance)")
 
 
-def run(ctx: AuditContext, images: int = 64, modules: int = 6,
-        alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-        sigmas: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.35), draws: int = 3,
-        metric: str = "loss", seed: int = 0, bn_reestimate: bool | None = None,
-        bn_images: int = 64, min_images: int = MIN_IMAGES) -> AnalysisResult:
+def run(ctx: AuditContext, *, images: int, modules: int, alphas: Sequence[float],
+        sigmas: Sequence[float], draws: int, metric: str, seed: int, bn_reestimate: bool | None,
+        bn_images: int, min_images: int) -> AnalysisResult:
     """Module criticality of P-T #1 and RI-T #1 of ``ctx`` (from their initial weights), on
     ``images`` seeded training images (Definition 3.2 uses the training loss; the validation
     split stands in when the context has no training split). BatchNorm statistics are

@@ -254,8 +254,8 @@ def summarise(scores: dict, clusters, *, fine_tuned=(), scratch=(), target_silen
     return out
 
 
-def run(ctx: AuditContext, fraction: float = 0.2, protocol: str = "lingering",
-        per_class: int = 10, max_classes: int = 20, **params) -> AnalysisResult:
+def run(ctx: AuditContext, *, fraction: float, protocol: str, per_class: int, max_classes: int,
+        **params) -> AnalysisResult:
     """Mean distraction of every target model with intervals over background images
     (:func:`summarise`), and per background source class.
 

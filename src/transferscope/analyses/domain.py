@@ -362,9 +362,8 @@ class DomainOptions(AnalysisOptions):
         "'paper002': raw features and linear-kernel MMD, beside paper 002's Table 2")
 
 
-def run(ctx: AuditContext, limit: int | None = 300, seed: int = 0, size: int | None = 128,
-        levels: int | None = None, bandwidth: float | None = None,
-        scale: str = "source") -> AnalysisResult:
+def run(ctx: AuditContext, *, limit: int | None, seed: int, size: int | None, levels: int | None,
+        bandwidth: float | None, scale: str) -> AnalysisResult:
     """Gap and width of the context's target data against its first source-image set."""
     source = next(iter(ctx.source_data.values()))
     source = getattr(source, "base", source)  # the images, not their augmented views

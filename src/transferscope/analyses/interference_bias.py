@@ -187,7 +187,7 @@ def model_summary(counts: torch.Tensor, classes: list[str], seed: int = 0) -> tu
         f"classes with >= {MIN_VIEWS} views"}, strength, tests
 
 
-def run(ctx: AuditContext, top: int = 10) -> AnalysisResult:
+def run(ctx: AuditContext, *, top: int) -> AnalysisResult:
     """Bias matrices of every target model on every source-image set."""
     classes = ctx.target_classes
     t = len(classes)

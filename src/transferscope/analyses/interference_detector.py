@@ -240,10 +240,8 @@ def calibrate(ctx: AuditContext, name: str, composites, *, v_lo: int = PAPER_V_L
     return {"p_lo": float(best["p_lo"]), "k": int(best["k"])}, grid
 
 
-def run(ctx: AuditContext, composites: dict | None = None, *,
-        k: int = PAPER_K, v_lo: int = PAPER_V_LO, p_lo: float | None = None, seed: int = 0,
-        n_boot: int = 1000, calibrate_setting: bool = True,
-        extra_sets: dict | None = None) -> AnalysisResult:
+def run(ctx: AuditContext, *, composites: dict | None, k: int, v_lo: int, p_lo: float | None,
+        seed: int, n_boot: int, calibrate_setting: bool, extra_sets: dict | None) -> AnalysisResult:
     """Score every transferred model's detector at the paper's setting and at a calibrated
     one: clean validation images vs composites, and M^t's mistakes on every data set
     (``composites``: options of the shared composite plan, whose composites are scored)."""

@@ -303,8 +303,8 @@ class GradientOptions(AnalysisOptions):
                               "of the t-test: the central box (half of each side) or all")
 
 
-def run(ctx: AuditContext, max_batches: int | None = 4, ttest_images: int = 8,
-        ttest_region: str = "center") -> AnalysisResult:
+def run(ctx: AuditContext, *, max_batches: int | None, ttest_images: int,
+        ttest_region: str) -> AnalysisResult:
     """Fig. 9 at the start of fine-tuning: gradients of every fine-tuned model's initial
     weights (theta_A, from its run directory) on the context's target data; and Fig. 10: the
     first layer's activations before (theta_A) and after fine-tuning, paired t-test per image

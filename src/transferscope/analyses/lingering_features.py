@@ -76,8 +76,7 @@ def lingering(mean_prob: torch.Tensor, only: torch.Tensor, p_lo: float) -> torch
     return only & (mean_prob > p_lo) & ~mean_prob.isnan()
 
 
-def run(ctx: AuditContext, k: int = 5, v_lo: int = 0, p_lo: float | None = None
-        ) -> AnalysisResult:
+def run(ctx: AuditContext, *, k: int, v_lo: int, p_lo: float | None) -> AnalysisResult:
     """Find F and L for every transferred target model; ``p_lo`` defaults to 10x chance."""
     s = ctx.source.num_classes
     p_lo = 10.0 / s if p_lo is None else float(p_lo)

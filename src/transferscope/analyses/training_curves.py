@@ -119,8 +119,7 @@ def curves_table(histories: dict[str, list[dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "epoch", "step", "metric", "value", "lo", "hi"])
 
 
-def run(ctx, files: dict[str, str] | None = None,
-        thresholds: dict[str, str] | None = None) -> AnalysisResult:
+def run(ctx, *, files: dict[str, str] | None, thresholds: dict[str, str] | None) -> AnalysisResult:
     """Curves of every monitored model and the thresholds' first crossings."""
     paths = _files(ctx, files or {})
     if not paths:
