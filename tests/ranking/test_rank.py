@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import make_folder
-from transferscope.data import image_folder
+from transferscope.data import ImageSet, image_folder
 from transferscope.errors import DataError
 from transferscope.models import create_model
 from transferscope.ranking import SCORES, check_ranking, rank_candidates
@@ -116,3 +116,42 @@ def test_check_ranking_does_not_depend_on_the_order_accuracies_are_listed():
     a = check_ranking(table, acc, n_boot=200).iloc[0]
     b = check_ranking(table, dict(reversed(list(acc.items()))), n_boot=200).iloc[0]
     assert (a.tau_lo, a.tau_hi, a.r_lo, a.r_hi) == (b.tau_lo, b.tau_hi, b.r_lo, b.r_hi)
+
+
+def test_candidates_that_preprocess_alike_decode_the_target_once(target, monkeypatch):
+    from transferscope.data.image_set import ImageSet
+    from transferscope.engine import predict
+    from transferscope.engine.cache import ResultCache
+    from transferscope.ranking.scores import logme
+
+    decoded = []
+    real = ImageSet.__getitem__
+    monkeypatch.setattr(ImageSet, "__getitem__",
+                        lambda self, i: decoded.append(i) or real(self, i))
+    models = {f"m{i}": _cnn(i) for i in range(3)}
+    table = rank_candidates(target, models, cache=ResultCache(enabled=False))
+    # one size probe + one pass over the 15 images, not three passes
+    assert len(decoded) == 1 + len(target)
+    for name, m in models.items():  # the same features as each candidate's own pass
+        own = predict(m, target, cache=ResultCache(enabled=False), with_features=True)
+        assert table.loc[name, "logme"] == pytest.approx(
+            logme(own.activations["features"], own.labels), rel=1e-6)
+
+
+def test_decode_once_decodes_per_pass_above_its_memory_budget(target):
+    from transferscope.data.transforms import IMAGENET_NORM, eval_transform
+    from transferscope.engine.loading import decode_once
+
+    tf, other = eval_transform(IMAGENET_NORM, 16), eval_transform(IMAGENET_NORM, 24)
+    once = decode_once(target, progress=False)
+    a = once.with_transform(tf)
+    assert once.with_transform(tf) is a and len(a) == len(target)
+    assert torch.equal(a[7][0], target.with_transform(tf)[7][0]) and a[7][1] == target[7][1]
+    b = once.with_transform(other)  # two preprocessings fit: both held
+    assert once.with_transform(tf) is a and once.with_transform(other) is b
+    small = decode_once(target, max_bytes=3 * 16 * 16 * 4 * len(target), progress=False)
+    small.with_transform(tf)
+    small.with_transform(other)  # does not fit: read per pass, held set untouched
+    assert isinstance(small.with_transform(other), ImageSet) and len(small.memo) == 1
+    tiny = decode_once(target, max_bytes=100, progress=False)
+    assert isinstance(tiny.with_transform(tf), ImageSet) and not tiny.memo

@@ -181,3 +181,58 @@ def test_given_accuracies_are_ground_truth_and_the_study_file_reads_back(tmp_pat
     with pytest.raises(ConfigError, match="key 'accuracy'.*'lite' is no candidate.*did you "
                        "mean 'lite0'"):
         _study(tmp_path, tiny_split, '[accuracy]\nlite = 0.9\n')
+
+
+def _noise_folder(root, classes=("tench", "goldfish"), per_class=8, seed=0):
+    """Textured noise images (high GLCM contrast, wide colour spread), class folders named by
+    ImageNet class names, so source_images reads them as a source sample."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(
+                root / name / f"{name}_{i}.png")
+    return root
+
+
+def test_target_factors_a_target_like_the_source_lies_nearer(tmp_path):
+    from conftest import make_folder
+    from transferscope.analyses.ranking import target_factors
+    from transferscope.data import image_folder, source_images
+
+    source = source_images(_noise_folder(tmp_path / "src", seed=0))
+    near = image_folder(_noise_folder(tmp_path / "near", seed=1))
+    far = image_folder(make_folder(tmp_path / "far", per_class=8))  # flat colours
+    f_near, f_far = target_factors(near, source), target_factors(far, source)
+    assert f_far["domain_gap"] > 10 * max(f_near["domain_gap"], 1e-3)
+    assert f_near["N"] == len(near) == 16 and f_near["images"] == 16
+    assert f_near["source images"] == 16 and f_near["source"] == str(tmp_path / "src")
+    limited = target_factors(near, source, limit=5)
+    assert limited["images"] == 5 and limited["N"] == 16  # N is the whole split
+
+
+def test_ranking_study_states_the_targets_factors_or_why_not(tmp_path, tiny_split, capsys):
+    src = _noise_folder(tmp_path / "src")
+    one = '[[candidates]]\nname = "cnn"\nmodel = "baseline_cnn"\ninit = "random"\n'
+    for source, expect in ((str(src), True), ("", False), (str(tmp_path / "nothere"), False)):
+        path = tmp_path / "r.toml"
+        path.write_text(f'kind = "ranking"\ntarget = "{tiny_split}"\nimage_size = 32\n'
+                        f'source = "{source}"\n' + one)
+        out = tmp_path / f"out{len(source)}"
+        run_kind(load_any(path), out)
+        summary = json.loads((out / "results" / "ranking.json").read_text())["summary"]
+        err = capsys.readouterr().err
+        assert ("factors" in summary) == expect
+        if expect:
+            assert summary["factors"]["N"] == 16 and summary["factors"]["domain_gap"] > 0
+            doc = json.loads((out / "results" / "findings.json").read_text())
+            (f,) = [f for f in doc["findings"] if f["analysis"] == "ranking"]
+            assert "domain gap" in f["text"] and "the same for every candidate" in f["text"]
+        elif source:  # not found: one line saying so and how to set it, the ranking written
+            (line,) = [x for x in err.splitlines() if "source sample" in x]
+            assert "nothere" in line and "not computed" in line
+        else:
+            assert "source sample" not in err

@@ -19,7 +19,7 @@ from transferscope.analyses._registry import Finding, register_analysis
 from transferscope.stats import Interval, too_few
 
 __all__ = ["finding", "MIN_CANDIDATES", "ranking_result", "score_agreement", "SCORE_COLUMNS",
-           "ties_all"]
+           "target_factors", "ties_all"]
 
 #: score columns shown and compared (higher is better); the names of transferscope.ranking
 SCORE_COLUMNS = ("logme", "leep", "nce", "hscore", "hscore_reg", "gbc", "knn")
@@ -27,9 +27,10 @@ MIN_CANDIDATES = 5
 
 
 def ranking_result(table: pd.DataFrame, check: pd.DataFrame | None = None,
-                   accuracy: dict | None = None) -> AnalysisResult:
+                   accuracy: dict | None = None, factors: dict | None = None) -> AnalysisResult:
     """The ``ranking`` result: ``scores`` (a row per candidate, a column per score, the
-    fine-tuned accuracy when known), ``check`` (per score: tau_w, r and their intervals)."""
+    fine-tuned accuracy when known), ``check`` (per score: tau_w, r and their intervals);
+    ``factors``: the target's paper 002 factors (:func:`target_factors`), shown as context."""
     scores = table.reset_index().rename(columns={"index": "candidate"})
     if accuracy:
         scores["fine-tuned accuracy"] = scores["candidate"].map(accuracy)
@@ -49,10 +50,30 @@ def ranking_result(table: pd.DataFrame, check: pd.DataFrame | None = None,
                             for _, r in check.iterrows()}
         summary["accuracy"] = {str(k): float(v) for k, v in (accuracy or {}).items()}
         tables["check"] = check.drop(columns=["tau_interval", "r_interval"], errors="ignore")
+    if factors:
+        summary["factors"] = factors
     result = AnalysisResult("ranking", summary, tables)
     if check is not None and len(check) and accuracy:
         result.figures["score_vs_accuracy"] = _scatter(table, accuracy, ranked)
     return result
+
+
+def target_factors(target, source, *, limit: int | None = 200, seed: int = 0) -> dict:
+    """Paper 002's model-free factors of ``target`` (its training split) against a source
+    sample: the domain gap (unbiased Gaussian MMD^2 on the 22 colour and texture statistics,
+    z-scored with the source's, Sec. 3.2), the domain width (top covariance eigenvalue) and
+    the data amount N (all of ``target``), from at most ``limit`` seeded images per set.
+    They describe the target, not a candidate: context for the ranking (a far, wide target
+    gains less from any ImageNet model)."""
+    from transferscope.analyses.domain import domain_statistics
+
+    name = str(getattr(target, "root", "target"))
+    stats = domain_statistics({name: target}, source, limit, seed=seed)
+    row = stats.summary[name]
+    return {"domain_gap": float(row["gap"]), "domain_width": float(row["width"]),
+            "N": int(row["N"]), "source": str(getattr(source, "root", "source")),
+            "images": int(stats.tables["domains"]["images used"].iloc[0]),
+            "source images": int(stats.tables["domains"]["source images used"].iloc[0])}
 
 
 def ties_all(values: pd.Series, rtol: float = 1e-9) -> bool:
@@ -126,6 +147,12 @@ def finding(result: AnalysisResult) -> Finding | None:
         clauses.append(f"the scores' rankings agree with Kendall tau {min(agree):.2f} to "
                        f"{max(agree):.2f} between pairs of scores")
     clauses += [f"{c}: not ranked ({why})" for c, why in s.get("errors", {}).items()]
+    f = s.get("factors")
+    if f:  # paper 002's model-free factors: context, the same for every candidate
+        clauses.append(f"the target lies at domain gap {f['domain_gap']:.3g} from the source "
+                       f"sample {f['source']} (width {f['domain_width']:.3g}, N = {f['N']}; "
+                       f"paper 002's factors from {f['images']} target and "
+                       f"{f['source images']} source images, the same for every candidate)")
     estimates = []
     for score, c in (s.get("check") or {}).items():
         if score in tied:  # its tau and r would rank noise

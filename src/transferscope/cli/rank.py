@@ -73,6 +73,9 @@ def rank(target: str = typer.Option(..., help="target data set: a name under the
                                                   "model's own)"),
          batch_size: Optional[int] = typer.Option(None),
          device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
+         source: str = typer.Option("imagenet-samples", help="ImageNet-labelled source "
+                                    "sample for the target's domain gap and width (paper "
+                                    "002's factors, context); '' to skip"),
          data_root: Optional[Path] = DataRoot):
     """Rank candidate source models for a target from one forward pass each (LogME, LEEP,
     NCE, H-score, shrinkage H-score, GBC, k-NN); fine-tuning only with --fine-tune."""
@@ -91,7 +94,7 @@ def rank(target: str = typer.Option(..., help="target data set: a name under the
     given = {"target": target, "split": split or "", "val_split": val_split,
              "candidates": [{"name": n, "model": m, "init": i} for n, (m, i) in specs.items()],
              "image_size": image_size, "batch_size": batch_size, "device": device,
-             "executor": executor, "accuracy": acc,
+             "executor": executor, "accuracy": acc, "source": source,
              "fine_tune": None if fine_tune is None else {"recipe": fine_tune, "epochs": epochs}}
     spec = build_spec(RankingSpec, given, "transferscope rank")
     result = run(spec, out, data_root)["ranking"]
@@ -101,6 +104,11 @@ def rank(target: str = typer.Option(..., help="target data set: a name under the
     n = int(table["n"].max()) if table["n"].notna().any() else 0
     typer.echo(f"{spec.target}: {n} training images; higher is better, sorted by logme")
     typer.echo(shown.to_string(float_format=_fmt, na_rep="-"))
+    f = result.summary.get("factors")
+    if f:
+        typer.echo(f"target factors (paper 002, the same for every candidate): domain gap "
+                   f"{f['domain_gap']:.3g}, domain width {f['domain_width']:.3g}, N {f['N']} "
+                   f"(against {f['source']}, {f['images']} + {f['source images']} images)")
     for name, row in table.iterrows():
         if isinstance(row["skipped"], str) and row["skipped"]:
             typer.echo(f"  {name}: {row['skipped']}")

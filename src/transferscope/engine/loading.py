@@ -23,16 +23,22 @@ runs the same deterministic transform, so inference results do not depend on it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from transferscope.config import usable_cpus
+from transferscope.data.image_set import ImageSet
 from transferscope.engine._memory import tune_heap
 
-__all__ = ["auto_workers", "make_loader", "MAX_WORKERS", "MIN_BATCHES_FOR_WORKERS",
-           "MIN_ITEMS_FOR_WORKERS", "WORKERS_ENV"]
+__all__ = ["auto_workers", "decode_once", "DECODE_ONCE_BYTES", "DecodedOnce", "make_loader",
+           "MAX_WORKERS", "MIN_BATCHES_FOR_WORKERS", "MIN_ITEMS_FOR_WORKERS", "WORKERS_ENV"]
+
+#: largest decoded set :func:`decode_once` keeps in memory (float32 inputs); above it every
+#: pass decodes again, as without it
+DECODE_ONCE_BYTES = 1 << 30
 
 MIN_BATCHES_FOR_WORKERS = 4  # fewer: a worker's start-up (fork + first batch) is not repaid
 MIN_ITEMS_FOR_WORKERS = 256  # nor for a few images (0.1-0.3 s start-up; ~2 ms per decode)
@@ -82,3 +88,73 @@ def make_loader(dataset, batch_size: int, *, num_workers: int | None = None,
         extra["prefetch_factor"] = 4  # the next batches wait decoded while the model runs
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                       pin_memory=torch.device(device).type == "cuda", **extra, **kwargs)
+
+
+@dataclasses.dataclass
+class DecodedOnce(ImageSet):
+    """An :class:`ImageSet` whose samples are decoded and transformed once per transform and
+    then served from memory: several models that preprocess alike and run one after another
+    (ranking candidates, built one at a time) share one decoding pass. Same samples, digest
+    and cache keys as the set it wraps; see :func:`decode_once`."""
+
+    max_bytes: int = DECODE_ONCE_BYTES
+    num_workers: int | None = None
+    progress: bool | None = None
+    memo: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def with_transform(self, transform):
+        from transferscope.data.transforms import describe_transform
+
+        plain = ImageSet(self.root, self.samples, self.classes, self.label_space,
+                         self.skipped, transform)
+        if transform is None or not len(self):
+            return plain
+        desc = describe_transform(transform)
+        if desc not in self.memo:
+            first = plain[0][0]
+            size = first.element_size() * first.numel() * len(self)
+            if size > self.max_bytes:
+                return plain  # too large to hold: decoded per pass, as without this wrapper
+            while self.memo and size + sum(t.tensors[0].nbytes for t in self.memo.values()) \
+                    > self.max_bytes:
+                self.memo.pop(next(iter(self.memo)))  # the oldest goes: memory stays bounded
+            self.memo[desc] = self._decode_all(plain)
+        return self.memo[desc]
+
+    def _decode_all(self, plain: ImageSet) -> TensorDataset:
+        from transferscope._progress import progress_bar
+
+        xs, ys = [], []
+        loader = make_loader(plain, 32, num_workers=self.num_workers)
+        with progress_bar(len(plain), f"decode {self.root.name} once", self.progress) as advance:
+            for x, y in loader:
+                xs.append(x)
+                ys.append(y)
+                advance(len(y))
+        return TensorDataset(torch.cat(xs), torch.cat(ys))
+
+
+def decode_once(data: ImageSet, *, max_bytes: int = DECODE_ONCE_BYTES,
+                num_workers: int | None = None, progress: bool | None = None) -> DecodedOnce:
+    """``data`` as a :class:`DecodedOnce`: the first pass under a transform decodes every
+    image into memory (when the transformed set fits ``max_bytes``), later passes under the
+    same transform read the tensors (items equal to ``data.with_transform(t)[i]``).
+
+    Example:
+        >>> import tempfile, PIL.Image, pathlib
+        >>> from transferscope.data import image_folder
+        >>> from transferscope.data.transforms import IMAGENET_NORM, eval_transform
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> for c in ("a", "b"):
+        ...     (root / c).mkdir()
+        ...     PIL.Image.new("RGB", (40, 30), (9, 99, 199)).save(root / c / "x.png")
+        >>> data = image_folder(root)
+        >>> once = decode_once(data, progress=False)
+        >>> tf = eval_transform(IMAGENET_NORM, 16)
+        >>> a, b = once.with_transform(tf), once.with_transform(tf)
+        >>> a is b, torch.equal(a[1][0], data.with_transform(tf)[1][0]), once.digest == data.digest
+        (True, True, True)
+    """
+    return DecodedOnce(data.root, data.samples, data.classes, data.label_space, data.skipped,
+                       data.transform, max_bytes=max_bytes, num_workers=num_workers,
+                       progress=progress)

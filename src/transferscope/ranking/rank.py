@@ -3,7 +3,9 @@ ranking against fine-tuned accuracy.
 
 :func:`rank_candidates` runs each candidate once over the target's training split
 (:func:`~transferscope.engine.predict` with ``with_features``: the penultimate features are the
-content-keyed cache entry, so a rerun or an added candidate costs only the new forward passes),
+content-keyed cache entry, so a rerun or an added candidate costs only the new forward passes;
+candidates that preprocess alike share one decoding pass,
+:func:`~transferscope.engine.loading.decode_once`),
 scores it with every :mod:`~transferscope.ranking.scores` function and drops its features before
 the next one (memory flat in the number of candidates). :func:`check_ranking` compares each
 score with given fine-tuned accuracies: weighted Kendall tau (hyperbolic weights, as the
@@ -93,12 +95,15 @@ def rank_candidates(target, candidates: Mapping[str, Candidate], *,
     """
     from transferscope.data.transforms import describe_transform
     from transferscope.engine.inference import default_transform, predict
+    from transferscope.engine.loading import decode_once
 
     if target.num_classes < 2:
         raise DataError(f"{target.root}: {target.num_classes} class "
                         f"({', '.join(map(str, target.classes)) or 'none'}); ranking needs a "
                         "target with at least two classes")
     rows = []
+    # candidates that preprocess alike read one decoding pass (held in memory when it fits)
+    decoded = decode_once(target, num_workers=num_workers, progress=progress)
     for name, candidate in candidates.items():
         row: dict = {"candidate": name, **{s: math.nan for s in SCORES}, "skipped": "",
                      "error": ""}
@@ -114,7 +119,8 @@ def rank_candidates(target, candidates: Mapping[str, Candidate], *,
             row.update(arch=model.arch, init=str((model.builder or {}).get("init", "")),
                        width=model.num_features, preprocessing=describe_transform(tf))
             t0 = time.perf_counter()
-            pred = predict(model, target, transform=tf, cache=cache, batch_size=batch_size,
+            pred = predict(model, decoded, image_size=size, transform=tf, cache=cache,
+                           batch_size=batch_size,
                            num_workers=num_workers, device=device, progress=progress,
                            with_features=True, desc=f"rank: {name} on {target.root.name}")
             row.update(forward_s=time.perf_counter() - t0, cached=pred.from_cache)

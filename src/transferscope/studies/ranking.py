@@ -81,6 +81,9 @@ class RankingSpec(ExecutorFields, _Strict):
                                        "[fine_tune] replaces it for the candidates it trains")
     check: list[dict] = Field(default_factory=list, description="[[check]] rules "
                               "(docs/ci-gate.md)")
+    source: str | None = Field("imagenet-samples", description="ImageNet-labelled source "
+                               "sample for paper 002's domain gap and width of the target "
+                               "(context, the same for every candidate); \"\" to skip")
 
     @field_validator("accuracy")
     @classmethod
@@ -153,6 +156,25 @@ def fine_tune_accuracy(spec: RankingSpec, out: Path, data_root=None,
               f"{out / 'runs'}", file=sys.stderr)
     results = run_trainings(jobs, spec.executor)
     return {n: r.final_val_accuracy for n, r in zip(names, results)}
+
+
+def _factors(spec: RankingSpec, data, data_root) -> dict | None:
+    """Paper 002's factors of the target against ``spec.source``, or None (said on stderr)
+    when no source sample is given or found."""
+    from transferscope.analyses.ranking import target_factors
+    from transferscope.data import source_images
+    from transferscope.errors import DataError
+
+    if not spec.source:
+        return None
+    try:
+        source = source_images(spec.source, data_root=data_root)
+    except (DataError, ConfigError, OSError) as exc:
+        print(f"source sample {spec.source!r} not found ({str(exc).splitlines()[0]}): the "
+              "target's domain gap and width are not computed; set source = \"FOLDER\" or "
+              "source = \"\"", file=sys.stderr)
+        return None
+    return target_factors(data, source, seed=spec.seed)
 
 
 def spec_toml(spec: RankingSpec) -> str:
@@ -238,7 +260,7 @@ def run(spec: RankingSpec, out: str | os.PathLike, data_root=None):
         accuracy.update(fine_tune_accuracy(spec.model_copy(update={"candidates": ok}), out,
                                            data_root, on_skip=bad))
     check = check_ranking(table, accuracy, seed=spec.seed) if accuracy else None
-    result = ranking_result(table, check, accuracy)
+    result = ranking_result(table, check, accuracy, _factors(spec, data, data_root))
     result.summary["models"] = {c.name: {"model": c.model, "init": c.init}
                                 for c in spec.candidates}  # rank:OUT as a study's source
     result.save(out)
