@@ -38,17 +38,21 @@ def names_outside(src: Path) -> dict[str, int]:
     return areas
 
 
-def default_homes(src: Path) -> dict[str, int]:
-    """Places that write a default for the barrier lambdas and for ``images = 64``."""
-    lam = re.compile(r"lambdas?\s*(?::[^=\n]*)?=\s*(?:Field\()?\s*(?:\(|\[|np\.linspace|"
-                     r"torch\.linspace|tuple|list|_lin)")
+def default_homes(src: Path) -> dict[str, str]:
+    """Places that write a literal value for the barrier lambdas and for ``images = 64``
+    (code only: a docstring's theta_lambda is no home), with where they are."""
+    lam = re.compile(r"\blambdas?\s*(?::[^=\n]*)?=\s*(?:Field\()?\s*(?:[\(\[]\s*-?\d|"
+                     r"np\.linspace|torch\.linspace|_lin)", re.IGNORECASE)
     img = re.compile(r"\bimages\s*(?::\s*int)?\s*=\s*(?:Field\()?\s*64\b")
-    out = {"barrier lambdas": 0, "images = 64": 0}
-    for f in src.rglob("*.py"):
-        text = f.read_text()
-        out["barrier lambdas"] += len(lam.findall(text))
-        out["images = 64"] += len(img.findall(text))
-    return out
+    found: dict[str, list[str]] = {"barrier lambdas": [], "images = 64": []}
+    for f in sorted(src.rglob("*.py")):
+        for no, line in enumerate(f.read_text().splitlines(), 1):
+            where = f"{f.relative_to(src).as_posix()}:{no}"
+            if lam.search(line):
+                found["barrier lambdas"].append(where)
+            if img.search(line):
+                found["images = 64"].append(where)
+    return {k: f"{len(v)} ({', '.join(v)})" for k, v in found.items()}
 
 
 def longest(src: Path) -> dict[str, str]:

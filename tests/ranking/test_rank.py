@@ -155,3 +155,15 @@ def test_decode_once_decodes_per_pass_above_its_memory_budget(target):
     assert isinstance(small.with_transform(other), ImageSet) and len(small.memo) == 1
     tiny = decode_once(target, max_bytes=100, progress=False)
     assert isinstance(tiny.with_transform(tf), ImageSet) and not tiny.memo
+
+
+def test_a_score_flat_to_rounding_has_no_r_and_no_warning():
+    import warnings
+
+    t = pd.DataFrame({"hscore": [1.0, 1.0 + 2e-14, 1.0 - 1e-15, 1.0, 1.0 + 1e-14]},
+                     index=list("abcde"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's NearConstantInputWarning would fail here
+        row = check_ranking(t, dict(zip("abcde", [0.9, 0.8, 0.7, 0.6, 0.5])),
+                            scores=["hscore"], n_boot=200).iloc[0]
+    assert math.isnan(row.r) and math.isnan(row.r_lo)

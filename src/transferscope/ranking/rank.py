@@ -199,8 +199,8 @@ def check_ranking(table: pd.DataFrame, accuracy: Mapping[str, float], *,
             return weightedtau(x[idx], y[idx]).statistic if len(idx) > 1 else math.nan
 
         def r(idx, x=x, y=y):
-            if len(idx) < 3 or np.ptp(x[idx]) == 0 or np.ptp(y[idx]) == 0:
-                return math.nan
+            if len(idx) < 3 or _flat(x[idx]) or _flat(y[idx]):
+                return math.nan  # no spread (to rounding): r is undefined, not noise
             return pearsonr(x[idx], y[idx]).statistic
 
         t_iv = cluster_statistic(tau, len(x), unit="candidate", seed=seed, n_boot=n_boot)
@@ -210,3 +210,9 @@ def check_ranking(table: pd.DataFrame, accuracy: Mapping[str, float], *,
                      "note": too_few(len(x), min_candidates, "candidates") or "",
                      "tau_interval": t_iv.to_dict(), "r_interval": r_iv.to_dict()})
     return pd.DataFrame(rows)
+
+
+def _flat(v: np.ndarray, rtol: float = 1e-9) -> bool:
+    """Whether ``v`` has no spread beyond rounding (a saturated score: 1.0 and
+    1.00000000000002); Pearson r of it is undefined (scipy warns and returns noise)."""
+    return float(np.ptp(v)) <= rtol * max(float(np.abs(v).max()), 1e-300)
