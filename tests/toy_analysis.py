@@ -1,5 +1,7 @@
 """A toy analysis in one file with one registration (the registry test imports it):
-the mean top-1 confidence of every target model on the target data."""
+the mean top-1 confidence of every target model on the target data, with an option a study
+file sets (``[analyses.options.toy_confidence]``), an interactive chart, a resolution note
+and a drill-down panel - nothing outside this file names it."""
 
 from __future__ import annotations
 
@@ -25,9 +27,12 @@ def finding(result: AnalysisResult) -> Finding:
                    resolution=lambda res, results: [f"Resolution: toy over {len(res.summary)} "
                                                     "models."],
                    drill=(dict(widget="bars", table="confidence", value="mean confidence",
-                               heading="Toy: confidence of each model"),))
-def run(ctx, decimals: int = 3) -> AnalysisResult:
+                               heading="Toy: confidence of each model"),),
+                   charts={"confidence": dict(kind="heatmap", rows="model", cols="data",
+                                              value="mean confidence")})
+def run(ctx, *, decimals: int) -> AnalysisResult:  # its default: ToyOptions, the one home
     conf = {k: float(ctx.predict(m, ctx.target_data).probs.max(1).values.mean())
             for k, m in ctx.targets.items()}
     return AnalysisResult("toy_confidence", conf, {"confidence": pd.DataFrame(
-        [{"model": k, "mean confidence": round(v, decimals)} for k, v in conf.items()])})
+        [{"model": k, "data": "target", "mean confidence": round(v, decimals)}
+         for k, v in conf.items()])})

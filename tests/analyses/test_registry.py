@@ -239,7 +239,17 @@ memory = [%s]
     with pytest.raises(ConfigError, match="decimals"):
         run_memory_audit(tiny_ctx, tmp_path, ["toy_confidence"],
                          params={"toy_confidence": {"decimals": -1}})
+    # an option set in a study file reaches run() through the study path
+    from transferscope.studies.run import study_options
+    spec = parse_study(study % '"toy_confidence"' + "[analyses.options.toy_confidence]\n"
+                       "decimals = 1\n")
+    one = run_memory_audit(tiny_ctx, tmp_path / "one", ["toy_confidence"],
+                           params=study_options(spec))["toy_confidence"]
+    assert {len(str(v).split(".")[1]) for v in one.tables["confidence"]["mean confidence"]} \
+        == {1}
     res = run_memory_audit(tiny_ctx, tmp_path, ["toy_confidence"])["toy_confidence"]
+    assert run_analysis("toy_confidence", tiny_ctx).tables["confidence"].equals(
+        res.tables["confidence"])  # the default (3 decimals) from its options model alone
     for k, m in tiny_ctx.targets.items():  # independent computation
         assert not m.training  # predict() gave the model back in eval mode
         with torch.no_grad():
@@ -254,6 +264,13 @@ memory = [%s]
     # its resolution note and drill-down panel come from the registration alone
     assert "Resolution: toy over 4 models." in html
     meta = json.loads(html.split("id='ts-meta'>")[1].split("</script>")[0])
+    from transferscope.report.page import chart_spec  # its chart, from the registration
+    assert chart_spec("toy_confidence", "confidence")["kind"] == "heatmap"
+    blocks = [json.loads(b.split(">", 1)[1].split("</script>")[0]) for b in
+              html.split("<script type='application/json' id='tbl-")[1:]]
+    (table,) = [b for b in blocks if b["analysis"] == "toy_confidence"]
+    assert table["chart"] == {"kind": "heatmap", "rows": "model", "cols": "data",
+                              "value": "mean confidence"}
     assert meta["panels"] == [{"analysis": "toy_confidence", "widget": "bars",
                                "table": "confidence", "value": "mean confidence",
                                "heading": "Toy: confidence of each model"}]
