@@ -30,7 +30,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -45,9 +45,13 @@ __all__ = ["AnalysisOptions", "AnalysisSpec", "DRILL_WIDGETS", "finding_of", "fi
 
 
 class AnalysisOptions(BaseModel):
-    """Base of every analysis' options model: unknown options are errors."""
+    """Base of every analysis' options model: unknown options are errors.
+
+    ``shorthand``: the keys of a study file's ``[analyses.transfer_options]`` (the older
+    shared table) this model reads, shorthand key -> its own field."""
 
     model_config = ConfigDict(extra="forbid")
+    shorthand: ClassVar[dict[str, str]] = {}
 
 
 class NoOptions(AnalysisOptions):

@@ -170,6 +170,7 @@ def plot_paths(table: pd.DataFrame, metric: str):
 
 
 class BarriersOptions(AnalysisOptions):
+    shorthand = {"lambdas": "lambdas", "bn_reestimate": "bn_reestimate"}  # transfer_options
     lambdas: list[float] = Field(default_factory=lambda: list(LAMBDAS), min_length=1,
                                  description="points (1 - lambda) theta_0 + lambda theta_1")
     bn_reestimate: bool | None = Field(None, description="re-estimate BatchNorm statistics at every "

@@ -273,6 +273,8 @@ def _figure(est: dict):
 
 
 class BasinsOptions(AnalysisOptions):
+    shorthand = {"criticality_images": "images", "bn_reestimate": "bn_reestimate",
+                 "seed": "seed"}  # transfer_options
     images: int = Field(64, ge=1, description="validation images the estimates use (the same "
                         "seeded sample as module criticality)")
     samples: int = Field(8, ge=1, description="Monte-Carlo points of the hull")

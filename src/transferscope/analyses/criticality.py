@@ -268,6 +268,8 @@ def plot_grids(grid: pd.DataFrame):
 
 
 class CriticalityOptions(AnalysisOptions):
+    shorthand = {"criticality_images": "images", "criticality_modules": "modules",
+                 "bn_reestimate": "bn_reestimate", "seed": "seed"}  # transfer_options
     images: int = Field(64, ge=1, description="validation images of the seeded sample")
     modules: int = Field(6, ge=2, description="modules evaluated, spread over the network "
                          "(the last always included)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transferscope.analyses._base import AnalysisResult
-from transferscope.analyses._registry import list_analyses
+from transferscope.analyses._registry import get_analysis, list_analyses
 from transferscope.analyses._transfer import transfer_inputs
 from transferscope.analyses.context import AuditContext
 from transferscope.errors import ConfigError
@@ -26,7 +26,8 @@ def transfer_options(lambdas=None, bn_reestimate: bool | None = None,
                      criticality_modules: int | None = None,
                      seed: int | None = None) -> dict[str, dict]:
     """Options of the what-is-transferred analyses from a study's ``transfer_options`` (the
-    older shorthand): only what it sets; every default lives in the analysis's options model.
+    older shorthand): only what it sets; every default lives in the analysis's options model,
+    and which analysis reads which key is its options model's ``shorthand``.
 
     Example:
         >>> transfer_options(criticality_images=16)["criticality"]
@@ -34,15 +35,14 @@ def transfer_options(lambdas=None, bn_reestimate: bool | None = None,
         >>> transfer_options()["barriers"]
         {}
     """
-    def given(**kw):
-        return {k: v for k, v in kw.items() if v is not None}
-
-    shared = given(bn_reestimate=bn_reestimate, seed=seed)
-    return {"barriers": given(bn_reestimate=bn_reestimate,
-                              lambdas=None if lambdas is None else list(lambdas)),
-            "basins": {**shared, **given(images=criticality_images)},
-            "criticality": {**shared, **given(images=criticality_images,
-                                              modules=criticality_modules)}}
+    given = {k: v for k, v in dict(lambdas=None if lambdas is None else list(lambdas),
+                                   bn_reestimate=bn_reestimate,
+                                   criticality_images=criticality_images,
+                                   criticality_modules=criticality_modules,
+                                   seed=seed).items() if v is not None}
+    return {name: {field: given[key] for key, field in options.shorthand.items()
+                   if key in given}
+            for name in list_analyses() if (options := get_analysis(name).options).shorthand}
 
 
 def run_what_transferred(ctx: AuditContext, out: str | Path, analyses=None,
