@@ -167,3 +167,43 @@ def test_a_score_flat_to_rounding_has_no_r_and_no_warning():
         row = check_ranking(t, dict(zip("abcde", [0.9, 0.8, 0.7, 0.6, 0.5])),
                             scores=["hscore"], n_boot=200).iloc[0]
     assert math.isnan(row.r) and math.isnan(row.r_lo)
+
+
+def test_per_image_results_put_each_accuracys_noise_into_the_interval():
+    """Six candidates whose score orders their accuracies: with 400 validation images the
+    accuracies are sure and the crossed interval is about the candidates-only one; with 12
+    images they are noise and it widens. Point values are the same either way."""
+    rng = np.random.default_rng(0)
+    names = list("abcdef")
+    table = pd.DataFrame({"logme": np.arange(6.0)[::-1]}, index=names)
+    truth = dict(zip(names, [0.9, 0.85, 0.8, 0.75, 0.7, 0.65]))
+    widths = {}
+    for m in (400, 12):
+        correct = {c: rng.random(m) < p for c, p in truth.items()}
+        acc = {c: float(v.mean()) for c, v in correct.items()}
+        plain = check_ranking(table, acc, scores=["logme"], n_boot=500).iloc[0]
+        both = check_ranking(table, acc, correct=correct, scores=["logme"], n_boot=500).iloc[0]
+        assert plain.resampled == "candidates"
+        assert both.resampled == "candidates and validation images"
+        assert both.tau_w == pytest.approx(plain.tau_w) and both.r == pytest.approx(plain.r)
+        assert "validation image" in both.tau_interval["method"]
+        widths[m] = (plain.r_hi - plain.r_lo, both.r_hi - both.r_lo)
+    assert widths[400][1] < widths[400][0] + 0.25          # sure accuracies: about the same
+    assert widths[12][1] > widths[12][0] + 0.1 or widths[12][1] > 1.0  # noisy ones: wider
+
+
+def test_per_image_results_for_only_some_candidates_fall_back_to_candidates():
+    table = pd.DataFrame({"logme": [3.0, 2.0, 1.0]}, index=list("abc"))
+    acc = {"a": 0.9, "b": 0.8, "c": 0.7}
+    part = {"a": np.ones(5, bool), "b": np.ones(5, bool)}  # c's came from [accuracy]
+    row = check_ranking(table, acc, correct=part, scores=["logme"], n_boot=100).iloc[0]
+    assert row.resampled == "candidates"
+    uneven = {"a": np.ones(5, bool), "b": np.ones(5, bool), "c": np.ones(4, bool)}
+    assert check_ranking(table, acc, correct=uneven, scores=["logme"],
+                         n_boot=100).iloc[0].resampled == "candidates"
+    other = {c: np.arange(10) < 10 * a for c, a in acc.items()}  # means 0.9, 0.8, 0.7
+    assert check_ranking(table, acc, correct=other, scores=["logme"],
+                         n_boot=100).iloc[0].resampled == "candidates and validation images"
+    other["c"] = np.arange(10) < 5  # its mean is not c's accuracy: not the same images
+    assert check_ranking(table, acc, correct=other, scores=["logme"],
+                         n_boot=100).iloc[0].resampled == "candidates"

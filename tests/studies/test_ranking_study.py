@@ -66,6 +66,14 @@ def test_fine_tuned_ground_truth_gives_tau_and_r_per_score(tmp_path, tiny_split)
     assert acc["lite0"] == run_metrics[-1]["val_acc"]
     check = res["summary"]["check"]
     assert set(check) >= {"logme", "knn"} and check["logme"]["n"] == 2
+    # each fine-tuned model's per-image validation results: their mean is its val_acc, and
+    # the interval resamples the images with the candidates
+    from transferscope.studies.ranking import validation_correct
+    correct = validation_correct(spec, tmp_path / "out", ["lite0"])
+    assert correct["lite0"].shape == (8,) and correct["lite0"].mean() == pytest.approx(
+        acc["lite0"], abs=1e-6)
+    assert check["logme"]["resampled"] == "candidates and validation images"
+    assert "validation image" in check["logme"]["tau_w"]["method"]
     assert "too few candidates" in check["logme"]["note"]
     assert (tmp_path / "out" / "figures" / "ranking__score_vs_accuracy.png").is_file()
 

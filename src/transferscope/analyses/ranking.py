@@ -46,7 +46,8 @@ def ranking_result(table: pd.DataFrame, check: pd.DataFrame | None = None,
     tables = {"scores": scores}
     if check is not None and len(check):
         summary["check"] = {r["score"]: {"tau_w": r["tau_interval"], "r": r["r_interval"],
-                                         "n": int(r["n"]), "note": r["note"]}
+                                         "n": int(r["n"]), "note": r["note"],
+                                         "resampled": r.get("resampled", "candidates")}
                             for _, r in check.iterrows()}
         summary["accuracy"] = {str(k): float(v) for k, v in (accuracy or {}).items()}
         tables["check"] = check.drop(columns=["tau_interval", "r_interval"], errors="ignore")
@@ -162,6 +163,13 @@ def finding(result: AnalysisResult) -> Finding | None:
                       (f"Pearson r, {score} vs fine-tuned accuracy", r)]
         clauses.append(f"{score}: tau_w {iv}, r {r}" + (f", {c['note']}" if c.get("note")
                                                          else ""))
+    if any(c.get("resampled") == "candidates" for c in (s.get("check") or {}).values()):
+        clauses.append("the tau and r intervals resample candidates only: each fine-tuned "
+                       "accuracy's own noise over the validation images is not in them "
+                       "(fine-tuning here records it)")
+    elif s.get("check"):
+        clauses.append("the tau and r intervals resample candidates and the validation "
+                       "images together, so each accuracy's own noise is in them")
     caveat = too_few(n, MIN_CANDIDATES, "candidates") or ""
     top = (max(firsts.items(), key=lambda kv: len(kv[1]))[0] if firsts
            else next(iter(s["best"].values())))

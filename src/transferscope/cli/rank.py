@@ -114,7 +114,10 @@ def rank(target: str = typer.Option(..., help="target data set: a name under the
             typer.echo(f"  {name}: {row['skipped']}")
     check = result.tables.get("check")
     if check is not None:
-        typer.echo("score vs fine-tuned accuracy (95% bootstrap interval over candidates):")
+        over = ("candidates and validation images" if set(check.get("resampled", [])) ==
+                {"candidates and validation images"} else "candidates only: each accuracy's "
+                "own noise is not in it")
+        typer.echo(f"score vs fine-tuned accuracy (95% bootstrap interval over {over}):")
         for _, r in check.iterrows():
             typer.echo(f"  {r['score']:10s} tau_w {_fmt(r['tau_w'])} [{_fmt(r['tau_lo'])}, "
                        f"{_fmt(r['tau_hi'])}]  r {_fmt(r['r'])} [{_fmt(r['r_lo'])}, "

@@ -169,14 +169,22 @@ def _score(features, logits, labels, head_reason: str | None) -> dict:
 
 
 def check_ranking(table: pd.DataFrame, accuracy: Mapping[str, float], *,
+                  correct: Mapping[str, np.ndarray] | None = None,
                   scores=SCORES, min_candidates: int = MIN_CANDIDATES, seed: int = 0,
                   n_boot: int = 2000) -> pd.DataFrame:
     """How well each score ranks the candidates by their fine-tuned ``accuracy`` (name ->
     accuracy): a row per score with the weighted Kendall tau (``scipy.stats.weightedtau``,
     hyperbolic weights, ranks by decreasing score) and Pearson r over the candidates that
-    have both, each with a 95% bootstrap interval over candidates (the unit), ``n`` and a
-    ``note`` ("too few candidates to tell ..." below ``min_candidates``). Candidates are taken
-    in name order, so the intervals do not depend on the order ``accuracy`` lists them.
+    have both, each with a 95% bootstrap interval, ``n`` and a ``note`` ("too few candidates
+    to tell ..." below ``min_candidates``). Candidates are taken in name order, so the
+    intervals do not depend on the order ``accuracy`` lists them.
+
+    The interval resamples the candidates; with ``correct`` (name -> ``(M,)`` bool, whether
+    each of the M validation images all candidates were scored on is classified right) it
+    also resamples those images (:func:`~transferscope.stats.crossed_statistic`), so it
+    carries each accuracy's own noise - a few hundred images, or a short fine-tuning, move
+    an accuracy by points. Without per-image results for every candidate, candidates only.
+    Column ``resampled`` says which.
 
     Example:
         >>> t = pd.DataFrame({"logme": [0.9, 0.5, 0.1]}, index=["a", "b", "c"])
@@ -186,30 +194,59 @@ def check_ranking(table: pd.DataFrame, accuracy: Mapping[str, float], *,
     """
     from scipy.stats import pearsonr, weightedtau
 
+    from transferscope.stats import crossed_statistic
+
+    def tau_of(x, y):
+        return weightedtau(x, y).statistic if len(x) > 1 else math.nan
+
+    def r_of(x, y):
+        if len(x) < 3 or _flat(x) or _flat(y):
+            return math.nan  # no spread (to rounding): r is undefined, not noise
+        return pearsonr(x, y).statistic
+
     rows = []
     for score in scores:
         if score not in table:
             continue
-        pairs = [(float(table.loc[c, score]), float(a)) for c, a in sorted(accuracy.items())
-                 if c in table.index and np.isfinite(table.loc[c, score]) and np.isfinite(a)]
-        x = np.array([p[0] for p in pairs])
-        y = np.array([p[1] for p in pairs])
+        names = [c for c, a in sorted(accuracy.items()) if c in table.index
+                 and np.isfinite(table.loc[c, score]) and np.isfinite(a)]
+        x = np.array([float(table.loc[c, score]) for c in names])
+        y = np.array([float(accuracy[c]) for c in names])
+        per_image = _per_image(correct, names, y)
+        notes = [too_few(len(x), min_candidates, "candidates") or ""]
+        if per_image is not None:
+            acc = per_image.astype(float)  # (candidates, images)
 
-        def tau(idx, x=x, y=y):
-            return weightedtau(x[idx], y[idx]).statistic if len(idx) > 1 else math.nan
+            def crossed(stat, x=x, acc=acc):
+                return crossed_statistic(lambda r, w: stat(x[r], acc[r] @ w / w.sum()),
+                                         len(x), acc.shape[1], unit="candidate",
+                                         cols="validation image", seed=seed, n_boot=n_boot)
 
-        def r(idx, x=x, y=y):
-            if len(idx) < 3 or _flat(x[idx]) or _flat(y[idx]):
-                return math.nan  # no spread (to rounding): r is undefined, not noise
-            return pearsonr(x[idx], y[idx]).statistic
-
-        t_iv = cluster_statistic(tau, len(x), unit="candidate", seed=seed, n_boot=n_boot)
-        r_iv = cluster_statistic(r, len(x), unit="candidate", seed=seed, n_boot=n_boot)
+            t_iv, r_iv = crossed(tau_of), crossed(r_of)
+        else:
+            t_iv = cluster_statistic(lambda i, x=x, y=y: tau_of(x[i], y[i]), len(x),
+                                     unit="candidate", seed=seed, n_boot=n_boot)
+            r_iv = cluster_statistic(lambda i, x=x, y=y: r_of(x[i], y[i]), len(x),
+                                     unit="candidate", seed=seed, n_boot=n_boot)
         rows.append({"score": score, "n": len(x), "tau_w": t_iv.value, "tau_lo": t_iv.lo,
                      "tau_hi": t_iv.hi, "r": r_iv.value, "r_lo": r_iv.lo, "r_hi": r_iv.hi,
-                     "note": too_few(len(x), min_candidates, "candidates") or "",
+                     "note": "; ".join(n for n in notes if n),
+                     "resampled": ("candidates and validation images" if per_image is not None
+                                   else "candidates"),
                      "tau_interval": t_iv.to_dict(), "r_interval": r_iv.to_dict()})
     return pd.DataFrame(rows)
+
+
+def _per_image(correct: Mapping[str, np.ndarray] | None, names: list[str], accuracy):
+    """``(candidates, M)`` per-image correctness when every candidate has it over the same M
+    images and its mean is that candidate's accuracy, else None."""
+    if correct is None or not names or any(c not in correct for c in names):
+        return None
+    rows = [np.asarray(correct[c], dtype=bool).ravel() for c in names]
+    if len({r.size for r in rows}) != 1 or rows[0].size == 0:
+        return None
+    table = np.stack(rows)
+    return table if np.allclose(table.mean(1), accuracy, atol=1e-6) else None
 
 
 def _flat(v: np.ndarray, rtol: float = 1e-9) -> bool:

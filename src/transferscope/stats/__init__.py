@@ -10,10 +10,10 @@ Example:
 
 from transferscope.stats.paired_tests import McNemar, auroc, benjamini_hochberg, mcnemar
 from transferscope.stats.resample import (Comparison, Interval, cluster_mean, cluster_statistic,
-                                          expanded_level, paired_difference, paired_statistic,
-                                          plural, sign_flip_p)
+                                          crossed_statistic, expanded_level, paired_difference,
+                                          paired_statistic, plural, sign_flip_p)
 from transferscope.stats.verdicts import Verdict, too_few, verdict_of
 
 __all__ = ["Comparison", "Interval", "McNemar", "Verdict", "auroc", "benjamini_hochberg",
-           "cluster_mean", "cluster_statistic", "expanded_level", "mcnemar", "paired_difference",
-           "paired_statistic", "plural", "sign_flip_p", "too_few", "verdict_of"]
+           "cluster_mean", "cluster_statistic", "crossed_statistic", "expanded_level", "mcnemar",
+           "paired_difference", "paired_statistic", "plural", "sign_flip_p", "too_few", "verdict_of"]

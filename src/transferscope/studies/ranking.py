@@ -28,12 +28,14 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from transferscope.errors import ConfigError, did_you_mean
 from transferscope.studies.spec import ExecutorFields, toml_key, toml_value
 
-__all__ = ["CandidateSpec", "fine_tune_accuracy", "FineTuneSpec", "RankingSpec", "run", "spec_toml"]
+__all__ = ["CandidateSpec", "fine_tune_accuracy", "FineTuneSpec", "RankingSpec", "run", "spec_toml",
+           "validation_correct"]
 
 
 class _Strict(BaseModel):
@@ -158,6 +160,26 @@ def fine_tune_accuracy(spec: RankingSpec, out: Path, data_root=None,
     return {n: r.final_val_accuracy for n, r in zip(names, results)}
 
 
+def validation_correct(spec: RankingSpec, out: Path, names, data_root=None
+                       ) -> dict[str, np.ndarray]:
+    """Per validation image, whether each fine-tuned candidate (``OUT/runs/<name>``) classifies
+    it right: ``(M,)`` bool, in the val split's order - what lets the ground truth's interval
+    resample the images as well as the candidates (its mean is the run's ``val_acc``)."""
+    from transferscope.data import image_folder
+    from transferscope.engine import predict
+    from transferscope.models.io import load_model
+
+    val = image_folder(spec.target, spec.val_split or None, data_root=data_root)
+    correct = {}
+    for name in names:
+        if not (out / "runs" / name / "model.safetensors").is_file():
+            continue  # no finished run (accuracy from elsewhere): its interval says so
+        pred = predict(load_model(out / "runs" / name), val, device=spec.device,
+                       progress=False)
+        correct[name] = (pred.logits.argmax(1) == pred.labels).numpy()
+    return correct
+
+
 def _factors(spec: RankingSpec, data, data_root) -> dict | None:
     """Paper 002's factors of the target against ``spec.source``, or None (said on stderr)
     when no source sample is given or found."""
@@ -254,12 +276,15 @@ def run(spec: RankingSpec, out: str | os.PathLike, data_root=None):
                                    for c in spec.candidates},
                             batch_size=spec.batch_size, device=spec.device, seed=spec.seed,
                             on_error=bad)
-    accuracy = dict(spec.accuracy)
+    accuracy, correct = dict(spec.accuracy), None
     if spec.fine_tune is not None:
         ok = [c for c in spec.candidates if c.name not in problems]
-        accuracy.update(fine_tune_accuracy(spec.model_copy(update={"candidates": ok}), out,
-                                           data_root, on_skip=bad))
-    check = check_ranking(table, accuracy, seed=spec.seed) if accuracy else None
+        tuned = fine_tune_accuracy(spec.model_copy(update={"candidates": ok}), out,
+                                   data_root, on_skip=bad)
+        accuracy.update(tuned)
+        correct = validation_correct(spec, out, list(tuned), data_root)
+    check = (check_ranking(table, accuracy, correct=correct, seed=spec.seed) if accuracy
+             else None)
     result = ranking_result(table, check, accuracy, _factors(spec, data, data_root))
     result.summary["models"] = {c.name: {"model": c.model, "init": c.init}
                                 for c in spec.candidates}  # rank:OUT as a study's source
