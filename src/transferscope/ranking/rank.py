@@ -213,7 +213,6 @@ def check_ranking(table: pd.DataFrame, accuracy: Mapping[str, float], *,
         x = np.array([float(table.loc[c, score]) for c in names])
         y = np.array([float(accuracy[c]) for c in names])
         per_image = _per_image(correct, names, y)
-        notes = [too_few(len(x), min_candidates, "candidates") or ""]
         if per_image is not None:
             acc = per_image.astype(float)  # (candidates, images)
 
@@ -230,7 +229,7 @@ def check_ranking(table: pd.DataFrame, accuracy: Mapping[str, float], *,
                                      unit="candidate", seed=seed, n_boot=n_boot)
         rows.append({"score": score, "n": len(x), "tau_w": t_iv.value, "tau_lo": t_iv.lo,
                      "tau_hi": t_iv.hi, "r": r_iv.value, "r_lo": r_iv.lo, "r_hi": r_iv.hi,
-                     "note": "; ".join(n for n in notes if n),
+                     "note": too_few(len(x), min_candidates, "candidates") or "",
                      "resampled": ("candidates and validation images" if per_image is not None
                                    else "candidates"),
                      "tau_interval": t_iv.to_dict(), "r_interval": r_iv.to_dict()})
